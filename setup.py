@@ -1,0 +1,97 @@
+"""Build script for the native extension ``finegrained_ops._C``.
+
+Install with ``pip install --no-build-isolation -e .`` into an environment that already has
+the torch you will run with: the extension is compiled against that torch's headers and ABI.
+
+Switches (environment variables):
+    FINEGRAINED_OPS_FORCE_CUDA=1  build the CUDA kernels even if torch or CUDA_HOME says no
+    FINEGRAINED_OPS_FORCE_CPU=1   build the CPU kernels only
+    TORCH_CUDA_ARCH_LIST          CUDA architectures (default "9.0", the H100/H200)
+"""
+import glob
+import os
+import re
+import sys
+
+from setuptools import find_packages, setup
+
+try:
+    import torch
+    from torch.utils.cpp_extension import CUDA_HOME, BuildExtension, CppExtension, CUDAExtension
+except ImportError:  # pragma: no cover - exercised only on a broken install
+    sys.exit(
+        "finegrained_ops: torch must be installed before building the extension, and the build "
+        "must see it: `pip install torch` first, then `pip install --no-build-isolation -e .` "
+        "(build isolation would compile against a different torch)."
+    )
+
+ROOT = os.path.dirname(os.path.abspath(__file__))
+CSRC = "csrc"  # setuptools wants source paths relative to setup.py
+
+
+def read_version():
+    with open(os.path.join(ROOT, "finegrained_ops", "version.py")) as f:
+        return re.search(r'__version__ = "([^"]+)"', f.read()).group(1)
+
+
+def flag(name):
+    return os.environ.get(name, "0") not in ("", "0", "false", "False")
+
+
+def cuda_decision():
+    """(build_cuda, reason): decided by torch.version.cuda and CUDA_HOME, not by a visible GPU."""
+    if flag("FINEGRAINED_OPS_FORCE_CPU"):
+        return False, "FINEGRAINED_OPS_FORCE_CPU=1"
+    if flag("FINEGRAINED_OPS_FORCE_CUDA"):
+        if CUDA_HOME is None:
+            sys.exit("finegrained_ops: FINEGRAINED_OPS_FORCE_CUDA=1 but no CUDA toolkit was found "
+                     "(set CUDA_HOME).")
+        return True, "FINEGRAINED_OPS_FORCE_CUDA=1"
+    if torch.version.cuda is None:
+        return False, f"torch {torch.__version__} is a CPU build"
+    if CUDA_HOME is None:
+        return False, f"torch has CUDA {torch.version.cuda} but no CUDA toolkit (CUDA_HOME) was found"
+    return True, f"torch has CUDA {torch.version.cuda} and CUDA_HOME={CUDA_HOME}"
+
+
+def torch_uses_openmp():
+    return "ATen parallel backend: OpenMP" in torch.__config__.parallel_info()
+
+
+def extension():
+    build_cuda, reason = cuda_decision()
+    os.chdir(ROOT)
+    sources = sorted(glob.glob(os.path.join(CSRC, "**", "*.cpp"), recursive=True))
+    define_macros = [
+        ("FGO_VERSION", f'"{read_version()}"'),
+        ("FGO_TORCH_VERSION", f'"{torch.__version__}"'),
+    ]
+    cxx_flags = ["-O3"]  # torch adds the C++ standard its headers need
+    link_flags = []
+    if torch_uses_openmp():
+        # at::parallel_for is an inline `#pragma omp parallel`: without -fopenmp it runs serially.
+        cxx_flags.append("-fopenmp")
+        link_flags.append("-fopenmp")
+    if build_cuda:
+        os.environ.setdefault("TORCH_CUDA_ARCH_LIST", "9.0")
+        sources += sorted(glob.glob(os.path.join(CSRC, "**", "*.cu"), recursive=True))
+        define_macros += [("WITH_CUDA", None),
+                          ("FGO_CUDA_ARCH_LIST", f'"{os.environ["TORCH_CUDA_ARCH_LIST"]}"')]
+        print(f"finegrained_ops: building CPU + CUDA kernels ({reason}), "
+              f"TORCH_CUDA_ARCH_LIST={os.environ['TORCH_CUDA_ARCH_LIST']}", file=sys.stderr)
+        return CUDAExtension(
+            "finegrained_ops._C", sources, include_dirs=[os.path.join(ROOT, CSRC)], define_macros=define_macros,
+            extra_compile_args={"cxx": cxx_flags, "nvcc": ["-O3"]},
+            extra_link_args=link_flags)
+    print(f"finegrained_ops: building CPU kernels only ({reason})", file=sys.stderr)
+    return CppExtension(
+        "finegrained_ops._C", sources, include_dirs=[os.path.join(ROOT, CSRC)], define_macros=define_macros,
+        extra_compile_args={"cxx": cxx_flags}, extra_link_args=link_flags)
+
+
+setup(
+    version=read_version(),
+    packages=find_packages(include=["finegrained_ops", "finegrained_ops.*"]),
+    ext_modules=[extension()],
+    cmdclass={"build_ext": BuildExtension.with_options(use_ninja=True)},
+)

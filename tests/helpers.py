@@ -1,0 +1,18 @@
+"""Test helpers shared by the op tests."""
+import torch
+
+
+def check_gradients(fn, inputs, gradgrad=False, **kwargs):
+    """Run `torch.autograd.gradcheck` (and optionally gradgradcheck) on `fn` in float64.
+
+    Floating inputs that require grad are checked; they must already be float64 (gradcheck's
+    finite differences are meaningless in float32). Returns True or raises with gradcheck's
+    report of the mismatching Jacobian entries.
+    """
+    for t in inputs:
+        if isinstance(t, torch.Tensor) and t.requires_grad:
+            assert t.dtype == torch.float64, "gradcheck needs float64 inputs"
+    assert torch.autograd.gradcheck(fn, inputs, **kwargs)
+    if gradgrad:
+        assert torch.autograd.gradgradcheck(fn, inputs, **kwargs)
+    return True

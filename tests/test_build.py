@@ -1,0 +1,47 @@
+"""The native build exists, is the one we think it is, and the CLI reports it."""
+import subprocess
+import sys
+
+import torch
+
+import finegrained_ops
+from finegrained_ops import _native
+from finegrained_ops.__main__ import main
+
+
+def test_extension_is_a_compiled_module():
+    assert _native._C.__file__.endswith(".so")
+
+
+def test_build_info_matches_the_package_and_torch():
+    info = _native._C.build_info()
+    assert info["version"] == finegrained_ops.__version__
+    assert info["torch_version"] == torch.__version__
+    assert info["with_cuda"] == bool(info["cuda_version"])
+    assert info["with_openmp"] == ("OpenMP" in torch.__config__.parallel_info())
+    assert info["num_threads"] == torch.get_num_threads()
+
+
+def test_info_command_reports_the_native_build(capsys):
+    assert main(["info"]) == 0
+    out = capsys.readouterr().out
+    assert "native build" in out and _native._C.__file__ in out
+    assert ("CUDA" if _native.BUILD_INFO["with_cuda"] else "CPU only") in out
+
+
+def test_cuda_tensor_on_cpu_build_is_a_clear_error():
+    if _native.BUILD_INFO["with_cuda"]:
+        _native.require_cuda_build(torch.device("cuda"))  # no error on a CUDA build
+    else:
+        try:
+            _native.require_cuda_build(torch.device("cuda"))
+        except RuntimeError as e:
+            assert "built without CUDA" in str(e)
+        else:
+            raise AssertionError("expected a RuntimeError")
+
+
+def test_unbuilt_subcommands_fail_loudly():
+    for cmd in ("demo", "bench"):
+        r = subprocess.run([sys.executable, "-m", "finegrained_ops", cmd], capture_output=True, text=True)
+        assert r.returncode != 0 and "not built yet" in r.stderr
