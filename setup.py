@@ -58,6 +58,22 @@ def torch_uses_openmp():
     return "ATen parallel backend: OpenMP" in torch.__config__.parallel_info()
 
 
+def cpu_simd_flags():
+    """AVX2 + FMA for at::vec::Vectorized (Sleef exp/log1p) when the build machine has them.
+
+    FINEGRAINED_OPS_CPU_CAPABILITY=DEFAULT builds portable scalar-fallback kernels instead.
+    """
+    wanted = os.environ.get("FINEGRAINED_OPS_CPU_CAPABILITY", "AVX2").upper()
+    try:
+        with open("/proc/cpuinfo") as f:
+            flags = next((line.split(":", 1)[1].split() for line in f if line.startswith("flags")), [])
+    except OSError:
+        flags = []
+    if wanted == "AVX2" and {"avx2", "fma"} <= set(flags):
+        return ["-mavx2", "-mfma", "-DCPU_CAPABILITY=AVX2", "-DCPU_CAPABILITY_AVX2"]
+    return []
+
+
 def extension():
     build_cuda, reason = cuda_decision()
     os.chdir(ROOT)
@@ -66,7 +82,7 @@ def extension():
         ("FGO_VERSION", f'"{read_version()}"'),
         ("FGO_TORCH_VERSION", f'"{torch.__version__}"'),
     ]
-    cxx_flags = ["-O3"]  # torch adds the C++ standard its headers need
+    cxx_flags = ["-O3"] + cpu_simd_flags()  # torch adds the C++ standard its headers need
     link_flags = []
     if torch_uses_openmp():
         # at::parallel_for is an inline `#pragma omp parallel`: without -fopenmp it runs serially.

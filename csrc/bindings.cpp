@@ -4,6 +4,7 @@
 #include <torch/extension.h>
 
 #include "build_info/build_info.h"
+#include "class_balanced_loss/class_balanced_loss.h"
 
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.doc() = "finegrained_ops native kernels (CPU, and CUDA when built with it)";
@@ -16,8 +17,15 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
     d["with_cuda"] = info.with_cuda;
     d["cuda_version"] = info.cuda_version;
     d["cuda_arch_list"] = info.cuda_arch_list;
+    d["cpu_capability"] = info.cpu_capability;
     d["with_openmp"] = info.with_openmp;
     d["num_threads"] = info.num_threads;
     return d;
   }, "Facts fixed when the extension was compiled (versions, CUDA, OpenMP) as a dict.");
+
+  m.def("class_balanced_loss_forward", &fgo::class_balanced_loss_forward,
+        "Fused class-balanced softmax/sigmoid/focal loss: (loss, grad of the summed loss, norm).",
+        py::arg("logits"), py::arg("target"), py::arg("samples_per_class"), py::arg("beta"),
+        py::arg("gamma"), py::arg("loss_type"), py::arg("reduction"), py::arg("ignore_index"),
+        py::arg("compute_grad"));
 }

@@ -2,8 +2,18 @@
 
 Importing the package loads the compiled extension; a missing build is a loud ImportError.
 """
-from . import _native
+from . import _native, nn, ops, reference
 from ._native import BUILD_INFO
+from .ops import class_balanced_loss, class_balanced_weights, effective_number
 from .version import __version__
 
-__all__ = ["BUILD_INFO", "__version__"]
+__all__ = [
+    "BUILD_INFO",
+    "__version__",
+    "class_balanced_loss",
+    "class_balanced_weights",
+    "effective_number",
+    "nn",
+    "ops",
+    "reference",
+]

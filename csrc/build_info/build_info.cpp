@@ -20,6 +20,11 @@ BuildInfo build_info() {
 #else
   info.with_cuda = false;
 #endif
+#ifdef CPU_CAPABILITY_AVX2
+  info.cpu_capability = "AVX2";
+#else
+  info.cpu_capability = "DEFAULT";
+#endif
 #ifdef _OPENMP
   info.with_openmp = true;
 #else

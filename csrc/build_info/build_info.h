@@ -11,6 +11,7 @@ struct BuildInfo {
   bool with_cuda;
   std::string cuda_version;   // "" for a CPU build
   std::string cuda_arch_list; // TORCH_CUDA_ARCH_LIST at build time, "" for a CPU build
+  std::string cpu_capability;  // SIMD level the CPU kernels were compiled for
   bool with_openmp;
   int num_threads;            // at::get_num_threads() now
 };

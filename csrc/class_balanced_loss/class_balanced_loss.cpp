@@ -1,0 +1,121 @@
+#include "class_balanced_loss/class_balanced_loss.h"
+
+#include <ATen/ATen.h>
+
+#include <cmath>
+
+#include "class_balanced_loss/class_balanced_loss_terms.h"
+
+namespace fgo {
+namespace {
+
+// w_c = (1 - beta) / (1 - beta^n_c), normalised to sum to C; computed in float64.
+at::Tensor class_weights(const at::Tensor& samples_per_class, double beta) {
+  const at::Tensor n = samples_per_class.to(at::kDouble);
+  const at::Tensor w = (1.0 - beta) / (1.0 - at::pow(beta, n));
+  return w * (static_cast<double>(n.numel()) / w.sum());
+}
+
+// Every value check in one host round trip (one sync on CUDA), then specific messages.
+void check_values(const at::Tensor& logits, const at::Tensor& target,
+                  const at::Tensor& samples_per_class, bool multi_hot, int64_t ignore_index) {
+  const int64_t num_classes = logits.size(1);
+  const at::Tensor counts = samples_per_class.to(at::kDouble);
+  at::Tensor bad_target;
+  if (multi_hot) {
+    bad_target = ((target < 0) | (target > 1) | at::isnan(target)).any();
+  } else {
+    bad_target = (((target < 0) | (target >= num_classes)) & (target != ignore_index)).any();
+  }
+  const at::Tensor bad_counts = ((counts <= 0) | at::isnan(counts) | at::isinf(counts)).any();
+  const at::Tensor flags = at::stack({bad_target, bad_counts}).cpu();
+  const bool* f = flags.data_ptr<bool>();
+  if (multi_hot) {
+    TORCH_CHECK(!f[0], "class_balanced_loss: multi-hot target values must be in [0, 1] "
+                "(and not NaN)");
+  } else {
+    TORCH_CHECK(!f[0], "class_balanced_loss: target class indices must be in [0, ", num_classes,
+                ") or equal ignore_index=", ignore_index, "; got min ", target.min().item<int64_t>(),
+                ", max ", target.max().item<int64_t>());
+  }
+  TORCH_CHECK(!f[1], "class_balanced_loss: samples_per_class must be finite and > 0 for every "
+              "class (a class with no samples has no effective number); got ",
+              samples_per_class);
+}
+
+}  // namespace
+
+std::tuple<at::Tensor, at::Tensor, at::Tensor> class_balanced_loss_forward(
+    const at::Tensor& logits, const at::Tensor& target, const at::Tensor& samples_per_class,
+    double beta, double gamma, int64_t loss_type, int64_t reduction, int64_t ignore_index,
+    bool compute_grad) {
+  TORCH_CHECK(logits.dim() == 2, "class_balanced_loss: logits must be (N, C), got ",
+              logits.sizes());
+  TORCH_CHECK(logits.scalar_type() == at::kFloat || logits.scalar_type() == at::kDouble,
+              "class_balanced_loss: native logits must be float32 or float64, got ",
+              logits.scalar_type());
+  TORCH_CHECK(loss_type >= cb::kSoftmax && loss_type <= cb::kFocal,
+              "class_balanced_loss: unknown loss_type code ", loss_type);
+  TORCH_CHECK(reduction >= cb::kNone && reduction <= cb::kSum,
+              "class_balanced_loss: unknown reduction code ", reduction);
+  TORCH_CHECK(beta >= 0.0 && beta < 1.0, "class_balanced_loss: beta must be in [0, 1), got ", beta);
+  TORCH_CHECK(gamma >= 0.0 && std::isfinite(gamma),
+              "class_balanced_loss: gamma must be finite and >= 0, got ", gamma);
+  const int64_t n = logits.size(0), c = logits.size(1);
+  TORCH_CHECK(c >= 1, "class_balanced_loss: logits need at least one class");
+  const bool multi_hot = target.dim() == 2;
+  if (multi_hot) {
+    TORCH_CHECK(loss_type != cb::kSoftmax,
+                "class_balanced_loss: multi-hot targets need loss_type sigmoid or focal");
+    TORCH_CHECK(target.sizes() == logits.sizes() && target.scalar_type() == logits.scalar_type(),
+                "class_balanced_loss: a multi-hot target must match logits' shape and dtype, got ",
+                target.sizes(), " ", target.scalar_type());
+  } else {
+    TORCH_CHECK(target.dim() == 1 && target.size(0) == n && target.scalar_type() == at::kLong,
+                "class_balanced_loss: target must be int64 (N,) class indices with N=", n,
+                ", got ", target.scalar_type(), " ", target.sizes());
+  }
+  TORCH_CHECK(samples_per_class.dim() == 1 && samples_per_class.size(0) == c,
+              "class_balanced_loss: samples_per_class must have one entry per class (", c,
+              "), got shape ", samples_per_class.sizes());
+  TORCH_CHECK(target.device() == logits.device() && samples_per_class.device() == logits.device(),
+              "class_balanced_loss: logits, target and samples_per_class must be on one device");
+
+  check_values(logits, target, samples_per_class, multi_hot, ignore_index);
+
+  ClassBalancedLossArgs args;
+  args.logits = logits.contiguous();
+  args.target = target.contiguous();
+  args.class_weights = class_weights(samples_per_class, beta).to(logits.scalar_type());
+  args.loss_type = (loss_type == cb::kFocal && gamma == 0.0) ? cb::kSigmoid : loss_type;
+  args.ignore_index = ignore_index;
+  args.gamma = gamma;
+  args.multi_hot = multi_hot;
+  args.row_loss = at::empty({n}, logits.options());
+  args.row_positives = at::empty({n}, logits.options());
+  args.grad = compute_grad ? at::empty_like(args.logits) : at::Tensor();
+
+  if (logits.is_cuda()) {
+#ifdef WITH_CUDA
+    class_balanced_loss_rows_cuda(args);
+#else
+    TORCH_CHECK(false, "finegrained_ops was built without CUDA kernels");
+#endif
+  } else {
+    class_balanced_loss_rows_cpu(args);
+  }
+
+  // Fixed-order float64 reductions over rows: deterministic whatever the thread count.
+  const at::Tensor grad = compute_grad ? args.grad : at::empty({0}, logits.options());
+  if (reduction == cb::kNone) {
+    return {args.row_loss, grad, at::ones({}, logits.options())};
+  }
+  const at::Tensor total = args.row_loss.to(at::kDouble).sum();
+  if (reduction == cb::kSum) {
+    return {total.to(logits.scalar_type()), grad, at::ones({}, logits.options())};
+  }
+  const at::Tensor norm = args.row_positives.to(at::kDouble).sum().clamp_min(1.0);
+  return {(total / norm).to(logits.scalar_type()), grad, norm.to(logits.scalar_type())};
+}
+
+}  // namespace fgo
