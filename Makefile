@@ -17,7 +17,6 @@ endif
 
 NVCC ?= nvcc
 CUDA_ARCH ?= sm_90
-TORCH_INCLUDE = $(shell $(PYTHON) -c "from torch.utils.cpp_extension import include_paths; print(' '.join('-I' + p for p in include_paths()))")
 
 .PHONY: help install build test cuda-check demo bench info clean
 
@@ -50,14 +49,17 @@ install: $(if $(filter .venv/bin/python,$(PYTHON)),.venv/bin/python)
 build:
 	$(PYTHON) setup.py -q build_ext --inplace
 
-# Kernel headers need only CUDA headers; the torch-facing launchers also need torch's headers,
-# which the CPU wheel ships, so both compile here without a GPU or a CUDA torch.
+# Kernel headers (*_kernels.cuh) need only CUDA headers, so they compile without a GPU or a
+# CUDA torch; FGO_CUDA_CHECK makes each header instantiate its launchers for every dtype.
+# (The torch-facing *_cuda.cu launchers need a CUDA torch's headers: they build on a GPU machine.)
 cuda-check:
 	@if ! command -v $(NVCC) >/dev/null 2>&1; then echo "cuda-check: nvcc not on PATH, skipped"; exit 0; fi; \
-	set -e; \
-	for f in $$(find csrc -name '*_kernels.cuh' | sort); do \
-	  echo "nvcc $(CUDA_ARCH): $$f"; \
-	  $(NVCC) -std=c++20 -arch=$(CUDA_ARCH) -Icsrc -DFGO_CUDA_CHECK -x cu -c $$f -o /dev/null; \
+	set -e; mkdir -p build/cuda-check; \
+	for f in $$(cd csrc && find . -name '*_kernels.cuh' | sort); do \
+	  tu=build/cuda-check/$$(basename $$f .cuh).cu; \
+	  printf '#include "%s"\n' "$${f#./}" > $$tu; \
+	  echo "nvcc $(CUDA_ARCH): csrc/$${f#./}"; \
+	  $(NVCC) -std=c++20 -arch=$(CUDA_ARCH) -Icsrc -DFGO_CUDA_CHECK -c $$tu -o $${tu%.cu}.o; \
 	done
 
 test: install

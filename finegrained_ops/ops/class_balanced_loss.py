@@ -140,12 +140,15 @@ def _(logits, target, samples_per_class, beta, gamma, loss_type, reduction, igno
 def _setup_context(ctx, inputs, output):
     _, grad, norm = output
     ctx.mark_non_differentiable(grad, norm)
+    ctx.set_materialize_grads(False)  # no (N, C) zeros for the non-differentiable outputs
     ctx.save_for_backward(grad, norm)
     ctx.per_sample = inputs[6] == REDUCTIONS["none"]
 
 
 @once_differentiable
 def _backward(ctx, grad_loss, _grad_grad, _grad_norm):
+    if grad_loss is None:  # grads are not materialised: the loss itself was not used
+        return (None,) * 9
     grad, norm = ctx.saved_tensors
     scale = grad_loss / norm
     if ctx.per_sample:

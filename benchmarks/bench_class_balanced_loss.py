@@ -1,0 +1,105 @@
+"""Class-balanced loss, forward + backward: native fused kernel vs the in-package reference vs
+the usual unfused PyTorch composition (one_hot, BCE-with-logits, exp/log1p modulator, as in
+the popular PyTorch ports of the official code).
+
+    python benchmarks/bench_class_balanced_loss.py [--device cpu|cuda] [--json PATH]
+
+Prints the median time, how many times faster native is, and the extra peak memory.
+"""
+import argparse
+import functools
+import os
+import sys
+
+import torch
+import torch.nn.functional as F
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from common import machine, measure, print_table, save  # noqa: E402
+
+SHAPES = [(512, 8142), (128, 1000)]  # iNaturalist-2018 classes; ImageNet classes
+LOSS_TYPES = ["focal", "sigmoid", "softmax"]
+BETA, GAMMA = 0.9999, 0.5
+
+
+def unfused(logits, labels, weights, loss_type):
+    """What users write by hand: one_hot, per-sample weights, BCE and an exp/log1p modulator."""
+    c = logits.shape[1]
+    one_hot = F.one_hot(labels, c).to(logits.dtype)
+    alpha = (weights[None, :] * one_hot).sum(1, keepdim=True).expand(-1, c)
+    if loss_type == "softmax":
+        return (F.cross_entropy(logits, labels, reduction="none") * alpha[:, 0]).mean()
+    loss = F.binary_cross_entropy_with_logits(logits, one_hot, reduction="none")
+    if loss_type == "focal":
+        loss = torch.exp(-GAMMA * one_hot * logits - GAMMA * torch.log1p(torch.exp(-logits))) * loss
+    return (alpha * loss).sum() / one_hot.sum()
+
+
+def setup(candidate, n, c, loss_type, device):
+    import finegrained_ops as fo
+    from finegrained_ops.reference import class_balanced_loss as reference
+
+    g = torch.Generator().manual_seed(0)
+    logits = (torch.randn(n, c, generator=g) * 3).to(device).requires_grad_()
+    labels = torch.randint(0, c, (n,), generator=g).to(device)
+    counts = torch.randint(1, 1000, (c,), generator=g).to(device)
+    if candidate == "native":
+        fn = functools.partial(fo.class_balanced_loss, samples_per_class=counts, beta=BETA,
+                               gamma=GAMMA, loss_type=loss_type)
+    elif candidate == "reference":
+        fn = functools.partial(reference, samples_per_class=counts, beta=BETA, gamma=GAMMA,
+                               loss_type=loss_type)
+    else:
+        weights = fo.class_balanced_weights(counts, BETA).float()
+        fn = functools.partial(unfused, weights=weights, loss_type=loss_type)
+
+    def step(z, y):
+        z.grad = None
+        fn(z, y).backward()
+
+    return step, (logits, labels)
+
+
+def check_agreement(device):
+    import finegrained_ops as fo
+
+    g = torch.Generator().manual_seed(1)
+    z = torch.randn(64, 1000, generator=g, dtype=torch.float64).to(device)
+    y = torch.randint(0, 1000, (64,), generator=g).to(device)
+    counts = torch.randint(1, 1000, (1000,), generator=g).to(device)
+    w = fo.class_balanced_weights(counts, BETA).to(device)
+    for loss_type in LOSS_TYPES:
+        a = fo.class_balanced_loss(z, y, counts, BETA, GAMMA, loss_type)
+        b = unfused(z, y, w, loss_type)
+        assert torch.allclose(a, b, rtol=1e-10), (loss_type, a.item(), b.item())
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
+    parser.add_argument("--repeats", type=int, default=10)
+    parser.add_argument("--json", help="write the results here")
+    args = parser.parse_args()
+    check_agreement(args.device)
+    rows = []
+    for n, c in SHAPES:
+        for loss_type in LOSS_TYPES:
+            results = {cand: measure(functools.partial(setup, cand, n, c, loss_type), args.device,
+                                     repeats=args.repeats)
+                       for cand in ("native", "reference", "unfused")}
+            base = results["native"]
+            for cand, r in results.items():
+                rows.append({"N x C": f"{n}x{c}", "loss": loss_type, "impl": cand,
+                             "median ms": f"{r['median_ms']:.2f}",
+                             "native speedup": f"{r['median_ms'] / base['median_ms']:.1f}x",
+                             "peak MiB": f"{r['peak_mib']:.1f}",
+                             "_raw": r})
+    print(f"class_balanced_loss forward+backward on {args.device}: {machine()}")
+    print_table(rows, ["N x C", "loss", "impl", "median ms", "native speedup", "peak MiB"])
+    if args.json:
+        save(args.json, {"machine": machine(), "device": args.device,
+                         "rows": [{k: v for k, v in r.items() if k != "_raw"} | r["_raw"] for r in rows]})
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,74 @@
+"""Shared benchmark machinery: time a forward+backward callable and measure its peak memory.
+
+Each measurement runs in a fresh spawned process so that peak memory is attributable: on the
+CPU it is the rise of the process' peak RSS (ru_maxrss) over the inputs already allocated;
+on CUDA it is torch.cuda.max_memory_allocated over the inputs.
+"""
+import json
+import multiprocessing as mp
+import platform
+import resource
+import statistics
+import time
+
+import torch
+
+
+def _measure(setup, device, repeats, warmup, queue):
+    step, inputs = setup(device)
+    if device == "cuda":
+        torch.cuda.synchronize()
+        base = torch.cuda.memory_allocated()
+        torch.cuda.reset_peak_memory_stats()
+    base_rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    times = []
+    for i in range(warmup + repeats):
+        if device == "cuda":
+            start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+            start.record()
+            step(*inputs)
+            end.record()
+            torch.cuda.synchronize()
+            elapsed = start.elapsed_time(end) / 1e3
+        else:
+            t0 = time.perf_counter()
+            step(*inputs)
+            elapsed = time.perf_counter() - t0
+        if i >= warmup:
+            times.append(elapsed)
+    if device == "cuda":
+        peak = torch.cuda.max_memory_allocated() - base
+    else:
+        peak = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - base_rss) * 1024
+    queue.put({"median_ms": statistics.median(times) * 1e3, "peak_mib": peak / 2**20})
+
+
+def measure(setup, device="cpu", repeats=10, warmup=3):
+    """Run `setup(device) -> (step, inputs)` in a child process; time `step(*inputs)`."""
+    ctx = mp.get_context("spawn")
+    queue = ctx.Queue()
+    proc = ctx.Process(target=_measure, args=(setup, device, repeats, warmup, queue))
+    proc.start()
+    result = queue.get()
+    proc.join()
+    return result
+
+
+def machine():
+    info = {"python": platform.python_version(), "torch": torch.__version__,
+            "threads": torch.get_num_threads(), "cpu": platform.processor() or platform.machine()}
+    if torch.cuda.is_available():
+        info["gpu"] = torch.cuda.get_device_name()
+    return info
+
+
+def print_table(rows, columns):
+    widths = [max(len(c), *(len(str(r[c])) for r in rows)) for c in columns]
+    print("  ".join(c.ljust(w) for c, w in zip(columns, widths)))
+    for r in rows:
+        print("  ".join(str(r[c]).ljust(w) for c, w in zip(columns, widths)))
+
+
+def save(path, payload):
+    with open(path, "w") as f:
+        json.dump(payload, f, indent=2)

@@ -1,0 +1,34 @@
+// Torch-facing CUDA launcher of the class-balanced loss (built only in a CUDA build).
+#include <ATen/ATen.h>
+#include <ATen/Dispatch.h>
+#include <c10/cuda/CUDAException.h>
+#include <c10/cuda/CUDAGuard.h>
+#include <c10/cuda/CUDAStream.h>
+
+#include "class_balanced_loss/class_balanced_loss.h"
+#include "class_balanced_loss/class_balanced_loss_kernels.cuh"
+
+namespace fgo {
+
+void class_balanced_loss_rows_cuda(const ClassBalancedLossArgs& a) {
+  const c10::cuda::CUDAGuard guard(a.logits.device());
+  const cudaStream_t stream = c10::cuda::getCurrentCUDAStream();
+  AT_DISPATCH_FLOATING_TYPES(a.logits.scalar_type(), "class_balanced_loss_cuda", [&] {
+    cb::cuda::RowsParams<scalar_t> p;
+    p.logits = a.logits.data_ptr<scalar_t>();
+    p.labels = a.multi_hot ? nullptr : a.target.data_ptr<int64_t>();
+    p.soft_target = a.multi_hot ? a.target.data_ptr<scalar_t>() : nullptr;
+    p.class_weights = a.class_weights.contiguous().data_ptr<scalar_t>();
+    p.n = a.logits.size(0);
+    p.c = a.logits.size(1);
+    p.ignore_index = a.ignore_index;
+    p.gamma = static_cast<scalar_t>(a.gamma);
+    p.loss_type = a.loss_type;
+    p.row_loss = a.row_loss.data_ptr<scalar_t>();
+    p.row_positives = a.row_positives.data_ptr<scalar_t>();
+    p.grad = a.grad.defined() ? a.grad.data_ptr<scalar_t>() : nullptr;
+    C10_CUDA_CHECK(cb::cuda::launch_class_balanced_loss_rows(p, stream));
+  });
+}
+
+}  // namespace fgo

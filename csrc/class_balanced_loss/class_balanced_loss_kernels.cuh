@@ -1,0 +1,196 @@
+#pragma once
+// CUDA kernels of the class-balanced loss. Raw pointers, sizes and a stream only: this file
+// needs no torch header, so `make cuda-check` compiles it on machines without a CUDA torch.
+//
+// A group of kThreadsPerRow threads owns one row (a warp when C is small, the whole block
+// when C is large): it reduces the row's loss with a fixed shuffle/shared-memory tree (no
+// atomics, so results are bitwise reproducible) and writes d(loss)/d(logits) in the same pass.
+
+#include <cuda_runtime.h>
+
+#include <cstdint>
+
+#include "class_balanced_loss/class_balanced_loss_terms.h"
+
+namespace fgo {
+namespace cb {
+namespace cuda {
+
+constexpr int kBlockThreads = 256;
+
+struct ScalarOps {
+  template <typename T> static __device__ __forceinline__ T exp(T x) { return ::exp(x); }
+  template <typename T> static __device__ __forceinline__ T log1p(T x) { return ::log1p(x); }
+  template <typename T> static __device__ __forceinline__ T abs(T x) { return ::fabs(x); }
+  template <typename T> static __device__ __forceinline__ T relu(T x) { return x > T(0) ? x : T(0); }
+  template <typename T>
+  static __device__ __forceinline__ T select_nonneg(T z, T a, T b) { return z >= T(0) ? a : b; }
+};
+
+struct Sum {
+  template <typename T> __device__ __forceinline__ T operator()(T a, T b) const { return a + b; }
+};
+struct Max {
+  template <typename T> __device__ __forceinline__ T operator()(T a, T b) const { return a > b ? a : b; }
+};
+
+// Reduces v over the kThreadsPerRow threads of a row; every one of them gets the result.
+template <int kThreadsPerRow, typename T, typename Op>
+__device__ __forceinline__ T row_reduce(T v, Op op) {
+  for (int offset = 16; offset > 0; offset >>= 1) v = op(v, __shfl_xor_sync(0xffffffffu, v, offset));
+  if constexpr (kThreadsPerRow == 32) {
+    return v;
+  } else {
+    static_assert(kThreadsPerRow == kBlockThreads, "a row is one warp or the whole block");
+    __shared__ T partial[kBlockThreads / 32];
+    if (threadIdx.x % 32 == 0) partial[threadIdx.x / 32] = v;
+    __syncthreads();
+    T r = partial[0];
+    for (int i = 1; i < kBlockThreads / 32; ++i) r = op(r, partial[i]);
+    __syncthreads();  // `partial` is reused by the next reduction
+    return r;
+  }
+}
+
+template <typename scalar_t>
+struct RowsParams {
+  const scalar_t* logits;         // (n, c)
+  const int64_t* labels;          // (n,) class indices, or nullptr for a multi-hot target
+  const scalar_t* soft_target;    // (n, c) multi-hot target, or nullptr
+  const scalar_t* class_weights;  // (c,)
+  int64_t n, c, ignore_index;     // labels are in [0, c) or ignore_index (checked by the caller)
+  scalar_t gamma;
+  int64_t loss_type;              // cb::LossType
+  scalar_t* row_loss;             // (n,) weighted loss of each row
+  scalar_t* row_positives;        // (n,) positive labels of each row (0 if ignored)
+  scalar_t* grad;                 // (n, c) weighted d(loss)/d(logits), or nullptr
+};
+
+// Row weight (sum of the positive classes' weights) and positives; false for an ignored row.
+template <int kThreadsPerRow, typename scalar_t>
+__device__ __forceinline__ bool row_weight(const RowsParams<scalar_t>& p, int64_t row, int lane,
+                                           int64_t* y, scalar_t* w, scalar_t* positives) {
+  if (p.soft_target == nullptr) {
+    *y = p.labels[row];
+    if (*y == p.ignore_index) return false;
+    *w = p.class_weights[*y];
+    *positives = scalar_t(1);
+    return true;
+  }
+  const scalar_t* t = p.soft_target + row * p.c;
+  scalar_t ws = 0, ps = 0;
+  for (int64_t j = lane; j < p.c; j += kThreadsPerRow) {
+    ws += p.class_weights[j] * t[j];
+    ps += t[j];
+  }
+  *y = -1;
+  *w = row_reduce<kThreadsPerRow>(ws, Sum());
+  *positives = row_reduce<kThreadsPerRow>(ps, Sum());
+  return true;
+}
+
+template <typename scalar_t>
+__device__ __forceinline__ void write_ignored_row(const RowsParams<scalar_t>& p, int64_t row,
+                                                  int lane, int threads_per_row) {
+  if (p.grad != nullptr) {
+    for (int64_t j = lane; j < p.c; j += threads_per_row) p.grad[row * p.c + j] = scalar_t(0);
+  }
+  if (lane == 0) {
+    p.row_loss[row] = scalar_t(0);
+    p.row_positives[row] = scalar_t(0);
+  }
+}
+
+template <typename scalar_t, int kThreadsPerRow, bool kFocal>
+__global__ void __launch_bounds__(kBlockThreads) sigmoid_rows_kernel(RowsParams<scalar_t> p) {
+  const int64_t row = int64_t(blockIdx.x) * (kBlockThreads / kThreadsPerRow) + threadIdx.x / kThreadsPerRow;
+  const int lane = threadIdx.x % kThreadsPerRow;
+  if (row >= p.n) return;  // uniform over a row's threads
+  int64_t y;
+  scalar_t w, positives;
+  if (!row_weight<kThreadsPerRow>(p, row, lane, &y, &w, &positives)) {
+    write_ignored_row(p, row, lane, kThreadsPerRow);
+    return;
+  }
+  const scalar_t* z = p.logits + row * p.c;
+  const scalar_t* t = p.soft_target == nullptr ? nullptr : p.soft_target + row * p.c;
+  scalar_t acc = 0;
+  for (int64_t j = lane; j < p.c; j += kThreadsPerRow) {
+    const scalar_t tj = t != nullptr ? t[j] : scalar_t(j == y ? 1 : 0);
+    const auto terms = sigmoid_terms<scalar_t, ScalarOps, kFocal>(z[j], tj, p.gamma);
+    acc += terms.loss;
+    if (p.grad != nullptr) p.grad[row * p.c + j] = w * terms.grad;
+  }
+  acc = row_reduce<kThreadsPerRow>(acc, Sum());
+  if (lane == 0) {
+    p.row_loss[row] = w * acc;
+    p.row_positives[row] = positives;
+  }
+}
+
+template <typename scalar_t, int kThreadsPerRow>
+__global__ void __launch_bounds__(kBlockThreads) softmax_rows_kernel(RowsParams<scalar_t> p) {
+  const int64_t row = int64_t(blockIdx.x) * (kBlockThreads / kThreadsPerRow) + threadIdx.x / kThreadsPerRow;
+  const int lane = threadIdx.x % kThreadsPerRow;
+  if (row >= p.n) return;
+  int64_t y;
+  scalar_t w, positives;
+  if (!row_weight<kThreadsPerRow>(p, row, lane, &y, &w, &positives)) {
+    write_ignored_row(p, row, lane, kThreadsPerRow);
+    return;
+  }
+  const scalar_t* z = p.logits + row * p.c;
+  scalar_t zmax = -INFINITY;
+  for (int64_t j = lane; j < p.c; j += kThreadsPerRow) zmax = Max()(zmax, z[j]);
+  zmax = row_reduce<kThreadsPerRow>(zmax, Max());
+  scalar_t sum = 0;
+  for (int64_t j = lane; j < p.c; j += kThreadsPerRow) sum += ::exp(z[j] - zmax);
+  sum = row_reduce<kThreadsPerRow>(sum, Sum());
+  if (p.grad != nullptr) {
+    const scalar_t scale = w / sum;
+    for (int64_t j = lane; j < p.c; j += kThreadsPerRow) {
+      p.grad[row * p.c + j] = scale * ::exp(z[j] - zmax) - (j == y ? w : scalar_t(0));
+    }
+  }
+  if (lane == 0) {
+    p.row_loss[row] = w * (zmax + ::log(sum) - z[y]);
+    p.row_positives[row] = positives;
+  }
+}
+
+template <typename scalar_t, int kThreadsPerRow>
+void launch_rows(const RowsParams<scalar_t>& p, cudaStream_t stream) {
+  constexpr int kRowsPerBlock = kBlockThreads / kThreadsPerRow;
+  const unsigned blocks = static_cast<unsigned>((p.n + kRowsPerBlock - 1) / kRowsPerBlock);
+  if (p.loss_type == kSoftmax) {
+    softmax_rows_kernel<scalar_t, kThreadsPerRow><<<blocks, kBlockThreads, 0, stream>>>(p);
+  } else if (p.loss_type == kFocal) {
+    sigmoid_rows_kernel<scalar_t, kThreadsPerRow, true><<<blocks, kBlockThreads, 0, stream>>>(p);
+  } else {
+    sigmoid_rows_kernel<scalar_t, kThreadsPerRow, false><<<blocks, kBlockThreads, 0, stream>>>(p);
+  }
+}
+
+// Fills row_loss, row_positives and grad. A row is one warp below 512 classes, else a block.
+template <typename scalar_t>
+cudaError_t launch_class_balanced_loss_rows(const RowsParams<scalar_t>& p, cudaStream_t stream) {
+  if (p.n == 0) return cudaSuccess;
+  if (p.c >= 512) {
+    launch_rows<scalar_t, kBlockThreads>(p, stream);
+  } else {
+    launch_rows<scalar_t, 32>(p, stream);
+  }
+  return cudaGetLastError();
+}
+
+#ifdef FGO_CUDA_CHECK
+// `make cuda-check` compiles this header alone: take the launchers' addresses so that every
+// kernel is instantiated and compiled for both dtypes.
+inline void* const kInstantiated[] = {
+    reinterpret_cast<void*>(&launch_class_balanced_loss_rows<float>),
+    reinterpret_cast<void*>(&launch_class_balanced_loss_rows<double>)};
+#endif
+
+}  // namespace cuda
+}  // namespace cb
+}  // namespace fgo
