@@ -101,17 +101,28 @@ __device__ __forceinline__ void write_ignored_row(const RowsParams<scalar_t>& p,
   }
 }
 
+// This thread's row and lane, and the row's label, weight and positives. False when the
+// thread has nothing more to do: past the last row (uniform over a row's threads), or an
+// ignored row, which it has zeroed.
+template <int kThreadsPerRow, typename scalar_t>
+__device__ __forceinline__ bool start_row(const RowsParams<scalar_t>& p, int64_t* row, int* lane,
+                                          int64_t* y, scalar_t* w, scalar_t* positives) {
+  *row = int64_t(blockIdx.x) * (kBlockThreads / kThreadsPerRow) + threadIdx.x / kThreadsPerRow;
+  *lane = threadIdx.x % kThreadsPerRow;
+  if (*row >= p.n) return false;
+  if (!row_weight<kThreadsPerRow>(p, *row, *lane, y, w, positives)) {
+    write_ignored_row(p, *row, *lane, kThreadsPerRow);
+    return false;
+  }
+  return true;
+}
+
 template <typename scalar_t, int kThreadsPerRow, bool kFocal>
 __global__ void __launch_bounds__(kBlockThreads) sigmoid_rows_kernel(RowsParams<scalar_t> p) {
-  const int64_t row = int64_t(blockIdx.x) * (kBlockThreads / kThreadsPerRow) + threadIdx.x / kThreadsPerRow;
-  const int lane = threadIdx.x % kThreadsPerRow;
-  if (row >= p.n) return;  // uniform over a row's threads
-  int64_t y;
+  int64_t row, y;
+  int lane;
   scalar_t w, positives;
-  if (!row_weight<kThreadsPerRow>(p, row, lane, &y, &w, &positives)) {
-    write_ignored_row(p, row, lane, kThreadsPerRow);
-    return;
-  }
+  if (!start_row<kThreadsPerRow>(p, &row, &lane, &y, &w, &positives)) return;
   const scalar_t* z = p.logits + row * p.c;
   const scalar_t* t = p.soft_target == nullptr ? nullptr : p.soft_target + row * p.c;
   scalar_t acc = 0;
@@ -130,15 +141,10 @@ __global__ void __launch_bounds__(kBlockThreads) sigmoid_rows_kernel(RowsParams<
 
 template <typename scalar_t, int kThreadsPerRow>
 __global__ void __launch_bounds__(kBlockThreads) softmax_rows_kernel(RowsParams<scalar_t> p) {
-  const int64_t row = int64_t(blockIdx.x) * (kBlockThreads / kThreadsPerRow) + threadIdx.x / kThreadsPerRow;
-  const int lane = threadIdx.x % kThreadsPerRow;
-  if (row >= p.n) return;
-  int64_t y;
+  int64_t row, y;
+  int lane;
   scalar_t w, positives;
-  if (!row_weight<kThreadsPerRow>(p, row, lane, &y, &w, &positives)) {
-    write_ignored_row(p, row, lane, kThreadsPerRow);
-    return;
-  }
+  if (!start_row<kThreadsPerRow>(p, &row, &lane, &y, &w, &positives)) return;
   const scalar_t* z = p.logits + row * p.c;
   scalar_t zmax = -INFINITY;
   for (int64_t j = lane; j < p.c; j += kThreadsPerRow) zmax = Max()(zmax, z[j]);
