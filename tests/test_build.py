@@ -2,6 +2,7 @@
 import subprocess
 import sys
 
+import pytest
 import torch
 
 import finegrained_ops
@@ -31,14 +32,9 @@ def test_info_command_reports_the_native_build(capsys):
 
 def test_cuda_tensor_on_cpu_build_is_a_clear_error():
     if _native.BUILD_INFO["with_cuda"]:
-        _native.require_cuda_build(torch.device("cuda"))  # no error on a CUDA build
-    else:
-        try:
-            _native.require_cuda_build(torch.device("cuda"))
-        except RuntimeError as e:
-            assert "built without CUDA" in str(e)
-        else:
-            raise AssertionError("expected a RuntimeError")
+        pytest.skip("CUDA build: CUDA tensors are supported")
+    with pytest.raises(RuntimeError, match="built without CUDA"):
+        _native.require_cuda_build(torch.device("cuda"))
 
 
 def test_unbuilt_subcommands_fail_loudly():
