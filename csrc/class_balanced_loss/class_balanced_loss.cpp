@@ -9,18 +9,16 @@
 namespace fgo {
 namespace {
 
-// w_c = (1 - beta) / (1 - beta^n_c), normalised to sum to C; computed in float64.
-at::Tensor class_weights(const at::Tensor& samples_per_class, double beta) {
-  const at::Tensor n = samples_per_class.to(at::kDouble);
+// w_c = (1 - beta) / (1 - beta^n_c), normalised to sum to C; n is float64 counts.
+at::Tensor class_weights(const at::Tensor& n, double beta) {
   const at::Tensor w = (1.0 - beta) / (1.0 - at::pow(beta, n));
   return w * (static_cast<double>(n.numel()) / w.sum());
 }
 
 // Every value check in one host round trip (one sync on CUDA), then specific messages.
 void check_values(const at::Tensor& logits, const at::Tensor& target,
-                  const at::Tensor& samples_per_class, bool multi_hot, int64_t ignore_index) {
+                  const at::Tensor& counts, bool multi_hot, int64_t ignore_index) {
   const int64_t num_classes = logits.size(1);
-  const at::Tensor counts = samples_per_class.to(at::kDouble);
   at::Tensor bad_target;
   if (multi_hot) {
     bad_target = ((target < 0) | (target > 1) | at::isnan(target)).any();
@@ -39,8 +37,7 @@ void check_values(const at::Tensor& logits, const at::Tensor& target,
                 ", max ", target.max().item<int64_t>());
   }
   TORCH_CHECK(!f[1], "class_balanced_loss: samples_per_class must be finite and > 0 for every "
-              "class (a class with no samples has no effective number); got ",
-              samples_per_class);
+              "class (a class with no samples has no effective number); got ", counts);
 }
 
 }  // namespace
@@ -81,12 +78,13 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> class_balanced_loss_forward(
   TORCH_CHECK(target.device() == logits.device() && samples_per_class.device() == logits.device(),
               "class_balanced_loss: logits, target and samples_per_class must be on one device");
 
-  check_values(logits, target, samples_per_class, multi_hot, ignore_index);
+  const at::Tensor counts = samples_per_class.to(at::kDouble);
+  check_values(logits, target, counts, multi_hot, ignore_index);
 
   ClassBalancedLossArgs args;
   args.logits = logits.contiguous();
   args.target = target.contiguous();
-  args.class_weights = class_weights(samples_per_class, beta).to(logits.scalar_type());
+  args.class_weights = class_weights(counts, beta).to(logits.scalar_type());
   args.loss_type = (loss_type == cb::kFocal && gamma == 0.0) ? cb::kSigmoid : loss_type;
   args.ignore_index = ignore_index;
   args.gamma = gamma;

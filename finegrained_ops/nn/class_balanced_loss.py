@@ -4,9 +4,8 @@ import math
 import torch
 from torch import nn
 
-from ..ops.class_balanced_loss import (LOSS_TYPES, REDUCTIONS, _check_beta, _counts_tensor,
-                                        class_balanced_loss)
-from ..ops._validation import check_choice
+from ..ops.class_balanced_loss import (_counts_tensor, check_counts_positive,
+                                        check_hyperparameters, class_balanced_loss)
 
 
 class ClassBalancedLoss(nn.Module):
@@ -35,13 +34,8 @@ class ClassBalancedLoss(nn.Module):
         counts = _counts_tensor(samples_per_class)
         if counts.is_floating_point() and not bool((counts == counts.round()).all()):
             raise ValueError("samples_per_class must hold whole numbers of samples")
-        if bool((counts <= 0).any()):
-            raise ValueError(f"samples_per_class must be > 0 for every class, got {counts.tolist()}")
-        _check_beta(beta)
-        check_choice("loss_type", loss_type, LOSS_TYPES)
-        check_choice("reduction", reduction, REDUCTIONS)
-        if not gamma >= 0:
-            raise ValueError(f"gamma must be >= 0, got {gamma!r}")
+        check_counts_positive(counts)
+        check_hyperparameters(beta, gamma, loss_type, reduction)
         self.register_buffer("samples_per_class", counts.to(torch.int64).clone())
         self.beta, self.gamma, self.loss_type = beta, gamma, loss_type
         self.reduction, self.ignore_index = reduction, ignore_index

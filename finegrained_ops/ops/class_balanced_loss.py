@@ -35,9 +35,7 @@ def class_balanced_weights(samples_per_class, beta):
     """
     counts = _counts_tensor(samples_per_class)
     _check_beta(beta)
-    if bool((counts <= 0).any()):
-        raise ValueError("samples_per_class must be > 0 for every class (a class with no samples "
-                         f"has no effective number), got {counts.tolist()}")
+    check_counts_positive(counts)
     weights = 1.0 / effective_number(counts, beta)
     return weights * (counts.numel() / weights.sum())
 
@@ -64,13 +62,9 @@ def class_balanced_loss(logits, target, samples_per_class, beta=0.9999, gamma=0.
         positive label gives 0 (not NaN) under 'mean'. Differentiable once (no double
         backward: the returned gradient is a constant of the graph).
     """
-    check_choice("loss_type", loss_type, LOSS_TYPES)
-    check_choice("reduction", reduction, REDUCTIONS)
+    check_hyperparameters(beta, gamma, loss_type, reduction)
     check_tensor("logits", logits, dim=2, dtypes=FLOATING)
     check_tensor("target", target)
-    _check_beta(beta)
-    if not (isinstance(gamma, (int, float)) and math.isfinite(gamma) and gamma >= 0):
-        raise ValueError(f"gamma must be a finite number >= 0, got {gamma!r}")
     n, c = logits.shape
     if target.dim() == 1:
         if target.dtype != torch.int64:
@@ -102,6 +96,22 @@ def class_balanced_loss(logits, target, samples_per_class, beta=0.9999, gamma=0.
                                       LOSS_TYPES[loss_type], REDUCTIONS[reduction],
                                       int(ignore_index), compute_grad)
     return loss.to(logits.dtype)
+
+
+def check_hyperparameters(beta, gamma, loss_type, reduction):
+    """beta in [0, 1), finite gamma >= 0, known loss_type and reduction, or a ValueError."""
+    check_choice("loss_type", loss_type, LOSS_TYPES)
+    check_choice("reduction", reduction, REDUCTIONS)
+    _check_beta(beta)
+    if not (isinstance(gamma, (int, float)) and math.isfinite(gamma) and gamma >= 0):
+        raise ValueError(f"gamma must be a finite number >= 0, got {gamma!r}")
+
+
+def check_counts_positive(counts):
+    """Every class needs a sample: a class with n = 0 has no effective number."""
+    if bool((counts <= 0).any()):
+        raise ValueError("samples_per_class must be > 0 for every class (a class with no samples "
+                         f"has no effective number), got {counts.tolist()}")
 
 
 def _check_beta(beta):
