@@ -5,6 +5,7 @@
 
 #include "build_info/build_info.h"
 #include "class_balanced_loss/class_balanced_loss.h"
+#include "kernel_pooling/kernel_pooling.h"
 
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.doc() = "finegrained_ops native kernels (CPU, and CUDA when built with it)";
@@ -28,4 +29,12 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
         py::arg("logits"), py::arg("target"), py::arg("samples_per_class"), py::arg("beta"),
         py::arg("gamma"), py::arg("loss_type"), py::arg("reduction"), py::arg("ignore_index"),
         py::arg("compute_grad"));
+
+  m.def("kernel_pooling_forward", &fgo::kernel_pooling_forward,
+        "Pooled tensor-sketch blocks of orders 2..p of kernel pooling: (N, p-1, dim).",
+        py::arg("x"), py::arg("hash_index"), py::arg("hash_sign"), py::arg("dim"));
+  m.def("kernel_pooling_backward", &fgo::kernel_pooling_backward,
+        "Gradient of kernel_pooling_forward w.r.t. x, given the gradient of its output.",
+        py::arg("grad"), py::arg("x"), py::arg("hash_index"), py::arg("hash_sign"),
+        py::arg("dim"));
 }

@@ -4,7 +4,9 @@ Importing the package loads the compiled extension; a missing build is a loud Im
 """
 from . import _native, nn, ops, reference
 from ._native import BUILD_INFO
-from .ops import class_balanced_loss, class_balanced_weights, effective_number
+from .ops import (class_balanced_loss, class_balanced_weights, compact_bilinear_pooling,
+                  draw_hashes, effective_number, estimate_gamma, kernel_pooling, rbf_alpha,
+                  signed_sqrt)
 from .version import __version__
 
 __all__ = [
@@ -12,8 +14,14 @@ __all__ = [
     "__version__",
     "class_balanced_loss",
     "class_balanced_weights",
+    "compact_bilinear_pooling",
+    "draw_hashes",
     "effective_number",
+    "estimate_gamma",
+    "kernel_pooling",
     "nn",
     "ops",
+    "rbf_alpha",
     "reference",
+    "signed_sqrt",
 ]

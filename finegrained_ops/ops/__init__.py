@@ -1,4 +1,16 @@
 """Functional API: input validation and autograd around the native kernels in ``_C``."""
 from .class_balanced_loss import class_balanced_loss, class_balanced_weights, effective_number
+from .kernel_pooling import (compact_bilinear_pooling, draw_hashes, estimate_gamma,
+                             kernel_pooling, rbf_alpha, signed_sqrt)
 
-__all__ = ["class_balanced_loss", "class_balanced_weights", "effective_number"]
+__all__ = [
+    "class_balanced_loss",
+    "class_balanced_weights",
+    "compact_bilinear_pooling",
+    "draw_hashes",
+    "effective_number",
+    "estimate_gamma",
+    "kernel_pooling",
+    "rbf_alpha",
+    "signed_sqrt",
+]

@@ -3,5 +3,6 @@
 The native ops in ``finegrained_ops.ops`` are tested against these. They are not a fallback.
 """
 from .class_balanced_loss import class_balanced_loss
+from .kernel_pooling import count_sketch, kernel_pooling, tensor_sketch_features
 
-__all__ = ["class_balanced_loss"]
+__all__ = ["class_balanced_loss", "count_sketch", "kernel_pooling", "tensor_sketch_features"]

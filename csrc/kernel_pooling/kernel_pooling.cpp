@@ -1,0 +1,82 @@
+#include "kernel_pooling/kernel_pooling.h"
+
+#include <ATen/ATen.h>
+
+namespace fgo {
+namespace {
+
+KernelPoolingArgs check_inputs(const char* op, const at::Tensor& x, const at::Tensor& hash_index,
+                               const at::Tensor& hash_sign, int64_t dim) {
+  TORCH_CHECK(x.dim() == 3, op, ": x must be (N, L, C), got shape ", x.sizes());
+  TORCH_CHECK(x.scalar_type() == at::kFloat || x.scalar_type() == at::kDouble, op,
+              ": native x must be float32 or float64, got ", x.scalar_type());
+  TORCH_CHECK(x.size(1) >= 1, op, ": x needs at least one location (L >= 1)");
+  TORCH_CHECK(dim >= 2, op, ": dim must be >= 2, got ", dim);
+  TORCH_CHECK(hash_index.dim() == 2 && hash_index.size(0) >= 2 && hash_index.size(1) == x.size(2),
+              op, ": hash_index must be (p, C) with p >= 2 and C = ", x.size(2), ", got shape ",
+              hash_index.sizes());
+  TORCH_CHECK(hash_index.scalar_type() == at::kLong, op, ": hash_index must be int64, got ",
+              hash_index.scalar_type());
+  TORCH_CHECK(hash_sign.sizes() == hash_index.sizes() && hash_sign.scalar_type() == x.scalar_type(),
+              op, ": hash_sign must match hash_index's shape ", hash_index.sizes(),
+              " and x's dtype ", x.scalar_type(), ", got ", hash_sign.sizes(), " ",
+              hash_sign.scalar_type());
+  TORCH_CHECK(hash_index.device() == x.device() && hash_sign.device() == x.device(), op,
+              ": x, hash_index and hash_sign must be on one device");
+
+  // Value checks in one host round trip (one sync on CUDA), before any kernel indexes memory.
+  const at::Tensor bad_index = ((hash_index < 0) | (hash_index >= dim)).any();
+  const at::Tensor bad_sign = (hash_sign.abs() != 1).any();
+  const at::Tensor flags = at::stack({bad_index, bad_sign}).cpu();
+  const bool* f = flags.data_ptr<bool>();
+  TORCH_CHECK(!f[0], op, ": hash_index values must be in [0, dim=", dim, "), got min ",
+              hash_index.min().item<int64_t>(), ", max ", hash_index.max().item<int64_t>());
+  TORCH_CHECK(!f[1], op, ": hash_sign values must be +1 or -1");
+  return {x.contiguous(), hash_index.contiguous(), hash_sign.contiguous(), dim};
+}
+
+}  // namespace
+
+at::Tensor kernel_pooling_forward(const at::Tensor& x, const at::Tensor& hash_index,
+                                  const at::Tensor& hash_sign, int64_t dim) {
+  const KernelPoolingArgs args = check_inputs("kernel_pooling", x, hash_index, hash_sign, dim);
+  if (x.size(0) == 0) return at::zeros({0, hash_index.size(0) - 1, dim}, x.options());
+  at::Tensor pooled;
+  if (x.is_cuda()) {
+#ifdef WITH_CUDA
+    pooled = pool_spectra_cuda(args);
+#else
+    TORCH_CHECK(false, "finegrained_ops was built without CUDA kernels");
+#endif
+  } else {
+    pooled = pool_spectra_cpu(args);
+  }
+  // One inverse transform per image and order; irfft's 1/d makes the estimate unbiased.
+  return at::fft_irfft(pooled, dim, -1).div_(static_cast<double>(x.size(1)));
+}
+
+at::Tensor kernel_pooling_backward(const at::Tensor& grad_pooled, const at::Tensor& x,
+                                   const at::Tensor& hash_index, const at::Tensor& hash_sign,
+                                   int64_t dim) {
+  const KernelPoolingArgs args =
+      check_inputs("kernel_pooling_backward", x, hash_index, hash_sign, dim);
+  const int64_t n = x.size(0), orders = hash_index.size(0) - 1;
+  TORCH_CHECK(grad_pooled.sizes() == at::IntArrayRef({n, orders, dim}) &&
+                  grad_pooled.scalar_type() == x.scalar_type() &&
+                  grad_pooled.device() == x.device(),
+              "kernel_pooling_backward: grad must be (", n, ", ", orders, ", ", dim, ") in x's ",
+              "dtype and device, got ", grad_pooled.sizes(), " ", grad_pooled.scalar_type());
+  if (n == 0) return at::zeros_like(args.x);  // FFT libraries reject empty batches
+  const at::Tensor grad_spectra =
+      at::fft_rfft(grad_pooled.contiguous(), dim, -1).div_(static_cast<double>(x.size(1)));
+  if (x.is_cuda()) {
+#ifdef WITH_CUDA
+    return backprop_spectra_cuda(args, grad_spectra);
+#else
+    TORCH_CHECK(false, "finegrained_ops was built without CUDA kernels");
+#endif
+  }
+  return backprop_spectra_cpu(args, grad_spectra);
+}
+
+}  // namespace fgo

@@ -1,0 +1,43 @@
+#pragma once
+// Kernel pooling (DESIGN section 3): the pooled tensor-sketch blocks of orders 2..p,
+//   U_i[n] = mean_l IFFT(prod_{t=1..i} FFT(CS_t(x[n, l]))),   i = 2..p,
+// computed without ever forming a per-location d-dimensional output: the spectra are summed
+// over locations and inverse-transformed once per image and order. The order-0 and order-1
+// blocks and the alpha scaling are cheap dense ops done in Python (ops/kernel_pooling.py).
+
+#include <ATen/core/Tensor.h>
+
+namespace fgo {
+
+// Entry points bound in bindings.cpp. They check shapes, dtypes and hash values.
+//   x (N, L, C) float32/float64 with L >= 1; hash_index (p, C) int64 in [0, dim) with
+//   p >= 2; hash_sign (p, C) of +-1 in x's dtype; dim = d >= 2.
+// Forward returns U (N, p-1, d). Backward takes dU (N, p-1, d) and returns dx (N, L, C).
+at::Tensor kernel_pooling_forward(const at::Tensor& x, const at::Tensor& hash_index,
+                                  const at::Tensor& hash_sign, int64_t dim);
+at::Tensor kernel_pooling_backward(const at::Tensor& grad_pooled, const at::Tensor& x,
+                                   const at::Tensor& hash_index, const at::Tensor& hash_sign,
+                                   int64_t dim);
+
+// Validated, contiguous inputs of the device kernels.
+struct KernelPoolingArgs {
+  at::Tensor x;           // (N, L, C)
+  at::Tensor hash_index;  // (p, C) int64 in [0, dim)
+  at::Tensor hash_sign;   // (p, C), x's dtype
+  int64_t dim;
+};
+
+// Device kernels. Spectra are complex tensors of the d/2 + 1 rfft bins.
+//   pool_spectra:  returns (N, p-1, d/2+1), sum over l of prod_{t<=i} FFT(CS_t(x[n, l])).
+//   backprop_spectra: takes grad_spectra = rfft(dU) / L (N, p-1, d/2+1) and returns dx
+//     (N, L, C). That is the gradient w.r.t. the sums above without the per-bin factors
+//     w_k / d of the irfft adjoint (w_k = 2 off DC and Nyquist); the irfft that brings
+//     the per-location gradients back to sketch space cancels them exactly.
+at::Tensor pool_spectra_cpu(const KernelPoolingArgs& args);
+at::Tensor backprop_spectra_cpu(const KernelPoolingArgs& args, const at::Tensor& grad_spectra);
+#ifdef WITH_CUDA
+at::Tensor pool_spectra_cuda(const KernelPoolingArgs& args);
+at::Tensor backprop_spectra_cuda(const KernelPoolingArgs& args, const at::Tensor& grad_spectra);
+#endif
+
+}  // namespace fgo

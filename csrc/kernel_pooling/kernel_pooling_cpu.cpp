@@ -1,0 +1,196 @@
+// CPU kernels of kernel pooling: at::parallel_for over (image, location group) work items;
+// each thread sketches and transforms its locations a cache-sized chunk at a time (FFTs by
+// ATen, i.e. MKL or pocketfft), and keeps only d/2 + 1 bins per order and image.
+#include <ATen/ATen.h>
+#include <ATen/Dispatch.h>
+#include <ATen/Parallel.h>
+#include <ATen/cpu/vec/vec.h>
+
+#include <algorithm>
+
+#include "kernel_pooling/kernel_pooling.h"
+#include "kernel_pooling/kernel_pooling_spectral.h"
+
+namespace fgo {
+namespace {
+
+// Scalars in one chunk's sketches (and again in its spectra): 512 KiB of float32.
+constexpr int64_t kChunkScalars = int64_t(1) << 17;
+constexpr int64_t kMaxGroups = 8;
+
+// kp::Bins policy over at::vec vectors of consecutive complex bins (AVX2: 4 float, 2 double).
+template <typename T>
+struct VectorBins {
+  using Value = at::vec::Vectorized<c10::complex<T>>;
+  static constexpr int64_t kWidth = Value::size();
+  static Value load(const T* p) { return Value::loadu(p); }
+  static void store(T* p, const Value& v) { v.store(p); }
+  static Value conj(const Value& v) { return v.conj(); }
+  static Value one() { return Value(c10::complex<T>(1, 0)); }
+};
+
+// Calls op.template operator()<Bins>(2 * k) for every bin k of a row of `bins`: SIMD vectors
+// of bins, then single bins for the tail. Which path a bin takes depends only on `bins`.
+template <typename T, typename Op>
+void for_each_bin(int64_t bins, const Op& op) {
+  constexpr int64_t width = VectorBins<T>::kWidth;
+  int64_t k = 0;
+  for (; k + width <= bins; k += width) op.template operator()<VectorBins<T>>(2 * k);
+  for (; k < bins; ++k) op.template operator()<kp::ScalarBins<T>>(2 * k);
+}
+
+// How an image's locations are split: into `groups` contiguous ranges, one per work item,
+// each walked `chunk` locations at a time. It depends on the shapes only, so the order of
+// every floating-point sum, and so every bit of the result, is independent of the threads.
+struct Partition {
+  int64_t locations, chunk, groups;
+  Partition(int64_t locations, int64_t order, int64_t dim)
+      : locations(locations),
+        chunk(std::clamp<int64_t>(kChunkScalars / (order * dim), 1, locations)),
+        groups(std::min(kMaxGroups, (locations + chunk - 1) / chunk)) {}
+  int64_t begin(int64_t group) const { return group * locations / groups; }
+};
+
+// One thread's chunk buffers and the sketch <-> spectrum steps of up to `chunk` locations.
+template <typename scalar_t>
+class ChunkTransform {
+ public:
+  ChunkTransform(const KernelPoolingArgs& a, int64_t chunk, bool with_adjoint)
+      : hash_(a.hash_index.data_ptr<int64_t>()),
+        sign_(a.hash_sign.data_ptr<scalar_t>()),
+        order_(a.hash_index.size(0)),
+        channels_(a.hash_index.size(1)),
+        dim_(a.dim),
+        bins_(a.dim / 2 + 1) {
+    const auto complex = a.x.options().dtype(c10::toComplexType(a.x.scalar_type()));
+    sketch_ = at::empty({chunk * order_, dim_}, a.x.options());
+    spectra_ = at::empty({chunk * order_, bins_}, complex);
+    if (with_adjoint) adjoint_ = at::empty({chunk * order_, bins_}, complex);
+  }
+
+  int64_t bins() const { return bins_; }
+
+  // Spectra (m * p rows of bins (re, im) pairs, location-major) of m locations' sketches.
+  const scalar_t* transform(const scalar_t* x, int64_t m) {
+    scalar_t* sketch = sketch_.data_ptr<scalar_t>();
+    std::fill(sketch, sketch + m * order_ * dim_, scalar_t(0));
+    for (int64_t j = 0; j < m; ++j) {
+      const scalar_t* xj = x + j * channels_;
+      for (int64_t t = 0; t < order_; ++t) {
+        scalar_t* row = sketch + (j * order_ + t) * dim_;
+        const int64_t* h = hash_ + t * channels_;
+        const scalar_t* s = sign_ + t * channels_;
+        for (int64_t k = 0; k < channels_; ++k) row[h[k]] += s[k] * xj[k];
+      }
+    }
+    at::Tensor spectra = spectra_.narrow(0, 0, m * order_);
+    at::fft_rfft_out(spectra, sketch_.narrow(0, 0, m * order_), dim_, 1);
+    return as_scalars(spectra_);
+  }
+
+  // Where backprop writes d(loss)/d(spectra), laid out like transform()'s result.
+  scalar_t* adjoint() { return as_scalars(adjoint_); }
+
+  // dx (m rows of C) from the spectra gradients in adjoint(): irfft back to sketch space
+  // (cancelling the per-bin factors, see kernel_pooling.h), then the count-sketch adjoint.
+  void backprop_to_input(int64_t m, scalar_t* dx) {
+    at::Tensor dsketch_rows = sketch_.narrow(0, 0, m * order_);
+    at::fft_irfft_out(dsketch_rows, adjoint_.narrow(0, 0, m * order_), dim_, 1);
+    const scalar_t* dsketch = sketch_.data_ptr<scalar_t>();
+    for (int64_t j = 0; j < m; ++j) {
+      const scalar_t* dj = dsketch + j * order_ * dim_;
+      for (int64_t k = 0; k < channels_; ++k) {
+        scalar_t acc = 0;
+        for (int64_t t = 0; t < order_; ++t) {
+          acc += sign_[t * channels_ + k] * dj[t * dim_ + hash_[t * channels_ + k]];
+        }
+        dx[j * channels_ + k] = acc;
+      }
+    }
+  }
+
+ private:
+  static scalar_t* as_scalars(const at::Tensor& complex) {
+    return reinterpret_cast<scalar_t*>(complex.data_ptr<c10::complex<scalar_t>>());
+  }
+
+  const int64_t* hash_;
+  const scalar_t* sign_;
+  int64_t order_, channels_, dim_, bins_;
+  at::Tensor sketch_, spectra_, adjoint_;
+};
+
+// Calls body(transform, n, l, m, spectra) for every chunk of m locations starting at l of
+// image n, with work items (n, group) spread over the threads.
+template <typename scalar_t, typename Body>
+void for_each_chunk(const KernelPoolingArgs& a, const Partition& part, bool with_adjoint,
+                    const Body& body) {
+  const int64_t images = a.x.size(0), locations = a.x.size(1), channels = a.x.size(2);
+  const scalar_t* x = a.x.data_ptr<scalar_t>();
+  at::parallel_for(0, images * part.groups, 1, [&](int64_t begin, int64_t end) {
+    ChunkTransform<scalar_t> chunk(a, part.chunk, with_adjoint);
+    for (int64_t item = begin; item < end; ++item) {
+      const int64_t n = item / part.groups, g = item % part.groups;
+      for (int64_t l = part.begin(g); l < part.begin(g + 1); l += part.chunk) {
+        const int64_t m = std::min(part.chunk, part.begin(g + 1) - l);
+        body(chunk, item, n, l, m, chunk.transform(x + (n * locations + l) * channels, m));
+      }
+    }
+  });
+}
+
+}  // namespace
+
+at::Tensor pool_spectra_cpu(const KernelPoolingArgs& a) {
+  const int64_t images = a.x.size(0), order = a.hash_index.size(0), bins = a.dim / 2 + 1;
+  const Partition part(a.x.size(1), order, a.dim);
+  const auto complex = a.x.options().dtype(c10::toComplexType(a.x.scalar_type()));
+  const at::Tensor partial = at::zeros({images, part.groups, order - 1, bins}, complex);
+  AT_DISPATCH_FLOATING_TYPES(a.x.scalar_type(), "kernel_pooling_cpu", [&] {
+    scalar_t* partial_data = reinterpret_cast<scalar_t*>(partial.data_ptr());
+    for_each_chunk<scalar_t>(a, part, false, [&](ChunkTransform<scalar_t>&, int64_t item,
+                                                  int64_t, int64_t, int64_t m,
+                                                  const scalar_t* spectra) {
+      scalar_t* pooled = partial_data + item * (order - 1) * bins * 2;
+      for (int64_t j = 0; j < m; ++j) {
+        const scalar_t* location = spectra + j * order * bins * 2;
+        for_each_bin<scalar_t>(bins, [&]<typename Bins>(int64_t offset) {
+          kp::accumulate_products<Bins>(location + offset, 2 * bins, order, pooled + offset,
+                                        2 * bins);
+        });
+      }
+    });
+  });
+  at::Tensor total = partial.select(1, 0).clone();
+  for (int64_t g = 1; g < part.groups; ++g) total.add_(partial.select(1, g));
+  return total;
+}
+
+at::Tensor backprop_spectra_cpu(const KernelPoolingArgs& a, const at::Tensor& grad_spectra) {
+  const int64_t order = a.hash_index.size(0), bins = a.dim / 2 + 1;
+  const int64_t locations = a.x.size(1), channels = a.x.size(2);
+  const Partition part(locations, order, a.dim);
+  const at::Tensor grad = grad_spectra.contiguous();
+  at::Tensor grad_x = at::empty_like(a.x);
+  AT_DISPATCH_FLOATING_TYPES(a.x.scalar_type(), "kernel_pooling_backward_cpu", [&] {
+    const scalar_t* grad_data = reinterpret_cast<const scalar_t*>(grad.data_ptr());
+    scalar_t* dx = grad_x.data_ptr<scalar_t>();
+    for_each_chunk<scalar_t>(a, part, true, [&](ChunkTransform<scalar_t>& chunk, int64_t,
+                                                 int64_t n, int64_t l, int64_t m,
+                                                 const scalar_t* spectra) {
+      const scalar_t* g = grad_data + n * (order - 1) * bins * 2;
+      scalar_t* adjoint = chunk.adjoint();
+      for (int64_t j = 0; j < m; ++j) {
+        const int64_t location = j * order * bins * 2;
+        for_each_bin<scalar_t>(bins, [&]<typename Bins>(int64_t offset) {
+          kp::backprop_products<Bins>(spectra + location + offset, 2 * bins, order, g + offset,
+                                      2 * bins, adjoint + location + offset);
+        });
+      }
+      chunk.backprop_to_input(m, dx + (n * locations + l) * channels);
+    });
+  });
+  return grad_x;
+}
+
+}  // namespace fgo

@@ -1,0 +1,139 @@
+"""Kernel pooling and compact bilinear pooling layers (thesis ch. 3; DESIGN §3)."""
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..ops._validation import check_choice
+from ..ops.kernel_pooling import (compact_bilinear_pooling, draw_hashes, estimate_gamma,
+                                  kernel_pooling, rbf_alpha, signed_sqrt)
+
+INPUT_FORMATS = ("NCHW", "NLC")
+ALPHAS = ("learned", "rbf", "ones")
+
+
+class _SketchPooling(nn.Module):
+    """Hashes as buffers, the input layout, and the signed-sqrt + L2 post-processing."""
+
+    def __init__(self, in_channels, dim, order, seed, input_format, sqrt_normalize):
+        super().__init__()
+        check_choice("input_format", input_format, INPUT_FORMATS)
+        hash_index, hash_sign = draw_hashes(in_channels, dim, order, seed)
+        # Buffers: saved by state_dict(), moved by .to(); .half() converts the signs only.
+        self.register_buffer("hash_index", hash_index)
+        self.register_buffer("hash_sign", hash_sign)
+        self.in_channels, self.dim, self.order, self.seed = in_channels, dim, order, seed
+        self.input_format, self.sqrt_normalize = input_format, sqrt_normalize
+
+    def _locations(self, x):
+        """(N, C, H, W) or (N, L, C), as set by input_format -> (N, L, C)."""
+        if not isinstance(x, torch.Tensor):
+            raise TypeError(f"input must be a torch.Tensor, got {type(x).__name__}")
+        if self.input_format == "NCHW":
+            if x.dim() != 4 or x.shape[1] != self.in_channels:
+                raise ValueError(f"expected (N, {self.in_channels}, H, W) input (input_format="
+                                 f"'NCHW'), got shape {tuple(x.shape)}")
+            return x.flatten(2).transpose(1, 2)
+        if x.dim() != 3 or x.shape[2] != self.in_channels:
+            raise ValueError(f"expected (N, L, {self.in_channels}) input (input_format='NLC'), "
+                             f"got shape {tuple(x.shape)}")
+        return x
+
+    def _postprocess(self, y):
+        return F.normalize(signed_sqrt(y), dim=1) if self.sqrt_normalize else y
+
+
+class KernelPooling(_SketchPooling):
+    """Kernel pooling (Cui et al. 2017): a Taylor-series kernel feature map of every location,
+    up to order p, averaged over locations; signed sqrt and L2 normalisation by default.
+
+    Args:
+        in_channels: C, the channels of the input feature map.
+        dim: sketch size d of every order >= 2.
+        order: p >= 1.
+        alpha: 'learned' (a Parameter), 'rbf' (fixed coefficients of the Gaussian RBF kernel,
+            eq. 3.11) or 'ones' (fixed). 'learned' starts from the RBF coefficients when gamma
+            is known, else from ones.
+        gamma: RBF γ; None leaves it to :meth:`estimate_gamma` (needed before 'rbf' runs).
+        seed: seed of the dedicated torch.Generator the hashes are drawn from.
+        input_format: 'NCHW' ((N, C, H, W) maps) or 'NLC' ((N, L, C) locations).
+        sqrt_normalize: apply signed sqrt then L2 normalisation to the pooled vector.
+
+    Shape: (N, C, H, W) or (N, L, C) -> (N, 1 + C + (p - 1)·d) (``output_dim``).
+    """
+
+    def __init__(self, in_channels, dim, order=4, alpha="learned", gamma=None, seed=0,
+                 input_format="NCHW", sqrt_normalize=True):
+        super().__init__(in_channels, dim, order, seed, input_format, sqrt_normalize)
+        check_choice("alpha", alpha, ALPHAS)
+        self.alpha_mode = alpha
+        self.gamma = None if gamma is None else float(gamma)
+        if alpha == "ones" or gamma is None:
+            init = torch.ones(order + 1)
+        else:
+            init = rbf_alpha(self.gamma, order).float()
+        if alpha == "learned":
+            self.alpha = nn.Parameter(init)
+        else:
+            self.register_buffer("alpha", init)
+
+    @property
+    def output_dim(self):
+        return 1 + self.in_channels + (self.order - 1) * self.dim
+
+    @torch.no_grad()
+    def estimate_gamma(self, features):
+        """Set γ to the reciprocal of the mean inner product of `features`' location vectors
+        (thesis 3.3.2) and, for alpha 'rbf' or 'learned', reset alpha to the RBF coefficients.
+
+        features: maps in this module's input_format (e.g. conv features of training images).
+        Returns γ.
+        """
+        self.gamma = estimate_gamma(self._locations(features))
+        if self.alpha_mode != "ones":
+            self.alpha.copy_(rbf_alpha(self.gamma, self.order))
+        return self.gamma
+
+    def forward(self, x):
+        if self.alpha_mode == "rbf" and self.gamma is None:
+            raise RuntimeError("KernelPooling(alpha='rbf') needs gamma: pass gamma= or call "
+                               "estimate_gamma(features) first")
+        y = kernel_pooling(self._locations(x), self.hash_index, self.hash_sign, self.alpha,
+                           self.dim)
+        return self._postprocess(y)
+
+    def get_extra_state(self):
+        return {"gamma": self.gamma}
+
+    def set_extra_state(self, state):
+        self.gamma = state["gamma"]
+
+    def extra_repr(self):
+        return (f"in_channels={self.in_channels}, dim={self.dim}, order={self.order}, "
+                f"alpha={self.alpha_mode!r}, gamma={self.gamma}, seed={self.seed}, "
+                f"input_format={self.input_format!r}, sqrt_normalize={self.sqrt_normalize}")
+
+
+class CompactBilinearPooling(_SketchPooling):
+    """Compact bilinear pooling (Gao et al. 2016): kernel pooling's order-2 block alone.
+
+    Same hashes as ``KernelPooling(order=2, seed=seed)``; the sketch is unbiased (torch's irfft
+    normalisation), so it is d times smaller than Gao's Caffe output.
+
+    Shape: (N, C, H, W) or (N, L, C) per input_format -> (N, dim).
+    """
+
+    def __init__(self, in_channels, dim, seed=0, input_format="NCHW", sqrt_normalize=True):
+        super().__init__(in_channels, dim, 2, seed, input_format, sqrt_normalize)
+
+    @property
+    def output_dim(self):
+        return self.dim
+
+    def forward(self, x):
+        y = compact_bilinear_pooling(self._locations(x), self.hash_index, self.hash_sign,
+                                     self.dim)
+        return self._postprocess(y)
+
+    def extra_repr(self):
+        return (f"in_channels={self.in_channels}, dim={self.dim}, seed={self.seed}, "
+                f"input_format={self.input_format!r}, sqrt_normalize={self.sqrt_normalize}")

@@ -1,0 +1,184 @@
+"""Kernel pooling and compact bilinear pooling (thesis ch. 3, Algorithm 1; DESIGN §3).
+
+The native op computes the pooled tensor-sketch blocks of orders 2..p. It sums the spectra
+over locations and inverse-transforms once per image and order, so no per-location
+d-dimensional output ever exists. Its backward recomputes the spectra rather than saving
+them (saving them would cost N·L·p·d memory). The order-0 and order-1 blocks and the alpha
+scaling are cheap dense ops, left to autograd here.
+"""
+import math
+
+import torch
+
+from .._native import _C
+from ._validation import FLOATING, check_same_device, check_tensor, compute_dtype
+
+
+def kernel_pooling(x, hash_index, hash_sign, alpha, dim):
+    """Taylor-series kernel feature map of every location, averaged over locations.
+
+    Args:
+        x: (N, L, C) features at L >= 1 locations; float16/bfloat16 (computed in float32),
+            float32 or float64.
+        hash_index: (p, C) int64 in [0, dim), the bucket h_t(k) of channel k in sketch t.
+        hash_sign: (p, C) floating, +-1: the sign s_t(k).
+        alpha: (p + 1,) floating coefficients; alpha_i scales the order-i block, so
+            φ(x)·φ(y) ≈ sum_i alpha_i² (x·y)^i (eq. 3.7).
+        dim: sketch size d >= 2 of every order >= 2 (any d, odd included).
+
+    Returns:
+        (N, 1 + C + (p - 1)·dim) in x's dtype: [alpha_0, alpha_1·mean_l x_l,
+        alpha_i·mean_l IFFT(prod_{t<=i} FFT(CS_t(x_l))) for i = 2..p]. Differentiable
+        (once) w.r.t. x and alpha. p = 1 gives [alpha_0, alpha_1·mean_l x_l].
+    """
+    order = _check_sketch_args(x, hash_index, hash_sign, dim, min_order=1)
+    check_tensor("alpha", alpha, dim=1, dtypes=FLOATING)
+    if alpha.shape[0] != order + 1:
+        raise ValueError(f"alpha must have p + 1 = {order + 1} coefficients (orders 0..{order}), "
+                         f"got {alpha.shape[0]}")
+    check_same_device(x=x, hash_index=hash_index, hash_sign=hash_sign, alpha=alpha)
+    dtype = compute_dtype(x.dtype)
+    features, alpha = x.to(dtype).contiguous(), alpha.to(dtype)
+    n = x.shape[0]
+    blocks = [alpha[:1].expand(n, 1), alpha[1] * features.mean(dim=1)]
+    if order >= 2:
+        pooled = _kernel_pooling(features, hash_index, hash_sign.to(dtype), dim)
+        blocks.append((pooled * alpha[2:, None]).flatten(1))
+    return torch.cat(blocks, dim=1).to(x.dtype)
+
+
+def compact_bilinear_pooling(x, hash_index, hash_sign, dim):
+    """Compact bilinear pooling (Gao et al. 2016): the order-2 block of kernel pooling alone.
+
+    x (N, L, C) floating; hash_index (2, C) int64 in [0, dim); hash_sign (2, C) of +-1.
+    Returns (N, dim) in x's dtype, mean_l IFFT(FFT(CS_1(x_l))·FFT(CS_2(x_l))): an unbiased
+    sketch of the mean outer product (irfft's 1/d; Gao's Caffe code is dim times larger).
+    """
+    order = _check_sketch_args(x, hash_index, hash_sign, dim, min_order=2)
+    if order != 2:
+        raise ValueError(f"compact bilinear pooling takes two sketches: hash_index must be "
+                         f"(2, C), got shape {tuple(hash_index.shape)}")
+    check_same_device(x=x, hash_index=hash_index, hash_sign=hash_sign)
+    dtype = compute_dtype(x.dtype)
+    pooled = _kernel_pooling(x.to(dtype).contiguous(), hash_index, hash_sign.to(dtype), dim)
+    return pooled[:, 0].to(x.dtype)
+
+
+def draw_hashes(in_channels, dim, order, seed=0):
+    """Hash functions of `order` count sketches, drawn from a dedicated torch.Generator(seed).
+
+    Returns hash_index (order, in_channels) int64 uniform in [0, dim) and hash_sign
+    (order, in_channels) float32 uniform in {-1, +1}. The global RNG is never touched, and the
+    same seed gives the same hashes on every machine; sketch t of a higher order reuses the
+    draws of a lower one, so compact bilinear pooling equals kernel pooling's order-2 block.
+    """
+    for name, value, low in (("in_channels", in_channels, 1), ("dim", dim, 2), ("order", order, 1)):
+        if not (isinstance(value, int) and not isinstance(value, bool) and value >= low):
+            raise ValueError(f"{name} must be an int >= {low}, got {value!r}")
+    generator = torch.Generator().manual_seed(int(seed))
+    index = torch.empty(order, in_channels, dtype=torch.int64)
+    sign = torch.empty(order, in_channels, dtype=torch.float32)
+    for t in range(order):
+        index[t] = torch.randint(dim, (in_channels,), generator=generator)
+        sign[t] = torch.randint(2, (in_channels,), generator=generator) * 2.0 - 1.0
+    return index, sign
+
+
+def rbf_alpha(gamma, order):
+    """Coefficients alpha_i = sqrt(exp(-2γ)(2γ)^i / i!), i = 0..order, with which kernel pooling
+    approximates the Gaussian RBF kernel exp(-γ‖x - y‖²) of L2-normalised inputs (eq. 3.11).
+
+    Returns (order + 1,) float64.
+    """
+    if not (isinstance(gamma, (int, float)) and math.isfinite(gamma) and gamma > 0):
+        raise ValueError(f"gamma must be a finite number > 0, got {gamma!r}")
+    i = torch.arange(order + 1, dtype=torch.float64)
+    log_alpha_sq = -2.0 * gamma + i * math.log(2.0 * gamma) - torch.lgamma(i + 1)
+    return torch.exp(0.5 * log_alpha_sq)
+
+
+def estimate_gamma(features):
+    """γ = 1 / mean inner product of distinct pairs of feature vectors (thesis 3.3.2).
+
+    features: (..., C) floating; all leading axes are flattened into M >= 2 vectors. The mean
+    over the M(M-1) ordered pairs i != j is (‖sum x‖² - sum ‖x‖²) / (M(M-1)), O(M·C). Returns a
+    float. Raises ValueError when that mean is not positive (γ would not be defined).
+    """
+    check_tensor("features", features, dtypes=FLOATING)
+    if features.dim() < 2:
+        raise ValueError(f"features must be (..., C) vectors, got shape {tuple(features.shape)}")
+    vectors = features.reshape(-1, features.shape[-1]).to(torch.float64)
+    m = vectors.shape[0]
+    if m < 2:
+        raise ValueError(f"estimate_gamma needs at least 2 feature vectors, got {m}")
+    total = vectors.sum(dim=0)
+    mean_inner = (total.dot(total) - vectors.pow(2).sum()) / (m * (m - 1))
+    if not bool(mean_inner > 0):
+        raise ValueError(f"the mean inner product of the features is {float(mean_inner):.4g}; "
+                         "γ = 1 / mean needs it > 0 (pass gamma explicitly)")
+    return float(1.0 / mean_inner)
+
+
+def signed_sqrt(x, eps=1e-12):
+    """sign(x)·(sqrt(|x| + eps) - sqrt(eps)): the signed square root with a finite gradient.
+
+    The plain sign(x)·sqrt(|x|) has an infinite derivative at 0 that turns into NaN
+    (cbp #1); here the derivative is 1 / (2 sqrt(|x| + eps)) <= 1 / (2 sqrt(eps)) and the value
+    is off by at most sqrt(eps) = 1e-6. Any shape; twice differentiable.
+    """
+    return torch.sign(x) * (torch.sqrt(x.abs() + eps) - math.sqrt(eps))
+
+
+def _check_sketch_args(x, hash_index, hash_sign, dim, min_order):
+    check_tensor("x", x, dim=3, dtypes=FLOATING)
+    check_tensor("hash_index", hash_index, dim=2, dtypes=(torch.int64,))
+    check_tensor("hash_sign", hash_sign, dim=2, dtypes=FLOATING)
+    if not (isinstance(dim, int) and not isinstance(dim, bool) and dim >= 2):
+        raise ValueError(f"dim must be an int >= 2, got {dim!r}")
+    n, locations, channels = x.shape
+    if locations < 1:
+        raise ValueError(f"x must have at least one location, got shape {tuple(x.shape)}")
+    order = hash_index.shape[0]
+    if order < min_order or hash_index.shape[1] != channels:
+        raise ValueError(f"hash_index must be (p, C) with p >= {min_order} and C = {channels} "
+                         f"(x's channels), got shape {tuple(hash_index.shape)}")
+    if hash_sign.shape != hash_index.shape:
+        raise ValueError(f"hash_sign must have hash_index's shape {tuple(hash_index.shape)}, got "
+                         f"{tuple(hash_sign.shape)}")
+    return order
+
+
+@torch.library.custom_op("finegrained_ops::kernel_pooling", mutates_args=())
+def _kernel_pooling(x: torch.Tensor, hash_index: torch.Tensor, hash_sign: torch.Tensor,
+                    dim: int) -> torch.Tensor:
+    return _C.kernel_pooling_forward(x, hash_index, hash_sign, dim)
+
+
+@_kernel_pooling.register_fake
+def _(x, hash_index, hash_sign, dim):
+    return x.new_empty((x.shape[0], hash_index.shape[0] - 1, dim))
+
+
+@torch.library.custom_op("finegrained_ops::kernel_pooling_backward", mutates_args=())
+def _kernel_pooling_backward(grad: torch.Tensor, x: torch.Tensor, hash_index: torch.Tensor,
+                             hash_sign: torch.Tensor, dim: int) -> torch.Tensor:
+    return _C.kernel_pooling_backward(grad, x, hash_index, hash_sign, dim)
+
+
+@_kernel_pooling_backward.register_fake
+def _(grad, x, hash_index, hash_sign, dim):
+    return torch.empty_like(x)
+
+
+def _setup_context(ctx, inputs, output):
+    x, hash_index, hash_sign, dim = inputs
+    ctx.save_for_backward(x, hash_index, hash_sign)
+    ctx.dim = dim
+
+
+def _backward(ctx, grad):
+    x, hash_index, hash_sign = ctx.saved_tensors
+    return _kernel_pooling_backward(grad, x, hash_index, hash_sign, ctx.dim), None, None, None
+
+
+_kernel_pooling.register_autograd(_backward, setup_context=_setup_context)

@@ -1,0 +1,314 @@
+"""Native kernel pooling vs the reference, gradients, sketch properties, modules, bad input."""
+import math
+
+import pytest
+import torch
+from hypothesis import given
+from hypothesis import strategies as st
+
+import finegrained_ops as fo
+from finegrained_ops.nn import CompactBilinearPooling, KernelPooling
+from finegrained_ops.ops.kernel_pooling import _kernel_pooling, _kernel_pooling_backward
+from finegrained_ops.reference import kernel_pooling as reference
+
+from .helpers import check_gradients
+
+
+def random_problem(n, locations, channels, dim, order, seed, dtype=torch.float64, device="cpu"):
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(n, locations, channels, generator=g, dtype=torch.float64).to(dtype)
+    alpha = torch.rand(order + 1, generator=g, dtype=torch.float64) + 0.5
+    hash_index, hash_sign = fo.draw_hashes(channels, dim, order, seed)
+    return tuple(t.to(device) for t in (x, hash_index, hash_sign.to(dtype), alpha.to(dtype)))
+
+
+def native_and_reference(x, hash_index, hash_sign, alpha, dim, compute_dtype=None):
+    """Outputs and gradients (x, alpha) of both under one random upstream gradient; the
+    reference runs on the inputs cast to `compute_dtype` (default: their own dtype)."""
+    xa, aa = x.detach().clone().requires_grad_(), alpha.detach().clone().requires_grad_()
+    ya = fo.kernel_pooling(xa, hash_index, hash_sign, aa, dim)
+    ref_dtype = compute_dtype or x.dtype
+    xb = x.detach().to(ref_dtype).requires_grad_()
+    ab = alpha.detach().to(ref_dtype).requires_grad_()
+    yb = reference(xb, hash_index, hash_sign.to(ref_dtype), ab, dim)
+    upstream = torch.randn(yb.shape, generator=torch.Generator().manual_seed(1),
+                           dtype=ref_dtype).to(yb.device)
+    (ya.to(ref_dtype) * upstream).sum().backward()
+    (yb * upstream).sum().backward()
+    return (ya, xa.grad, aa.grad), (yb, xb.grad, ab.grad)
+
+
+def assert_relative_close(actual, expected, tol):
+    """max |a - e| <= tol * max |e| (the scale of a sketch block is its largest entry)."""
+    scale = expected.abs().max().item()
+    err = (actual.to(expected.dtype) - expected).abs().max().item()
+    assert err <= tol * max(scale, 1e-30), f"relative error {err / max(scale, 1e-30):.3g} > {tol}"
+
+
+@given(n=st.integers(1, 3), locations=st.integers(1, 20), channels=st.integers(1, 24),
+       dim=st.integers(2, 40), order=st.integers(1, 5), seed=st.integers(0, 2**31 - 1),
+       dtype=st.sampled_from([torch.float64, torch.float32]))
+def test_native_matches_reference(n, locations, channels, dim, order, seed, dtype):
+    x, h, s, alpha = random_problem(n, locations, channels, dim, order, seed, dtype)
+    native, ref = native_and_reference(x, h, s, alpha, dim)
+    tol = 1e-10 if dtype == torch.float64 else 1e-5
+    assert native[0].dtype == dtype and native[0].shape == (n, 1 + channels + (order - 1) * dim)
+    for a, b in zip(native, ref):
+        assert_relative_close(a, b, tol)
+
+
+@pytest.mark.parametrize("shape", [(2, 196, 64, 256, 4), (1, 50, 512, 4096, 3), (3, 7, 9, 33, 5)])
+def test_native_matches_reference_at_realistic_sizes(device, shape):
+    n, locations, channels, dim, order = shape
+    x, h, s, alpha = random_problem(n, locations, channels, dim, order, 0, torch.float32, device)
+    native, ref = native_and_reference(x, h, s, alpha, dim)
+    for a, b in zip(native, ref):
+        assert_relative_close(a, b, 1e-5)
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_half_inputs_are_computed_in_float32(device, dtype):
+    x, h, s, alpha = random_problem(2, 30, 16, 64, 4, 3, torch.float32, device)
+    x = x.to(dtype)
+    native, ref = native_and_reference(x, h, s, alpha, 64, compute_dtype=torch.float32)
+    assert native[0].dtype == dtype and native[1].dtype == dtype
+    assert torch.isfinite(native[0]).all()
+    # Only the final rounding to the half type separates the two.
+    eps = torch.finfo(dtype).eps
+    for a, b in zip(native, ref):
+        assert_relative_close(a, b, 2 * eps)
+
+
+@pytest.mark.parametrize("order, dim", [(2, 8), (3, 7), (4, 6), (5, 5), (1, 4)])
+def test_gradcheck(order, dim):
+    x, h, s, alpha = random_problem(2, 3, 5, dim, order, order)
+    x.requires_grad_()
+    alpha.requires_grad_()
+    check_gradients(lambda a, b: fo.kernel_pooling(a, h, s, b, dim), (x, alpha))
+
+
+def test_gradcheck_compact_bilinear():
+    x, h, s, _ = random_problem(2, 4, 6, 9, 2, 7)
+    x.requires_grad_()
+    check_gradients(lambda a: fo.compact_bilinear_pooling(a, h, s, 9), (x,))
+
+
+def test_double_backward_is_refused_not_silently_wrong():
+    x, h, s, alpha = random_problem(1, 2, 3, 4, 2, 0)
+    x.requires_grad_()
+    (g,) = torch.autograd.grad(fo.kernel_pooling(x, h, s, alpha, 4).pow(2).sum(), x,
+                               create_graph=True)
+    with pytest.raises(RuntimeError):
+        torch.autograd.grad(g.sum(), x)
+
+
+def test_zero_images():
+    x, h, s, alpha = random_problem(0, 5, 4, 8, 3, 0)
+    x.requires_grad_()
+    y = fo.kernel_pooling(x, h, s, alpha, 8)
+    assert y.shape == (0, 1 + 4 + 2 * 8)
+    y.sum().backward()
+    assert x.grad.shape == x.shape
+
+
+@pytest.mark.parametrize("order", [2, 3])
+def test_sketch_inner_product_is_unbiased(order):
+    """Tensor Sketch property: E_h[φ_i(x)·φ_i(y)] = (x·y)^i over independent hash draws."""
+    g = torch.Generator().manual_seed(order)
+    channels, dim, draws = 6, 8, 3000
+    xy = torch.randn(2, 1, channels, generator=g, dtype=torch.float64)
+    exact = (xy[0, 0] @ xy[1, 0]).item() ** order
+    estimates = []
+    for seed in range(draws):
+        h, s = fo.draw_hashes(channels, dim, order, seed)
+        blocks = _kernel_pooling(xy, h, s.double(), dim)  # (2, order - 1, dim)
+        estimates.append((blocks[0, -1] @ blocks[1, -1]).item())
+    estimates = torch.tensor(estimates, dtype=torch.float64)
+    stderr = estimates.std().item() / math.sqrt(draws)
+    assert abs(estimates.mean().item() - exact) < 4 * stderr
+    assert stderr < 0.1 * abs(exact) + 1e-3  # the check has power: noise is small vs (x·y)^i
+
+
+def rbf_relative_error(dim, order, pairs=200, seeds=3):
+    """Mean eq. 3.12 error of φ(x)·φ(y) vs exp(-γ‖x - y‖²) on L2-normalised non-negative
+    (ReLU-like) features, γ from estimate_gamma, averaged over hash seeds."""
+    g = torch.Generator().manual_seed(0)
+    feats = torch.relu(torch.randn(2 * pairs, 64, generator=g, dtype=torch.float64) + 0.3)
+    feats = torch.nn.functional.normalize(feats, dim=1)
+    x, y = feats[:pairs], feats[pairs:]
+    gamma = fo.estimate_gamma(feats)
+    exact = torch.exp(-gamma * (x - y).pow(2).sum(1))
+    errors = []
+    for seed in range(seeds):
+        pool = KernelPooling(64, dim, order, alpha="rbf", gamma=gamma, seed=seed,
+                             input_format="NLC", sqrt_normalize=False).double()
+        approx = (pool(x[:, None]) * pool(y[:, None])).sum(1)
+        errors.append(((approx - exact).abs() / exact).mean())
+    return torch.stack(errors).mean().item()
+
+
+def test_rbf_approximation_improves_with_dim_and_order():
+    by_dim = [rbf_relative_error(d, 4) for d in (64, 512, 4096)]
+    by_order = [rbf_relative_error(16384, p) for p in (2, 3, 4, 5)]
+    assert by_dim[0] > by_dim[1] > by_dim[2]
+    assert by_order[0] > by_order[1] > by_order[2] > by_order[3]
+    assert by_order[3] < 0.1
+
+
+def test_estimate_gamma_and_rbf_alpha():
+    g = torch.Generator().manual_seed(0)
+    f = torch.rand(30, 5, generator=g, dtype=torch.float64)
+    gram = f @ f.T
+    mean_inner = (gram.sum() - gram.diagonal().sum()) / (30 * 29)
+    assert fo.estimate_gamma(f) == pytest.approx(1 / mean_inner.item(), rel=1e-12)
+    assert fo.estimate_gamma(f.reshape(3, 10, 5)) == fo.estimate_gamma(f)
+    with pytest.raises(ValueError, match="> 0"):
+        fo.estimate_gamma(torch.tensor([[1.0, 0.0], [-1.0, 0.0]]))
+    alpha = fo.rbf_alpha(0.7, 4)
+    expected = [math.sqrt(math.exp(-1.4) * 1.4 ** i / math.factorial(i)) for i in range(5)]
+    torch.testing.assert_close(alpha, torch.tensor(expected, dtype=torch.float64))
+
+
+def test_signed_sqrt_has_finite_gradients_at_zero():
+    x = torch.tensor([-4.0, 0.0, 1e-30, 9.0], dtype=torch.float64, requires_grad=True)
+    y = fo.signed_sqrt(x)
+    torch.testing.assert_close(y[[0, 3]], torch.tensor([-2.0, 3.0], dtype=torch.float64),
+                               atol=2e-6, rtol=0)
+    y.sum().backward()
+    assert torch.isfinite(x.grad).all()
+    torch.testing.assert_close(x.grad[[0, 3]], torch.tensor([0.25, 1 / 6], dtype=torch.float64),
+                               rtol=1e-6, atol=0)
+
+
+def test_module_shapes_and_compact_bilinear_is_the_order_2_block():
+    x = torch.randn(2, 16, 5, 7)
+    kp = KernelPooling(16, 32, order=2, alpha="ones", seed=4, sqrt_normalize=False)
+    cbp = CompactBilinearPooling(16, 32, seed=4, sqrt_normalize=False)
+    y = kp(x)
+    assert y.shape == (2, kp.output_dim) == (2, 1 + 16 + 32)
+    torch.testing.assert_close(cbp(x), y[:, 17:])
+    nlc = CompactBilinearPooling(16, 32, seed=4, input_format="NLC", sqrt_normalize=False)
+    torch.testing.assert_close(nlc(x.flatten(2).transpose(1, 2)), cbp(x))
+    normalised = KernelPooling(16, 32, order=3)(x)
+    torch.testing.assert_close(normalised.norm(dim=1), torch.ones(2))
+
+
+def test_hashes_are_seeded_buffers_that_survive_state_dict_and_casts():
+    rng_before = torch.get_rng_state()
+    a, b = KernelPooling(8, 16, order=3, seed=5), KernelPooling(8, 16, order=3, seed=5)
+    assert torch.equal(torch.get_rng_state(), rng_before)  # the global RNG is never touched
+    assert torch.equal(a.hash_index, b.hash_index) and torch.equal(a.hash_sign, b.hash_sign)
+    assert not torch.equal(a.hash_index, KernelPooling(8, 16, order=3, seed=6).hash_index)
+    with torch.no_grad():
+        a.alpha.mul_(torch.linspace(0.5, 2.0, 4))
+    other = KernelPooling(8, 16, order=3, seed=99)
+    other.load_state_dict(a.state_dict())
+    x = torch.randn(3, 8, 4, 4)
+    assert torch.equal(other(x), a(x))
+    a.half()
+    assert a.hash_index.dtype == torch.int64 and a.hash_sign.dtype == torch.float16
+    assert a(x.half()).dtype == torch.float16
+    a.double()
+    assert a.hash_index.dtype == torch.int64 and a.hash_sign.dtype == torch.float64
+    torch.testing.assert_close(a(x.double()).float(), other(x), atol=2e-3, rtol=0)
+
+
+def test_module_gamma_estimation_and_learned_alpha():
+    feats = torch.rand(4, 8, 3, 3)
+    rbf = KernelPooling(8, 16, order=3, alpha="rbf")
+    with pytest.raises(RuntimeError, match="estimate_gamma"):
+        rbf(feats)
+    gamma = rbf.estimate_gamma(feats)
+    assert gamma == pytest.approx(fo.estimate_gamma(feats.flatten(2).transpose(1, 2)))
+    torch.testing.assert_close(rbf.alpha, fo.rbf_alpha(gamma, 3).float())
+    restored = KernelPooling(8, 16, order=3, alpha="rbf")
+    restored.load_state_dict(rbf.state_dict())
+    assert restored.gamma == gamma and torch.equal(restored(feats), rbf(feats))
+    learned = KernelPooling(8, 16, order=3, alpha="learned", gamma=0.5)
+    assert isinstance(learned.alpha, torch.nn.Parameter)
+    torch.testing.assert_close(learned.alpha.detach(), fo.rbf_alpha(0.5, 3).float())
+    learned(feats).sum().backward()
+    assert learned.alpha.grad is not None and torch.isfinite(learned.alpha.grad).all()
+
+
+def test_determinism_bitwise_and_independent_of_threads(device):
+    x, h, s, alpha = random_problem(4, 196, 64, 512, 4, 2, torch.float32, device)
+    results = []
+    threads = torch.get_num_threads()
+    try:
+        for n_threads in (threads, threads, 1):
+            torch.set_num_threads(n_threads)
+            xi = x.clone().requires_grad_()
+            y = fo.kernel_pooling(xi, h, s, alpha, 512)
+            y.pow(2).sum().backward()
+            results.append((y, xi.grad))
+    finally:
+        torch.set_num_threads(threads)
+    for y, gx in results[1:]:
+        assert torch.equal(y, results[0][0]) and torch.equal(gx, results[0][1])
+
+
+def test_torch_compile_fullgraph_and_opcheck():
+    x, h, s, alpha = random_problem(2, 5, 6, 10, 3, 0, torch.float32)
+    xc = x.clone().requires_grad_()
+    compiled = torch.compile(lambda a: fo.kernel_pooling(a, h, s, alpha, 10), fullgraph=True,
+                             backend="aot_eager")
+    compiled(xc).sum().backward()
+    xe = x.clone().requires_grad_()
+    fo.kernel_pooling(xe, h, s, alpha, 10).sum().backward()
+    torch.testing.assert_close(xc.grad, xe.grad)
+    torch.library.opcheck(_kernel_pooling, (x.clone().requires_grad_(), h, s, 10))
+    grad = torch.randn(2, 2, 10)
+    torch.library.opcheck(_kernel_pooling_backward, (grad, x, h, s, 10))
+
+
+@pytest.mark.parametrize("change, error, match", [
+    (dict(hash_index=torch.tensor([[0, 1, 8], [0, 1, 2]])), RuntimeError, "in \\[0, dim=8\\)"),
+    (dict(hash_index=torch.tensor([[0, -1, 2], [0, 1, 2]])), RuntimeError, "in \\[0, dim=8\\)"),
+    (dict(hash_sign=torch.tensor([[1.0, 0.0, 1.0], [1.0, 1.0, -1.0]])), RuntimeError, "\\+1 or -1"),
+    (dict(hash_index=torch.zeros(2, 4, dtype=torch.int64)), ValueError, "C = 3"),
+    (dict(hash_index=torch.zeros(2, 3, dtype=torch.int32)), TypeError, "int64"),
+    (dict(hash_sign=torch.ones(3, 3)), ValueError, "hash_sign must have"),
+    (dict(alpha=torch.ones(2)), ValueError, "p \\+ 1 = 3"),
+    (dict(x=torch.zeros(2, 4, 3, dtype=torch.int64)), TypeError, "dtype"),
+    (dict(x=torch.zeros(2, 3)), ValueError, "3-D"),
+    (dict(x=torch.zeros(2, 0, 3)), ValueError, "at least one location"),
+    (dict(dim=1), ValueError, "dim must be an int >= 2"),
+    (dict(dim=8.0), ValueError, "dim must be an int"),
+])
+def test_bad_input_raises_clear_errors(change, error, match):
+    args = dict(x=torch.zeros(2, 4, 3), hash_index=torch.zeros(2, 3, dtype=torch.int64),
+                hash_sign=torch.ones(2, 3), alpha=torch.ones(3), dim=8)
+    args.update(change)
+    with pytest.raises(error, match=match):
+        fo.kernel_pooling(**args)
+
+
+def test_bad_module_input_and_arguments():
+    with pytest.raises(ValueError, match="input_format"):
+        KernelPooling(4, 8, input_format="NHWC")
+    with pytest.raises(ValueError, match="alpha"):
+        KernelPooling(4, 8, alpha="poly")
+    with pytest.raises(ValueError, match="order"):
+        KernelPooling(4, 8, order=0)
+    with pytest.raises(ValueError, match="\\(N, 4, H, W\\)"):
+        KernelPooling(4, 8)(torch.zeros(2, 5, 3, 3))
+    with pytest.raises(ValueError, match="two sketches"):
+        fo.compact_bilinear_pooling(torch.zeros(1, 2, 3), torch.zeros(3, 3, dtype=torch.int64),
+                                    torch.ones(3, 3), 4)
+
+
+def test_native_entry_checks_its_own_preconditions():
+    """Calling _C directly with bad values raises, never touches memory out of range."""
+    from finegrained_ops._native import _C
+    x, h, s = torch.zeros(1, 2, 3), torch.zeros(2, 3, dtype=torch.int64), torch.ones(2, 3)
+    with pytest.raises(RuntimeError, match="in \\[0, dim=4\\)"):
+        _C.kernel_pooling_forward(x, h + 4, s, 4)
+    with pytest.raises(RuntimeError, match="p >= 2"):
+        _C.kernel_pooling_forward(x, h[:1], s[:1], 4)
+    with pytest.raises(RuntimeError, match="float32 or float64"):
+        _C.kernel_pooling_forward(x.half(), h, s.half(), 4)
+    with pytest.raises(RuntimeError, match="grad must be"):
+        _C.kernel_pooling_backward(torch.zeros(1, 1, 5), x, h, s, 4)
+    with pytest.raises(RuntimeError, match="dim must be >= 2"):
+        _C.kernel_pooling_forward(x, h, s, 1)
