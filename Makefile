@@ -49,18 +49,11 @@ install: $(if $(filter .venv/bin/python,$(PYTHON)),.venv/bin/python)
 build:
 	$(PYTHON) setup.py -q build_ext --inplace
 
-# Kernel headers (*_kernels.cuh) need only CUDA headers, so they compile without a GPU or a
-# CUDA torch; FGO_CUDA_CHECK makes each header instantiate its launchers for every dtype.
-# (The torch-facing *_cuda.cu launchers need a CUDA torch's headers: they build on a GPU machine.)
+# Compiles the kernel headers alone and the torch-facing launchers against torch's headers:
+# no GPU or CUDA torch needed (see tools/cuda_check.sh).
 cuda-check:
 	@if ! command -v $(NVCC) >/dev/null 2>&1; then echo "cuda-check: nvcc not on PATH, skipped"; exit 0; fi; \
-	set -e; mkdir -p build/cuda-check; \
-	for f in $$(cd csrc && find . -name '*_kernels.cuh' | sort); do \
-	  tu=build/cuda-check/$$(basename $$f .cuh).cu; \
-	  printf '#include "%s"\n' "$${f#./}" > $$tu; \
-	  echo "nvcc $(CUDA_ARCH): csrc/$${f#./}"; \
-	  $(NVCC) -std=c++20 -arch=$(CUDA_ARCH) -Icsrc -DFGO_CUDA_CHECK -c $$tu -o $${tu%.cu}.o; \
-	done
+	tools/cuda_check.sh $(NVCC) $(CUDA_ARCH) $(PYTHON)
 
 test: install
 	@if command -v $(NVCC) >/dev/null 2>&1; then $(MAKE) --no-print-directory cuda-check; fi
