@@ -5,7 +5,7 @@ SHELL := /bin/bash
 TORCH_VERSION := 2.13.0
 # Runtime + test + benchmark dependencies; torch is pinned because an unpinned torch pulls
 # several GB of CUDA packages on a CPU machine.
-DEPS := numpy scipy pot scikit-learn tqdm matplotlib pytest hypothesis pytorch-metric-learning \
+DEPS := numpy scipy pot scikit-learn tqdm matplotlib pillow pytest hypothesis pytorch-metric-learning \
         ninja setuptools wheel
 
 # Use the active virtual/conda environment when there is one, else a local .venv.

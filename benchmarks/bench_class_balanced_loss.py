@@ -6,7 +6,6 @@ the popular PyTorch ports of the official code).
 
 Prints the median time, how many times faster native is, and the extra peak memory.
 """
-import argparse
 import functools
 import os
 import sys
@@ -15,7 +14,7 @@ import torch
 import torch.nn.functional as F
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from common import machine, measure, print_table, save  # noqa: E402
+from common import machine, measure, parse_args, print_table, save  # noqa: E402
 
 SHAPES = [(512, 8142), (128, 1000)]  # iNaturalist-2018 classes; ImageNet classes
 LOSS_TYPES = ["focal", "sigmoid", "softmax"]
@@ -75,11 +74,7 @@ def check_agreement(device):
 
 
 def main():
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
-    parser.add_argument("--repeats", type=int, default=10)
-    parser.add_argument("--json", help="write the results here")
-    args = parser.parse_args()
+    args = parse_args(__doc__)
     check_agreement(args.device)
     rows = []
     for n, c in SHAPES:
@@ -97,8 +92,7 @@ def main():
     print(f"class_balanced_loss forward+backward on {args.device}: {machine()}")
     print_table(rows, ["N x C", "loss", "impl", "median ms", "native speedup", "peak MiB"])
     if args.json:
-        save(args.json, {"machine": machine(), "device": args.device,
-                         "rows": [{k: v for k, v in r.items() if k != "_raw"} | r["_raw"] for r in rows]})
+        save(args.json, args.device, rows)
 
 
 if __name__ == "__main__":

@@ -7,7 +7,6 @@ running product and irfft at every location, then the mean; autograd keeps it al
 
 Prints the median time, how many times faster native is, and the extra peak memory.
 """
-import argparse
 import functools
 import os
 import sys
@@ -15,7 +14,7 @@ import sys
 import torch
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from common import machine, measure, print_table, save  # noqa: E402
+from common import machine, measure, parse_args, print_table, save  # noqa: E402
 
 # (name, N, H*W, C, d, p): the thesis configuration (VGG-16 conv5_3), ResNet-50's C = 2048,
 # and on CUDA a larger batch at 448 x 448 input resolution.
@@ -61,11 +60,7 @@ def check_agreement(device):
 
 
 def main():
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
-    parser.add_argument("--repeats", type=int, default=10)
-    parser.add_argument("--json", help="write the results here")
-    args = parser.parse_args()
+    args = parse_args(__doc__)
     check_agreement(args.device)
     configs = CONFIGS + (CUDA_CONFIGS if args.device == "cuda" else [])
     rows = []
@@ -85,9 +80,7 @@ def main():
     print_table(rows, ["config", "N,L,C,d,p", "impl", "median ms", "native speedup", "peak MiB",
                        "native memory saving"])
     if args.json:
-        save(args.json, {"machine": machine(), "device": args.device,
-                         "rows": [{k: v for k, v in r.items() if k != "_raw"} | r["_raw"]
-                                  for r in rows]})
+        save(args.json, args.device, rows)
 
 
 if __name__ == "__main__":

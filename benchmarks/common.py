@@ -4,6 +4,7 @@ Each measurement runs in a fresh spawned process so that peak memory is attribut
 CPU it is the rise of the process' peak RSS (ru_maxrss) over the inputs already allocated;
 on CUDA it is torch.cuda.max_memory_allocated over the inputs.
 """
+import argparse
 import json
 import multiprocessing as mp
 import platform
@@ -69,6 +70,18 @@ def print_table(rows, columns):
         print("  ".join(str(r[c]).ljust(w) for c, w in zip(columns, widths)))
 
 
-def save(path, payload):
+def parse_args(doc):
+    """The options every benchmark script takes: --device, --repeats, --json."""
+    parser = argparse.ArgumentParser(description=doc.splitlines()[0])
+    parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
+    parser.add_argument("--repeats", type=int, default=10)
+    parser.add_argument("--json", help="write the results here")
+    return parser.parse_args()
+
+
+def save(path, device, rows):
+    """Write the machine and the rows, each with its raw measurement ('_raw') merged in."""
+    payload = {"machine": machine(), "device": device,
+               "rows": [{k: v for k, v in r.items() if k != "_raw"} | r["_raw"] for r in rows]}
     with open(path, "w") as f:
         json.dump(payload, f, indent=2)

@@ -2,7 +2,7 @@
 
 Importing the package loads the compiled extension; a missing build is a loud ImportError.
 """
-from . import _native, nn, ops, reference
+from . import _native, data, nn, ops, reference
 from ._native import BUILD_INFO
 from .ops import (class_balanced_loss, class_balanced_weights, compact_bilinear_pooling,
                   draw_hashes, effective_number, estimate_gamma, kernel_pooling, rbf_alpha,
@@ -15,6 +15,7 @@ __all__ = [
     "class_balanced_loss",
     "class_balanced_weights",
     "compact_bilinear_pooling",
+    "data",
     "draw_hashes",
     "effective_number",
     "estimate_gamma",

@@ -1,0 +1,93 @@
+"""Synthetic data sets that need no download: super-/fine-class patch images (Xu et al. 2020,
+sec. 4.1) and Gaussian classes for granularity studies (thesis 6.3.1)."""
+import math
+
+import torch
+
+from ._labels import make_generator
+
+
+def make_patch_dataset(n_images=512, n_super=32, fine_per_super=4, size=32, seed=0):
+    """Images with one big patch of their super-class's pattern and one small patch of their
+    fine class's pattern, each at a random position on a blank canvas (Xu et al. sec. 4.1).
+
+    Fine class f belongs to super-class f // fine_per_super, so fine classes are nested in
+    super-classes. Big patches are size/2 wide, small ones size/4, drawn from fixed random RGB
+    patterns (the small patch is pasted last, so it is always fully visible). Fine classes are
+    assigned round-robin before shuffling, so every fine class appears when n_images allows.
+
+    Returns images (n_images, 3, size, size) float32 in [0, 1], super_labels and fine_labels
+    (n_images,) int64.
+    """
+    for name, value, low in (("n_images", n_images, 1), ("n_super", n_super, 1),
+                             ("fine_per_super", fine_per_super, 1), ("size", size, 8)):
+        if not (isinstance(value, int) and value >= low):
+            raise ValueError(f"{name} must be an int >= {low}, got {value!r}")
+    g = make_generator(seed)
+    big, small = size // 2, size // 4
+    n_fine = n_super * fine_per_super
+    super_patterns = torch.rand(n_super, 3, big, big, generator=g)
+    fine_patterns = torch.rand(n_fine, 3, small, small, generator=g)
+    fine = torch.arange(n_images) % n_fine
+    fine = fine[torch.randperm(n_images, generator=g)]
+    coarse = fine // fine_per_super
+    images = torch.zeros(n_images, 3, size, size)
+    big_at = torch.randint(size - big + 1, (n_images, 2), generator=g)
+    small_at = torch.randint(size - small + 1, (n_images, 2), generator=g)
+    for i in range(n_images):
+        (y, x), (v, u) = big_at[i].tolist(), small_at[i].tolist()
+        images[i, :, y:y + big, x:x + big] = super_patterns[coarse[i]]
+        images[i, :, v:v + small, u:u + small] = fine_patterns[fine[i]]
+    return images, coarse, fine
+
+
+def make_gaussian_classes(separation, n_per_class=1000, dim=2, seed=0, dtype=torch.float32):
+    """Two classes with unit covariance and means (0, ..., 0) and (m, 0, ..., 0), m = separation
+    (thesis 6.3.1). Returns features (2·n_per_class, dim) and labels (2·n_per_class,) int64
+    (class 0 first)."""
+    if not (isinstance(separation, (int, float)) and math.isfinite(separation)):
+        raise ValueError(f"separation must be a finite number, got {separation!r}")
+    _check_counts(n_per_class, dim)
+    g = make_generator(seed)
+    features = torch.randn(2 * n_per_class, dim, generator=g, dtype=torch.float64)
+    features[n_per_class:, 0] += separation
+    labels = torch.arange(2).repeat_interleave(n_per_class)
+    return features.to(dtype), labels
+
+
+def make_hierarchical_gaussians(n_coarse, fine_per_coarse, n_per_class=100, dim=8,
+                                coarse_separation=10.0, fine_separation=3.0, seed=0,
+                                dtype=torch.float32):
+    """Gaussian fine classes nested in coarse classes, for granularity tests (thesis 6.3.2).
+
+    Coarse means lie at distance coarse_separation from the origin in random directions; each
+    fine mean is its coarse mean plus fine_separation times a random unit vector; samples have
+    unit covariance. Fine class f belongs to coarse class f // fine_per_coarse.
+    Returns features (n_coarse·fine_per_coarse·n_per_class, dim), fine_labels and
+    coarse_labels (int64).
+    """
+    for name, value in (("n_coarse", n_coarse), ("fine_per_coarse", fine_per_coarse)):
+        if not (isinstance(value, int) and value >= 1):
+            raise ValueError(f"{name} must be an int >= 1, got {value!r}")
+    _check_counts(n_per_class, dim)
+    g = make_generator(seed)
+
+    def directions(n):
+        v = torch.randn(n, dim, generator=g, dtype=torch.float64)
+        return v / v.norm(dim=1, keepdim=True)
+
+    coarse_means = coarse_separation * directions(n_coarse)
+    n_fine = n_coarse * fine_per_coarse
+    fine_to_coarse = torch.arange(n_fine) // fine_per_coarse
+    fine_means = coarse_means[fine_to_coarse] + fine_separation * directions(n_fine)
+    fine_labels = torch.arange(n_fine).repeat_interleave(n_per_class)
+    features = fine_means[fine_labels] + torch.randn(len(fine_labels), dim, generator=g,
+                                                     dtype=torch.float64)
+    return features.to(dtype), fine_labels, fine_to_coarse[fine_labels]
+
+
+def _check_counts(n_per_class, dim):
+    if not (isinstance(n_per_class, int) and n_per_class >= 1):
+        raise ValueError(f"n_per_class must be an int >= 1, got {n_per_class!r}")
+    if not (isinstance(dim, int) and dim >= 1):
+        raise ValueError(f"dim must be an int >= 1, got {dim!r}")
