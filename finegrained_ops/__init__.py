@@ -2,7 +2,7 @@
 
 Importing the package loads the compiled extension; a missing build is a loud ImportError.
 """
-from . import _native, data, nn, ops, reference
+from . import _native, data, metrics, nn, ops, reference
 from ._native import BUILD_INFO
 from .ops import (class_balanced_loss, class_balanced_weights, compact_bilinear_pooling,
                   draw_hashes, effective_number, estimate_gamma, kernel_pooling, rbf_alpha,
@@ -20,6 +20,7 @@ __all__ = [
     "effective_number",
     "estimate_gamma",
     "kernel_pooling",
+    "metrics",
     "nn",
     "ops",
     "rbf_alpha",
