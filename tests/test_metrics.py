@@ -112,3 +112,149 @@ def test_kernel_approximation_error():
     torch.testing.assert_close(err, torch.tensor([0.1, 0.1], dtype=torch.float64))
     with pytest.raises(ValueError, match="gamma"):
         metrics.kernel_approximation_error(phi_x, phi_y, x, y, 0.0)
+
+
+GRANULARITY = ["rankm", "rank", "rs", "rsm"]
+
+
+def labelled_blobs(seed, n_classes, per_class, dim=4, spread=1.0):
+    g = torch.Generator().manual_seed(seed)
+    centres = torch.randn(n_classes, dim, generator=g, dtype=torch.float64) * 2
+    y = torch.arange(n_classes).repeat_interleave(per_class)
+    return centres[y] + spread * torch.randn(len(y), dim, generator=g, dtype=torch.float64), y
+
+
+@given(seed=st.integers(0, 2**31 - 1), n_classes=st.integers(2, 5), per_class=st.integers(2, 12),
+       scale=st.floats(0.01, 100.0), lift=st.floats(0.1, 10.0),
+       measure=st.sampled_from(GRANULARITY + ["silhouette"]))
+def test_granularity_axioms(seed, n_classes, per_class, scale, lift, measure):
+    x, y = labelled_blobs(seed, n_classes, per_class)
+    kw = dict(measure=measure, normalize=False)
+    base = metrics.granularity(x, y, **kw)
+    # Scale invariance: multiplying every distance by c changes nothing (up to cdist's
+    # matmul-based float64 rounding, ~1e-9 relative).
+    assert metrics.granularity(x * scale, y, **kw) == pytest.approx(base, rel=1e-7, abs=1e-12)
+    # Isomorphism invariance: renaming classes changes nothing.
+    perm = torch.randperm(n_classes, generator=torch.Generator().manual_seed(seed))
+    assert metrics.granularity(x, perm[y] + 7, **kw) == pytest.approx(base, rel=1e-7, abs=1e-12)
+    # Granularity consistency: appending lift·one_hot(class) keeps within-class distances and
+    # enlarges every between-class distance; granularity must not grow (the silhouette, a
+    # separation score, must not fall).
+    lifted = torch.cat([x, lift * torch.nn.functional.one_hot(y).double()], dim=1)
+    after = metrics.granularity(lifted, y, **kw)
+    if measure == "silhouette":
+        assert after >= base - 1e-9
+    else:
+        assert after <= base + 1e-9
+    if measure == "rankm":
+        assert 0.0 <= base <= 1.0
+
+
+def test_granularity_falls_as_gaussians_separate_and_silhouette_matches_sklearn():
+    from sklearn.metrics import silhouette_score
+
+    from finegrained_ops.data import make_gaussian_classes, make_hierarchical_gaussians
+
+    curves = {m: [] for m in GRANULARITY}
+    for separation in (0.5, 1.5, 3.0, 6.0):
+        x, y = make_gaussian_classes(separation, n_per_class=200, seed=0, dtype=torch.float64)
+        for m in GRANULARITY:
+            curves[m].append(metrics.granularity(x, y, m, normalize=False, chunk_size=97))
+        sil = metrics.granularity(x, y, "silhouette", normalize=False)
+        assert sil == pytest.approx(silhouette_score(x.numpy(), y.numpy()), abs=1e-10)
+    for m, values in curves.items():
+        assert all(a > b for a, b in zip(values, values[1:])), (m, values)
+    # Relabelling coarse classes into their fine sub-classes raises every measure.
+    x, fine, coarse = make_hierarchical_gaussians(4, 3, n_per_class=30, dim=6, seed=1,
+                                                  dtype=torch.float64)
+    for m in GRANULARITY:
+        assert metrics.granularity(x, fine, m) > metrics.granularity(x, coarse, m), m
+
+
+def test_granularity_medoids_and_errors():
+    x = torch.tensor([[0.0], [1.0], [5.0], [10.0], [11.0], [30.0]], dtype=torch.float64)
+    y = torch.tensor([0, 0, 0, 1, 1, 1])
+    torch.testing.assert_close(metrics.class_medoids(x, y), torch.tensor([[1.0], [11.0]],
+                                                                         dtype=torch.float64))
+    with pytest.raises(ValueError, match="at least 2 classes"):
+        metrics.granularity(x, torch.zeros(6, dtype=torch.int64))
+    with pytest.raises(ValueError, match="at least 2 samples"):
+        metrics.granularity(x, torch.tensor([0, 0, 0, 0, 0, 1]), "rs")
+    with pytest.raises(ValueError, match="measure"):
+        metrics.granularity(x, y, "ranked")
+
+
+def linprog_emd(a, b, cost):
+    from scipy.optimize import linprog
+
+    m, n = cost.shape
+    rows = [[1.0 if k // n == i else 0.0 for k in range(m * n)] for i in range(m)]
+    cols = [[1.0 if k % n == j else 0.0 for k in range(m * n)] for j in range(n)]
+    res = linprog(cost.reshape(-1), A_eq=rows + cols, b_eq=list(a) + list(b), bounds=(0, None),
+                  method="highs")
+    return res.fun
+
+
+@given(seed=st.integers(0, 2**31 - 1), m=st.integers(1, 5), n=st.integers(1, 5))
+def test_domain_distance_equals_the_transport_lp(seed, m, n):
+    g = torch.Generator().manual_seed(seed)
+    ys = torch.cat([torch.arange(m), torch.randint(0, m, (12,), generator=g)])
+    yt = torch.cat([torch.arange(n), torch.randint(0, n, (9,), generator=g)])
+    xs = torch.randn(len(ys), 3, generator=g, dtype=torch.float64)
+    xt = torch.randn(len(yt), 3, generator=g, dtype=torch.float64) + 1
+    ms = torch.stack([xs[ys == c].mean(0) for c in range(m)])
+    mt = torch.stack([xt[yt == c].mean(0) for c in range(n)])
+    a = torch.bincount(ys).double() / len(ys)
+    b = torch.bincount(yt).double() / len(yt)
+    expected = linprog_emd(a.tolist(), b.tolist(), torch.cdist(ms, mt).numpy())
+    assert metrics.domain_distance(xs, ys, xt, yt) == pytest.approx(expected, rel=1e-7, abs=1e-9)
+
+
+def test_domain_similarity_hand_solved_and_source_selection():
+    # Source: classes at 0 (3 images) and 10 (1 image); target: one class at 4.
+    xs = torch.tensor([[0.0], [0.0], [0.0], [10.0]])
+    ys = torch.tensor([0, 0, 0, 1])
+    xt = torch.tensor([[4.0], [4.0]])
+    yt = torch.tensor([0, 0])
+    assert metrics.domain_distance(xs, ys, xt, yt) == pytest.approx(0.75 * 4 + 0.25 * 6)
+    assert metrics.domain_similarity(xs, ys, xt, yt) == pytest.approx(math.exp(-0.045))
+    sims = metrics.rank_source_classes(xs, ys, xt, yt, gamma=0.1)
+    torch.testing.assert_close(sims, torch.tensor([math.exp(-0.4), math.exp(-0.6)],
+                                                  dtype=torch.float64))
+    assert metrics.select_source_classes(xs, ys, xt, yt, k=1).tolist() == [0]
+    with pytest.raises(ValueError, match="k must be"):
+        metrics.select_source_classes(xs, ys, xt, yt, k=3)
+    with pytest.raises(ValueError, match="no samples"):
+        metrics.domain_distance(xs, torch.tensor([0, 0, 0, 2]), xt, yt)
+
+
+def rings(n=300, tilt=0.3, noise=0.01, seed=0):
+    """Two noisy unit circles on the sphere, tilted by `tilt` radians: near each other, but
+    each a one-dimensional manifold that diffusion can follow."""
+    g = torch.Generator().manual_seed(seed)
+    t = torch.rand(2 * n, generator=g, dtype=torch.float64) * 2 * math.pi
+    x = torch.stack([t.cos(), t.sin(), torch.zeros_like(t)], dim=1)
+    x[n:, 1:] = torch.stack([t[n:].sin() * math.cos(tilt), t[n:].sin() * math.sin(tilt)], 1)
+    return x + noise * torch.randn(2 * n, 3, generator=g, dtype=torch.float64), \
+        torch.arange(2).repeat_interleave(n)
+
+
+def ranking_map(ranking, labels, queries):
+    aps = []
+    for order, q in zip(ranking, queries):
+        order = order[order != q]
+        rel = (labels[order] == labels[q]).double()
+        aps.append(float((rel.cumsum(0) * rel / torch.arange(1, len(order) + 1)).sum() / rel.sum()))
+    return sum(aps) / len(aps)
+
+
+def test_diffusion_raises_map_on_a_manifold():
+    x, y = rings()
+    queries = torch.arange(0, len(x), 15)
+    euclidean = (x[queries] @ x.T).argsort(dim=1, descending=True)
+    scores, ranking = metrics.diffusion_rerank(x[queries], x, k=10, alpha=0.99, gamma=3)
+    assert scores.shape == ranking.shape == (len(queries), len(x))
+    before, after = ranking_map(euclidean, y, queries), ranking_map(ranking, y, queries)
+    assert after > before + 0.05, (before, after)
+    with pytest.raises(ValueError, match="smaller than the gallery"):
+        metrics.diffusion_rerank(x[:2], x[:5], k=5)
