@@ -18,10 +18,7 @@ def class_means(features, labels, num_classes=None):
         raise ValueError("features must be an (N, D) tensor")
     if not features.is_floating_point():
         raise TypeError(f"features must be floating point, got {features.dtype}")
-    labels = as_labels(labels)
-    if labels.shape[0] != features.shape[0]:
-        raise ValueError(f"labels has {labels.shape[0]} entries but features has "
-                         f"{features.shape[0]} rows")
+    labels = as_labels(labels, "labels", features.shape[0])
     if bool(torch.isnan(features).any()):
         raise ValueError("features contain NaN")
     k = int(labels.max()) + 1 if num_classes is None else int(num_classes)

@@ -2,7 +2,7 @@
 counts (thesis table 4.4; many/medium/few-shot)."""
 import torch
 
-from ._checks import as_class_labels
+from ..data._labels import as_labels
 
 
 def topk_accuracy(logits, target, ks=(1, 5)):
@@ -12,7 +12,7 @@ def topk_accuracy(logits, target, ks=(1, 5)):
     """
     if not isinstance(logits, torch.Tensor) or logits.dim() != 2:
         raise ValueError("logits must be an (N, C) tensor")
-    target = as_class_labels("target", target, logits.shape[0], logits.device)
+    target = as_labels(target, "target", logits.shape[0], logits.device)
     n, c = logits.shape
     if n == 0:
         raise ValueError("logits must not be empty")
@@ -86,7 +86,7 @@ def _predictions(pred, target):
         pred = pred.argmax(dim=1)
     if pred.dim() != 1 or pred.is_floating_point():
         raise TypeError("pred must be (N,) integer classes or (N, C) scores")
-    target = as_class_labels("target", target, pred.shape[0], pred.device)
+    target = as_labels(target, "target", pred.shape[0], pred.device)
     if target.numel() == 0:
         raise ValueError("pred and target must not be empty")
     return pred.to(torch.int64), target

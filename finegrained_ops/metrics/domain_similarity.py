@@ -5,7 +5,8 @@ import math
 import torch
 
 from ..data.class_grouping import class_means
-from ._checks import as_class_labels, as_features
+from ..data._labels import as_labels
+from ._checks import as_features
 
 DEFAULT_GAMMA = 0.01
 
@@ -62,7 +63,7 @@ def select_source_classes(source_features, source_labels, target_features, targe
 
 def _weighted_means(name, features, labels):
     x = as_features(f"{name}_features", features).to(torch.float64)
-    y = as_class_labels(f"{name}_labels", labels, x.shape[0], x.device)
+    y = as_labels(labels, f"{name}_labels", x.shape[0], x.device)
     counts = torch.bincount(y).to(torch.float64)
     return class_means(x, y), counts / counts.sum()
 

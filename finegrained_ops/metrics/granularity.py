@@ -8,7 +8,8 @@ O(sum n_c²) for the medoids), RS and Silhouette O(n²), Rank O(n² log n).
 import torch
 import torch.nn.functional as F
 
-from ._checks import as_class_labels, as_features
+from ..data._labels import as_labels
+from ._checks import as_features
 
 MEASURES = ("rankm", "rank", "rs", "rsm", "silhouette")
 DISTANCES = ("euclidean", "cosine")
@@ -27,7 +28,7 @@ def granularity(features, labels, measure="rankm", metric="euclidean", normalize
     if metric not in DISTANCES:
         raise ValueError(f"metric must be one of {DISTANCES}, got {metric!r}")
     x = as_features("features", features).to(torch.float64)
-    y = as_class_labels("labels", labels, x.shape[0], x.device)
+    y = as_labels(labels, "labels", x.shape[0], x.device)
     _, y = torch.unique(y, return_inverse=True)  # classes 0..k-1
     counts = torch.bincount(y)
     if len(counts) < 2:
@@ -49,7 +50,7 @@ def class_medoids(features, labels, metric="euclidean", chunk_size=1024):
 
     labels must be 0..k-1 with every class present."""
     x = as_features("features", features)
-    y = as_class_labels("labels", labels, x.shape[0], x.device)
+    y = as_labels(labels, "labels", x.shape[0], x.device)
     return x[_medoid_indices(x, y, _distance_fn(metric), chunk_size)]
 
 

@@ -9,7 +9,8 @@ with no same-label gallery item ("lone" queries) are left out of every metric, a
 import torch
 import torch.nn.functional as F
 
-from ._checks import as_class_labels, as_features
+from ..data._labels import as_labels
+from ._checks import as_features
 
 METRICS = ("cosine", "euclidean")
 
@@ -63,8 +64,8 @@ class _Retrieval:
         if metric not in METRICS:
             raise ValueError(f"metric must be one of {METRICS}, got {metric!r}")
         query = as_features("query", query)
-        self.query_labels = as_class_labels("query_labels", query_labels, query.shape[0],
-                                            query.device)
+        self.query_labels = as_labels(query_labels, "query_labels", query.shape[0],
+                                      query.device)
         self.self_retrieval = gallery is None
         if self.self_retrieval:
             if gallery_labels is not None:
@@ -75,8 +76,8 @@ class _Retrieval:
             raise ValueError(f"query and gallery must share D and device, got "
                              f"{tuple(query.shape)} on {query.device} and "
                              f"{tuple(gallery.shape)} on {gallery.device}")
-        self.gallery_labels = as_class_labels("gallery_labels", gallery_labels,
-                                              gallery.shape[0], gallery.device)
+        self.gallery_labels = as_labels(gallery_labels, "gallery_labels", gallery.shape[0],
+                                        gallery.device)
         self.exclude = self.self_retrieval and exclude_self
         dtype = torch.promote_types(query.dtype, gallery.dtype)
         query, gallery = query.to(dtype), gallery.to(dtype)
