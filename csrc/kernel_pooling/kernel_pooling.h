@@ -6,6 +6,7 @@
 // blocks and the alpha scaling are cheap dense ops done in Python (ops/kernel_pooling.py).
 
 #include <ATen/core/Tensor.h>
+#include <c10/util/complex.h>
 
 namespace fgo {
 
@@ -25,7 +26,19 @@ struct KernelPoolingArgs {
   at::Tensor hash_index;  // (p, C) int64 in [0, dim)
   at::Tensor hash_sign;   // (p, C), x's dtype
   int64_t dim;
+
+  int64_t order() const { return hash_index.size(0); }
+  int64_t bins() const { return dim / 2 + 1; }  // rfft bins of a length-dim sketch
+  at::TensorOptions spectra_options() const {
+    return x.options().dtype(c10::toComplexType(x.scalar_type()));
+  }
 };
+
+// A complex tensor's data as interleaved (re, im) scalars, the layout the kernels take.
+template <typename scalar_t>
+scalar_t* complex_scalars(const at::Tensor& spectra) {
+  return reinterpret_cast<scalar_t*>(spectra.data_ptr<c10::complex<scalar_t>>());
+}
 
 // Device kernels. Spectra are complex tensors of the d/2 + 1 rfft bins.
 //   pool_spectra:  returns (N, p-1, d/2+1), sum over l of prod_{t<=i} FFT(CS_t(x[n, l])).

@@ -58,17 +58,13 @@ class ChunkTransform {
   ChunkTransform(const KernelPoolingArgs& a, int64_t chunk, bool with_adjoint)
       : hash_(a.hash_index.data_ptr<int64_t>()),
         sign_(a.hash_sign.data_ptr<scalar_t>()),
-        order_(a.hash_index.size(0)),
+        order_(a.order()),
         channels_(a.hash_index.size(1)),
-        dim_(a.dim),
-        bins_(a.dim / 2 + 1) {
-    const auto complex = a.x.options().dtype(c10::toComplexType(a.x.scalar_type()));
+        dim_(a.dim) {
     sketch_ = at::empty({chunk * order_, dim_}, a.x.options());
-    spectra_ = at::empty({chunk * order_, bins_}, complex);
-    if (with_adjoint) adjoint_ = at::empty({chunk * order_, bins_}, complex);
+    spectra_ = at::empty({chunk * order_, a.bins()}, a.spectra_options());
+    if (with_adjoint) adjoint_ = at::empty({chunk * order_, a.bins()}, a.spectra_options());
   }
-
-  int64_t bins() const { return bins_; }
 
   // Spectra (m * p rows of bins (re, im) pairs, location-major) of m locations' sketches.
   const scalar_t* transform(const scalar_t* x, int64_t m) {
@@ -85,11 +81,11 @@ class ChunkTransform {
     }
     at::Tensor spectra = spectra_.narrow(0, 0, m * order_);
     at::fft_rfft_out(spectra, sketch_.narrow(0, 0, m * order_), dim_, 1);
-    return as_scalars(spectra_);
+    return complex_scalars<scalar_t>(spectra_);
   }
 
   // Where backprop writes d(loss)/d(spectra), laid out like transform()'s result.
-  scalar_t* adjoint() { return as_scalars(adjoint_); }
+  scalar_t* adjoint() { return complex_scalars<scalar_t>(adjoint_); }
 
   // dx (m rows of C) from the spectra gradients in adjoint(): irfft back to sketch space
   // (cancelling the per-bin factors, see kernel_pooling.h), then the count-sketch adjoint.
@@ -110,17 +106,13 @@ class ChunkTransform {
   }
 
  private:
-  static scalar_t* as_scalars(const at::Tensor& complex) {
-    return reinterpret_cast<scalar_t*>(complex.data_ptr<c10::complex<scalar_t>>());
-  }
-
   const int64_t* hash_;
   const scalar_t* sign_;
-  int64_t order_, channels_, dim_, bins_;
+  int64_t order_, channels_, dim_;
   at::Tensor sketch_, spectra_, adjoint_;
 };
 
-// Calls body(transform, n, l, m, spectra) for every chunk of m locations starting at l of
+// Calls body(chunk, item, n, l, m, spectra) for every chunk of m locations starting at l of
 // image n, with work items (n, group) spread over the threads.
 template <typename scalar_t, typename Body>
 void for_each_chunk(const KernelPoolingArgs& a, const Partition& part, bool with_adjoint,
@@ -142,12 +134,11 @@ void for_each_chunk(const KernelPoolingArgs& a, const Partition& part, bool with
 }  // namespace
 
 at::Tensor pool_spectra_cpu(const KernelPoolingArgs& a) {
-  const int64_t images = a.x.size(0), order = a.hash_index.size(0), bins = a.dim / 2 + 1;
+  const int64_t images = a.x.size(0), order = a.order(), bins = a.bins();
   const Partition part(a.x.size(1), order, a.dim);
-  const auto complex = a.x.options().dtype(c10::toComplexType(a.x.scalar_type()));
-  const at::Tensor partial = at::zeros({images, part.groups, order - 1, bins}, complex);
+  const at::Tensor partial = at::zeros({images, part.groups, order - 1, bins}, a.spectra_options());
   AT_DISPATCH_FLOATING_TYPES(a.x.scalar_type(), "kernel_pooling_cpu", [&] {
-    scalar_t* partial_data = reinterpret_cast<scalar_t*>(partial.data_ptr());
+    scalar_t* partial_data = complex_scalars<scalar_t>(partial);
     for_each_chunk<scalar_t>(a, part, false, [&](ChunkTransform<scalar_t>&, int64_t item,
                                                   int64_t, int64_t, int64_t m,
                                                   const scalar_t* spectra) {
@@ -167,13 +158,13 @@ at::Tensor pool_spectra_cpu(const KernelPoolingArgs& a) {
 }
 
 at::Tensor backprop_spectra_cpu(const KernelPoolingArgs& a, const at::Tensor& grad_spectra) {
-  const int64_t order = a.hash_index.size(0), bins = a.dim / 2 + 1;
+  const int64_t order = a.order(), bins = a.bins();
   const int64_t locations = a.x.size(1), channels = a.x.size(2);
   const Partition part(locations, order, a.dim);
   const at::Tensor grad = grad_spectra.contiguous();
   at::Tensor grad_x = at::empty_like(a.x);
   AT_DISPATCH_FLOATING_TYPES(a.x.scalar_type(), "kernel_pooling_backward_cpu", [&] {
-    const scalar_t* grad_data = reinterpret_cast<const scalar_t*>(grad.data_ptr());
+    const scalar_t* grad_data = complex_scalars<scalar_t>(grad);
     scalar_t* dx = grad_x.data_ptr<scalar_t>();
     for_each_chunk<scalar_t>(a, part, true, [&](ChunkTransform<scalar_t>& chunk, int64_t,
                                                  int64_t n, int64_t l, int64_t m,

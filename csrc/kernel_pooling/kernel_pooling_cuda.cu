@@ -27,7 +27,7 @@ class ChunkedSketches {
   using cuda_params_t = kp::cuda::SketchParams<scalar_t>;
 
   ChunkedSketches(const KernelPoolingArgs& a, bool with_adjoint) : args_(a) {
-    const int64_t order = a.hash_index.size(0), bins = a.dim / 2 + 1;
+    const int64_t order = a.order(), bins = a.bins();
     rows_ = a.x.size(0) * a.x.size(1);
     chunk_ = std::clamp<int64_t>(kChunkScalars / (order * a.dim), 1, rows_);
     // Group the hashes by bin (a stable sort keeps channels ascending within a bin) so the
@@ -39,10 +39,9 @@ class ChunkedSketches {
     const at::Tensor edges = at::arange(a.dim + 1, a.hash_index.options()).expand({order, -1});
     bin_start_ = at::searchsorted(keys, edges.contiguous()).contiguous();
 
-    const auto complex = a.x.options().dtype(c10::toComplexType(a.x.scalar_type()));
     sketch_ = at::empty({chunk_ * order, a.dim}, a.x.options());
-    spectra_ = at::empty({chunk_ * order, bins}, complex);
-    if (with_adjoint) adjoint_ = at::empty({chunk_ * order, bins}, complex);
+    spectra_ = at::empty({chunk_ * order, bins}, a.spectra_options());
+    if (with_adjoint) adjoint_ = at::empty({chunk_ * order, bins}, a.spectra_options());
 
     params_.locations = a.x.size(1);
     params_.channels = a.x.size(2);
@@ -68,11 +67,11 @@ class ChunkedSketches {
                                                     sketch_.data_ptr<scalar_t>(), stream));
       at::Tensor spectra = spectra_.narrow(0, 0, rows * params_.order);
       at::fft_rfft_out(spectra, sketch_.narrow(0, 0, rows * params_.order), params_.dim, 1);
-      body(first, rows, as_scalars(spectra_));
+      body(first, rows, complex_scalars<scalar_t>(spectra_));
     }
   }
 
-  scalar_t* adjoint() { return as_scalars(adjoint_); }
+  scalar_t* adjoint() { return complex_scalars<scalar_t>(adjoint_); }
 
   // The sketch-space gradient (irfft of the adjoint) of `rows` locations, in the sketch buffer.
   const scalar_t* inverse_transform_adjoint(int64_t rows) {
@@ -82,10 +81,6 @@ class ChunkedSketches {
   }
 
  private:
-  static scalar_t* as_scalars(const at::Tensor& complex) {
-    return reinterpret_cast<scalar_t*>(complex.data_ptr<c10::complex<scalar_t>>());
-  }
-
   const KernelPoolingArgs& args_;
   int64_t rows_, chunk_;
   at::Tensor bin_start_, bin_channel_, bin_sign_, sketch_, spectra_, adjoint_;
@@ -97,12 +92,10 @@ class ChunkedSketches {
 at::Tensor pool_spectra_cuda(const KernelPoolingArgs& a) {
   const c10::cuda::CUDAGuard guard(a.x.device());
   const cudaStream_t stream = c10::cuda::getCurrentCUDAStream();
-  const int64_t order = a.hash_index.size(0), bins = a.dim / 2 + 1;
-  const auto complex = a.x.options().dtype(c10::toComplexType(a.x.scalar_type()));
-  at::Tensor pooled = at::zeros({a.x.size(0), order - 1, bins}, complex);
+  at::Tensor pooled = at::zeros({a.x.size(0), a.order() - 1, a.bins()}, a.spectra_options());
   AT_DISPATCH_FLOATING_TYPES(a.x.scalar_type(), "kernel_pooling_cuda", [&] {
     ChunkedSketches<scalar_t> chunks(a, /*with_adjoint=*/false);
-    scalar_t* out = reinterpret_cast<scalar_t*>(pooled.data_ptr<c10::complex<scalar_t>>());
+    scalar_t* out = complex_scalars<scalar_t>(pooled);
     chunks.for_each_chunk(stream, [&](int64_t first, int64_t rows, const scalar_t* spectra) {
       C10_CUDA_CHECK(kp::cuda::launch_accumulate_products(chunks.params(), spectra, first, rows,
                                                            out, stream));
@@ -118,7 +111,7 @@ at::Tensor backprop_spectra_cuda(const KernelPoolingArgs& a, const at::Tensor& g
   at::Tensor grad_x = at::empty_like(a.x);
   AT_DISPATCH_FLOATING_TYPES(a.x.scalar_type(), "kernel_pooling_backward_cuda", [&] {
     ChunkedSketches<scalar_t> chunks(a, /*with_adjoint=*/true);
-    const scalar_t* g = reinterpret_cast<const scalar_t*>(grad.data_ptr<c10::complex<scalar_t>>());
+    const scalar_t* g = complex_scalars<scalar_t>(grad);
     scalar_t* dx = grad_x.data_ptr<scalar_t>();
     chunks.for_each_chunk(stream, [&](int64_t first, int64_t rows, const scalar_t* spectra) {
       const auto& p = chunks.params();
