@@ -7,6 +7,7 @@ import math
 
 import torch
 
+from ..ops._validation import check_int
 from ._labels import as_labels, indices_by_class, make_generator
 
 
@@ -17,10 +18,8 @@ def long_tailed_counts(num_classes, n_max, imbalance_factor):
     class n_max / imbalance_factor (floored), so imbalance_factor(counts) equals the requested
     factor up to that rounding. Returns (num_classes,) int64.
     """
-    if not (isinstance(num_classes, int) and num_classes >= 1):
-        raise ValueError(f"num_classes must be an int >= 1, got {num_classes!r}")
-    if not (isinstance(n_max, int) and n_max >= 1):
-        raise ValueError(f"n_max must be an int >= 1, got {n_max!r}")
+    check_int("num_classes", num_classes)
+    check_int("n_max", n_max)
     _check_factor(imbalance_factor)
     if n_max / imbalance_factor < 1:
         raise ValueError(f"n_max / imbalance_factor = {n_max / imbalance_factor:.3g} < 1 would "
@@ -59,8 +58,7 @@ def pseudo_uniform_subset(labels, n_max, seed=0):
     classes larger than n_max are sampled down, smaller ones are untouched. Sorted (M,) int64.
     """
     labels = as_labels(labels)
-    if not (isinstance(n_max, int) and n_max >= 1):
-        raise ValueError(f"n_max must be an int >= 1, got {n_max!r}")
+    check_int("n_max", n_max)
     groups = indices_by_class(labels)
     return _sample_per_class(groups, [n_max] * len(groups), seed)
 
@@ -69,8 +67,7 @@ def balanced_subset(labels, per_class, seed=0):
     """Indices of per_class random samples of every class (all of a class that has fewer):
     the balanced set of stage-2 fine-tuning (thesis 4.2.2). Sorted (M,) int64."""
     labels = as_labels(labels)
-    if not (isinstance(per_class, int) and per_class >= 1):
-        raise ValueError(f"per_class must be an int >= 1, got {per_class!r}")
+    check_int("per_class", per_class)
     groups = indices_by_class(labels)
     return _sample_per_class(groups, [per_class] * len(groups), seed)
 

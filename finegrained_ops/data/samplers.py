@@ -9,6 +9,7 @@ import torch
 import torch.distributed as dist
 from torch.utils.data import Sampler
 
+from ..ops._validation import check_int
 from ._labels import as_labels, indices_by_class, make_generator
 
 
@@ -97,8 +98,8 @@ class PKBatchSampler(_EpochSampler):
 
     def __init__(self, labels, p, k, num_batches=None, seed=0, num_replicas=None, rank=None):
         super().__init__(labels, seed, num_replicas, rank)
-        if not (isinstance(p, int) and isinstance(k, int) and p >= 1 and k >= 1):
-            raise ValueError(f"p and k must be ints >= 1, got p={p!r}, k={k!r}")
+        check_int("p", p)
+        check_int("k", k)
         if p > len(self.groups):
             raise ValueError(f"p={p} classes per batch but labels have only {len(self.groups)} "
                              "non-empty classes")

@@ -4,6 +4,7 @@ import math
 
 import torch
 
+from ..ops._validation import check_int
 from ._labels import make_generator
 
 
@@ -19,10 +20,10 @@ def make_patch_dataset(n_images=512, n_super=32, fine_per_super=4, size=32, seed
     Returns images (n_images, 3, size, size) float32 in [0, 1], super_labels and fine_labels
     (n_images,) int64.
     """
-    for name, value, low in (("n_images", n_images, 1), ("n_super", n_super, 1),
-                             ("fine_per_super", fine_per_super, 1), ("size", size, 8)):
-        if not (isinstance(value, int) and value >= low):
-            raise ValueError(f"{name} must be an int >= {low}, got {value!r}")
+    check_int("n_images", n_images)
+    check_int("n_super", n_super)
+    check_int("fine_per_super", fine_per_super)
+    check_int("size", size, 8)
     g = make_generator(seed)
     big, small = size // 2, size // 4
     n_fine = n_super * fine_per_super
@@ -47,7 +48,8 @@ def make_gaussian_classes(separation, n_per_class=1000, dim=2, seed=0, dtype=tor
     (class 0 first)."""
     if not (isinstance(separation, (int, float)) and math.isfinite(separation)):
         raise ValueError(f"separation must be a finite number, got {separation!r}")
-    _check_counts(n_per_class, dim)
+    check_int("n_per_class", n_per_class)
+    check_int("dim", dim)
     g = make_generator(seed)
     features = torch.randn(2 * n_per_class, dim, generator=g, dtype=torch.float64)
     features[n_per_class:, 0] += separation
@@ -66,10 +68,10 @@ def make_hierarchical_gaussians(n_coarse, fine_per_coarse, n_per_class=100, dim=
     Returns features (n_coarse·fine_per_coarse·n_per_class, dim), fine_labels and
     coarse_labels (int64).
     """
-    for name, value in (("n_coarse", n_coarse), ("fine_per_coarse", fine_per_coarse)):
-        if not (isinstance(value, int) and value >= 1):
-            raise ValueError(f"{name} must be an int >= 1, got {value!r}")
-    _check_counts(n_per_class, dim)
+    check_int("n_coarse", n_coarse)
+    check_int("fine_per_coarse", fine_per_coarse)
+    check_int("n_per_class", n_per_class)
+    check_int("dim", dim)
     g = make_generator(seed)
 
     def directions(n):
@@ -85,9 +87,3 @@ def make_hierarchical_gaussians(n_coarse, fine_per_coarse, n_per_class=100, dim=
                                                      dtype=torch.float64)
     return features.to(dtype), fine_labels, fine_to_coarse[fine_labels]
 
-
-def _check_counts(n_per_class, dim):
-    if not (isinstance(n_per_class, int) and n_per_class >= 1):
-        raise ValueError(f"n_per_class must be an int >= 1, got {n_per_class!r}")
-    if not (isinstance(dim, int) and dim >= 1):
-        raise ValueError(f"dim must be an int >= 1, got {dim!r}")

@@ -4,6 +4,7 @@ import math
 import torch
 from torch import nn
 
+from ..ops._validation import check_int
 from ..ops.class_balanced_loss import (_counts_tensor, check_counts_positive,
                                         check_hyperparameters, class_balanced_loss)
 
@@ -54,7 +55,6 @@ def sigmoid_bias_init(num_classes):
 
     Starting every class at probability 1/C avoids the huge initial loss of b = 0. Returns a float.
     """
-    if not (isinstance(num_classes, int) and num_classes >= 2):
-        raise ValueError(f"num_classes must be an int >= 2, got {num_classes!r}")
+    check_int("num_classes", num_classes, 2)
     prior = 1.0 / num_classes
     return -math.log((1.0 - prior) / prior)

@@ -24,6 +24,12 @@ def check_same_device(**tensors):
     require_cuda_build(next(iter(devices.values())))
 
 
+def check_int(name, value, low=1):
+    """value must be an int (not a bool) >= low, or a ValueError naming it."""
+    if not (isinstance(value, int) and not isinstance(value, bool) and value >= low):
+        raise ValueError(f"{name} must be an int >= {low}, got {value!r}")
+
+
 def check_choice(name, value, choices):
     if value not in choices:
         raise ValueError(f"{name} must be one of {sorted(choices)}, got {value!r}")

@@ -11,7 +11,7 @@ import math
 import torch
 
 from .._native import _C
-from ._validation import FLOATING, check_same_device, check_tensor, compute_dtype
+from ._validation import FLOATING, check_int, check_same_device, check_tensor, compute_dtype
 
 
 def kernel_pooling(x, hash_index, hash_sign, alpha, dim):
@@ -72,9 +72,9 @@ def draw_hashes(in_channels, dim, order, seed=0):
     same seed gives the same hashes on every machine; sketch t of a higher order reuses the
     draws of a lower one, so compact bilinear pooling equals kernel pooling's order-2 block.
     """
-    for name, value, low in (("in_channels", in_channels, 1), ("dim", dim, 2), ("order", order, 1)):
-        if not (isinstance(value, int) and not isinstance(value, bool) and value >= low):
-            raise ValueError(f"{name} must be an int >= {low}, got {value!r}")
+    check_int("in_channels", in_channels)
+    check_int("dim", dim, 2)
+    check_int("order", order)
     generator = torch.Generator().manual_seed(int(seed))
     index = torch.empty(order, in_channels, dtype=torch.int64)
     sign = torch.empty(order, in_channels, dtype=torch.float32)
@@ -133,8 +133,7 @@ def _check_sketch_args(x, hash_index, hash_sign, dim, min_order):
     check_tensor("x", x, dim=3, dtypes=FLOATING)
     check_tensor("hash_index", hash_index, dim=2, dtypes=(torch.int64,))
     check_tensor("hash_sign", hash_sign, dim=2, dtypes=FLOATING)
-    if not (isinstance(dim, int) and not isinstance(dim, bool) and dim >= 2):
-        raise ValueError(f"dim must be an int >= 2, got {dim!r}")
+    check_int("dim", dim, 2)
     n, locations, channels = x.shape
     if locations < 1:
         raise ValueError(f"x must have at least one location, got shape {tuple(x.shape)}")
