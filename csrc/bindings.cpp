@@ -6,6 +6,7 @@
 #include "build_info/build_info.h"
 #include "class_balanced_loss/class_balanced_loss.h"
 #include "kernel_pooling/kernel_pooling.h"
+#include "triplet/triplet.h"
 
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.doc() = "finegrained_ops native kernels (CPU, and CUDA when built with it)";
@@ -37,4 +38,22 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
         "Gradient of kernel_pooling_forward w.r.t. x, given the gradient of its output.",
         py::arg("grad"), py::arg("x"), py::arg("hash_index"), py::arg("hash_sign"),
         py::arg("dim"));
+
+  m.def("triplet_margin_loss_forward", &fgo::triplet_margin_loss_forward,
+        "Fused in-batch triplet mining + margin loss: (loss, grad_emb, grad_extra, norm) with "
+        "the gradients of the summed loss.",
+        py::arg("emb"), py::arg("labels"), py::arg("extra"), py::arg("extra_labels"),
+        py::arg("margin"), py::arg("rule"), py::arg("positive_fraction"), py::arg("reduction"),
+        py::arg("squared"), py::arg("compute_grad"));
+  m.def("triplet_count", &fgo::triplet_count, "Number of triplets each anchor mines: (Q,) int64.",
+        py::arg("query"), py::arg("query_labels"), py::arg("query_self"), py::arg("refs"),
+        py::arg("ref_labels"), py::arg("extra"), py::arg("extra_labels"), py::arg("margin"),
+        py::arg("rule"), py::arg("positive_fraction"), py::arg("squared"));
+  m.def("triplet_mine", &fgo::triplet_mine,
+        "Mined triplets (anchor, positive, negative): all, the given ranks, or per_anchor "
+        "sampled per anchor.",
+        py::arg("query"), py::arg("query_labels"), py::arg("query_self"), py::arg("refs"),
+        py::arg("ref_labels"), py::arg("extra"), py::arg("extra_labels"), py::arg("margin"),
+        py::arg("rule"), py::arg("positive_fraction"), py::arg("squared"), py::arg("ranks"),
+        py::arg("per_anchor"), py::arg("seed"), py::arg("anchor_offset"));
 }

@@ -5,8 +5,8 @@ Importing the package loads the compiled extension; a missing build is a loud Im
 from . import _native, data, metrics, nn, ops, reference
 from ._native import BUILD_INFO
 from .ops import (class_balanced_loss, class_balanced_weights, compact_bilinear_pooling,
-                  draw_hashes, effective_number, estimate_gamma, kernel_pooling, rbf_alpha,
-                  signed_sqrt)
+                  draw_hashes, effective_number, estimate_gamma, kernel_pooling, mine_from_bank,
+                  mine_triplets, rbf_alpha, signed_sqrt, triplet_margin_loss)
 from .version import __version__
 
 __all__ = [
@@ -21,9 +21,12 @@ __all__ = [
     "estimate_gamma",
     "kernel_pooling",
     "metrics",
+    "mine_from_bank",
+    "mine_triplets",
     "nn",
     "ops",
     "rbf_alpha",
     "reference",
     "signed_sqrt",
+    "triplet_margin_loss",
 ]

@@ -2,6 +2,7 @@
 from .class_balanced_loss import class_balanced_loss, class_balanced_weights, effective_number
 from .kernel_pooling import (compact_bilinear_pooling, draw_hashes, estimate_gamma,
                              kernel_pooling, rbf_alpha, signed_sqrt)
+from .triplet import mine_from_bank, mine_triplets, triplet_margin_loss
 
 __all__ = [
     "class_balanced_loss",
@@ -11,6 +12,9 @@ __all__ = [
     "effective_number",
     "estimate_gamma",
     "kernel_pooling",
+    "mine_from_bank",
+    "mine_triplets",
     "rbf_alpha",
     "signed_sqrt",
+    "triplet_margin_loss",
 ]

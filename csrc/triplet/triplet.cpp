@@ -1,0 +1,281 @@
+#include "triplet/triplet.h"
+
+#include <ATen/ATen.h>
+
+#include <algorithm>
+#include <cmath>
+#include <vector>
+
+#include "triplet/triplet_anchor.h"
+
+namespace fgo {
+namespace {
+
+void check_rows(const char* name, const at::Tensor& t, int64_t dim) {
+  TORCH_CHECK(t.dim() == 2 && t.size(1) == dim, "triplet: ", name, " must be (n, ", dim,
+              "), got shape ", t.sizes());
+}
+
+void check_labels(const char* name, const at::Tensor& labels, int64_t n) {
+  TORCH_CHECK(labels.dim() == 1 && labels.size(0) == n && labels.scalar_type() == at::kLong,
+              "triplet: ", name, " must be int64 of shape (", n, ",), got ", labels.scalar_type(),
+              " ", labels.sizes());
+}
+
+// Shapes, dtypes, devices and hyperparameters of a mining problem, then one host round trip
+// for the values: the embeddings must be finite (a NaN would silently reorder the mining).
+void check_problem(const at::Tensor& query, const at::Tensor& query_labels,
+                   const at::Tensor& query_self, const at::Tensor& refs,
+                   const at::Tensor& ref_labels, const at::Tensor& extra,
+                   const at::Tensor& extra_labels, double margin, int64_t rule,
+                   double positive_fraction) {
+  TORCH_CHECK(query.dim() == 2, "triplet: query embeddings must be (Q, D), got shape ",
+              query.sizes());
+  TORCH_CHECK(query.scalar_type() == at::kFloat || query.scalar_type() == at::kDouble,
+              "triplet: native embeddings must be float32 or float64, got ", query.scalar_type());
+  const int64_t dim = query.size(1);
+  check_rows("refs", refs, dim);
+  check_rows("extra", extra, dim);
+  TORCH_CHECK(refs.scalar_type() == query.scalar_type() &&
+                  extra.scalar_type() == query.scalar_type(),
+              "triplet: query, refs and extra must share a dtype, got ", query.scalar_type(), ", ",
+              refs.scalar_type(), ", ", extra.scalar_type());
+  check_labels("query_labels", query_labels, query.size(0));
+  check_labels("query_self", query_self, query.size(0));
+  check_labels("ref_labels", ref_labels, refs.size(0));
+  check_labels("extra_labels", extra_labels, extra.size(0));
+  for (const at::Tensor* t : {&query_labels, &query_self, &refs, &ref_labels, &extra,
+                              &extra_labels}) {
+    TORCH_CHECK(t->device() == query.device(), "triplet: every tensor must be on ",
+                query.device(), ", got one on ", t->device());
+  }
+  TORCH_CHECK(std::isfinite(margin) && margin >= 0.0, "triplet: margin must be finite and >= 0, got ",
+              margin);
+  TORCH_CHECK(positive_fraction > 0.0 && positive_fraction <= 1.0,
+              "triplet: positive_fraction must be in (0, 1], got ", positive_fraction);
+  TORCH_CHECK(rule >= triplet::kViolating && rule <= triplet::kAll, "triplet: unknown rule code ",
+              rule);
+  const bool finite = at::stack({at::isfinite(query).all(), at::isfinite(refs).all(),
+                                 at::isfinite(extra).all()}).all().item<bool>();
+  TORCH_CHECK(finite, "triplet: embeddings must be finite (found NaN or Inf)");
+}
+
+// (Q, R) squared Euclidean distances by one GEMM, clamped at 0 against cancellation.
+at::Tensor squared_distances(const at::Tensor& q, const at::Tensor& r) {
+  const at::Tensor norms = q.pow(2).sum(1, true) + r.pow(2).sum(1).unsqueeze(0);
+  return at::addmm(norms, q, r.t(), 1, -2).clamp_min_(0);
+}
+
+TripletCandidates build_candidates(const at::Tensor& query, const at::Tensor& query_labels,
+                                   const at::Tensor& query_self, const at::Tensor& refs,
+                                   const at::Tensor& ref_labels, const at::Tensor& extra,
+                                   const at::Tensor& extra_labels, double positive_fraction,
+                                   bool squared) {
+  const int64_t q = query.size(0), r = refs.size(0), e = extra.size(0);
+  TripletCandidates c;
+  c.dist = at::cat({squared_distances(query, refs), squared_distances(query, extra)}, 1);
+  if (!squared) c.dist.sqrt_();
+  const at::Tensor same = query_labels.unsqueeze(1) == ref_labels.unsqueeze(0);
+  const at::Tensor self = at::arange(r, query_labels.options()).unsqueeze(0) ==
+                          query_self.unsqueeze(1);
+  c.positive = at::cat({same & self.logical_not(),
+                        at::zeros({q, e}, query_labels.options().dtype(at::kBool))}, 1);
+  c.negative = at::cat({same.logical_not(),
+                        query_labels.unsqueeze(1) == extra_labels.unsqueeze(0)}, 1);
+  const at::Tensor num_pos = c.positive.sum(1);
+  if (positive_fraction >= 1.0) {
+    c.keep = num_pos;
+  } else {
+    // ceil(f * P), guarded so that e.g. 0.6 * 5 = 3.0000000000000004 keeps 3; at least one.
+    const at::Tensor keep = (num_pos.to(at::kDouble) * positive_fraction - 1e-9).ceil().to(at::kLong);
+    c.keep = at::minimum(at::maximum(keep, (num_pos > 0).to(at::kLong)), num_pos);
+  }
+  return c;
+}
+
+void run_rows(const TripletRows& rows) {
+  if (rows.candidates.dist.size(0) == 0) return;
+  if (rows.candidates.dist.is_cuda()) {
+#ifdef WITH_CUDA
+    triplet_rows_cuda(rows);
+#else
+    TORCH_CHECK(false, "finegrained_ops was built without CUDA kernels");
+#endif
+  } else {
+    triplet_rows_cpu(rows);
+  }
+}
+
+at::Tensor count_rows(const TripletCandidates& c, int64_t rule, double margin) {
+  TripletRows rows;
+  rows.candidates = c;
+  rows.rule = rule;
+  rows.margin = margin;
+  rows.pass = triplet::kCount;
+  rows.counts = at::zeros({c.dist.size(0)}, c.keep.options());
+  run_rows(rows);
+  return rows.counts;
+}
+
+// splitmix64: a counter-based generator, so each anchor's draw depends only on (seed, anchor).
+struct SplitMix64 {
+  uint64_t state;
+  uint64_t next() {
+    uint64_t z = (state += 0x9E3779B97F4A7C15ull);
+    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+    return z ^ (z >> 31);
+  }
+  int64_t below(int64_t n) {  // uniform in [0, n)
+    return static_cast<int64_t>((static_cast<unsigned __int128>(next()) * static_cast<uint64_t>(n)) >> 64);
+  }
+};
+
+// Ranks of up to k triplets per anchor, uniform without replacement (Floyd's algorithm),
+// sorted; the anchor's triplets are [first_rank[a], first_rank[a] + counts[a]).
+at::Tensor sample_per_anchor(const at::Tensor& counts, const at::Tensor& first_rank, int64_t k,
+                             int64_t seed, int64_t anchor_offset) {
+  const at::Tensor counts_cpu = counts.cpu(), first_cpu = first_rank.cpu();
+  const int64_t* n = counts_cpu.data_ptr<int64_t>();
+  const int64_t* first = first_cpu.data_ptr<int64_t>();
+  std::vector<int64_t> ranks, chosen;
+  for (int64_t a = 0; a < counts_cpu.numel(); ++a) {
+    if (n[a] <= k) {
+      for (int64_t i = 0; i < n[a]; ++i) ranks.push_back(first[a] + i);
+      continue;
+    }
+    SplitMix64 rng{static_cast<uint64_t>(seed) ^
+                   (static_cast<uint64_t>(a + anchor_offset) * 0xD1B54A32D192ED03ull)};
+    chosen.clear();
+    for (int64_t t = n[a] - k; t < n[a]; ++t) {
+      const int64_t r = rng.below(t + 1);
+      const auto at = std::lower_bound(chosen.begin(), chosen.end(), r);
+      const int64_t pick = (at != chosen.end() && *at == r) ? t : r;  // t is above all chosen
+      chosen.insert(std::lower_bound(chosen.begin(), chosen.end(), pick), pick);
+    }
+    for (const int64_t r : chosen) ranks.push_back(first[a] + r);
+  }
+  return at::tensor(ranks, at::kLong).to(counts.device());
+}
+
+}  // namespace
+
+std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> triplet_margin_loss_forward(
+    const at::Tensor& emb, const at::Tensor& labels, const at::Tensor& extra,
+    const at::Tensor& extra_labels, double margin, int64_t rule, double positive_fraction,
+    int64_t reduction, bool squared, bool compute_grad) {
+  TORCH_CHECK(emb.dim() == 2, "triplet_margin_loss: emb must be (B, D), got shape ", emb.sizes());
+  TORCH_CHECK(reduction >= 0 && reduction <= 2, "triplet_margin_loss: unknown reduction code ",
+              reduction);
+  const int64_t b = emb.size(0);
+  const at::Tensor self = at::arange(b, labels.options());
+  check_problem(emb, labels, self, emb, labels, extra, extra_labels, margin, rule,
+                positive_fraction);
+  const at::Tensor x = emb.contiguous(), e = extra.contiguous();
+
+  TripletRows rows;
+  rows.candidates = build_candidates(x, labels, self, x, labels, e, extra_labels,
+                                     positive_fraction, squared);
+  rows.rule = rule;
+  rows.margin = margin;
+  rows.pass = triplet::kLoss;
+  rows.row_loss = at::zeros({b}, x.options().dtype(at::kDouble));
+  rows.row_nonzero = at::zeros({b}, labels.options());
+  rows.weights = at::zeros_like(rows.candidates.dist);
+  run_rows(rows);
+
+  // Fixed-order float64 reductions over anchors: deterministic whatever the thread count.
+  const TripletCandidates& c = rows.candidates;
+  at::Tensor norm;
+  if (reduction == 0) {
+    norm = rows.row_nonzero.sum();
+  } else if (reduction == 1) {
+    const at::Tensor num_neg = c.negative.sum(1);
+    if (rule == triplet::kAll) {
+      norm = (c.keep * num_neg).sum();
+    } else if (rule == triplet::kHardest) {
+      norm = ((c.keep > 0) & (num_neg > 0)).sum();
+    } else {
+      norm = rows.row_nonzero.sum();
+    }
+  } else {
+    norm = at::ones({}, labels.options());
+  }
+  norm = norm.to(at::kDouble).clamp_min(1.0);
+  const at::Tensor loss = (rows.row_loss.sum() / norm).to(x.scalar_type());
+
+  at::Tensor grad_emb = at::empty({0}, x.options()), grad_extra = at::empty({0}, x.options());
+  if (compute_grad) {
+    // loss_sum = sum_ij W_ij dist_ij; d(dist_ij) = 2 (x_i - y_j) for squared distances.
+    at::Tensor w = rows.weights;
+    if (!squared) {
+      w = at::where(c.dist > 0, w / (2 * c.dist), at::zeros({}, w.options()));
+    }
+    const at::Tensor w_batch = w.narrow(1, 0, b), w_extra = w.narrow(1, b, e.size(0));
+    const at::Tensor own = (w.sum(1) + w_batch.sum(0)).unsqueeze(1);
+    grad_emb = 2 * (own * x - at::mm(w_batch + w_batch.t(), x) - at::mm(w_extra, e));
+    grad_extra = 2 * (w_extra.sum(0).unsqueeze(1) * e - at::mm(w_extra.t(), x));
+  }
+  return {loss, grad_emb, grad_extra, norm.to(x.scalar_type())};
+}
+
+at::Tensor triplet_count(const at::Tensor& query, const at::Tensor& query_labels,
+                         const at::Tensor& query_self, const at::Tensor& refs,
+                         const at::Tensor& ref_labels, const at::Tensor& extra,
+                         const at::Tensor& extra_labels, double margin, int64_t rule,
+                         double positive_fraction, bool squared) {
+  check_problem(query, query_labels, query_self, refs, ref_labels, extra, extra_labels, margin,
+                rule, positive_fraction);
+  const TripletCandidates c = build_candidates(query.contiguous(), query_labels, query_self,
+                                               refs.contiguous(), ref_labels, extra.contiguous(),
+                                               extra_labels, positive_fraction, squared);
+  return count_rows(c, rule, margin);
+}
+
+std::tuple<at::Tensor, at::Tensor, at::Tensor> triplet_mine(
+    const at::Tensor& query, const at::Tensor& query_labels, const at::Tensor& query_self,
+    const at::Tensor& refs, const at::Tensor& ref_labels, const at::Tensor& extra,
+    const at::Tensor& extra_labels, double margin, int64_t rule, double positive_fraction,
+    bool squared, const at::Tensor& ranks, int64_t per_anchor, int64_t seed,
+    int64_t anchor_offset) {
+  check_problem(query, query_labels, query_self, refs, ref_labels, extra, extra_labels, margin,
+                rule, positive_fraction);
+  const bool given_ranks = ranks.numel() > 0;
+  TORCH_CHECK(!(given_ranks && per_anchor >= 0),
+              "triplet_mine: give either ranks or per_anchor, not both");
+  TripletRows rows;
+  rows.candidates = build_candidates(query.contiguous(), query_labels, query_self,
+                                     refs.contiguous(), ref_labels, extra.contiguous(),
+                                     extra_labels, positive_fraction, squared);
+  rows.rule = rule;
+  rows.margin = margin;
+  const at::Tensor counts = count_rows(rows.candidates, rule, margin);
+  const at::Tensor ends = counts.cumsum(0);
+  rows.first_rank = ends - counts;
+  const int64_t total = counts.numel() > 0 ? ends[-1].item<int64_t>() : 0;
+  const at::Tensor bounds = at::cat({rows.first_rank, at::full({1}, total, counts.options())});
+  if (given_ranks) {
+    TORCH_CHECK(ranks.dim() == 1 && ranks.scalar_type() == at::kLong &&
+                    ranks.device() == query.device(),
+                "triplet_mine: ranks must be a 1-D int64 tensor on ", query.device());
+    const at::Tensor r = ranks.contiguous();
+    const bool sorted = r.numel() < 2 || (r.narrow(0, 1, r.numel() - 1) >
+                                          r.narrow(0, 0, r.numel() - 1)).all().item<bool>();
+    TORCH_CHECK(sorted && r[0].item<int64_t>() >= 0 && r[-1].item<int64_t>() < total,
+                "triplet_mine: ranks must be strictly increasing and in [0, ", total, ")");
+    rows.ranks = r;
+  } else if (per_anchor >= 0) {
+    rows.ranks = sample_per_anchor(counts, rows.first_rank, per_anchor, seed, anchor_offset);
+  }
+  rows.slot_begin = rows.ranks.defined() ? at::searchsorted(rows.ranks, bounds) : bounds;
+  const int64_t n_out = rows.ranks.defined() ? rows.ranks.numel() : total;
+  rows.pass = triplet::kWrite;
+  rows.anchor_offset = anchor_offset;
+  rows.out_anchor = at::empty({n_out}, counts.options());
+  rows.out_positive = at::empty({n_out}, counts.options());
+  rows.out_negative = at::empty({n_out}, counts.options());
+  run_rows(rows);
+  return {rows.out_anchor, rows.out_positive, rows.out_negative};
+}
+
+}  // namespace fgo
