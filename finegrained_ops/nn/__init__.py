@@ -1,5 +1,15 @@
 """Drop-in nn.Modules built on finegrained_ops.ops."""
+from .anchor_points import AnchorPointClassifier, TripletAnchorPointLoss
 from .class_balanced_loss import ClassBalancedLoss, sigmoid_bias_init
 from .kernel_pooling import CompactBilinearPooling, KernelPooling
+from .triplet import TripletMarginLoss
 
-__all__ = ["ClassBalancedLoss", "CompactBilinearPooling", "KernelPooling", "sigmoid_bias_init"]
+__all__ = [
+    "AnchorPointClassifier",
+    "ClassBalancedLoss",
+    "CompactBilinearPooling",
+    "KernelPooling",
+    "TripletAnchorPointLoss",
+    "TripletMarginLoss",
+    "sigmoid_bias_init",
+]

@@ -14,7 +14,6 @@ import math
 
 import torch
 import torch.nn.functional as F
-from torch.autograd.function import once_differentiable
 
 from .._native import _C
 from ._validation import (FLOATING, check_choice, check_int, check_same_device, check_tensor,
@@ -229,20 +228,35 @@ def _(emb, labels, extra, extra_labels, margin, rule, positive_fraction, reducti
 
 
 def _setup_context(ctx, inputs, output):
+    emb, _, extra = inputs[:3]
     _, grad_emb, grad_extra, norm = output
     ctx.mark_non_differentiable(grad_emb, grad_extra, norm)
     ctx.set_materialize_grads(False)
-    ctx.save_for_backward(grad_emb, grad_extra, norm)
+    ctx.save_for_backward(grad_emb, grad_extra, norm, emb, extra)
 
 
-@once_differentiable
 def _backward(ctx, grad_loss, *_):
     if grad_loss is None:
         return (None,) * 10
-    grad_emb, grad_extra, norm = ctx.saved_tensors
+    grad_emb, grad_extra = _triplet_margin_loss_backward(grad_loss, *ctx.saved_tensors)
+    return (grad_emb, None, grad_extra if ctx.needs_input_grad[2] else None) + (None,) * 7
+
+
+@torch.library.custom_op("finegrained_ops::triplet_margin_loss_backward", mutates_args=())
+def _triplet_margin_loss_backward(grad_loss: torch.Tensor, grad_emb: torch.Tensor,
+                                  grad_extra: torch.Tensor, norm: torch.Tensor,
+                                  emb: torch.Tensor, extra: torch.Tensor
+                                  ) -> tuple[torch.Tensor, torch.Tensor]:
+    """Scales the saved gradients by grad_loss / norm. emb and extra are inputs only so that a
+    second derivative through them raises (this op has no autograd) instead of silently
+    missing the loss's own second-order terms."""
     scale = grad_loss / norm
-    grad_extra = grad_extra * scale if ctx.needs_input_grad[2] else None
-    return (grad_emb * scale, None, grad_extra) + (None,) * 7
+    return grad_emb * scale, grad_extra * scale
+
+
+@_triplet_margin_loss_backward.register_fake
+def _(grad_loss, grad_emb, grad_extra, norm, emb, extra):
+    return torch.empty_like(grad_emb), torch.empty_like(grad_extra)
 
 
 _triplet_margin_loss.register_autograd(_backward, setup_context=_setup_context)

@@ -16,7 +16,13 @@ RULES = ("violating", "semihard", "hardest", "all")
 def pairwise_distances(x, y, squared=True):
     """(Q, R) Euclidean distances from the difference vectors (squared by default)."""
     d = ((x[:, None, :] - y[None, :, :]) ** 2).sum(-1)
-    return d if squared else d.sqrt()
+    return d if squared else _root(d)
+
+
+def _root(d):
+    """sqrt with gradient 0 at d = 0 (coincident points), as torch.cdist has."""
+    positive = d > 0
+    return torch.where(positive, torch.where(positive, d, 1.0).sqrt(), 0.0)
 
 
 def local_positive_count(num_positives, positive_fraction):
@@ -136,7 +142,7 @@ def triplet_margin_loss(emb, labels, margin=0.2, negatives="violating", positive
 
     def dist(i, j):
         d = ((x[i] - refs[j]) ** 2).sum(-1)
-        return d if squared else d.sqrt()
+        return d if squared else _root(d)
 
     losses = F.relu(dist(a, p) - dist(a, n) + margin)
     if reduction == "sum":

@@ -1,0 +1,135 @@
+"""Anchor-point classification on a learned embedding (thesis 2.3.4-2.3.5, eq. 2.3-2.5)."""
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..data._labels import as_labels, make_generator
+from ..ops._validation import check_int
+from .triplet import TripletMarginLoss
+
+
+class AnchorPointClassifier(nn.Module):
+    """Soft voting over K learnable anchor points per class (eq. 2.3).
+
+        p_i = sum_j exp(-gamma |f - u_ij|^2) / sum_l sum_j exp(-gamma |f - u_lj|^2)
+
+    gamma -> inf votes for the class of the nearest anchor; gamma -> 0 gives every class the
+    same score. Anchors start random; :meth:`init_from_features` places them by k-means on
+    each class's training features (the paper's offline step), and training with
+    :meth:`loss` (eq. 2.4) moves them.
+
+    Args:
+        num_classes: C >= 1. dim: D >= 1. anchors_per_class: K >= 1.
+        gamma: softness > 0 (the paper uses 5 on L2-normalised 64-d features).
+        normalize: L2-normalise features first (as the triplet loss does).
+
+    Shape: features (N, D) -> forward: (N, C) log p; predict: (N,) int64; loss: 0-dim.
+    """
+
+    def __init__(self, num_classes, dim, anchors_per_class=3, gamma=5.0, normalize=True):
+        super().__init__()
+        check_int("num_classes", num_classes)
+        check_int("dim", dim)
+        check_int("anchors_per_class", anchors_per_class)
+        if not (isinstance(gamma, (int, float)) and gamma > 0):
+            raise ValueError(f"gamma must be a number > 0, got {gamma!r}")
+        self.gamma, self.normalize = float(gamma), normalize
+        self.anchors = nn.Parameter(0.1 * torch.randn(num_classes, anchors_per_class, dim))
+
+    def forward(self, features):
+        f = self._features(features)
+        u = self.anchors.reshape(-1, self.anchors.shape[-1]).to(f.dtype)
+        sq = (f.pow(2).sum(1, keepdim=True) + u.pow(2).sum(1) - 2 * f @ u.t()).clamp_min(0)
+        votes = (-self.gamma * sq).view(f.shape[0], *self.anchors.shape[:2])
+        per_class = votes.logsumexp(dim=2)
+        return per_class - per_class.logsumexp(dim=1, keepdim=True)
+
+    def predict(self, features):
+        """(N,) the class with the highest confidence score."""
+        return self(features).argmax(dim=1)
+
+    def loss(self, features, labels):
+        """Mean of -log p_y over the batch (eq. 2.4)."""
+        labels = as_labels(labels, "labels", features.shape[0], features.device)
+        if labels.numel() and int(labels.max()) >= self.anchors.shape[0]:
+            raise ValueError(f"labels must be < num_classes={self.anchors.shape[0]}, got "
+                             f"{int(labels.max())}")
+        return F.nll_loss(self(features), labels)
+
+    @torch.no_grad()
+    def init_from_features(self, features, labels, iterations=25, seed=0):
+        """Place each class's K anchors by k-means (k-means++ seeding) on its features.
+
+        A class with fewer than K samples repeats them. Every class needs a sample.
+        Returns self.
+        """
+        f = self._features(features)
+        labels = as_labels(labels, "labels", f.shape[0], f.device)
+        generator = make_generator(seed)
+        num_classes, k = self.anchors.shape[:2]
+        for c in range(num_classes):
+            members = f[labels == c]
+            if members.shape[0] == 0:
+                raise ValueError(f"class {c} has no features to place its anchors")
+            self.anchors[c] = kmeans(members, k, iterations, generator).to(self.anchors.dtype)
+        return self
+
+    def _features(self, features):
+        if not (isinstance(features, torch.Tensor) and features.dim() == 2
+                and features.shape[1] == self.anchors.shape[-1]):
+            raise ValueError(f"features must be (N, {self.anchors.shape[-1]}), got "
+                             f"{getattr(features, 'shape', type(features).__name__)}")
+        return F.normalize(features, dim=1) if self.normalize else features
+
+    def extra_repr(self):
+        c, k, d = self.anchors.shape
+        return (f"num_classes={c}, dim={d}, anchors_per_class={k}, gamma={self.gamma}, "
+                f"normalize={self.normalize}")
+
+
+class TripletAnchorPointLoss(nn.Module):
+    """omega * triplet loss + (1 - omega) * anchor-point classification loss (eq. 2.5).
+
+    The paper's Triplet-A: both terms train the embedding, the second also the anchors.
+    ``triplet_kwargs`` go to :class:`TripletMarginLoss` (margin, negatives,
+    positive_fraction, ...). Shape: emb (B, D), labels (B,) -> 0-dim.
+    """
+
+    def __init__(self, num_classes, dim, anchors_per_class=3, gamma=5.0, omega=0.1,
+                 **triplet_kwargs):
+        super().__init__()
+        if not (isinstance(omega, (int, float)) and 0 <= omega <= 1):
+            raise ValueError(f"omega must be in [0, 1], got {omega!r}")
+        self.omega = omega
+        self.classifier = AnchorPointClassifier(num_classes, dim, anchors_per_class, gamma)
+        self.triplet = TripletMarginLoss(**triplet_kwargs)
+
+    def forward(self, emb, labels, extra_negatives=None, extra_negative_labels=None):
+        triplet = self.triplet(emb, labels, extra_negatives, extra_negative_labels)
+        return self.omega * triplet + (1 - self.omega) * self.classifier.loss(emb, labels)
+
+
+def kmeans(x, k, iterations=25, generator=None):
+    """(k, D) centres of x (n, D) by Lloyd's algorithm from k-means++ seeds (deterministic).
+
+    With n <= k the samples themselves (repeated) are the centres. An empty cluster keeps
+    its centre.
+    """
+    n = x.shape[0]
+    if n <= k:
+        return x[torch.arange(k, device=x.device) % n].clone()
+    first = int(torch.randint(n, (), generator=generator))
+    centres = [x[first]]
+    closest = (x - x[first]).pow(2).sum(1)
+    for _ in range(1, k):
+        pick = int(torch.multinomial(closest.cpu().double() + 1e-12, 1, generator=generator))
+        centres.append(x[pick])
+        closest = torch.minimum(closest, (x - x[pick]).pow(2).sum(1))
+    centres = torch.stack(centres)
+    for _ in range(iterations):
+        assign = torch.cdist(x, centres).argmin(1)
+        counts = torch.bincount(assign, minlength=k).to(x.dtype)
+        sums = torch.zeros_like(centres).index_add_(0, assign, x)
+        filled = counts > 0
+        centres[filled] = sums[filled] / counts[filled, None]
+    return centres
