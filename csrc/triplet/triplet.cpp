@@ -62,8 +62,9 @@ void check_problem(const at::Tensor& query, const at::Tensor& query_labels,
 
 // (Q, R) squared Euclidean distances by one GEMM, clamped at 0 against cancellation.
 at::Tensor squared_distances(const at::Tensor& q, const at::Tensor& r) {
-  const at::Tensor norms = q.pow(2).sum(1, true) + r.pow(2).sum(1).unsqueeze(0);
-  return at::addmm(norms, q, r.t(), 1, -2).clamp_min_(0);
+  at::Tensor d = at::addmm(r.pow(2).sum(1).unsqueeze(0).expand({q.size(0), r.size(0)}), q, r.t(),
+                           1, -2);
+  return d.add_(q.pow(2).sum(1, true)).clamp_min_(0);
 }
 
 TripletCandidates build_candidates(const at::Tensor& query, const at::Tensor& query_labels,
@@ -71,26 +72,23 @@ TripletCandidates build_candidates(const at::Tensor& query, const at::Tensor& qu
                                    const at::Tensor& ref_labels, const at::Tensor& extra,
                                    const at::Tensor& extra_labels, double positive_fraction,
                                    bool squared) {
-  const int64_t q = query.size(0), r = refs.size(0), e = extra.size(0);
   TripletCandidates c;
-  c.dist = at::cat({squared_distances(query, refs), squared_distances(query, extra)}, 1);
+  c.dist = squared_distances(query.contiguous(), at::cat({refs, extra}));
   if (!squared) c.dist.sqrt_();
-  const at::Tensor same = query_labels.unsqueeze(1) == ref_labels.unsqueeze(0);
-  const at::Tensor self = at::arange(r, query_labels.options()).unsqueeze(0) ==
-                          query_self.unsqueeze(1);
-  c.positive = at::cat({same & self.logical_not(),
-                        at::zeros({q, e}, query_labels.options().dtype(at::kBool))}, 1);
-  c.negative = at::cat({same.logical_not(),
-                        query_labels.unsqueeze(1) == extra_labels.unsqueeze(0)}, 1);
-  const at::Tensor num_pos = c.positive.sum(1);
-  if (positive_fraction >= 1.0) {
-    c.keep = num_pos;
-  } else {
-    // ceil(f * P), guarded so that e.g. 0.6 * 5 = 3.0000000000000004 keeps 3; at least one.
-    const at::Tensor keep = (num_pos.to(at::kDouble) * positive_fraction - 1e-9).ceil().to(at::kLong);
-    c.keep = at::minimum(at::maximum(keep, (num_pos > 0).to(at::kLong)), num_pos);
-  }
+  c.query_labels = query_labels.contiguous();
+  c.query_self = query_self.contiguous();
+  c.labels = at::cat({ref_labels, extra_labels});
+  c.num_labelled = refs.size(0);
+  c.positive_fraction = positive_fraction;
   return c;
+}
+
+// Positives of the anchor with the most (an upper bound of its kept ones).
+int64_t max_positives(const TripletCandidates& c) {
+  if (c.query_labels.numel() == 0 || c.num_labelled == 0) return 0;
+  const at::Tensor refs = c.labels.narrow(0, 0, c.num_labelled);
+  return std::get<2>(at::_unique2(refs, /*sorted=*/false, /*return_inverse=*/false,
+                                  /*return_counts=*/true)).max().item<int64_t>();
 }
 
 void run_rows(const TripletRows& rows) {
@@ -106,15 +104,15 @@ void run_rows(const TripletRows& rows) {
   }
 }
 
-at::Tensor count_rows(const TripletCandidates& c, int64_t rule, double margin) {
-  TripletRows rows;
-  rows.candidates = c;
-  rows.rule = rule;
-  rows.margin = margin;
+// The count pass: rows.counts (Q,) and rows.positive_counts (Q, max positives).
+void count_rows(TripletRows& rows) {
+  const TripletCandidates& c = rows.candidates;
+  const int64_t q = c.dist.size(0);
   rows.pass = triplet::kCount;
-  rows.counts = at::zeros({c.dist.size(0)}, c.keep.options());
+  rows.counts = at::zeros({q}, c.query_labels.options());
+  rows.positive_counts = at::zeros({q, std::max<int64_t>(max_positives(c), 1)},
+                                   rows.counts.options());
   run_rows(rows);
-  return rows.counts;
 }
 
 // splitmix64: a counter-based generator, so each anchor's draw depends only on (seed, anchor).
@@ -181,26 +179,15 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> triplet_margin_loss_f
   rows.pass = triplet::kLoss;
   rows.row_loss = at::zeros({b}, x.options().dtype(at::kDouble));
   rows.row_nonzero = at::zeros({b}, labels.options());
+  rows.row_mined = at::zeros({b}, labels.options());
   rows.weights = at::zeros_like(rows.candidates.dist);
   run_rows(rows);
 
   // Fixed-order float64 reductions over anchors: deterministic whatever the thread count.
   const TripletCandidates& c = rows.candidates;
-  at::Tensor norm;
-  if (reduction == 0) {
-    norm = rows.row_nonzero.sum();
-  } else if (reduction == 1) {
-    const at::Tensor num_neg = c.negative.sum(1);
-    if (rule == triplet::kAll) {
-      norm = (c.keep * num_neg).sum();
-    } else if (rule == triplet::kHardest) {
-      norm = ((c.keep > 0) & (num_neg > 0)).sum();
-    } else {
-      norm = rows.row_nonzero.sum();
-    }
-  } else {
-    norm = at::ones({}, labels.options());
-  }
+  at::Tensor norm = reduction == 0   ? rows.row_nonzero.sum()
+                    : reduction == 1 ? rows.row_mined.sum()
+                                     : at::ones({}, labels.options());
   norm = norm.to(at::kDouble).clamp_min(1.0);
   const at::Tensor loss = (rows.row_loss.sum() / norm).to(x.scalar_type());
 
@@ -226,10 +213,14 @@ at::Tensor triplet_count(const at::Tensor& query, const at::Tensor& query_labels
                          double positive_fraction, bool squared) {
   check_problem(query, query_labels, query_self, refs, ref_labels, extra, extra_labels, margin,
                 rule, positive_fraction);
-  const TripletCandidates c = build_candidates(query.contiguous(), query_labels, query_self,
-                                               refs.contiguous(), ref_labels, extra.contiguous(),
-                                               extra_labels, positive_fraction, squared);
-  return count_rows(c, rule, margin);
+  TripletRows rows;
+  rows.candidates = build_candidates(query.contiguous(), query_labels, query_self,
+                                     refs.contiguous(), ref_labels, extra.contiguous(),
+                                     extra_labels, positive_fraction, squared);
+  rows.rule = rule;
+  rows.margin = margin;
+  count_rows(rows);
+  return rows.counts;
 }
 
 std::tuple<at::Tensor, at::Tensor, at::Tensor> triplet_mine(
@@ -249,7 +240,8 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> triplet_mine(
                                      extra_labels, positive_fraction, squared);
   rows.rule = rule;
   rows.margin = margin;
-  const at::Tensor counts = count_rows(rows.candidates, rule, margin);
+  count_rows(rows);
+  const at::Tensor counts = rows.counts;
   const at::Tensor ends = counts.cumsum(0);
   rows.first_rank = ends - counts;
   const int64_t total = counts.numel() > 0 ? ends[-1].item<int64_t>() : 0;

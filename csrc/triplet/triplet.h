@@ -13,12 +13,15 @@
 
 namespace fgo {
 
-// The candidates of every anchor, built with ATen ops on either device.
+// Every anchor's candidates: distances by one GEMM; positives and negatives follow from
+// the labels inside the per-anchor passes (triplet_anchor.h), so no mask is formed.
 struct TripletCandidates {
-  at::Tensor dist;      // (Q, R + E) distances (squared or not) to refs, then extras
-  at::Tensor positive;  // (Q, R + E) bool, all positives (extras never are)
-  at::Tensor negative;  // (Q, R + E) bool
-  at::Tensor keep;      // (Q,) int64 number of (nearest) positives kept: local positives
+  at::Tensor dist;          // (Q, R + E) distances (squared or not) to refs, then extras
+  at::Tensor query_labels;  // (Q,) int64
+  at::Tensor query_self;    // (Q,) int64 each anchor's own ref index, or -1
+  at::Tensor labels;        // (R + E,) int64 refs' labels, then the extras'
+  int64_t num_labelled;     // R
+  double positive_fraction;
 };
 
 // Fused loss over an in-batch problem: emb (B, D) float32/float64, labels (B,) int64,
@@ -58,7 +61,9 @@ struct TripletRows {
   double margin;
   int pass;
   at::Tensor counts;                   // kCount: (Q,) int64
-  at::Tensor row_loss, row_nonzero;    // kLoss: (Q,) float64, (Q,) int64
+  at::Tensor positive_counts;          // kCount, read by kWrite: (Q, max positives) int64
+  at::Tensor row_loss;                 // kLoss: (Q,) float64
+  at::Tensor row_nonzero, row_mined;   // kLoss: (Q,) int64
   at::Tensor weights;                  // kLoss: (Q, R + E) zeros in dist's dtype
   at::Tensor first_rank, slot_begin;   // kWrite: (Q,), (Q + 1,) int64
   at::Tensor ranks;                    // kWrite: selected ranks, or undefined for all
@@ -73,11 +78,16 @@ triplet::RowsParams<T> triplet_rows_params(const TripletRows& rows) {
   p.rule = rows.rule;
   p.margin = static_cast<T>(rows.margin);
   p.pass = rows.pass;
+  if (rows.positive_counts.defined()) {
+    p.positive_counts = rows.positive_counts.data_ptr<int64_t>();
+    p.positive_stride = rows.positive_counts.size(1);
+  }
   if (rows.pass == triplet::kCount) {
     p.counts = rows.counts.data_ptr<int64_t>();
   } else if (rows.pass == triplet::kLoss) {
     p.row_loss = rows.row_loss.data_ptr<double>();
     p.row_nonzero = rows.row_nonzero.data_ptr<int64_t>();
+    p.row_mined = rows.row_mined.data_ptr<int64_t>();
     p.weights = rows.weights.data_ptr<T>();
     p.weight_stride = rows.weights.size(1);
   } else {

@@ -1,20 +1,18 @@
 #pragma once
 // The per-anchor math of triplet mining and the triplet loss, shared by the CPU kernels and
-// the CUDA kernels (no torch header). Each anchor sees its candidates sorted by
-// (distance, index): the kept (local) positives and all negatives. Because the hinge
+// the CUDA kernels (no torch header). An anchor sees its kept (local) positives sorted by
+// (distance, index) and its distance row with the candidates' labels. The hinge
 //   l(p, n) = d(a, p) - d(a, n) + margin
-// falls as d(a, n) grows, the negatives a positive mines form a contiguous range of the
-// sorted list, found by binary search, and the range bounds never decrease from one
-// positive to the next (positives are sorted too). So an anchor costs O((P + N) + P log N)
-// instead of O(P * N), and nothing of size P * N is ever formed:
-//   - the count is the sum of the range lengths,
-//   - the loss is sum_p cnt_p * (d_ap + m) - sum_n cover_n * d_an, where cover_n is the
-//     number of positives whose range holds n (two monotone pointers),
-//   - the gradient weights of d(a, .) are +cnt_p and -cover_n,
-//   - triplet number r of the anchor is found by walking the range lengths.
+// grows with d(a, p), so the positives that mine a negative n form a contiguous range of
+// the sorted positives, found by binary search: an anchor costs O(N log P + P) for the
+// count and the loss, and nothing of size P * N is ever formed:
+//   - cover_n = size of n's range, cnt_p = number of ranges holding p (difference array),
+//   - loss = sum_p cnt_p * (d_ap + m) - sum_n cover_n * d_an,
+//   - the gradient weights of d(a, .) are +cnt_p and -cover_n.
 // Triplets are enumerated per anchor with positives nearest first and, for each positive,
-// negatives nearest first; ranks (for sampling) refer to that order.
+// its negatives in index order; ranks (for sampling) refer to that order.
 
+#include <cmath>
 #include <cstdint>
 
 #include "common/host_device.h"
@@ -38,13 +36,31 @@ enum Pass : int {
 
 template <typename T>
 struct AnchorCandidates {
-  const T* pos_dist;           // kept positives sorted by (distance, index)
-  const int64_t* pos_index;    // their reference indices
+  const T* pos_dist;         // kept positives sorted by (distance, index)
+  const int64_t* pos_index;  // their candidate indices
   int64_t num_pos;
-  const T* neg_dist;           // negatives sorted by (distance, index)
-  const int64_t* neg_index;
-  int64_t num_neg;
+  const T* dist;             // (num_refs,) the anchor's distance to every candidate
+  const int64_t* labels;     // (num_refs,) candidate labels: labelled refs, then extras
+  int64_t num_labelled;      // candidates [0, num_labelled) are labelled refs
+  int64_t num_refs;
+  int64_t label;             // the anchor's label
+
+  // A labelled ref of another class, or an extra negative of this anchor's class.
+  FGO_HOST_DEVICE bool negative(int64_t n) const {
+    return (labels[n] == label) != (n < num_labelled);
+  }
+  // Same class, labelled, and not the anchor itself (self = its own index or -1).
+  FGO_HOST_DEVICE bool positive(int64_t n, int64_t self) const {
+    return n < num_labelled && labels[n] == label && n != self;
+  }
 };
+
+// Local positives: the ceil(f * P) nearest (guarded so that 0.6 * 5 keeps 3), at least one.
+FGO_HOST_DEVICE int64_t kept_positives(int64_t num_positives, double fraction) {
+  if (num_positives == 0 || fraction >= 1.0) return num_positives;
+  const double k = ceil(static_cast<double>(num_positives) * fraction - 1e-9);
+  return k < 1.0 ? 1 : (k > num_positives ? num_positives : static_cast<int64_t>(k));
+}
 
 // Everything a pass reads and writes, as raw pointers (rows = anchors).
 template <typename T>
@@ -53,8 +69,11 @@ struct RowsParams {
   T margin;
   int pass;
   int64_t* counts;             // kCount: (Q,)
+  int64_t* positive_counts;    // kCount, read by kWrite: (Q, positive_stride) triplets of each
+  int64_t positive_stride;     //   kept positive, in sorted order
   double* row_loss;            // kLoss: (Q,) sum of positive hinge values
   int64_t* row_nonzero;        // kLoss: (Q,) number of triplets with l > 0
+  int64_t* row_mined;          // kLoss: (Q,) number of mined triplets
   T* weights;                  // kLoss: (Q, weight_stride) zero-initialised, d(row loss)/d(dist)
   int64_t weight_stride;
   const int64_t* first_rank;   // kWrite: (Q,) rank of the anchor's first triplet
@@ -67,151 +86,180 @@ struct RowsParams {
   int64_t* out_negative;
 };
 
-// First i in [0, n) with d_ap - d[i] + margin <= 0 (n if none): the violating prefix.
+// Hinge strictly positive, computed the same way everywhere (boundaries are exact).
 template <typename T>
-FGO_HOST_DEVICE int64_t violating_end(T d_ap, const T* d, int64_t n, T margin) {
-  int64_t lo = 0, hi = n;
-  while (lo < hi) {
-    const int64_t mid = lo + (hi - lo) / 2;
-    if (d_ap - d[mid] + margin > T(0)) lo = mid + 1; else hi = mid;
-  }
-  return lo;
+FGO_HOST_DEVICE bool violates(T d_ap, T d_an, T margin) {
+  return d_ap - d_an + margin > T(0);
 }
 
-// First i in [0, n) with d[i] > d_ap (n if none).
 template <typename T>
-FGO_HOST_DEVICE int64_t farther_begin(T d_ap, const T* d, int64_t n) {
-  int64_t lo = 0, hi = n;
-  while (lo < hi) {
-    const int64_t mid = lo + (hi - lo) / 2;
-    if (d[mid] <= d_ap) lo = mid + 1; else hi = mid;
-  }
-  return lo;
+FGO_HOST_DEVICE bool mines(int64_t rule, T d_ap, T d_an, T margin) {
+  if (rule == kAll) return true;
+  return violates(d_ap, d_an, margin) && (rule != kSemihard || d_an > d_ap);
 }
 
-struct NegativeRange {
+struct PositiveRange {
   int64_t begin, end;
-  FGO_HOST_DEVICE int64_t size() const { return end - begin; }
+  FGO_HOST_DEVICE int64_t size() const { return end > begin ? end - begin : 0; }
 };
 
-// Negatives of positive j with a positive hinge that the rule keeps.
+// The kept positives j whose triplet (j, n) has a positive hinge and is kept by the rule
+// ('all' and 'hardest' count as 'violating' here: only positive hinges carry loss).
 template <typename T>
-FGO_HOST_DEVICE NegativeRange loss_range(const AnchorCandidates<T>& c, int64_t j, int64_t rule,
+FGO_HOST_DEVICE PositiveRange loss_range(const AnchorCandidates<T>& c, T d_an, int64_t rule,
                                          T margin) {
-  const T d_ap = c.pos_dist[j];
-  const int64_t begin = rule == kSemihard ? farther_begin(d_ap, c.neg_dist, c.num_neg) : 0;
-  const int64_t end = violating_end(d_ap, c.neg_dist, c.num_neg, margin);
-  return {begin, end > begin ? end : begin};
-}
-
-// Negatives positive j mines: the loss range, or all of them for 'all' / 'hardest'.
-template <typename T>
-FGO_HOST_DEVICE NegativeRange mined_range(const AnchorCandidates<T>& c, int64_t j, int64_t rule,
-                                          T margin) {
-  if (rule == kAll || rule == kHardest) return {0, c.num_neg};
-  return loss_range(c, j, rule, margin);
-}
-
-// 'hardest' keeps the farthest kept positive (the first index among equal distances, as
-// torch.max picks) and the nearest negative; anchors lacking either mine nothing.
-template <typename T>
-FGO_HOST_DEVICE AnchorCandidates<T> hardest_only(AnchorCandidates<T> c) {
-  if (c.num_pos == 0 || c.num_neg == 0) {
-    c.num_pos = 0;
-    return c;
+  int64_t lo = 0, hi = c.num_pos;  // first j that violates
+  while (lo < hi) {
+    const int64_t mid = lo + (hi - lo) / 2;
+    if (violates(c.pos_dist[mid], d_an, margin)) hi = mid; else lo = mid + 1;
   }
+  PositiveRange range{lo, c.num_pos};
+  if (rule == kSemihard) {  // and d_ap < d_an: j below the first positive not nearer than n
+    int64_t l2 = 0, h2 = c.num_pos;
+    while (l2 < h2) {
+      const int64_t mid = l2 + (h2 - l2) / 2;
+      if (c.pos_dist[mid] < d_an) l2 = mid + 1; else h2 = mid;
+    }
+    range.end = l2;
+  }
+  return range;
+}
+
+// 'hardest': the farthest kept positive (first index among equal distances, as torch.max
+// picks) and the nearest negative (first index among equal distances); -1 when absent.
+template <typename T>
+FGO_HOST_DEVICE int64_t farthest_positive(const AnchorCandidates<T>& c) {
+  if (c.num_pos == 0) return -1;
   int64_t j = c.num_pos - 1;
   while (j > 0 && c.pos_dist[j - 1] == c.pos_dist[j]) --j;
-  c.pos_dist += j;
-  c.pos_index += j;
-  c.num_pos = 1;
-  c.num_neg = 1;
-  return c;
+  return j;
 }
 
 template <typename T>
-FGO_HOST_DEVICE int64_t count_mined(const AnchorCandidates<T>& c, int64_t rule, T margin) {
-  if (rule == kAll || rule == kHardest) return c.num_pos * c.num_neg;
-  int64_t count = 0;
-  for (int64_t j = 0; j < c.num_pos; ++j) count += loss_range(c, j, rule, margin).size();
-  return count;
+FGO_HOST_DEVICE int64_t nearest_negative(const AnchorCandidates<T>& c) {
+  int64_t best = -1;
+  for (int64_t n = 0; n < c.num_refs; ++n) {
+    if (c.negative(n) && (best < 0 || c.dist[n] < c.dist[best])) best = n;
+  }
+  return best;
 }
 
-// Loss of the anchor's mined triplets with l > 0 and its gradient weights w.r.t. d(a, .).
+// Triplets of each kept positive into cnt[0..num_pos); returns their sum.
+template <typename T>
+FGO_HOST_DEVICE int64_t count_mined(const AnchorCandidates<T>& c, int64_t rule, T margin,
+                                    int64_t* cnt) {
+  for (int64_t j = 0; j < c.num_pos; ++j) cnt[j] = 0;
+  if (c.num_pos == 0) return 0;
+  if (rule == kHardest) {
+    if (nearest_negative(c) < 0) return 0;
+    cnt[farthest_positive(c)] = 1;
+    return 1;
+  }
+  int64_t negatives = 0;
+  for (int64_t n = 0; n < c.num_refs; ++n) {
+    if (!c.negative(n)) continue;
+    ++negatives;
+    if (rule == kAll) continue;
+    const PositiveRange r = loss_range(c, c.dist[n], rule, margin);
+    if (r.size() == 0) continue;
+    ++cnt[r.begin];  // difference array
+    if (r.end < c.num_pos) --cnt[r.end];
+  }
+  int64_t total = 0, running = 0;
+  for (int64_t j = 0; j < c.num_pos; ++j) {
+    running = rule == kAll ? negatives : running + cnt[j];
+    cnt[j] = running;
+    total += running;
+  }
+  return total;
+}
+
+// Loss of the anchor's mined triplets with l > 0 and its gradient weights w.r.t. d(a, .);
+// weight_row is zero on entry and, for the positives, first holds the difference array.
 template <typename T>
 FGO_HOST_DEVICE void accumulate_loss(const AnchorCandidates<T>& c, int64_t rule, T margin,
-                                     double* loss_out, int64_t* nonzero_out, T* weight_row) {
+                                     double* loss_out, int64_t* nonzero_out, int64_t* mined_out,
+                                     T* weight_row) {
   double loss = 0.0;
-  int64_t nonzero = 0;
-  for (int64_t j = 0; j < c.num_pos; ++j) {
-    const int64_t cnt = loss_range(c, j, rule, margin).size();
-    loss += static_cast<double>(cnt) * (static_cast<double>(c.pos_dist[j]) + static_cast<double>(margin));
-    nonzero += cnt;
-    weight_row[c.pos_index[j]] = static_cast<T>(cnt);
-  }
-  if (nonzero > 0) {
-    // cover(i) = #{j : begin_j <= i} - #{j : end_j <= i}; both bounds are non-decreasing in j.
-    int64_t opened = 0, closed = 0;
-    NegativeRange next_open = loss_range(c, 0, rule, margin), next_close = next_open;
-    const int64_t last = loss_range(c, c.num_pos - 1, rule, margin).end;
-    for (int64_t i = 0; i < last; ++i) {
-      while (opened < c.num_pos && next_open.begin <= i) {
-        if (++opened < c.num_pos) next_open = loss_range(c, opened, rule, margin);
-      }
-      while (closed < c.num_pos && next_close.end <= i) {
-        if (++closed < c.num_pos) next_close = loss_range(c, closed, rule, margin);
-      }
-      const int64_t cover = opened - closed;
-      if (cover > 0) {
-        loss -= static_cast<double>(cover) * static_cast<double>(c.neg_dist[i]);
-        weight_row[c.neg_index[i]] = -static_cast<T>(cover);
-      }
+  int64_t nonzero = 0, mined = 0;
+  if (rule == kHardest) {
+    const int64_t j = farthest_positive(c), n = j < 0 ? -1 : nearest_negative(c);
+    mined = n >= 0 ? 1 : 0;
+    if (n >= 0 && violates(c.pos_dist[j], c.dist[n], margin)) {
+      loss = static_cast<double>(c.pos_dist[j]) - static_cast<double>(c.dist[n]) + margin;
+      nonzero = 1;
+      weight_row[c.pos_index[j]] = T(1);
+      weight_row[n] = T(-1);
     }
+  } else if (c.num_pos > 0) {
+    int64_t negatives = 0;
+    for (int64_t n = 0; n < c.num_refs; ++n) {
+      if (!c.negative(n)) continue;
+      ++negatives;
+      const PositiveRange r = loss_range(c, c.dist[n], rule, margin);
+      const int64_t cover = r.size();
+      if (cover == 0) continue;
+      loss -= static_cast<double>(cover) * static_cast<double>(c.dist[n]);
+      weight_row[n] = -static_cast<T>(cover);
+      weight_row[c.pos_index[r.begin]] += T(1);
+      if (r.end < c.num_pos) weight_row[c.pos_index[r.end]] -= T(1);
+    }
+    T running = 0;
+    for (int64_t j = 0; j < c.num_pos; ++j) {
+      running += weight_row[c.pos_index[j]];
+      weight_row[c.pos_index[j]] = running;
+      loss += static_cast<double>(running) *
+              (static_cast<double>(c.pos_dist[j]) + static_cast<double>(margin));
+      nonzero += static_cast<int64_t>(running);
+    }
+    mined = rule == kAll ? c.num_pos * negatives : nonzero;
   }
   *loss_out = loss;
   *nonzero_out = nonzero;
+  *mined_out = mined;
 }
 
 // Writes the anchor's triplets: every one when p.ranks == nullptr, else those whose ranks
 // are p.ranks[slot_begin[a] .. slot_begin[a+1]) (validated: sorted, within the anchor).
+// cnt: the kept positives' triplet counts from the count pass.
 template <typename T>
 FGO_HOST_DEVICE void write_mined(const AnchorCandidates<T>& c, const RowsParams<T>& p,
-                                 int64_t a) {
+                                 int64_t a, const int64_t* cnt) {
   const int64_t slot_end = p.slot_begin[a + 1];
   int64_t slot = p.slot_begin[a];
+  const int64_t hardest_n = p.rule == kHardest ? nearest_negative(c) : -1;
   int64_t rank = p.first_rank[a];  // rank of positive j's first triplet
-  for (int64_t j = 0; j < c.num_pos && slot < slot_end; ++j) {
-    const NegativeRange range = mined_range(c, j, p.rule, p.margin);
-    const int64_t next = rank + range.size();
-    for (int64_t i = range.begin; slot < slot_end; ++i) {
-      if (p.ranks) {
-        if (p.ranks[slot] >= next) break;
-        i = range.begin + (p.ranks[slot] - rank);
-      } else if (i == range.end) {
-        break;
+  for (int64_t j = 0; j < c.num_pos && slot < slot_end; rank += cnt[j], ++j) {
+    if (cnt[j] == 0 || (p.ranks && p.ranks[slot] >= rank + cnt[j])) continue;
+    int64_t r = rank;  // rank of the next mined negative of j
+    for (int64_t n = 0; n < c.num_refs && slot < slot_end && r < rank + cnt[j]; ++n) {
+      if (!c.negative(n)) continue;
+      if (p.rule == kHardest ? n != hardest_n : !mines(p.rule, c.pos_dist[j], c.dist[n], p.margin)) {
+        continue;
       }
-      p.out_anchor[slot] = a + p.anchor_offset;
-      p.out_positive[slot] = c.pos_index[j];
-      p.out_negative[slot] = c.neg_index[i];
-      ++slot;
+      if (!p.ranks || p.ranks[slot] == r) {
+        p.out_anchor[slot] = a + p.anchor_offset;
+        p.out_positive[slot] = c.pos_index[j];
+        p.out_negative[slot] = n;
+        ++slot;
+      }
+      ++r;
     }
-    rank = next;
   }
 }
 
 template <typename T>
-FGO_HOST_DEVICE void run_anchor(const RowsParams<T>& p, int64_t a, AnchorCandidates<T> c) {
-  if (p.rule == kHardest) c = hardest_only(c);
+FGO_HOST_DEVICE void run_anchor(const RowsParams<T>& p, int64_t a, const AnchorCandidates<T>& c) {
   switch (p.pass) {
     case kCount:
-      p.counts[a] = count_mined(c, p.rule, p.margin);
+      p.counts[a] = count_mined(c, p.rule, p.margin, p.positive_counts + a * p.positive_stride);
       break;
     case kLoss:
-      accumulate_loss(c, p.rule, p.margin, p.row_loss + a, p.row_nonzero + a,
+      accumulate_loss(c, p.rule, p.margin, p.row_loss + a, p.row_nonzero + a, p.row_mined + a,
                       p.weights + a * p.weight_stride);
       break;
     default:
-      write_mined(c, p, a);
+      write_mined(c, p, a, p.positive_counts + a * p.positive_stride);
   }
 }
 

@@ -1,5 +1,5 @@
 // CPU passes of triplet mining / loss: at::parallel_for over anchors. Each anchor gathers
-// its candidates from the masks, sorts them by (distance, index) and runs triplet_anchor.h.
+// its kept positives sorted by (distance, index) and runs triplet_anchor.h on its row.
 // Every anchor writes only its own outputs, so results do not depend on the thread count.
 #include <ATen/ATen.h>
 #include <ATen/Dispatch.h>
@@ -13,19 +13,20 @@
 namespace fgo {
 namespace {
 
-// One anchor's candidates of one kind, sorted by (distance, index), in reusable buffers.
+// One anchor's kept positives, sorted by (distance, index), in reusable buffers.
 template <typename T>
-struct SortedCandidates {
+struct SortedPositives {
   std::vector<int64_t> index;
   std::vector<T> dist;
 
-  void gather(const T* d, const bool* mask, int64_t n, int64_t keep) {
+  void gather(const triplet::AnchorCandidates<T>& c, int64_t self, double fraction) {
     index.clear();
-    for (int64_t i = 0; i < n; ++i) {
-      if (mask[i]) index.push_back(i);
+    for (int64_t n = 0; n < c.num_labelled; ++n) {
+      if (c.positive(n, self)) index.push_back(n);
     }
+    const T* d = c.dist;
     const auto nearer = [d](int64_t i, int64_t j) { return d[i] < d[j] || (d[i] == d[j] && i < j); };
-    keep = std::min<int64_t>(keep, static_cast<int64_t>(index.size()));
+    const int64_t keep = triplet::kept_positives(static_cast<int64_t>(index.size()), fraction);
     if (keep < static_cast<int64_t>(index.size())) {
       std::nth_element(index.begin(), index.begin() + keep, index.end(), nearer);
       index.resize(keep);
@@ -41,23 +42,21 @@ struct SortedCandidates {
 void triplet_rows_cpu(const TripletRows& rows) {
   const TripletCandidates& c = rows.candidates;
   const int64_t q = c.dist.size(0), r = c.dist.size(1);
-  const at::Tensor positive = c.positive.contiguous(), negative = c.negative.contiguous();
-  const at::Tensor keep = c.keep.contiguous();
   AT_DISPATCH_FLOATING_TYPES(c.dist.scalar_type(), "triplet_rows_cpu", [&] {
     const triplet::RowsParams<scalar_t> params = triplet_rows_params<scalar_t>(rows);
     const scalar_t* dist = c.dist.data_ptr<scalar_t>();
-    const bool* pos = positive.data_ptr<bool>();
-    const bool* neg = negative.data_ptr<bool>();
-    const int64_t* kept = keep.data_ptr<int64_t>();
+    const int64_t* labels = c.labels.data_ptr<int64_t>();
+    const int64_t* query_labels = c.query_labels.data_ptr<int64_t>();
+    const int64_t* query_self = c.query_self.data_ptr<int64_t>();
     at::parallel_for(0, q, 1, [&](int64_t begin, int64_t end) {
-      SortedCandidates<scalar_t> positives, negatives;
+      SortedPositives<scalar_t> positives;
       for (int64_t a = begin; a < end; ++a) {
-        const scalar_t* d = dist + a * r;
-        positives.gather(d, pos + a * r, r, kept[a]);
-        negatives.gather(d, neg + a * r, r, r);
-        const triplet::AnchorCandidates<scalar_t> candidates{
-            positives.dist.data(), positives.index.data(), static_cast<int64_t>(positives.index.size()),
-            negatives.dist.data(), negatives.index.data(), static_cast<int64_t>(negatives.index.size())};
+        triplet::AnchorCandidates<scalar_t> candidates{
+            nullptr, nullptr, 0, dist + a * r, labels, c.num_labelled, r, query_labels[a]};
+        positives.gather(candidates, query_self[a], c.positive_fraction);
+        candidates.pos_dist = positives.dist.data();
+        candidates.pos_index = positives.index.data();
+        candidates.num_pos = static_cast<int64_t>(positives.index.size());
         triplet::run_anchor(params, a, candidates);
       }
     });

@@ -2,9 +2,9 @@
 // CUDA kernels of triplet mining / loss. Raw pointers, sizes and a stream only: this file
 // needs no torch header, so `make cuda-check` compiles it on machines without a CUDA torch.
 //
-// The launcher sorts every anchor's candidates with ATen's segmented sort; then one thread
+// The launcher sorts every anchor's positives with ATen's segmented sort; then one thread
 // runs one anchor through triplet_anchor.h, the same code as the CPU. An anchor costs
-// O(P log N + N), each writes only its own outputs: no atomics, bitwise reproducible.
+// O(N log P + P), each writes only its own outputs: no atomics, bitwise reproducible.
 
 #include <cuda_runtime.h>
 
@@ -18,17 +18,18 @@ namespace cuda {
 
 constexpr int kThreads = 128;
 
-// Row a's positives are pos_*[a * stride .. + keep[a]) and its negatives
-// neg_*[a * stride .. + num_neg[a]), each sorted by (distance, index).
+// Row a's positives are pos_*[a * stride .. ), sorted by (distance, index) with the
+// non-positives last; the kernel keeps the nearest kept_positives(P, fraction) of them.
 template <typename T>
 struct SortedRows {
   const T* pos_dist;
   const int64_t* pos_index;
-  const int64_t* keep;
-  const T* neg_dist;
-  const int64_t* neg_index;
-  const int64_t* num_neg;
-  int64_t rows, stride;
+  const T* dist;                // (rows, stride)
+  const int64_t* labels;        // (stride,) candidates' labels
+  const int64_t* query_labels;  // (rows,)
+  const int64_t* query_self;    // (rows,)
+  int64_t rows, stride, num_labelled;
+  double positive_fraction;
 };
 
 template <typename T>
@@ -36,8 +37,12 @@ __global__ void triplet_rows_kernel(SortedRows<T> s, RowsParams<T> p) {
   const int64_t a = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
   if (a >= s.rows) return;
   const int64_t row = a * s.stride;
-  run_anchor(p, a, AnchorCandidates<T>{s.pos_dist + row, s.pos_index + row, s.keep[a],
-                                       s.neg_dist + row, s.neg_index + row, s.num_neg[a]});
+  AnchorCandidates<T> c{s.pos_dist + row, s.pos_index + row, 0,           s.dist + row,
+                        s.labels,         s.num_labelled,    s.stride,    s.query_labels[a]};
+  int64_t num_positives = 0;
+  for (int64_t n = 0; n < s.num_labelled; ++n) num_positives += c.positive(n, s.query_self[a]);
+  c.num_pos = kept_positives(num_positives, s.positive_fraction);
+  run_anchor(p, a, c);
 }
 
 template <typename T>

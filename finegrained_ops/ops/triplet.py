@@ -1,13 +1,14 @@
 """Batched hard-negative triplet mining and the fused triplet margin loss (DESIGN §4).
 
-The loss never forms the triplet set: the native forward sorts each anchor's candidates by
-distance, finds the negatives each positive mines as a range (binary search), and
-accumulates the loss and the weights of every anchor-candidate distance; the gradient of
-the embeddings is that B x (B + E) weight matrix times the embeddings (GEMM). Memory is
-O(B^2), time O(B^2 D + B^2 log B) whatever the number of triplets.
+The loss never forms the triplet set: the native forward sorts each anchor's (few)
+positives by distance, finds for every negative the range of positives it forms a mined
+triplet with (binary search), and accumulates the loss and the weights of every
+anchor-candidate distance; the gradient of the embeddings is that B x (B + E) weight matrix
+times the embeddings (GEMM). Memory is O(B^2), time O(B^2 D + B^2 log P) whatever the
+number of triplets.
 
-Mined triplets are listed per anchor, positives nearest first, and for each positive the
-negatives nearest first (ties by index). A negative index >= B refers to
+Mined triplets are listed per anchor, positives nearest first (ties by index), and for each
+positive its negatives in index order. A negative index >= B refers to
 ``extra_negatives[index - B]``.
 """
 import math

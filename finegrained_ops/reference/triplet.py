@@ -2,8 +2,8 @@
 
 Every (anchor, positive, negative) is formed as a (Q, R, R) cube and filtered by the rule;
 memory is cubic, so this is for tests on small batches. Mined triplets come out per
-anchor, positives nearest first, and for each positive negatives nearest first (ties by
-index), the order the native kernels use.
+anchor, positives nearest first (ties by index), and for each positive its negatives in
+index order: the order the native kernels use.
 """
 import math
 
@@ -63,9 +63,9 @@ def mine_candidates(dist, positive, negative, margin, negatives):
     elif negatives == "semihard":
         keep &= (hinge > 0) & (d_an > d_ap)
     a, p, n = keep.nonzero(as_tuple=True)
-    # Lexicographic (anchor, d_ap, positive, d_an, negative) by stable sorts, last key first.
+    # Lexicographic (anchor, d_ap, positive, negative) by stable sorts, last key first.
     order = torch.arange(a.numel())
-    for key in (n, dist[a, n], p, dist[a, p], a):
+    for key in (n, p, dist[a, p], a):
         order = order[torch.sort(key[order], stable=True).indices]
     return a[order], p[order], n[order]
 
