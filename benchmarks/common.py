@@ -1,13 +1,16 @@
 """Shared benchmark machinery: time a forward+backward callable and measure its peak memory.
 
 Each measurement runs in a fresh spawned process so that peak memory is attributable: on the
-CPU it is the rise of the process' peak RSS (ru_maxrss) over the inputs already allocated;
-on CUDA it is torch.cuda.max_memory_allocated over the inputs.
+CPU it is the rise of the process' peak RSS over the RSS once the inputs are allocated (the
+peak is reset through /proc/self/clear_refs, so the imports' own peak does not hide a small
+step; without it, ru_maxrss); on CUDA it is torch.cuda.max_memory_allocated over the inputs.
 """
 import argparse
 import json
 import multiprocessing as mp
+import os
 import platform
+import re
 import resource
 import statistics
 import time
@@ -17,39 +20,73 @@ import torch
 
 def _measure(setup, device, repeats, warmup, queue):
     step, inputs = setup(device)
+    for _ in range(warmup):  # one-time costs (thread pools, library buffers) are not the step's
+        step(*inputs)
     if device == "cuda":
         torch.cuda.synchronize()
         base = torch.cuda.memory_allocated()
         torch.cuda.reset_peak_memory_stats()
-    base_rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    base_rss = _reset_peak_rss()
     times = []
-    for i in range(warmup + repeats):
+    for _ in range(repeats):
         if device == "cuda":
             start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
             start.record()
             step(*inputs)
             end.record()
             torch.cuda.synchronize()
-            elapsed = start.elapsed_time(end) / 1e3
+            times.append(start.elapsed_time(end) / 1e3)
         else:
             t0 = time.perf_counter()
             step(*inputs)
-            elapsed = time.perf_counter() - t0
-        if i >= warmup:
-            times.append(elapsed)
+            times.append(time.perf_counter() - t0)
     if device == "cuda":
         peak = torch.cuda.max_memory_allocated() - base
     else:
-        peak = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - base_rss) * 1024
+        peak = (_peak_rss() - base_rss) * 1024
     queue.put({"median_ms": statistics.median(times) * 1e3, "peak_mib": peak / 2**20})
 
 
+def _rss_field(name):
+    with open("/proc/self/status") as f:
+        return int(re.search(rf"{name}:\s+(\d+) kB", f.read()).group(1))
+
+
+def _reset_peak_rss():
+    """Reset the peak RSS to the current RSS where Linux allows it; the baseline in KiB."""
+    try:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")
+        return _rss_field("VmRSS")
+    except OSError:
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+
+
+def _peak_rss():
+    try:
+        return _rss_field("VmHWM")
+    except OSError:
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+
+
 def measure(setup, device="cpu", repeats=10, warmup=3):
-    """Run `setup(device) -> (step, inputs)` in a child process; time `step(*inputs)`."""
+    """Run `setup(device) -> (step, inputs)` in a child process; time `step(*inputs)`.
+
+    The child's malloc returns every block of 64 KiB or more to the OS when freed, so its RSS
+    follows live memory and the peak after the warm-up is the step's own.
+    """
     ctx = mp.get_context("spawn")
     queue = ctx.Queue()
     proc = ctx.Process(target=_measure, args=(setup, device, repeats, warmup, queue))
-    proc.start()
+    previous = os.environ.get("MALLOC_MMAP_THRESHOLD_")
+    os.environ["MALLOC_MMAP_THRESHOLD_"] = "65536"
+    try:
+        proc.start()
+    finally:
+        if previous is None:
+            del os.environ["MALLOC_MMAP_THRESHOLD_"]
+        else:
+            os.environ["MALLOC_MMAP_THRESHOLD_"] = previous
     result = queue.get()
     proc.join()
     return result

@@ -206,11 +206,14 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> triplet_margin_loss_f
   return {loss, grad_emb, grad_extra, norm.to(x.scalar_type())};
 }
 
-at::Tensor triplet_count(const at::Tensor& query, const at::Tensor& query_labels,
-                         const at::Tensor& query_self, const at::Tensor& refs,
-                         const at::Tensor& ref_labels, const at::Tensor& extra,
-                         const at::Tensor& extra_labels, double margin, int64_t rule,
-                         double positive_fraction, bool squared) {
+namespace {
+
+// Checks a mining problem, builds its candidates and runs the count pass.
+TripletRows counted_problem(const at::Tensor& query, const at::Tensor& query_labels,
+                            const at::Tensor& query_self, const at::Tensor& refs,
+                            const at::Tensor& ref_labels, const at::Tensor& extra,
+                            const at::Tensor& extra_labels, double margin, int64_t rule,
+                            double positive_fraction, bool squared) {
   check_problem(query, query_labels, query_self, refs, ref_labels, extra, extra_labels, margin,
                 rule, positive_fraction);
   TripletRows rows;
@@ -220,7 +223,19 @@ at::Tensor triplet_count(const at::Tensor& query, const at::Tensor& query_labels
   rows.rule = rule;
   rows.margin = margin;
   count_rows(rows);
-  return rows.counts;
+  return rows;
+}
+
+}  // namespace
+
+at::Tensor triplet_count(const at::Tensor& query, const at::Tensor& query_labels,
+                         const at::Tensor& query_self, const at::Tensor& refs,
+                         const at::Tensor& ref_labels, const at::Tensor& extra,
+                         const at::Tensor& extra_labels, double margin, int64_t rule,
+                         double positive_fraction, bool squared) {
+  return counted_problem(query, query_labels, query_self, refs, ref_labels, extra, extra_labels,
+                         margin, rule, positive_fraction, squared)
+      .counts;
 }
 
 std::tuple<at::Tensor, at::Tensor, at::Tensor> triplet_mine(
@@ -229,18 +244,11 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> triplet_mine(
     const at::Tensor& extra_labels, double margin, int64_t rule, double positive_fraction,
     bool squared, const at::Tensor& ranks, int64_t per_anchor, int64_t seed,
     int64_t anchor_offset) {
-  check_problem(query, query_labels, query_self, refs, ref_labels, extra, extra_labels, margin,
-                rule, positive_fraction);
   const bool given_ranks = ranks.numel() > 0;
   TORCH_CHECK(!(given_ranks && per_anchor >= 0),
               "triplet_mine: give either ranks or per_anchor, not both");
-  TripletRows rows;
-  rows.candidates = build_candidates(query.contiguous(), query_labels, query_self,
-                                     refs.contiguous(), ref_labels, extra.contiguous(),
-                                     extra_labels, positive_fraction, squared);
-  rows.rule = rule;
-  rows.margin = margin;
-  count_rows(rows);
+  TripletRows rows = counted_problem(query, query_labels, query_self, refs, ref_labels, extra,
+                                     extra_labels, margin, rule, positive_fraction, squared);
   const at::Tensor counts = rows.counts;
   const at::Tensor ends = counts.cumsum(0);
   rows.first_rank = ends - counts;
