@@ -103,26 +103,30 @@ struct PositiveRange {
   FGO_HOST_DEVICE int64_t size() const { return end > begin ? end - begin : 0; }
 };
 
+// First j in [0, n) with pred(j) true, for a pred that is false then true (n if never).
+template <typename Pred>
+FGO_HOST_DEVICE int64_t first_true(int64_t n, Pred pred) {
+  int64_t lo = 0, hi = n;
+  while (lo < hi) {
+    const int64_t mid = lo + (hi - lo) / 2;
+    if (pred(mid)) hi = mid; else lo = mid + 1;
+  }
+  return lo;
+}
+
 // The kept positives j whose triplet (j, n) has a positive hinge and is kept by the rule
 // ('all' and 'hardest' count as 'violating' here: only positive hinges carry loss).
 template <typename T>
 FGO_HOST_DEVICE PositiveRange loss_range(const AnchorCandidates<T>& c, T d_an, int64_t rule,
                                          T margin) {
-  int64_t lo = 0, hi = c.num_pos;  // first j that violates
-  while (lo < hi) {
-    const int64_t mid = lo + (hi - lo) / 2;
-    if (violates(c.pos_dist[mid], d_an, margin)) hi = mid; else lo = mid + 1;
-  }
-  PositiveRange range{lo, c.num_pos};
-  if (rule == kSemihard) {  // and d_ap < d_an: j below the first positive not nearer than n
-    int64_t l2 = 0, h2 = c.num_pos;
-    while (l2 < h2) {
-      const int64_t mid = l2 + (h2 - l2) / 2;
-      if (c.pos_dist[mid] < d_an) l2 = mid + 1; else h2 = mid;
-    }
-    range.end = l2;
-  }
-  return range;
+  const T* d_ap = c.pos_dist;
+  const int64_t begin =
+      first_true(c.num_pos, [=](int64_t j) { return violates(d_ap[j], d_an, margin); });
+  // semihard also needs d_ap < d_an: j below the first positive not nearer than n
+  const int64_t end = rule == kSemihard
+                          ? first_true(c.num_pos, [=](int64_t j) { return !(d_ap[j] < d_an); })
+                          : c.num_pos;
+  return {begin, end};
 }
 
 // 'hardest': the farthest kept positive (first index among equal distances, as torch.max
