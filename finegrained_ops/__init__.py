@@ -2,7 +2,7 @@
 
 Importing the package loads the compiled extension; a missing build is a loud ImportError.
 """
-from . import _native, data, metrics, nn, ops, reference
+from . import _native, data, metrics, nn, ops, reference, train
 from ._native import BUILD_INFO
 from .ops import (class_balanced_loss, class_balanced_weights, compact_bilinear_pooling,
                   draw_hashes, effective_number, estimate_gamma, kernel_pooling, mine_from_bank,
@@ -28,5 +28,6 @@ __all__ = [
     "rbf_alpha",
     "reference",
     "signed_sqrt",
+    "train",
     "triplet_margin_loss",
 ]

@@ -1,4 +1,6 @@
 """Test helpers shared by the op tests."""
+import socket
+
 import torch
 
 
@@ -16,3 +18,10 @@ def check_gradients(fn, inputs, gradgrad=False, **kwargs):
     if gradgrad:
         assert torch.autograd.gradgradcheck(fn, inputs, **kwargs)
     return True
+
+
+def free_port():
+    """A free TCP port on localhost for a torch.distributed rendezvous."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]

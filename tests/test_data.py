@@ -155,6 +155,9 @@ def test_hierarchical_groups_are_nested_and_cover_all_classes():
     level1 = tree.assignments[1]
     for c in range(4):
         assert len(set(level1[fine_to_coarse == c].tolist())) == 1
+    # A last level of one class per group (scipy's multi-count cut_tree got this one wrong).
+    leaves = data.hierarchical_groups(data.class_similarity(features, fine), (4, 20))
+    assert leaves.groups(2) == [[c] for c in range(20)]
     with pytest.raises(ValueError, match="strictly increasing"):
         data.hierarchical_groups(torch.eye(5), (3, 2))
 

@@ -2,7 +2,6 @@
 pytorch-metric-learning, gradients, dtypes, determinism, torch.compile, distributed mining,
 the anchor-point classifier and bad input."""
 import os
-import socket
 
 import pytest
 import torch
@@ -18,7 +17,7 @@ from finegrained_ops.nn.anchor_points import kmeans
 from finegrained_ops.ops.triplet import (_triplet_count, _triplet_margin_loss, _triplet_mine,
                                          sample_ranks)
 
-from .helpers import check_gradients
+from .helpers import check_gradients, free_port
 
 RULES = ["violating", "semihard", "hardest", "all"]
 REDUCTIONS = ["mean_nonzero", "mean", "sum"]
@@ -291,12 +290,6 @@ def test_torch_compile_fullgraph_and_opcheck():
                           test_utils=("test_schema", "test_faketensor"))
 
 
-def _free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def _distributed_worker(rank, world, port, emb, labels, results):
     import torch.distributed as dist
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
@@ -317,7 +310,7 @@ def test_distributed_mining_equals_single_process():
     world = 2
     with mp.Manager() as manager:
         results = manager.dict()
-        mp.spawn(_distributed_worker, args=(world, _free_port(), emb, labels, results),
+        mp.spawn(_distributed_worker, args=(world, free_port(), emb, labels, results),
                  nprocs=world, join=True)
         results = dict(results)
     x = emb.clone().requires_grad_()

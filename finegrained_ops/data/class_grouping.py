@@ -112,9 +112,10 @@ def hierarchical_groups(similarity, group_counts=(4, 7, 18)):
         dist = (diag[:, None] + diag[None, :] - 2 * s).clamp_min(0).sqrt().numpy()
         np.fill_diagonal(dist, 0.0)
         tree = linkage(squareform(dist, checks=False), method="average")
-        cuts = cut_tree(tree, n_clusters=counts)  # (k, len(counts)), nested by construction
-        assignments += [_renumber(torch.from_numpy(cuts[:, i].astype(np.int64)))
-                        for i in range(len(counts))]
+        # One cut per count (cuts of one dendrogram are nested by construction); scipy's
+        # cut_tree given several counts at once returns a wrong column when one count is k.
+        assignments += [_renumber(torch.from_numpy(cut_tree(tree, n_clusters=[c])[:, 0]
+                                                   .astype(np.int64))) for c in counts]
     elif counts:  # a single class: every level is one group
         assignments += [torch.zeros(k, dtype=torch.int64) for _ in counts]
     return ClassTree(tuple(assignments))

@@ -1,0 +1,241 @@
+"""A small training loop: progress bar, AMP, gradient clipping, resumable checkpoints and
+DistributedDataParallel when torch.distributed is initialised (DESIGN §6)."""
+import math
+import os
+import time
+
+import torch
+import torch.distributed as dist
+from torch import nn
+from torch.utils.data import (BatchSampler, DataLoader, DistributedSampler, RandomSampler,
+                              SequentialSampler)
+
+AMP_DTYPES = {"bf16": torch.bfloat16, "bfloat16": torch.bfloat16, torch.bfloat16: torch.bfloat16,
+              "fp16": torch.float16, "float16": torch.float16, torch.float16: torch.float16}
+
+
+class _ModelWithLoss(nn.Module):
+    """model and loss as one module, so DDP also synchronises a loss with parameters (an
+    anchor-point classifier, class-balanced weights)."""
+
+    def __init__(self, model, loss_fn):
+        super().__init__()
+        self.model, self.loss_fn = model, loss_fn
+
+    def forward(self, inputs, target):
+        return self.loss_fn(self.model(inputs), target)
+
+
+def fit(model, loss_fn, train_loader, optimizer, epochs, scheduler=None, amp=None,
+        grad_clip=None, device=None, eval_fn=None, checkpoint=None, progress=True):
+    """Train ``model`` for ``epochs`` epochs and return the per-epoch history.
+
+    Each batch from ``train_loader`` is ``(inputs, target)``; ``target`` may be a tensor or a
+    tuple/list of tensors. Both go to ``device`` and the step minimises
+    ``loss_fn(model(inputs), target)`` (a 0-dim tensor).
+
+    Args:
+        model: the nn.Module to train (in place).
+        loss_fn: callable or nn.Module; its parameters, if any, must be in ``optimizer``.
+        optimizer: a torch optimizer; scheduler: stepped once per epoch when given.
+        amp: None (full precision), 'bf16' or 'fp16' (CUDA only; uses a GradScaler).
+        grad_clip: None, a float c (clip every gradient element to [-c, c], as the
+            kernel-pooling paper does with c = 1) or ('norm', max_norm).
+        device: where to train; default: the device of the model's first parameter.
+        eval_fn: called as ``eval_fn(model)`` after every epoch; a dict of numbers, stored in
+            the history.
+        checkpoint: a path. After every epoch the model, optimizer, scheduler, scaler and
+            history are saved there (rank 0); when the file exists, training resumes after its
+            last epoch. Loaded with ``weights_only=True``.
+        progress: a tqdm bar per epoch (rank 0) with the running loss and samples/s.
+
+    Distributed: when torch.distributed is initialised, the model and loss are wrapped in
+    DistributedDataParallel, a loader with the default sequential/random sampler gets a
+    DistributedSampler instead (same batch size per rank), and ``set_epoch`` is called on
+    the sampler (ours split the sequence across ranks by themselves). Losses are averaged
+    over ranks in the history.
+
+    Returns:
+        list of dicts, one per epoch: epoch, loss (mean over batches), samples_per_s, lr, and
+        eval_fn's entries.
+    """
+    _check_fit_args(epochs, grad_clip)
+    amp_dtype = _amp_dtype(amp)
+    device = torch.device(device) if device is not None else _model_device(model)
+    if amp_dtype == torch.float16 and device.type != "cuda":
+        raise ValueError("amp='fp16' needs CUDA; use amp='bf16' on the CPU")
+    model.to(device)
+    if isinstance(loss_fn, nn.Module):
+        loss_fn.to(device)
+    distributed = dist.is_available() and dist.is_initialized()
+    step_module = _ModelWithLoss(model, loss_fn)
+    if distributed:
+        step_module = nn.parallel.DistributedDataParallel(
+            step_module, device_ids=[device.index] if device.type == "cuda" else None)
+        train_loader = _rank_aware(train_loader)
+    scaler = torch.amp.GradScaler("cuda", enabled=amp_dtype == torch.float16)
+    is_main = not distributed or dist.get_rank() == 0
+
+    history, start = [], 0
+    if checkpoint is not None and os.path.exists(checkpoint):
+        state = torch.load(checkpoint, map_location=device, weights_only=True)
+        model.load_state_dict(state["model"])
+        if isinstance(loss_fn, nn.Module):
+            loss_fn.load_state_dict(state["loss_fn"])
+        optimizer.load_state_dict(state["optimizer"])
+        if scheduler is not None:
+            scheduler.load_state_dict(state["scheduler"])
+        scaler.load_state_dict(state["scaler"])
+        history, start = state["history"], len(state["history"])
+
+    for epoch in range(start, epochs):
+        for sampler in (getattr(train_loader, "sampler", None),
+                        getattr(train_loader, "batch_sampler", None)):
+            if hasattr(sampler, "set_epoch"):
+                sampler.set_epoch(epoch)
+        model.train()
+        total = torch.zeros((), dtype=torch.float64, device=device)
+        batches, samples, began = 0, 0, time.perf_counter()
+        progress_on = progress and is_main
+        bar = _progress(train_loader, epoch, epochs) if progress_on else train_loader
+        for inputs, target in bar:
+            inputs, target = _to(inputs, device), _to(target, device)
+            with torch.autocast(device.type, dtype=amp_dtype or torch.float32,
+                                enabled=amp_dtype is not None):
+                loss = step_module(inputs, target)
+            if loss.dim() != 0:
+                raise ValueError(f"loss_fn must return a 0-dim tensor, got shape {tuple(loss.shape)}")
+            optimizer.zero_grad(set_to_none=True)
+            scaler.scale(loss).backward()
+            if grad_clip is not None:
+                scaler.unscale_(optimizer)
+                _clip(optimizer, grad_clip)
+            scaler.step(optimizer)
+            scaler.update()
+            total += loss.detach().double()
+            batches += 1
+            samples += len(inputs)
+            if progress_on:
+                bar.set_postfix(loss=f"{float(total) / batches:.4f}",
+                                samples_s=f"{samples / (time.perf_counter() - began):.0f}")
+        if scheduler is not None:
+            scheduler.step()
+        record = {"epoch": epoch, "loss": _mean_over_ranks(total, batches, distributed),
+                  "samples_per_s": samples / (time.perf_counter() - began),
+                  "lr": optimizer.param_groups[0]["lr"]}
+        if eval_fn is not None:
+            with torch.no_grad():
+                record.update({k: float(v) for k, v in eval_fn(model).items()})
+        history.append(record)
+        if checkpoint is not None and is_main:
+            state = {"model": model.state_dict(), "optimizer": optimizer.state_dict(),
+                     "scaler": scaler.state_dict(), "history": history}
+            if isinstance(loss_fn, nn.Module):
+                state["loss_fn"] = loss_fn.state_dict()
+            if scheduler is not None:
+                state["scheduler"] = scheduler.state_dict()
+            torch.save(state, checkpoint + ".tmp")
+            os.replace(checkpoint + ".tmp", checkpoint)
+    return history
+
+
+@torch.no_grad()
+def extract_features(model, loader, device=None, amp=None):
+    """Run ``model`` in eval mode over ``loader`` and concatenate its outputs.
+
+    Batches are ``inputs`` or ``(inputs, labels, ...)``. Returns ``(features, labels)``:
+    features (N, ...) float32 on the CPU, labels (N,) or None when the batches carry none.
+    The model's train/eval mode is restored afterwards.
+    """
+    amp_dtype = _amp_dtype(amp)
+    device = torch.device(device) if device is not None else _model_device(model)
+    was_training = model.training
+    model.eval()
+    features, labels = [], []
+    try:
+        for batch in loader:
+            inputs = batch[0] if isinstance(batch, (tuple, list)) else batch
+            with torch.autocast(device.type, dtype=amp_dtype or torch.float32,
+                                enabled=amp_dtype is not None):
+                features.append(model(_to(inputs, device)).float().cpu())
+            if isinstance(batch, (tuple, list)) and len(batch) > 1:
+                labels.append(torch.as_tensor(batch[1]).cpu())
+    finally:
+        model.train(was_training)
+    if not features:
+        raise ValueError("loader yielded no batches")
+    return torch.cat(features), (torch.cat(labels) if labels else None)
+
+
+def _check_fit_args(epochs, grad_clip):
+    if not (isinstance(epochs, int) and not isinstance(epochs, bool) and epochs >= 0):
+        raise ValueError(f"epochs must be an int >= 0, got {epochs!r}")
+    if grad_clip is None:
+        return
+    if isinstance(grad_clip, tuple):
+        ok = len(grad_clip) == 2 and grad_clip[0] == "norm" and _positive(grad_clip[1])
+    else:
+        ok = _positive(grad_clip)
+    if not ok:
+        raise ValueError(f"grad_clip must be None, a positive float or ('norm', max_norm), "
+                         f"got {grad_clip!r}")
+
+
+def _positive(x):
+    return isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x) and x > 0
+
+
+def _amp_dtype(amp):
+    if amp is None or amp is False:
+        return None
+    if amp not in AMP_DTYPES:
+        raise ValueError(f"amp must be None, 'bf16' or 'fp16', got {amp!r}")
+    return AMP_DTYPES[amp]
+
+
+def _model_device(model):
+    param = next(iter(model.parameters()), None)
+    return param.device if param is not None else torch.device("cpu")
+
+
+def _to(x, device):
+    if isinstance(x, torch.Tensor):
+        return x.to(device, non_blocking=True)
+    if isinstance(x, (tuple, list)):
+        return type(x)(_to(t, device) for t in x)
+    return x
+
+
+def _clip(optimizer, grad_clip):
+    params = [p for group in optimizer.param_groups for p in group["params"] if p.grad is not None]
+    if isinstance(grad_clip, tuple):
+        nn.utils.clip_grad_norm_(params, grad_clip[1])
+    else:
+        nn.utils.clip_grad_value_(params, grad_clip)
+
+
+def _rank_aware(loader):
+    """A loader with the default sampler gets a DistributedSampler; others are kept."""
+    if (type(loader.batch_sampler) is not BatchSampler
+            or not isinstance(loader.sampler, (SequentialSampler, RandomSampler))):
+        return loader
+    sampler = DistributedSampler(loader.dataset, shuffle=isinstance(loader.sampler, RandomSampler))
+    return DataLoader(loader.dataset, batch_size=loader.batch_size, sampler=sampler,
+                      num_workers=loader.num_workers, collate_fn=loader.collate_fn,
+                      pin_memory=loader.pin_memory, drop_last=loader.drop_last)
+
+
+def _mean_over_ranks(total, batches, distributed):
+    stats = torch.stack([total, torch.tensor(float(batches), dtype=torch.float64,
+                                             device=total.device)])
+    if distributed:
+        dist.all_reduce(stats)
+    return float(stats[0] / stats[1]) if stats[1] > 0 else float("nan")
+
+
+def _progress(loader, epoch, epochs):
+    from tqdm.auto import tqdm
+    # tqdm is given the started iterator: handing it the loader itself would draw from the
+    # loader's generator first and change the shuffle order with the bar on
+    return tqdm(iter(loader), total=len(loader), desc=f"epoch {epoch + 1}/{epochs}",
+                leave=False, dynamic_ncols=True)
