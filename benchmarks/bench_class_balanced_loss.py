@@ -2,9 +2,10 @@
 the usual unfused PyTorch composition (one_hot, BCE-with-logits, exp/log1p modulator, as in
 the popular PyTorch ports of the official code).
 
-    python benchmarks/bench_class_balanced_loss.py [--device cpu|cuda] [--json PATH]
+    python benchmarks/bench_class_balanced_loss.py [--device cpu|cuda] [--quick] [--json PATH]
 
-Prints the median time, how many times faster native is, and the extra peak memory.
+Prints the median time, how many times faster native is, and the extra peak memory. The suite
+(benchmarks/run_all.py) also runs scaling(): cost against the number of classes C.
 """
 import functools
 import os
@@ -14,10 +15,13 @@ import torch
 import torch.nn.functional as F
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from common import machine, measure, parse_args, print_table, save  # noqa: E402
+from common import compare, machine, parse_args, print_table, ratio_row, save  # noqa: E402
 
 SHAPES = [(512, 8142), (128, 1000)]  # iNaturalist-2018 classes; ImageNet classes
+QUICK_SHAPES = [(128, 1000)]
 LOSS_TYPES = ["focal", "sigmoid", "softmax"]
+CANDIDATES = ("native", "reference", "unfused")
+SCALING_C = [100, 1000, 8142, 32768]   # at N=256, focal
 BETA, GAMMA = 0.9999, 0.5
 
 
@@ -73,24 +77,35 @@ def check_agreement(device):
         assert torch.allclose(a, b, rtol=1e-10), (loss_type, a.item(), b.item())
 
 
+def _cases(cases, device, repeats):
+    """{(N, C, loss_type): {candidate: result}}, in one child process."""
+    return compare({case: {cand: functools.partial(setup, cand, *case) for cand in CANDIDATES}
+                    for case in cases}, device, repeats)
+
+
+def comparison(device, quick=False, repeats=10):
+    """Rows of the main table: native vs reference vs unfused, every loss type."""
+    cases = [(n, c, t) for n, c in (QUICK_SHAPES if quick else SHAPES) for t in LOSS_TYPES]
+    results = _cases(cases, device, repeats)
+    return [ratio_row({"case": f"{t} N x C={n}x{c}", "impl": cand}, r)
+            for n, c, t in cases for cand, r in results[(n, c, t)].items()]
+
+
+def scaling(device, quick=False, repeats=5):
+    """{sweep: {impl: [(C, median_ms, peak_mib)]}} for the focal loss at N=256."""
+    classes = SCALING_C[:3 if quick else 4]
+    results = _cases([(256, c, "focal") for c in classes], device, repeats)
+    return {"classes C": {cand: [(c, results[(256, c, "focal")][cand]["median_ms"],
+                                  results[(256, c, "focal")][cand]["peak_mib"]) for c in classes]
+                          for cand in CANDIDATES}}
+
+
 def main():
     args = parse_args(__doc__)
     check_agreement(args.device)
-    rows = []
-    for n, c in SHAPES:
-        for loss_type in LOSS_TYPES:
-            results = {cand: measure(functools.partial(setup, cand, n, c, loss_type), args.device,
-                                     repeats=args.repeats)
-                       for cand in ("native", "reference", "unfused")}
-            base = results["native"]
-            for cand, r in results.items():
-                rows.append({"N x C": f"{n}x{c}", "loss": loss_type, "impl": cand,
-                             "median ms": f"{r['median_ms']:.2f}",
-                             "native speedup": f"{r['median_ms'] / base['median_ms']:.1f}x",
-                             "peak MiB": f"{r['peak_mib']:.1f}",
-                             "_raw": r})
+    rows = comparison(args.device, args.quick, args.repeats)
     print(f"class_balanced_loss forward+backward on {args.device}: {machine()}")
-    print_table(rows, ["N x C", "loss", "impl", "median ms", "native speedup", "peak MiB"])
+    print_table(rows)
     if args.json:
         save(args.json, args.device, rows)
 

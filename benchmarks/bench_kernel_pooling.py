@@ -3,9 +3,10 @@ inverse FFT per image and order, spectra recomputed in the backward) vs the in-p
 reference, which is the usual vectorised PyTorch version (count sketch by index_add, rfft,
 running product and irfft at every location, then the mean; autograd keeps it all).
 
-    python benchmarks/bench_kernel_pooling.py [--device cpu|cuda] [--json PATH]
+    python benchmarks/bench_kernel_pooling.py [--device cpu|cuda] [--quick] [--json PATH]
 
-Prints the median time, how many times faster native is, and the extra peak memory.
+Prints the median time, how many times faster native is, and the extra peak memory. The suite
+(benchmarks/run_all.py) also runs scaling(): cost against locations L and sketch size d.
 """
 import functools
 import os
@@ -14,13 +15,16 @@ import sys
 import torch
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from common import machine, measure, parse_args, print_table, save  # noqa: E402
+from common import compare, machine, parse_args, print_table, ratio_row, save  # noqa: E402
 
 # (name, N, H*W, C, d, p): the thesis configuration (VGG-16 conv5_3), ResNet-50's C = 2048,
 # and on CUDA a larger batch at 448 x 448 input resolution.
 CONFIGS = [("VGG-16", 8, 14 * 14, 512, 4096, 4), ("ResNet-50", 8, 14 * 14, 2048, 4096, 4)]
 CUDA_CONFIGS = [("VGG-16 448px", 32, 28 * 28, 512, 4096, 4)]
+QUICK_CONFIGS = [("small", 4, 7 * 7, 256, 1024, 3)]
 CANDIDATES = ("native", "reference")
+# scaling sweeps at N=4, C=256, p=3: L at d=1024, then d at L=49
+SCALING_L, SCALING_D = [16, 49, 196, 784], [256, 1024, 4096, 16384]
 
 
 def setup(candidate, n, locations, channels, dim, order, device):
@@ -59,26 +63,41 @@ def check_agreement(device):
         assert torch.allclose(a, b, rtol=1e-10, atol=1e-12 * b.abs().max().item())
 
 
+def _cases(shapes, device, repeats):
+    """{shape: {candidate: result}} for (N, L, C, d, p) shapes, in one child process."""
+    return compare({shape: {c: functools.partial(setup, c, *shape) for c in CANDIDATES}
+                    for shape in shapes}, device, repeats)
+
+
+def comparison(device, quick=False, repeats=10):
+    """Rows of the main table: native vs reference at the configured shapes."""
+    configs = QUICK_CONFIGS if quick else CONFIGS + (CUDA_CONFIGS if device == "cuda" else [])
+    results = _cases([tuple(c[1:]) for c in configs], device, repeats)
+    rows = []
+    for name, *shape in configs:
+        for cand, r in results[tuple(shape)].items():
+            rows.append(ratio_row({"case": f"{name} N,L,C,d,p={','.join(map(str, shape))}",
+                                   "impl": cand}, r))
+    return rows
+
+
+def scaling(device, quick=False, repeats=5):
+    """{sweep: {impl: [(x, median_ms, peak_mib)]}} against L (d=1024) and d (L=49)."""
+    sweeps = {"locations L": [(x, (4, x, 256, 1024, 3)) for x in SCALING_L[:3 if quick else 4]],
+              "sketch size d": [(x, (4, 49, 256, x, 3)) for x in SCALING_D[:3 if quick else 4]]}
+    results = _cases({shape for points in sweeps.values() for _, shape in points}, device,
+                     repeats)
+    return {sweep: {c: [(x, results[shape][c]["median_ms"], results[shape][c]["peak_mib"])
+                        for x, shape in points] for c in CANDIDATES}
+            for sweep, points in sweeps.items()}
+
+
 def main():
     args = parse_args(__doc__)
     check_agreement(args.device)
-    configs = CONFIGS + (CUDA_CONFIGS if args.device == "cuda" else [])
-    rows = []
-    for name, n, locations, channels, dim, order in configs:
-        results = {cand: measure(functools.partial(setup, cand, n, locations, channels, dim,
-                                                   order), args.device, repeats=args.repeats)
-                   for cand in CANDIDATES}
-        base = results["native"]
-        for cand, r in results.items():
-            rows.append({"config": name, "N,L,C,d,p": f"{n},{locations},{channels},{dim},{order}",
-                         "impl": cand, "median ms": f"{r['median_ms']:.1f}",
-                         "native speedup": f"{r['median_ms'] / base['median_ms']:.1f}x",
-                         "peak MiB": f"{r['peak_mib']:.1f}",
-                         "native memory saving": f"{r['peak_mib'] / max(base['peak_mib'], 0.1):.0f}x",
-                         "_raw": r})
+    rows = comparison(args.device, args.quick, args.repeats)
     print(f"kernel_pooling forward+backward on {args.device}: {machine()}")
-    print_table(rows, ["config", "N,L,C,d,p", "impl", "median ms", "native speedup", "peak MiB",
-                       "native memory saving"])
+    print_table(rows)
     if args.json:
         save(args.json, args.device, rows)
 

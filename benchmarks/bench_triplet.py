@@ -2,11 +2,12 @@
 pytorch-metric-learning's TripletMarginLoss (all triplets, AvgNonZero, LpDistance(power=2)),
 at D=128 with 32 samples per class; then bank mining (quasi-online sampling) at N=50 000.
 
-    python benchmarks/bench_triplet.py [--device cpu|cuda] [--repeats N] [--json PATH]
+    python benchmarks/bench_triplet.py [--device cpu|cuda] [--quick] [--repeats N] [--json PATH]
 
 Prints median times, how many times faster native is, and the peak memory of each step.
 The reference (cubic memory) runs at the smallest batch only, PML up to B=1024 (beyond, its
-B x B x B mask passes INT_MAX and it falls back to a Python loop over anchors).
+B x B x B mask passes INT_MAX and it falls back to a Python loop over anchors). The suite
+(benchmarks/run_all.py) also runs scaling(): cost and memory against the batch size B.
 """
 import functools
 import os
@@ -15,11 +16,15 @@ import sys
 import torch
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from common import machine, measure, parse_args, print_table, save  # noqa: E402
+from common import (compare, machine, measure, parse_args, print_table, ratio_row,  # noqa: E402
+                    save)
 
 DIM, PER_CLASS, MARGIN = 128, 32, 0.2
 BATCHES = {"cpu": [256, 1024, 4096], "cuda": [256, 1024, 4096, 8192]}
-REFERENCE_MAX_B, PML_MAX_B = 256, 1024
+QUICK_BATCHES = [128]
+REFERENCE_MAX_B, PML_MAX_B = 256, 1024   # the reference's (B, B, B) cube: 3.4 GiB at 256
+SCALING_B = [64, 128, 256, 512, 1024, 2048]
+PML = "pytorch-metric-learning"
 BANK_SIZE, BANK_CLASSES, BANK_QUERIES, PER_ANCHOR = 50_000, 100, [1024, 4096], 10
 
 
@@ -85,36 +90,44 @@ def check_agreement(device):
     assert triplets[0].numel() > 0
 
 
+def _cases(batches, device, repeats, reference_max_b=REFERENCE_MAX_B):
+    """{B: {candidate: result}}: the reference up to reference_max_b, PML up to PML_MAX_B."""
+    cases = {b: {c: functools.partial(setup_loss, c, b)
+                 for c in ["native"] + (["reference"] if b <= reference_max_b else [])
+                 + ([PML] if b <= PML_MAX_B else [])} for b in batches}
+    return compare(cases, device, repeats, slow=("reference", PML))
+
+
+def comparison(device, quick=False, repeats=10):
+    """Rows of the main table: the loss vs reference and PML; bank mining (full run only)."""
+    batches = QUICK_BATCHES if quick else BATCHES[device]
+    results = _cases(batches, device, repeats)
+    rows = [ratio_row({"case": f"loss B={b}", "impl": cand}, r)
+            for b in batches for cand, r in results[b].items()]
+    for queries in [] if quick else BANK_QUERIES:
+        r = measure(functools.partial(setup_bank, queries), device, repeats=1, warmup=1)
+        r.update(speedup=1.0, memory_ratio=1.0)
+        rows.append(ratio_row({"case": f"bank N={BANK_SIZE} Q={queries} k={PER_ANCHOR}",
+                               "impl": "native"}, r))
+    return rows
+
+
+def scaling(device, quick=False, repeats=5):
+    """{sweep: {impl: [(B, median_ms, peak_mib)]}}: ours O(B^2) memory vs PML's O(B^3)."""
+    batches = SCALING_B[:4 if quick else 6]
+    results = _cases(batches, device, repeats, reference_max_b=64 if quick else 128)
+    return {"batch size B": {c: [(b, results[b][c]["median_ms"], results[b][c]["peak_mib"])
+                                 for b in batches if c in results[b]]
+                             for c in ("native", "reference", PML)}}
+
+
 def main():
     args = parse_args(__doc__)
     check_agreement(args.device)
-    rows = []
-    for b in BATCHES[args.device]:
-        candidates = ["native"]
-        if b <= REFERENCE_MAX_B:
-            candidates.append("reference")
-        if b <= PML_MAX_B:
-            candidates.append("pytorch-metric-learning")
-        results = {c: measure(functools.partial(setup_loss, c, b), args.device,
-                              repeats=args.repeats if c == "native" else 3, warmup=1)
-                   for c in candidates}
-        base = results["native"]
-        for candidate, r in results.items():
-            rows.append({"case": f"loss B={b}", "impl": candidate,
-                         "median ms": f"{r['median_ms']:.1f}",
-                         "native speedup": f"{r['median_ms'] / base['median_ms']:.1f}x",
-                         "peak MiB": f"{r['peak_mib']:.1f}",
-                         "native memory saving": f"{r['peak_mib'] / max(base['peak_mib'], 0.1):.0f}x",
-                         "_raw": r})
-    for queries in BANK_QUERIES:
-        r = measure(functools.partial(setup_bank, queries), args.device, repeats=1, warmup=1)
-        rows.append({"case": f"bank N={BANK_SIZE} Q={queries} k={PER_ANCHOR}", "impl": "native",
-                     "median ms": f"{r['median_ms']:.0f}", "native speedup": "-",
-                     "peak MiB": f"{r['peak_mib']:.1f}", "native memory saving": "-", "_raw": r})
+    rows = comparison(args.device, args.quick, args.repeats)
     print(f"triplet mining + loss + backward on {args.device} (D={DIM}, {PER_CLASS} per class): "
           f"{machine()}")
-    print_table(rows, ["case", "impl", "median ms", "native speedup", "peak MiB",
-                       "native memory saving"])
+    print_table(rows)
     if args.json:
         save(args.json, args.device, rows)
 

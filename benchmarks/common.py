@@ -18,7 +18,7 @@ import time
 import torch
 
 
-def _measure(setup, device, repeats, warmup, queue):
+def _measure_one(setup, device, repeats, warmup):
     step, inputs = setup(device)
     for _ in range(warmup):  # one-time costs (thread pools, library buffers) are not the step's
         step(*inputs)
@@ -44,7 +44,11 @@ def _measure(setup, device, repeats, warmup, queue):
         peak = torch.cuda.max_memory_allocated() - base
     else:
         peak = (_peak_rss() - base_rss) * 1024
-    queue.put({"median_ms": statistics.median(times) * 1e3, "peak_mib": peak / 2**20})
+    return {"median_ms": statistics.median(times) * 1e3, "peak_mib": peak / 2**20}
+
+
+def _measure_all(jobs, device, queue):
+    queue.put([_measure_one(setup, device, repeats, warmup) for setup, repeats, warmup in jobs])
 
 
 def _rss_field(name):
@@ -71,13 +75,21 @@ def _peak_rss():
 
 def measure(setup, device="cpu", repeats=10, warmup=3):
     """Run `setup(device) -> (step, inputs)` in a child process; time `step(*inputs)`.
+    Returns {'median_ms', 'peak_mib'}."""
+    return measure_many([(setup, repeats, warmup)], device)[0]
+
+
+def measure_many(jobs, device="cpu"):
+    """Measure several (setup, repeats, warmup) jobs one after the other in one child process
+    (one interpreter start for all); each job's peak is taken after its own warm-up, so the
+    jobs before it do not count. Returns a list of {'median_ms', 'peak_mib'}.
 
     The child's malloc returns every block of 64 KiB or more to the OS when freed, so its RSS
     follows live memory and the peak after the warm-up is the step's own.
     """
     ctx = mp.get_context("spawn")
     queue = ctx.Queue()
-    proc = ctx.Process(target=_measure, args=(setup, device, repeats, warmup, queue))
+    proc = ctx.Process(target=_measure_all, args=(jobs, device, queue))
     previous = os.environ.get("MALLOC_MMAP_THRESHOLD_")
     os.environ["MALLOC_MMAP_THRESHOLD_"] = "65536"
     try:
@@ -92,6 +104,25 @@ def measure(setup, device="cpu", repeats=10, warmup=3):
     return result
 
 
+def compare(cases, device, repeats=10, warmup=3, slow=(), slow_repeats=3):
+    """Measure several cases {case: {candidate: setup}} (native first in each) in one child
+    process; returns {case: {candidate: {'median_ms', 'peak_mib', 'speedup',
+    'memory_ratio'}}}, the ratios being the candidate's over native's (how many times faster
+    / leaner native is). Candidates named in `slow` get one warm-up and `slow_repeats`."""
+    keys = [(case, name) for case, setups in cases.items() for name in setups]
+    jobs = [(cases[case][name], slow_repeats if name in slow else repeats,
+             1 if name in slow else warmup) for case, name in keys]
+    results = {case: {} for case in cases}
+    for (case, name), r in zip(keys, measure_many(jobs, device)):
+        results[case][name] = r
+    for per_case in results.values():
+        base = next(iter(per_case.values()))
+        for r in per_case.values():
+            r["speedup"] = r["median_ms"] / base["median_ms"]
+            r["memory_ratio"] = r["peak_mib"] / max(base["peak_mib"], 0.1)
+    return results
+
+
 def machine():
     info = {"python": platform.python_version(), "torch": torch.__version__,
             "threads": torch.get_num_threads(), "cpu": platform.processor() or platform.machine()}
@@ -100,7 +131,20 @@ def machine():
     return info
 
 
-def print_table(rows, columns):
+def ratio_row(fields, result):
+    """A table row: `fields`, then the candidate's time, memory and native's advantage."""
+    return {**fields, "median ms": f"{result['median_ms']:.2f}",
+            "native speedup": f"{result['speedup']:.1f}x",
+            "peak MiB": f"{result['peak_mib']:.1f}",
+            "native memory saving": f"{result['memory_ratio']:.1f}x", "_raw": result}
+
+
+def columns_of(rows):
+    return [c for c in rows[0] if not c.startswith("_")]
+
+
+def print_table(rows, columns=None):
+    columns = columns or columns_of(rows)
     widths = [max(len(c), *(len(str(r[c])) for r in rows)) for c in columns]
     print("  ".join(c.ljust(w) for c, w in zip(columns, widths)))
     for r in rows:
@@ -108,9 +152,10 @@ def print_table(rows, columns):
 
 
 def parse_args(doc):
-    """The options every benchmark script takes: --device, --repeats, --json."""
+    """The options every benchmark script takes: --device, --quick, --repeats, --json."""
     parser = argparse.ArgumentParser(description=doc.splitlines()[0])
     parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
+    parser.add_argument("--quick", action="store_true", help="small shapes only")
     parser.add_argument("--repeats", type=int, default=10)
     parser.add_argument("--json", help="write the results here")
     return parser.parse_args()

@@ -71,7 +71,9 @@ class SuperClassInstanceLoss(nn.Module):
             return loss
         if self.within_super:
             members = self.super_members[super_labels]                      # (B, n_b max)
-            weights = self.instance_weight[members.clamp_min(0)]             # (B, n_b, dim)
+            # F.embedding: its backward sums repeated rows in a fixed order (indexing's
+            # accumulate does not promise that on every backend)
+            weights = F.embedding(members.clamp_min(0), self.instance_weight)  # (B, n_b, dim)
             logits = torch.einsum("bd,bkd->bk", features, weights.to(features.dtype))
             logits = logits.masked_fill(members < 0, float("-inf"))
             instance_loss = F.cross_entropy(logits, self.position_in_super[instance_ids])

@@ -1,0 +1,31 @@
+"""Smoke test of ``python -m finegrained_ops bench --quick``: every op is checked against its
+reference, timed against its peers, swept for the scaling curves and reported."""
+import json
+import os
+import subprocess
+import sys
+
+
+def test_bench_quick_writes_json_markdown_and_plots(tmp_path):
+    out = tmp_path / "bench"
+    run = subprocess.run([sys.executable, "-m", "finegrained_ops", "bench", "--quick", "--out",
+                          str(out)], capture_output=True, text=True, timeout=600)
+    assert run.returncode == 0, run.stderr[-3000:]
+    payload = json.loads((out / "bench-cpu.json").read_text())
+    assert set(payload["ops"]) == {"kernel_pooling", "triplet", "class_balanced_loss"}
+    impls = {op: {r["impl"] for r in res["rows"]} for op, res in payload["ops"].items()}
+    assert impls["triplet"] == {"native", "reference", "pytorch-metric-learning"}
+    assert impls["class_balanced_loss"] == {"native", "reference", "unfused"}
+    assert impls["kernel_pooling"] == {"native", "reference"}
+    for res in payload["ops"].values():
+        assert all(r["median_ms"] > 0 for r in res["rows"])
+        for series in res["scaling"].values():
+            assert len(series["native"]) >= 3
+    markdown = (out / "bench-cpu.md").read_text()
+    for op in payload["ops"]:
+        plot = f"scaling-{op}-cpu.png"
+        assert f"]({plot})" in markdown and os.path.getsize(out / plot) > 5000
+    assert "native speedup" in run.stdout
+    bad = subprocess.run([sys.executable, "-m", "finegrained_ops", "bench", "--ops", "nope"],
+                         capture_output=True, text=True)
+    assert bad.returncode == 2 and "invalid choice" in bad.stderr
