@@ -18,6 +18,43 @@ class Settings:
     def epochs(self, full, quick=None):
         return (quick if quick is not None else max(1, full // 4)) if self.quick else full
 
+    @property
+    def seeds(self):
+        """Training seeds (initialisation and batch order) that results are averaged over: on
+        a few hundred test images one seed cannot separate methods a point apart."""
+        return (0,) if self.quick else (0, 1, 2, 3, 4)
+
+    @property
+    def averaged(self):
+        """How a table's numbers were averaged, for its caption."""
+        return f"mean ± std over {len(self.seeds)} seeds" if len(self.seeds) > 1 else "one seed"
+
+    def over_seeds(self, run_seed):
+        """``run_seed(seed) -> rows`` for every seed, merged by :func:`merge_runs`."""
+        return merge_runs([run_seed(seed) for seed in self.seeds])
+
+
+def merge_runs(runs):
+    """Merge runs (lists of row dicts, one list per seed, rows in the same order) row by row:
+    float columns become 'mean ± std' over the runs (the float itself for a single run); the
+    other columns name the row and must be equal in every run."""
+    merged = []
+    for rows in zip(*runs):
+        row = {}
+        for key, value in rows[0].items():
+            values = [r[key] for r in rows]
+            if not isinstance(value, float):
+                if any(v != value for v in values):
+                    raise ValueError(f"column {key!r} differs between seeds: {values}")
+                row[key] = value
+            elif len(values) == 1:
+                row[key] = value
+            else:
+                t = torch.tensor(values, dtype=torch.float64)
+                row[key] = f"{float(t.mean()):.3g} ± {float(t.std()):.2g}"
+        merged.append(row)
+    return merged
+
 
 @dataclass
 class Split:

@@ -10,7 +10,7 @@ from torch import nn
 from .. import draw_hashes, estimate_gamma, kernel_pooling, rbf_alpha
 from ..metrics import kernel_approximation_error
 from ..nn import CompactBilinearPooling, KernelPooling
-from .common import SmallCNN, accuracy, digits_splits, train
+from .common import SmallCNN, accuracy, digits_splits, merge_runs, train
 
 
 def run(report, settings):
@@ -34,57 +34,63 @@ def run(report, settings):
     gamma = estimate_gamma(F.normalize(vectors[vectors.norm(dim=1) > 0], dim=1))
     dims = (32, 128, 512) if settings.quick else (32, 64, 128, 256, 512, 1024, 2048)
     orders = (2, 3, 4)
-    errors = {}
-    for p in orders:
-        for d in dims:
-            errors[(p, d)] = _approximation_error(x, y, gamma, p, d)
-    report.table([{"order p": p, **{f"d={d}": errors[(p, d)] for d in dims}} for p in orders],
-                 f"Mean relative RBF approximation error (γ = {gamma:.3g}, {len(x)} pairs)")
-    report.figure(_error_plot(errors, dims, orders), "kernel_approximation.png",
+    runs = [[{"order p": p, **{f"d={d}": _approximation_error(x, y, gamma, p, d, draw)
+                               for d in dims}} for p in orders] for draw in settings.seeds]
+    report.table(merge_runs(runs), f"Mean relative RBF approximation error (γ = {gamma:.3g}, "
+                 f"{len(x)} pairs), mean ± std over {len(runs)} hash draw(s)")
+    report.figure(_error_plot(runs, dims, orders), "kernel_approximation.png",
                   "Relative RBF approximation error vs sketch size d, per order p (thesis fig. "
-                  "3.6 style)")
+                  "3.6 style; mean over hash draws)")
 
     heads = {
-        "average pooling": nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(32, 10)),
-        "compact bilinear (d=512)": nn.Sequential(CompactBilinearPooling(32, 512),
-                                                  nn.Linear(512, 10)),
-        "kernel pooling (p=3, d=256)": _kernel_head(base, tr.x, order=3, dim=256),
-        "kernel pooling (p=4, d=256)": _kernel_head(base, tr.x, order=4, dim=256),
+        "average pooling": lambda seed: nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten(),
+                                                      nn.Linear(32, 10)),
+        "compact bilinear (d=512)": lambda seed: nn.Sequential(
+            CompactBilinearPooling(32, 512, seed=seed), nn.Linear(512, 10)),
+        "kernel pooling (p=3, d=256)": lambda seed: _kernel_head(base, tr.x, 3, 256, seed),
+        "kernel pooling (p=4, d=256)": lambda seed: _kernel_head(base, tr.x, 4, 256, seed),
     }
-    rows = []
-    for name, head in heads.items():
-        model = SmallCNN(head=head)
-        began = time.perf_counter()
-        train(model, F.cross_entropy, tr.x, tr.y, epochs, lr=3e-3)
-        rows.append({"head": name, "test accuracy (%)": 100 * accuracy(model, test),
-                     "train time (s)": time.perf_counter() - began})
-    report.table(rows, f"Pooling heads on the small CNN ({epochs} epochs, same seed)")
-    return errors, rows
+
+    def one_seed(seed):
+        rows = []
+        for name, head in heads.items():
+            torch.manual_seed(seed)
+            model = SmallCNN(head=head(seed), seed=seed)
+            began = time.perf_counter()
+            train(model, F.cross_entropy, tr.x, tr.y, epochs, lr=3e-3, seed=seed)
+            rows.append({"head": name, "test accuracy (%)": 100 * accuracy(model, test),
+                         "train time (s)": time.perf_counter() - began})
+        return rows
+
+    rows = settings.over_seeds(one_seed)
+    report.table(rows, f"Pooling heads on the small CNN ({epochs} epochs), " + settings.averaged)
+    return runs, rows
 
 
-def _approximation_error(x, y, gamma, order, dim):
-    index, sign = draw_hashes(x.shape[1], dim, order, seed=order * 7919 + dim)
+def _approximation_error(x, y, gamma, order, dim, draw):
+    index, sign = draw_hashes(x.shape[1], dim, order, seed=(draw * 31 + order) * 7919 + dim)
     alpha = rbf_alpha(gamma, order)
     phi = kernel_pooling(torch.stack([x, y])[..., None, :].flatten(0, 1), index, sign, alpha, dim)
     phi_x, phi_y = phi.view(2, len(x), -1)
     return float(kernel_approximation_error(phi_x, phi_y, x, y, gamma).mean())
 
 
-def _kernel_head(base, images, order, dim):
-    pooling = KernelPooling(32, dim, order=order, alpha="learned")
+def _kernel_head(base, images, order, dim, seed):
+    pooling = KernelPooling(32, dim, order=order, alpha="learned", seed=seed)
     with torch.no_grad():
         pooling.estimate_gamma(base.features(images[:256]))
     return nn.Sequential(pooling, nn.Linear(pooling.output_dim, 10))
 
 
-def _error_plot(errors, dims, orders):
+def _error_plot(runs, dims, orders):
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(5, 3.5))
-    for p in orders:
-        ax.loglog(dims, [errors[(p, d)] for d in dims], marker="o", label=f"p={p}")
+    for i, p in enumerate(orders):
+        mean = [sum(run[i][f"d={d}"] for run in runs) / len(runs) for d in dims]
+        ax.loglog(dims, mean, marker="o", label=f"p={p}")
     ax.set_xlabel("sketch size d")
     ax.set_ylabel("relative approximation error")
     ax.legend()
