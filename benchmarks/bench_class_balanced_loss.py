@@ -77,6 +77,12 @@ def check_agreement(device):
         assert torch.allclose(a, b, rtol=1e-10), (loss_type, a.item(), b.item())
 
 
+def work(n, c):
+    """(bytes, FLOPs) floor of forward + backward: the op is memory-bound, so one read of the
+    float32 logits and the int64 labels and one write of the gradient."""
+    return 4 * 2 * n * c + 8 * n, 0
+
+
 def _cases(cases, device, repeats):
     """{(N, C, loss_type): {candidate: result}}, in one child process."""
     return compare({case: {cand: functools.partial(setup, cand, *case) for cand in CANDIDATES}
@@ -87,7 +93,7 @@ def comparison(device, quick=False, repeats=10):
     """Rows of the main table: native vs reference vs unfused, every loss type."""
     cases = [(n, c, t) for n, c in (QUICK_SHAPES if quick else SHAPES) for t in LOSS_TYPES]
     results = _cases(cases, device, repeats)
-    return [ratio_row({"case": f"{t} N x C={n}x{c}", "impl": cand}, r)
+    return [ratio_row({"case": f"{t} N x C={n}x{c}", "impl": cand}, r, work(n, c))
             for n, c, t in cases for cand, r in results[(n, c, t)].items()]
 
 

@@ -9,6 +9,7 @@ Prints the median time, how many times faster native is, and the extra peak memo
 (benchmarks/run_all.py) also runs scaling(): cost against locations L and sketch size d.
 """
 import functools
+import math
 import os
 import sys
 
@@ -63,6 +64,17 @@ def check_agreement(device):
         assert torch.allclose(a, b, rtol=1e-10, atol=1e-12 * b.abs().max().item())
 
 
+def work(n, locations, channels, dim, order):
+    """(bytes, FLOPs) floor of forward + backward: per location 3p real FFTs of length d
+    (forward p; backward p recomputed and p inverse; 2.5 d log2 d FLOPs each), the spectral
+    running products (about 4 (p - 1) complex multiply-adds per bin) and the count sketches
+    and their adjoints (2 p C); x read, its gradient and the output written (float32)."""
+    per_location = (3 * order * 2.5 * dim * math.log2(dim) + 32 * (order - 1) * (dim // 2 + 1)
+                    + 2 * order * channels)
+    out = 1 + channels + (order - 1) * dim
+    return 4 * (2 * n * locations * channels + n * out), n * locations * per_location
+
+
 def _cases(shapes, device, repeats):
     """{shape: {candidate: result}} for (N, L, C, d, p) shapes, in one child process."""
     return compare({shape: {c: functools.partial(setup, c, *shape) for c in CANDIDATES}
@@ -77,7 +89,7 @@ def comparison(device, quick=False, repeats=10):
     for name, *shape in configs:
         for cand, r in results[tuple(shape)].items():
             rows.append(ratio_row({"case": f"{name} N,L,C,d,p={','.join(map(str, shape))}",
-                                   "impl": cand}, r))
+                                   "impl": cand}, r, work(*shape)))
     return rows
 
 

@@ -90,6 +90,13 @@ def check_agreement(device):
     assert triplets[0].numel() > 0
 
 
+def work(b, dim=DIM):
+    """(bytes, FLOPs) floor of mining + loss + backward: the Gram matrix x x^T and the gradient
+    product W x (2 B^2 D FLOPs each); the embeddings read and their gradient written, the
+    B x B distances written once and read once (float32)."""
+    return 4 * (2 * b * dim + 2 * b * b), 4 * b * b * dim
+
+
 def _cases(batches, device, repeats, reference_max_b=REFERENCE_MAX_B):
     """{B: {candidate: result}}: the reference up to reference_max_b, PML up to PML_MAX_B."""
     cases = {b: {c: functools.partial(setup_loss, c, b)
@@ -102,7 +109,7 @@ def comparison(device, quick=False, repeats=10):
     """Rows of the main table: the loss vs reference and PML; bank mining (full run only)."""
     batches = QUICK_BATCHES if quick else BATCHES[device]
     results = _cases(batches, device, repeats)
-    rows = [ratio_row({"case": f"loss B={b}", "impl": cand}, r)
+    rows = [ratio_row({"case": f"loss B={b}", "impl": cand}, r, work(b))
             for b in batches for cand, r in results[b].items()]
     for queries in [] if quick else BANK_QUERIES:
         r = measure(functools.partial(setup_bank, queries), device, repeats=1, warmup=1)

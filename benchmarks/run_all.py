@@ -15,7 +15,7 @@ import sys
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from common import columns_of, machine, print_table  # noqa: E402
+from common import add_floor, columns_of, machine, measure_ceilings, print_table  # noqa: E402
 
 OPS = {"kernel_pooling": "bench_kernel_pooling", "triplet": "bench_triplet",
        "class_balanced_loss": "bench_class_balanced_loss"}
@@ -24,12 +24,16 @@ OPS = {"kernel_pooling": "bench_kernel_pooling", "triplet": "bench_triplet",
 def run(ops, device, quick, out_dir, repeats):
     os.makedirs(out_dir, exist_ok=True)
     began = time.perf_counter()
+    ceilings = measure_ceilings(device)
+    print(f"{device}: {ceilings['bandwidth_gbs']:.1f} GB/s copy bandwidth, "
+          f"{ceilings['peak_gflops']:.0f} GFLOP/s float32 matmul (the floors' ceilings)")
     results = {}
     for op in ops:
         bench = importlib.import_module(OPS[op])
         started = time.perf_counter()
         bench.check_agreement(device)           # raises before anything is timed
         rows = bench.comparison(device, quick, repeats)
+        add_floor(rows, ceilings)
         curves = bench.scaling(device, quick, max(3, repeats // 2))
         print(f"\n{op} forward+backward on {device} (native agrees with the reference)")
         print_table(rows)
@@ -39,12 +43,13 @@ def run(ops, device, quick, out_dir, repeats):
     stem = os.path.join(out_dir, f"bench-{device}")
     with open(stem + ".json", "w") as f:
         json.dump({"machine": machine(), "device": device, "quick": quick, "seconds": total,
+                   "ceilings": ceilings,
                    "ops": {op: {"rows": [{k: v for k, v in r.items() if k != "_raw"} | r["_raw"]
                                          for r in res["rows"]],
                                 "scaling": res["scaling"]} for op, res in results.items()}},
                   f, indent=2)
     with open(stem + ".md", "w") as f:
-        f.write(_markdown(results, device, quick, total))
+        f.write(_markdown(results, device, quick, total, ceilings))
     print(f"\nsuite took {total:.0f} s; wrote {stem}.json, {stem}.md")
     return results
 
@@ -73,13 +78,18 @@ def _plot(op, curves, out_dir, device):
     return name
 
 
-def _markdown(results, device, quick, total):
+def _markdown(results, device, quick, total, ceilings):
     m = machine()
     lines = [f"# Benchmark suite on {device}" + (" (--quick)" if quick else ""), "",
              f"{m}. Forward + backward, medians after warm-up; peak memory: "
              + ("torch.cuda.max_memory_allocated" if device == "cuda" else
                 "RSS rise of a child process") + f". Native agreed with the reference before "
-             f"timing. Suite time {total:.0f} s.", ""]
+             f"timing. Suite time {total:.0f} s.", "",
+             f"Floor: max(bytes / {ceilings['bandwidth_gbs']:.1f} GB/s, FLOPs / "
+             f"{ceilings['peak_gflops']:.0f} GFLOP/s), the copy bandwidth and float32 matmul rate "
+             "measured on this device at the start of the run, with each op's minimum bytes and "
+             "FLOPs (the `work()` model in its benchmark script); '% of floor' = floor / median.",
+             ""]
     for op, res in results.items():
         cols = columns_of(res["rows"])
         lines += [f"## {op}", "", "| " + " | ".join(cols) + " |",

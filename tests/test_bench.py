@@ -17,15 +17,18 @@ def test_bench_quick_writes_json_markdown_and_plots(tmp_path):
     assert impls["triplet"] == {"native", "reference", "pytorch-metric-learning"}
     assert impls["class_balanced_loss"] == {"native", "reference", "unfused"}
     assert impls["kernel_pooling"] == {"native", "reference"}
+    assert payload["ceilings"]["bandwidth_gbs"] > 0 and payload["ceilings"]["peak_gflops"] > 0
     for res in payload["ops"].values():
         assert all(r["median_ms"] > 0 for r in res["rows"])
+        # the floor is a lower bound: no implementation runs faster than it
+        assert all(0 < r["floor_fraction"] <= 1 for r in res["rows"])
         for series in res["scaling"].values():
             assert len(series["native"]) >= 3
     markdown = (out / "bench-cpu.md").read_text()
     for op in payload["ops"]:
         plot = f"scaling-{op}-cpu.png"
         assert f"]({plot})" in markdown and os.path.getsize(out / plot) > 5000
-    assert "native speedup" in run.stdout
+    assert "native speedup" in run.stdout and "% of floor" in run.stdout
     bad = subprocess.run([sys.executable, "-m", "finegrained_ops", "bench", "--ops", "nope"],
                          capture_output=True, text=True)
     assert bad.returncode == 2 and "invalid choice" in bad.stderr
