@@ -1,11 +1,17 @@
 """Shared benchmark machinery: time a forward+backward callable and measure its peak memory.
 
-Each measurement runs in a fresh spawned process so that peak memory is attributable: on the
-CPU it is the rise of the process' peak RSS over the RSS once the inputs are allocated (the
-peak is reset through /proc/self/clear_refs, so the imports' own peak does not hide a small
-step; without it, ru_maxrss); on CUDA it is torch.cuda.max_memory_allocated over the inputs.
+Each table is measured in a fresh spawned process, in two phases. Memory first: the child
+starts with malloc returning every freed block of 64 KiB or more to the OS
+(MALLOC_MMAP_THRESHOLD_), so that its RSS follows live memory, and a step's peak is the rise
+of the peak RSS over the RSS with the inputs allocated (the peak is reset through
+/proc/self/clear_refs, so the imports' own peak does not hide a small step; without it,
+ru_maxrss). On CUDA it is torch.cuda.max_memory_allocated over the inputs. Then timing, with
+malloc set back to what glibc settles on in a long-running process (blocks under 32 MiB
+reused, not returned): with every large block returned, each step would also pay a page
+fault per touched page, which a user's training loop does not.
 """
 import argparse
+import ctypes
 import json
 import multiprocessing as mp
 import os
@@ -18,15 +24,10 @@ import time
 import torch
 
 
-def _measure_one(setup, device, repeats, warmup):
+def _median_seconds(setup, device, repeats, warmup):
     step, inputs = setup(device)
     for _ in range(warmup):  # one-time costs (thread pools, library buffers) are not the step's
         step(*inputs)
-    if device == "cuda":
-        torch.cuda.synchronize()
-        base = torch.cuda.memory_allocated()
-        torch.cuda.reset_peak_memory_stats()
-    base_rss = _reset_peak_rss()
     times = []
     for _ in range(repeats):
         if device == "cuda":
@@ -40,15 +41,44 @@ def _measure_one(setup, device, repeats, warmup):
             t0 = time.perf_counter()
             step(*inputs)
             times.append(time.perf_counter() - t0)
+    return statistics.median(times)
+
+
+def _peak_bytes(setup, device):
+    """The memory one step adds on top of its inputs, after a warm-up step."""
+    step, inputs = setup(device)
+    step(*inputs)
     if device == "cuda":
-        peak = torch.cuda.max_memory_allocated() - base
-    else:
-        peak = (_peak_rss() - base_rss) * 1024
-    return {"median_ms": statistics.median(times) * 1e3, "peak_mib": peak / 2**20}
+        torch.cuda.synchronize()
+        base = torch.cuda.memory_allocated()
+        torch.cuda.reset_peak_memory_stats()
+        step(*inputs)
+        torch.cuda.synchronize()
+        return torch.cuda.max_memory_allocated() - base
+    base_rss = _reset_peak_rss()
+    step(*inputs)
+    return (_peak_rss() - base_rss) * 1024
 
 
 def _measure_all(jobs, device, queue):
-    queue.put([_measure_one(setup, device, repeats, warmup) for setup, repeats, warmup in jobs])
+    peaks = [_peak_bytes(setup, device) for setup, _, _ in jobs]
+    _keep_freed_memory()
+    seconds = [_median_seconds(setup, device, repeats, warmup)
+               for setup, repeats, warmup in jobs]
+    queue.put([{"median_ms": s * 1e3, "peak_mib": peak / 2**20}
+               for s, peak in zip(seconds, peaks)])
+
+
+def _keep_freed_memory():
+    """glibc: the thresholds its malloc reaches by itself in a long-running process (mmap
+    threshold raised to at most 32 MiB by the blocks it frees, trim threshold twice that),
+    replacing the 64 KiB the memory phase started with. Elsewhere a no-op."""
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+        libc.mallopt(-3, 32 * 2**20)  # M_MMAP_THRESHOLD
+        libc.mallopt(-1, 64 * 2**20)  # M_TRIM_THRESHOLD
+    except (OSError, AttributeError):
+        pass
 
 
 def _rss_field(name):
@@ -80,13 +110,10 @@ def measure(setup, device="cpu", repeats=10, warmup=3):
 
 
 def measure_many(jobs, device="cpu"):
-    """Measure several (setup, repeats, warmup) jobs one after the other in one child process
-    (one interpreter start for all); each job's peak is taken after its own warm-up, so the
-    jobs before it do not count. Returns a list of {'median_ms', 'peak_mib'}.
-
-    The child's malloc returns every block of 64 KiB or more to the OS when freed, so its RSS
-    follows live memory and the peak after the warm-up is the step's own.
-    """
+    """Measure several (setup, repeats, warmup) jobs in one child process (one interpreter
+    start for all): first every job's peak memory, then every job's median time, each after
+    its own warm-up, so the jobs before it do not count. Returns a list of {'median_ms',
+    'peak_mib'}."""
     ctx = mp.get_context("spawn")
     queue = ctx.Queue()
     proc = ctx.Process(target=_measure_all, args=(jobs, device, queue))
