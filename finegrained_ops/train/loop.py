@@ -114,7 +114,7 @@ def fit(model, loss_fn, train_loader, optimizer, epochs, scheduler=None, amp=Non
             scaler.update()
             total += loss.detach().double()
             batches += 1
-            samples += len(inputs)
+            samples += _batch_size(inputs)
             if progress_on:
                 bar.set_postfix(loss=f"{float(total) / batches:.4f}",
                                 samples_s=f"{samples / (time.perf_counter() - began):.0f}")
@@ -204,6 +204,12 @@ def _to(x, device):
     if isinstance(x, (tuple, list)):
         return type(x)(_to(t, device) for t in x)
     return x
+
+
+def _batch_size(inputs):
+    """Rows in a batch whose inputs are a tensor or a tuple/list of them (multi-input models)."""
+    first = inputs[0] if isinstance(inputs, (tuple, list)) else inputs
+    return len(first)
 
 
 def _clip(optimizer, grad_clip):
