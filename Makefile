@@ -18,13 +18,14 @@ endif
 NVCC ?= nvcc
 CUDA_ARCH ?= sm_90
 
-.PHONY: help install build test cuda-check demo bench info clean
+.PHONY: help install build test cuda-check gpu-check demo bench info clean
 
 help:
 	@echo "make install     install pinned torch + dependencies, build the extension (editable)"
 	@echo "make build       rebuild the native extension in place (incremental)"
 	@echo "make test        install, compile-check CUDA sources (if nvcc), run pytest"
 	@echo "make cuda-check  compile every CUDA source with nvcc for $(CUDA_ARCH)"
+	@echo "make gpu-check OUT=dir [DRY_RUN=1]  the GPU validation run (tools/gpu_check.py)"
 	@echo "make demo        install, then run the end-to-end demo on bundled data"
 	@echo "make bench       install, then run the benchmark suite"
 
@@ -54,6 +55,15 @@ build:
 cuda-check:
 	@if ! command -v $(NVCC) >/dev/null 2>&1; then echo "cuda-check: nvcc not on PATH, skipped"; exit 0; fi; \
 	tools/cuda_check.sh $(NVCC) $(CUDA_ARCH) $(PYTHON)
+
+# The GPU validation run in one call (tools/gpu_check.py): in-place build, CUDA tests,
+# CUDA-vs-CPU smoke, compute-sanitizer, quick GPU benchmark; logs and summary.md under OUT.
+# On a GPU machine with no virtual environment it uses python3 and installs nothing;
+# DRY_RUN=1 (here) installs as `make test` does and runs every step that needs no GPU.
+OUT ?= gpu-check
+GPU_CHECK_PYTHON := $(if $(DRY_RUN)$(wildcard .venv/bin/python)$(VIRTUAL_ENV)$(CONDA_PREFIX),$(PYTHON),python3)
+gpu-check: $(if $(DRY_RUN),install)
+	$(GPU_CHECK_PYTHON) tools/gpu_check.py --out $(OUT) $(if $(DRY_RUN),--dry-run)
 
 test: install
 	@if command -v $(NVCC) >/dev/null 2>&1; then $(MAKE) --no-print-directory cuda-check; fi

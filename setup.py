@@ -6,7 +6,8 @@ the torch you will run with: the extension is compiled against that torch's head
 Switches (environment variables):
     FINEGRAINED_OPS_FORCE_CUDA=1  build the CUDA kernels even if torch or CUDA_HOME says no
     FINEGRAINED_OPS_FORCE_CPU=1   build the CPU kernels only
-    TORCH_CUDA_ARCH_LIST          CUDA architectures (default "9.0", the H100/H200)
+    TORCH_CUDA_ARCH_LIST          CUDA architectures; unset: those of the visible GPUs, or
+                                  PORTABLE_CUDA_ARCHS when none is visible (see README)
 """
 import glob
 import os
@@ -54,6 +55,31 @@ def cuda_decision():
     return True, f"torch has CUDA {torch.version.cuda} and CUDA_HOME={CUDA_HOME}"
 
 
+# Built when TORCH_CUDA_ARCH_LIST is unset and no GPU is visible (a build machine, a container
+# image): T4, A100, A10/RTX 30xx, L4/RTX 40xx, H100/H200, and Hopper PTX that the driver
+# compiles for newer GPUs at first use.
+PORTABLE_CUDA_ARCHS = "7.5;8.0;8.6;8.9;9.0+PTX"
+
+
+def cuda_arch_list():
+    """(TORCH_CUDA_ARCH_LIST to build for, where it came from).
+
+    As torch's extension builder: the user's list, else the visible GPUs' architectures
+    (capped at the newest one torch was built for) with PTX of the newest; unlike it, a
+    portable list rather than an error when no GPU is visible.
+    """
+    chosen = os.environ.get("TORCH_CUDA_ARCH_LIST")
+    if chosen:
+        return chosen, "TORCH_CUDA_ARCH_LIST"
+    if not torch.cuda.is_available():
+        return PORTABLE_CUDA_ARCHS, "no visible GPU: the portable list"
+    newest = max(tuple(divmod(int(a.split("_")[1].rstrip("a")), 10))
+                 for a in torch.cuda.get_arch_list() if a.startswith("sm_"))
+    visible = sorted({min(torch.cuda.get_device_capability(i), newest)
+                      for i in range(torch.cuda.device_count())})
+    return ";".join(f"{major}.{minor}" for major, minor in visible) + "+PTX", "the visible GPUs"
+
+
 def torch_uses_openmp():
     return "ATen parallel backend: OpenMP" in torch.__config__.parallel_info()
 
@@ -89,12 +115,13 @@ def extension():
         cxx_flags.append("-fopenmp")
         link_flags.append("-fopenmp")
     if build_cuda:
-        os.environ.setdefault("TORCH_CUDA_ARCH_LIST", "9.0")
+        archs, origin = cuda_arch_list()
+        os.environ["TORCH_CUDA_ARCH_LIST"] = archs
         sources += sorted(glob.glob(os.path.join(CSRC, "**", "*.cu"), recursive=True))
         define_macros += [("WITH_CUDA", None),
-                          ("FGO_CUDA_ARCH_LIST", f'"{os.environ["TORCH_CUDA_ARCH_LIST"]}"')]
+                          ("FGO_CUDA_ARCH_LIST", f'"{archs}"')]
         print(f"finegrained_ops: building CPU + CUDA kernels ({reason}), "
-              f"TORCH_CUDA_ARCH_LIST={os.environ['TORCH_CUDA_ARCH_LIST']}", file=sys.stderr)
+              f"TORCH_CUDA_ARCH_LIST={archs} ({origin})", file=sys.stderr)
         return CUDAExtension(
             "finegrained_ops._C", sources, include_dirs=[os.path.join(ROOT, CSRC)], define_macros=define_macros,
             extra_compile_args={"cxx": cxx_flags, "nvcc": ["-O3"]},
@@ -105,9 +132,10 @@ def extension():
         extra_compile_args={"cxx": cxx_flags}, extra_link_args=link_flags)
 
 
-setup(
-    version=read_version(),
-    packages=find_packages(include=["finegrained_ops", "finegrained_ops.*"]),
-    ext_modules=[extension()],
-    cmdclass={"build_ext": BuildExtension.with_options(use_ninja=True)},
-)
+if __name__ == "__main__":  # importable, for the tests of the build decisions
+    setup(
+        version=read_version(),
+        packages=find_packages(include=["finegrained_ops", "finegrained_ops.*"]),
+        ext_modules=[extension()],
+        cmdclass={"build_ext": BuildExtension.with_options(use_ninja=True)},
+    )

@@ -1,6 +1,9 @@
-// The one pybind11 module: every native entry point of finegrained_ops is bound here.
-// Python wraps each in a torch.library custom op (finegrained_ops/ops/), so validation,
-// fake tensors and autograd live there and torch.compile can trace through them.
+// Every native entry point of finegrained_ops, bound for module.cpp (and for the CUDA
+// emulation's module, tests/cuda_emulation). Python wraps each in a torch.library custom op
+// (finegrained_ops/ops/), so validation, fake tensors and autograd live there and
+// torch.compile can trace through them.
+#include "bindings.h"
+
 #include <torch/extension.h>
 
 #include "build_info/build_info.h"
@@ -8,9 +11,9 @@
 #include "kernel_pooling/kernel_pooling.h"
 #include "triplet/triplet.h"
 
-PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
-  m.doc() = "finegrained_ops native kernels (CPU, and CUDA when built with it)";
+namespace fgo {
 
+void bind_ops(pybind11::module_& m) {
   m.def("build_info", [] {
     const fgo::BuildInfo info = fgo::build_info();
     py::dict d;
@@ -38,6 +41,12 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
         "Gradient of kernel_pooling_forward w.r.t. x, given the gradient of its output.",
         py::arg("grad"), py::arg("x"), py::arg("hash_index"), py::arg("hash_sign"),
         py::arg("dim"));
+  m.def("_kernel_pooling_bin_lookup", [](const at::Tensor& hash_index, const at::Tensor& hash_sign,
+                                         int64_t dim) {
+    const fgo::BinLookup bins = fgo::bin_lookup(hash_index, hash_sign, dim);
+    return std::make_tuple(bins.start, bins.channel, bins.sign);
+  }, "The hashes grouped by bin as the CUDA sketch kernel reads them: (start, channel, sign).",
+        py::arg("hash_index"), py::arg("hash_sign"), py::arg("dim"));
 
   m.def("triplet_margin_loss_forward", &fgo::triplet_margin_loss_forward,
         "Fused in-batch triplet mining + margin loss: (loss, grad_emb, grad_extra, norm) with "
@@ -57,3 +66,5 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
         py::arg("rule"), py::arg("positive_fraction"), py::arg("squared"), py::arg("ranks"),
         py::arg("per_anchor"), py::arg("seed"), py::arg("anchor_offset"));
 }
+
+}  // namespace fgo

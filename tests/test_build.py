@@ -1,4 +1,8 @@
-"""The native build exists, is the one we think it is, and the CLI reports it."""
+"""The native build exists, is the one we think it is, and the CLI reports it; the build
+script's decisions."""
+import importlib.util
+import os
+
 import pytest
 import torch
 
@@ -40,3 +44,30 @@ def test_subcommands_refuse_unknown_arguments(capsys):
             main(argv)
         assert exit_info.value.code == 2
     assert "unrecognized arguments: --nope" in capsys.readouterr().err
+
+
+def load_setup_script():
+    spec = importlib.util.spec_from_file_location(
+        "finegrained_ops_setup", os.path.join(os.path.dirname(__file__), os.pardir, "setup.py"))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)  # setup() itself runs only as __main__
+    return module
+
+
+def test_cuda_architectures_default_to_the_visible_gpus_else_a_portable_list(monkeypatch):
+    setup = load_setup_script()
+    monkeypatch.delenv("TORCH_CUDA_ARCH_LIST", raising=False)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    archs, _ = setup.cuda_arch_list()
+    assert archs == setup.PORTABLE_CUDA_ARCHS and archs.endswith("+PTX")
+    assert {"8.0", "8.6", "8.9"} <= set(archs.replace("+PTX", "").split(";"))
+
+    capabilities = [(8, 6), (12, 0), (8, 6)]
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: len(capabilities))
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda i: capabilities[i])
+    monkeypatch.setattr(torch.cuda, "get_arch_list", lambda: ["sm_80", "sm_86", "sm_90a"])
+    assert setup.cuda_arch_list()[0] == "8.6;9.0+PTX"  # 12.0 capped at torch's newest
+
+    monkeypatch.setenv("TORCH_CUDA_ARCH_LIST", "8.0;9.0")
+    assert setup.cuda_arch_list() == ("8.0;9.0", "TORCH_CUDA_ARCH_LIST")

@@ -7,6 +7,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 import finegrained_ops as fo
+from finegrained_ops._native import _C
 from finegrained_ops.nn import CompactBilinearPooling, KernelPooling
 from finegrained_ops.ops.kernel_pooling import _kernel_pooling, _kernel_pooling_backward
 from finegrained_ops.reference import kernel_pooling as reference
@@ -312,3 +313,36 @@ def test_native_entry_checks_its_own_preconditions():
         _C.kernel_pooling_backward(torch.zeros(1, 1, 5), x, h, s, 4)
     with pytest.raises(RuntimeError, match="dim must be >= 2"):
         _C.kernel_pooling_forward(x, h, s, 1)
+
+
+@pytest.mark.parametrize("channels, dim, order", [(1, 2, 2), (40, 7, 3), (300, 64, 4), (5, 300, 2)])
+def test_bin_lookup_groups_the_channels_of_each_bin(channels, dim, order):
+    """The per-bin lookup that the CUDA count-sketch kernel gathers through, against a
+    brute-force grouping (it once sorted descending: at::sort(t, true, 1) is sort(dim=1,
+    descending=true))."""
+    h, s = fo.draw_hashes(channels, dim, order, seed=channels)
+    start, channel, sign = _C._kernel_pooling_bin_lookup(h, s, dim)
+    for t in range(order):
+        hashes = h[t].tolist()
+        assert channel[t].tolist() == [k for j in range(dim) for k in range(channels)
+                                       if hashes[k] == j]
+        assert start[t].tolist() == [sum(v < j for v in hashes) for j in range(dim + 1)]
+        assert torch.equal(sign[t], s[t, channel[t]])
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_locations_spanning_launcher_chunks_match_the_cpu(device, dtype):
+    """p·d = 16384 scalars per location, so the CUDA launcher's 2^24-scalar chunks hold 1024
+    locations: 3 × 700 locations span three chunks, with images straddling their bounds."""
+    x, h, s, alpha = random_problem(3, 700, 8, 4096, 4, 5, dtype)
+    grad = torch.randn(3, 1 + 8 + 3 * 4096, generator=torch.Generator().manual_seed(2),
+                       dtype=dtype)
+    results = []
+    for where in ("cpu", device):
+        xd = x.to(where).requires_grad_()
+        y = fo.kernel_pooling(xd, h.to(where), s.to(where), alpha.to(where), 4096)
+        y.backward(grad.to(where))
+        results.append((y.detach().cpu(), xd.grad.cpu()))
+    tol = 1e-10 if dtype == torch.float64 else 1e-5
+    for a, b in zip(*results):
+        assert_relative_close(b, a, tol)

@@ -173,6 +173,33 @@ def test_max_triplets_samples_a_subset_in_order():
                           full)
 
 
+@pytest.mark.parametrize("rule", RULES)
+def test_several_blocks_sampling_and_bank_mining_match_the_cpu(device, rule):
+    """B = 517 anchors are five CUDA blocks of 128; loss, gradients, max_triplets sampling and
+    bank mining with per-anchor sampling and extras, on the device and on the CPU."""
+    emb, labels, extra, extra_labels = random_batch(517, 20, 16, 9, seed=4)
+
+    def run(where):
+        e, x = emb.to(where).requires_grad_(), extra.to(where).requires_grad_()
+        y, ey = labels.to(where), extra_labels.to(where)
+        loss = fo.triplet_margin_loss(e, y, negatives=rule, positive_fraction=0.6,
+                                      extra_negatives=x, extra_negative_labels=ey)
+        loss.backward()
+        sampled = fo.mine_triplets(e, y, negatives=rule, max_triplets=1000,
+                                   generator=torch.Generator().manual_seed(1))
+        bank = fo.mine_from_bank(e[:200], y[:200], e, y, per_anchor=3, negatives=rule,
+                                 query_indices=torch.arange(200, device=where),
+                                 extra_negatives=x, extra_negative_labels=ey, chunk_size=64,
+                                 generator=torch.Generator().manual_seed(2))
+        return [loss, e.grad, x.grad], [*sampled, *bank]
+
+    (cpu_values, cpu_triplets), (values, triplets) = run("cpu"), run(device)
+    for a, b in zip(cpu_values, values):
+        torch.testing.assert_close(b.cpu(), a, rtol=1e-10, atol=1e-12)
+    assert_triplets_equal(triplets, cpu_triplets)
+    assert cpu_triplets[0].numel() > 0
+
+
 @given(b=st.integers(2, 40), num_classes=st.integers(1, 6), d=st.integers(2, 8),
        margin=st.sampled_from([0.05, 0.2, 0.5]), seed=st.integers(0, 10**6))
 def test_equals_pytorch_metric_learning(b, num_classes, d, margin, seed):

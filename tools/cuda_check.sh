@@ -3,7 +3,8 @@
 #   tools/cuda_check.sh NVCC ARCH PYTHON
 # 1. Each csrc/**/*_kernels.cuh alone (CUDA headers only); FGO_CUDA_CHECK makes it take its
 #    launchers' addresses, so every kernel is instantiated for every dtype.
-# 2. Each torch-facing csrc/**/*_cuda.cu against the installed torch's headers. A CPU wheel
+# 2. Each torch-facing csrc/**/*_cuda.cu, and the CUDA emulation's self-test kernels (real
+#    CUDA too), against the installed torch's headers. A CPU wheel
 #    lacks one generated header of c10/cuda (cuda_cmake_macros.h); a stub stands in for it.
 #    Skipped when PYTHON has no torch.
 # Objects go to build/cuda-check/ and are rebuilt only when a csrc/ file is newer.
@@ -12,7 +13,7 @@ nvcc=$1 arch=$2 python=$3
 out=build/cuda-check
 mkdir -p "$out"
 
-stale() { [ ! -f "$1" ] || [ -n "$(find csrc -type f -newer "$1" | head -1)" ]; }
+stale() { [ ! -f "$1" ] || [ -n "$(find csrc tests/cuda_emulation -type f -newer "$1" | head -1)" ]; }
 
 for header in $(cd csrc && find . -name '*_kernels.cuh' | sort); do
   header=${header#./}
@@ -32,12 +33,12 @@ fi
 stub=$out/stub/c10/cuda/impl/cuda_cmake_macros.h
 mkdir -p "$(dirname "$stub")"
 printf '#pragma once\n#define C10_CUDA_BUILD_SHARED_LIBS\n' > "$stub"
-for source in $(find csrc -name '*_cuda.cu' | sort); do
+for source in $(find csrc -name '*_cuda.cu' | sort) tests/cuda_emulation/selftest_kernels.cu; do
   object=$out/$(basename "$source" .cu).o
   stale "$object" || continue
   echo "nvcc $arch: $source (against torch's headers)"
   # The stub include dir comes last: a CUDA torch's own header wins where it exists.
   # shellcheck disable=SC2086
-  "$nvcc" -std=c++20 -arch="$arch" -Icsrc $includes -I"$out/stub" -DWITH_CUDA \
+  "$nvcc" -std=c++20 -arch="$arch" -Icsrc -Itests/cuda_emulation $includes -I"$out/stub" -DWITH_CUDA \
     --expt-relaxed-constexpr -diag-suppress 20013,20015 -c "$source" -o "$object"
 done

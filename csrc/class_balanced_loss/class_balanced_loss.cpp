@@ -5,6 +5,7 @@
 #include <cmath>
 
 #include "class_balanced_loss/class_balanced_loss_terms.h"
+#include "common/device.h"
 
 namespace fgo {
 namespace {
@@ -93,15 +94,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> class_balanced_loss_forward(
   args.row_positives = at::empty({n}, logits.options());
   args.grad = compute_grad ? at::empty_like(args.logits) : at::Tensor();
 
-  if (logits.is_cuda()) {
-#ifdef WITH_CUDA
-    class_balanced_loss_rows_cuda(args);
-#else
-    TORCH_CHECK(false, "finegrained_ops was built without CUDA kernels");
-#endif
-  } else {
-    class_balanced_loss_rows_cpu(args);
-  }
+  on_device(logits, [&](auto device) { class_balanced_loss_rows(device, args); });
 
   // Fixed-order float64 reductions over rows: deterministic whatever the thread count.
   const at::Tensor grad = compute_grad ? args.grad : at::empty({0}, logits.options());

@@ -6,6 +6,8 @@
 
 #include <tuple>
 
+#include "common/device.h"
+
 namespace fgo {
 
 // Entry point bound in bindings.cpp. Validates tensor values (label range, counts > 0,
@@ -31,9 +33,7 @@ struct ClassBalancedLossArgs {
   at::Tensor row_loss, row_positives, grad;  // outputs; grad undefined when not wanted
 };
 
-void class_balanced_loss_rows_cpu(const ClassBalancedLossArgs& args);
-#ifdef WITH_CUDA
-void class_balanced_loss_rows_cuda(const ClassBalancedLossArgs& args);
-#endif
+void class_balanced_loss_rows(Cpu, const ClassBalancedLossArgs& args);
+void class_balanced_loss_rows(Cuda, const ClassBalancedLossArgs& args);
 
 }  // namespace fgo

@@ -154,7 +154,7 @@ void rows_cpu(const ClassBalancedLossArgs& a) {
 
 }  // namespace
 
-void class_balanced_loss_rows_cpu(const ClassBalancedLossArgs& args) {
+void class_balanced_loss_rows(Cpu, const ClassBalancedLossArgs& args) {
   AT_DISPATCH_FLOATING_TYPES(args.logits.scalar_type(), "class_balanced_loss_cpu",
                              [&] { rows_cpu<scalar_t>(args); });
 }

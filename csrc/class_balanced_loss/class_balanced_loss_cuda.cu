@@ -10,7 +10,7 @@
 
 namespace fgo {
 
-void class_balanced_loss_rows_cuda(const ClassBalancedLossArgs& a) {
+void class_balanced_loss_rows(Cuda, const ClassBalancedLossArgs& a) {
   const c10::cuda::CUDAGuard guard(a.logits.device());
   const cudaStream_t stream = c10::cuda::getCurrentCUDAStream();
   AT_DISPATCH_FLOATING_TYPES(a.logits.scalar_type(), "class_balanced_loss_cuda", [&] {

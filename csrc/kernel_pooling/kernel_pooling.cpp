@@ -2,6 +2,8 @@
 
 #include <ATen/ATen.h>
 
+#include "common/device.h"
+
 namespace fgo {
 namespace {
 
@@ -37,20 +39,21 @@ KernelPoolingArgs check_inputs(const char* op, const at::Tensor& x, const at::Te
 
 }  // namespace
 
+BinLookup bin_lookup(const at::Tensor& hash_index, const at::Tensor& hash_sign, int64_t dim) {
+  // Every argument named: at::sort(t, true, 1) would bind to sort(t, dim=1, descending=true).
+  const auto [keys, channel] =
+      at::sort(hash_index, /*stable=*/true, /*dim=*/1, /*descending=*/false);
+  const at::Tensor edges =
+      at::arange(dim + 1, hash_index.options()).expand({hash_index.size(0), -1}).contiguous();
+  return {at::searchsorted(keys.contiguous(), edges).contiguous(), channel.contiguous(),
+          hash_sign.gather(1, channel).contiguous()};
+}
+
 at::Tensor kernel_pooling_forward(const at::Tensor& x, const at::Tensor& hash_index,
                                   const at::Tensor& hash_sign, int64_t dim) {
   const KernelPoolingArgs args = check_inputs("kernel_pooling", x, hash_index, hash_sign, dim);
   if (x.size(0) == 0) return at::zeros({0, hash_index.size(0) - 1, dim}, x.options());
-  at::Tensor pooled;
-  if (x.is_cuda()) {
-#ifdef WITH_CUDA
-    pooled = pool_spectra_cuda(args);
-#else
-    TORCH_CHECK(false, "finegrained_ops was built without CUDA kernels");
-#endif
-  } else {
-    pooled = pool_spectra_cpu(args);
-  }
+  const at::Tensor pooled = on_device(x, [&](auto device) { return pool_spectra(device, args); });
   // One inverse transform per image and order; irfft's 1/d makes the estimate unbiased.
   return at::fft_irfft(pooled, dim, -1).div_(static_cast<double>(x.size(1)));
 }
@@ -69,14 +72,7 @@ at::Tensor kernel_pooling_backward(const at::Tensor& grad_pooled, const at::Tens
   if (n == 0) return at::zeros_like(args.x);  // FFT libraries reject empty batches
   const at::Tensor grad_spectra =
       at::fft_rfft(grad_pooled.contiguous(), dim, -1).div_(static_cast<double>(x.size(1)));
-  if (x.is_cuda()) {
-#ifdef WITH_CUDA
-    return backprop_spectra_cuda(args, grad_spectra);
-#else
-    TORCH_CHECK(false, "finegrained_ops was built without CUDA kernels");
-#endif
-  }
-  return backprop_spectra_cpu(args, grad_spectra);
+  return on_device(x, [&](auto device) { return backprop_spectra(device, args, grad_spectra); });
 }
 
 }  // namespace fgo

@@ -8,6 +8,8 @@
 #include <ATen/core/Tensor.h>
 #include <c10/util/complex.h>
 
+#include "common/device.h"
+
 namespace fgo {
 
 // Entry points bound in bindings.cpp. They check shapes, dtypes and hash values.
@@ -34,6 +36,16 @@ struct KernelPoolingArgs {
   }
 };
 
+// The hashes of each sketch grouped by bin (CSR), which makes the count sketch a gather:
+// bin j of sketch t holds the channels channel[t][e], with signs sign[t][e], for e in
+// [start[t][j], start[t][j + 1]); channels ascend within a bin. On the hashes' device.
+struct BinLookup {
+  at::Tensor start;    // (p, dim + 1) int64
+  at::Tensor channel;  // (p, C) int64
+  at::Tensor sign;     // (p, C), hash_sign's dtype
+};
+BinLookup bin_lookup(const at::Tensor& hash_index, const at::Tensor& hash_sign, int64_t dim);
+
 // A complex tensor's data as interleaved (re, im) scalars, the layout the kernels take.
 template <typename scalar_t>
 scalar_t* complex_scalars(const at::Tensor& spectra) {
@@ -46,11 +58,9 @@ scalar_t* complex_scalars(const at::Tensor& spectra) {
 //     (N, L, C). That is the gradient w.r.t. the sums above without the per-bin factors
 //     w_k / d of the irfft adjoint (w_k = 2 off DC and Nyquist); the irfft that brings
 //     the per-location gradients back to sketch space cancels them exactly.
-at::Tensor pool_spectra_cpu(const KernelPoolingArgs& args);
-at::Tensor backprop_spectra_cpu(const KernelPoolingArgs& args, const at::Tensor& grad_spectra);
-#ifdef WITH_CUDA
-at::Tensor pool_spectra_cuda(const KernelPoolingArgs& args);
-at::Tensor backprop_spectra_cuda(const KernelPoolingArgs& args, const at::Tensor& grad_spectra);
-#endif
+at::Tensor pool_spectra(Cpu, const KernelPoolingArgs& args);
+at::Tensor backprop_spectra(Cpu, const KernelPoolingArgs& args, const at::Tensor& grad_spectra);
+at::Tensor pool_spectra(Cuda, const KernelPoolingArgs& args);
+at::Tensor backprop_spectra(Cuda, const KernelPoolingArgs& args, const at::Tensor& grad_spectra);
 
 }  // namespace fgo

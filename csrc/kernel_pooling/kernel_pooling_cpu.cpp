@@ -133,7 +133,7 @@ void for_each_chunk(const KernelPoolingArgs& a, const Partition& part, bool with
 
 }  // namespace
 
-at::Tensor pool_spectra_cpu(const KernelPoolingArgs& a) {
+at::Tensor pool_spectra(Cpu, const KernelPoolingArgs& a) {
   const int64_t images = a.x.size(0), order = a.order(), bins = a.bins();
   const Partition part(a.x.size(1), order, a.dim);
   const at::Tensor partial = at::zeros({images, part.groups, order - 1, bins}, a.spectra_options());
@@ -157,7 +157,7 @@ at::Tensor pool_spectra_cpu(const KernelPoolingArgs& a) {
   return total;
 }
 
-at::Tensor backprop_spectra_cpu(const KernelPoolingArgs& a, const at::Tensor& grad_spectra) {
+at::Tensor backprop_spectra(Cpu, const KernelPoolingArgs& a, const at::Tensor& grad_spectra) {
   const int64_t order = a.order(), bins = a.bins();
   const int64_t locations = a.x.size(1), channels = a.x.size(2);
   const Partition part(locations, order, a.dim);

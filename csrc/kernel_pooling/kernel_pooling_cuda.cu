@@ -17,8 +17,12 @@ namespace fgo {
 namespace {
 
 // Scalars in one chunk's sketches (and again in its spectra): 64 MiB of float32, enough
-// locations for the FFT batch to fill the GPU while the memory stays bounded.
-constexpr int64_t kChunkScalars = int64_t(1) << 24;
+// locations for the FFT batch to fill the GPU while the memory stays bounded. The CUDA
+// emulation builds with a small chunk so that its shapes cross chunk boundaries.
+#ifndef FGO_KP_CUDA_CHUNK_SCALARS
+#define FGO_KP_CUDA_CHUNK_SCALARS (int64_t(1) << 24)
+#endif
+constexpr int64_t kChunkScalars = FGO_KP_CUDA_CHUNK_SCALARS;
 
 // Buffers of one call and the chunk loop over the flattened (N * L) locations.
 template <typename scalar_t>
@@ -30,14 +34,8 @@ class ChunkedSketches {
     const int64_t order = a.order(), bins = a.bins();
     rows_ = a.x.size(0) * a.x.size(1);
     chunk_ = std::clamp<int64_t>(kChunkScalars / (order * a.dim), 1, rows_);
-    // Group the hashes by bin (a stable sort keeps channels ascending within a bin) so the
-    // sketch kernel gathers instead of scattering with atomics.
-    const auto sorted = at::sort(a.hash_index, /*stable=*/true, /*dim=*/1);
-    const at::Tensor keys = std::get<0>(sorted);
-    bin_channel_ = std::get<1>(sorted).contiguous();
-    bin_sign_ = a.hash_sign.gather(1, bin_channel_).contiguous();
-    const at::Tensor edges = at::arange(a.dim + 1, a.hash_index.options()).expand({order, -1});
-    bin_start_ = at::searchsorted(keys, edges.contiguous()).contiguous();
+    // The sketch kernel gathers each bin's channels instead of scattering with atomics.
+    bins_ = bin_lookup(a.hash_index, a.hash_sign, a.dim);
 
     sketch_ = at::empty({chunk_ * order, a.dim}, a.x.options());
     spectra_ = at::empty({chunk_ * order, bins}, a.spectra_options());
@@ -50,9 +48,9 @@ class ChunkedSketches {
     params_.bins = bins;
     params_.hash_index = a.hash_index.data_ptr<int64_t>();
     params_.hash_sign = a.hash_sign.data_ptr<scalar_t>();
-    params_.bin_start = bin_start_.data_ptr<int64_t>();
-    params_.bin_channel = bin_channel_.data_ptr<int64_t>();
-    params_.bin_sign = bin_sign_.data_ptr<scalar_t>();
+    params_.bin_start = bins_.start.data_ptr<int64_t>();
+    params_.bin_channel = bins_.channel.data_ptr<int64_t>();
+    params_.bin_sign = bins_.sign.data_ptr<scalar_t>();
   }
 
   const cuda_params_t& params() const { return params_; }
@@ -83,13 +81,14 @@ class ChunkedSketches {
  private:
   const KernelPoolingArgs& args_;
   int64_t rows_, chunk_;
-  at::Tensor bin_start_, bin_channel_, bin_sign_, sketch_, spectra_, adjoint_;
+  BinLookup bins_;
+  at::Tensor sketch_, spectra_, adjoint_;
   cuda_params_t params_;
 };
 
 }  // namespace
 
-at::Tensor pool_spectra_cuda(const KernelPoolingArgs& a) {
+at::Tensor pool_spectra(Cuda, const KernelPoolingArgs& a) {
   const c10::cuda::CUDAGuard guard(a.x.device());
   const cudaStream_t stream = c10::cuda::getCurrentCUDAStream();
   at::Tensor pooled = at::zeros({a.x.size(0), a.order() - 1, a.bins()}, a.spectra_options());
@@ -104,7 +103,7 @@ at::Tensor pool_spectra_cuda(const KernelPoolingArgs& a) {
   return pooled;
 }
 
-at::Tensor backprop_spectra_cuda(const KernelPoolingArgs& a, const at::Tensor& grad_spectra) {
+at::Tensor backprop_spectra(Cuda, const KernelPoolingArgs& a, const at::Tensor& grad_spectra) {
   const c10::cuda::CUDAGuard guard(a.x.device());
   const cudaStream_t stream = c10::cuda::getCurrentCUDAStream();
   const at::Tensor grad = grad_spectra.contiguous();

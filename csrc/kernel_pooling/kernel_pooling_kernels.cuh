@@ -110,13 +110,21 @@ sketch_adjoint_kernel(SketchParams<T> p, const T* dsketch, int64_t rows, T* dx) 
   }
 }
 
+// Launches kernel(args...) with a block per kBlockThreads of `work` grid-stride items, and
+// nothing for no work: CUDA rejects a grid of 0 blocks (C = 0 has no sketch-adjoint work).
+template <typename... Params, typename... Args>
+cudaError_t launch_over(int64_t work, cudaStream_t stream, void (*kernel)(Params...),
+                        Args... args) {
+  if (work == 0) return cudaSuccess;
+  kernel<<<grid_for(work), kBlockThreads, 0, stream>>>(args...);
+  return cudaGetLastError();
+}
+
 // Launchers: one chunk of `rows` locations starting at flattened row first_row.
 template <typename T>
 cudaError_t launch_count_sketch(const SketchParams<T>& p, const T* x, int64_t rows, T* sketch,
                                 cudaStream_t stream) {
-  count_sketch_kernel<<<grid_for(rows * p.order * p.dim), kBlockThreads, 0, stream>>>(
-      p, x, rows, sketch);
-  return cudaGetLastError();
+  return launch_over(rows * p.order * p.dim, stream, count_sketch_kernel<T>, p, x, rows, sketch);
 }
 
 template <typename T>
@@ -124,26 +132,22 @@ cudaError_t launch_accumulate_products(const SketchParams<T>& p, const T* spectr
                                        int64_t first_row, int64_t rows, T* pooled,
                                        cudaStream_t stream) {
   const int64_t images = (first_row + rows - 1) / p.locations - first_row / p.locations + 1;
-  accumulate_products_kernel<<<grid_for(images * p.bins), kBlockThreads, 0, stream>>>(
-      p, spectra, first_row, rows, pooled);
-  return cudaGetLastError();
+  return launch_over(images * p.bins, stream, accumulate_products_kernel<T>, p, spectra,
+                     first_row, rows, pooled);
 }
 
 template <typename T>
 cudaError_t launch_backprop_products(const SketchParams<T>& p, const T* spectra,
                                      int64_t first_row, int64_t rows, const T* grad, T* adjoint,
                                      cudaStream_t stream) {
-  backprop_products_kernel<<<grid_for(rows * p.bins), kBlockThreads, 0, stream>>>(
-      p, spectra, first_row, rows, grad, adjoint);
-  return cudaGetLastError();
+  return launch_over(rows * p.bins, stream, backprop_products_kernel<T>, p, spectra, first_row,
+                     rows, grad, adjoint);
 }
 
 template <typename T>
 cudaError_t launch_sketch_adjoint(const SketchParams<T>& p, const T* dsketch, int64_t rows,
                                   T* dx, cudaStream_t stream) {
-  sketch_adjoint_kernel<<<grid_for(rows * p.channels), kBlockThreads, 0, stream>>>(
-      p, dsketch, rows, dx);
-  return cudaGetLastError();
+  return launch_over(rows * p.channels, stream, sketch_adjoint_kernel<T>, p, dsketch, rows, dx);
 }
 
 #ifdef FGO_CUDA_CHECK

@@ -6,6 +6,7 @@
 #include <cmath>
 #include <vector>
 
+#include "common/device.h"
 #include "triplet/triplet_anchor.h"
 
 namespace fgo {
@@ -93,15 +94,7 @@ int64_t max_positives(const TripletCandidates& c) {
 
 void run_rows(const TripletRows& rows) {
   if (rows.candidates.dist.size(0) == 0) return;
-  if (rows.candidates.dist.is_cuda()) {
-#ifdef WITH_CUDA
-    triplet_rows_cuda(rows);
-#else
-    TORCH_CHECK(false, "finegrained_ops was built without CUDA kernels");
-#endif
-  } else {
-    triplet_rows_cpu(rows);
-  }
+  on_device(rows.candidates.dist, [&](auto device) { triplet_rows(device, rows); });
 }
 
 // The count pass: rows.counts (Q,) and rows.positive_counts (Q, max positives).

@@ -9,6 +9,7 @@
 
 #include <tuple>
 
+#include "common/device.h"
 #include "triplet/triplet_anchor.h"
 
 namespace fgo {
@@ -102,9 +103,7 @@ triplet::RowsParams<T> triplet_rows_params(const TripletRows& rows) {
   return p;
 }
 
-void triplet_rows_cpu(const TripletRows& rows);
-#ifdef WITH_CUDA
-void triplet_rows_cuda(const TripletRows& rows);
-#endif
+void triplet_rows(Cpu, const TripletRows& rows);
+void triplet_rows(Cuda, const TripletRows& rows);
 
 }  // namespace fgo

@@ -39,7 +39,7 @@ struct SortedPositives {
 
 }  // namespace
 
-void triplet_rows_cpu(const TripletRows& rows) {
+void triplet_rows(Cpu, const TripletRows& rows) {
   const TripletCandidates& c = rows.candidates;
   const int64_t q = c.dist.size(0), r = c.dist.size(1);
   AT_DISPATCH_FLOATING_TYPES(c.dist.scalar_type(), "triplet_rows_cpu", [&] {

@@ -5,28 +5,31 @@
 #include <c10/cuda/CUDAGuard.h>
 #include <c10/cuda/CUDAStream.h>
 
-#include <limits>
-
 #include "triplet/triplet.h"
 #include "triplet/triplet_kernels.cuh"
 
 namespace fgo {
 
-void triplet_rows_cuda(const TripletRows& rows) {
+void triplet_rows(Cuda, const TripletRows& rows) {
   const TripletCandidates& c = rows.candidates;
   const c10::cuda::CUDAGuard guard(c.dist.device());
   const cudaStream_t stream = c10::cuda::getCurrentCUDAStream();
   const int64_t r = c.num_labelled;
-  // The positives' distances, non-positives as +inf (the embeddings were checked finite),
-  // sorted per row; a stable sort keeps equal distances in index order.
+  // Each row's positives first, in (distance, index) order: a stable sort by distance, then a
+  // stable sort by "is not a positive". Positives are told by label, as on the CPU, never by
+  // distance: a positive's own distance may be +inf (float32 overflow without normalising).
   const at::Tensor positive = at::cat(
       {(c.query_labels.unsqueeze(1) == c.labels.narrow(0, 0, r).unsqueeze(0)) &
            (at::arange(r, c.labels.options()).unsqueeze(0) != c.query_self.unsqueeze(1)),
        at::zeros({c.dist.size(0), c.dist.size(1) - r}, c.labels.options().dtype(at::kBool))},
       1);
-  const at::Tensor inf = at::full({}, std::numeric_limits<double>::infinity(), c.dist.options());
-  const auto [pos_dist, pos_index] =
-      at::sort(at::where(positive, c.dist, inf), /*stable=*/true, /*dim=*/1, false);
+  const auto [by_distance, distance_order] =
+      at::sort(c.dist, /*stable=*/true, /*dim=*/1, /*descending=*/false);
+  const at::Tensor not_positive = at::logical_not(positive).gather(1, distance_order).to(at::kByte);
+  const at::Tensor positives_first =
+      std::get<1>(at::sort(not_positive, /*stable=*/true, /*dim=*/1, /*descending=*/false));
+  const at::Tensor pos_index = distance_order.gather(1, positives_first);
+  const at::Tensor pos_dist = by_distance.gather(1, positives_first);
   AT_DISPATCH_FLOATING_TYPES(c.dist.scalar_type(), "triplet_rows_cuda", [&] {
     triplet::cuda::SortedRows<scalar_t> s;
     s.pos_dist = pos_dist.data_ptr<scalar_t>();

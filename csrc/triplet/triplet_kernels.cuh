@@ -18,8 +18,8 @@ namespace cuda {
 
 constexpr int kThreads = 128;
 
-// Row a's positives are pos_*[a * stride .. ), sorted by (distance, index) with the
-// non-positives last; the kernel keeps the nearest kept_positives(P, fraction) of them.
+// Row a's candidates are pos_*[a * stride .. ), its P positives first in (distance, index)
+// order; the kernel counts P and keeps the nearest kept_positives(P, fraction) of them.
 template <typename T>
 struct SortedRows {
   const T* pos_dist;

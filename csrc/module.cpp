@@ -1,0 +1,9 @@
+// The extension module finegrained_ops._C.
+#include <torch/extension.h>
+
+#include "bindings.h"
+
+PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
+  m.doc() = "finegrained_ops native kernels (CPU, and CUDA when built with it)";
+  fgo::bind_ops(m);
+}

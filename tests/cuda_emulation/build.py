@@ -1,0 +1,124 @@
+"""Builds the CUDA emulation: the real CUDA launchers and kernels of csrc/, compiled as host C++.
+
+Every ``.cu``/``.cuh`` file of csrc/ is copied to build/cuda-emulation/src/ with two mechanical
+rewrites and nothing else changed (``#line`` keeps diagnostics pointing at csrc/):
+
+- ``kernel<<<grid, block, shared, stream>>>(args)`` becomes
+  ``::fgo::emu::launch("kernel", ::fgo::emu::LaunchConfig(grid, block, shared, stream),
+  [&] { kernel(args); })``;
+- ``extern __shared__ T name[];`` becomes a pointer to the launch's dynamic shared memory.
+
+They are compiled against torch's CPU headers with the shim in shim/ (cuda_runtime.h, the
+c10/cuda headers) and the emulator (emulator.cpp), together with the ops' device-independent
+entry points, into one extension module whose entry points run the CUDA path
+(``FGO_CUDA_EMULATION``, see csrc/common/device.h) on CPU tensors. The module also binds the
+emulator's controls and its self-test kernels (module.cpp). See docs/cuda_emulation.md.
+"""
+import os
+import re
+import shutil
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parents[1]
+CSRC = ROOT / "csrc"
+BUILD = ROOT / "build" / "cuda-emulation"
+NAME = "finegrained_ops_cuda_emulation"
+# Small kernel-pooling chunks, so that the emulation's shapes span several chunks.
+KP_CHUNK_SCALARS = 4096
+
+_SHARED = re.compile(r"extern\s+__shared__\s+(?:__align__\(\s*\d+\s*\)\s+)?"
+                     r"([A-Za-z_][\w:<>, ]*?)\s+(\w+)\s*\[\s*\]\s*;")
+
+
+def _matching(text, i, opening, closing):
+    """Index of the bracket that closes the one at text[i]."""
+    depth = 0
+    for j in range(i, len(text)):
+        depth += (text[j] == opening) - (text[j] == closing)
+        if depth == 0:
+            return j
+    raise ValueError(f"unbalanced {opening!r} at offset {i}")
+
+
+def _kernel_start(text, launch):
+    """Start of the kernel expression (name, optional template arguments) before `<<<`."""
+    j = launch
+    if text[j - 1] == ">":
+        depth = 0
+        while True:
+            j -= 1
+            depth += (text[j] == ">") - (text[j] == "<")
+            if depth == 0:
+                break
+    while j > 0 and (text[j - 1].isalnum() or text[j - 1] in "_:"):
+        j -= 1
+    return j
+
+
+def transform(text):
+    """The emulation's version of a CUDA source: launches and dynamic shared memory rewritten."""
+    out, pos = [], 0
+    while (launch := text.find("<<<", pos)) != -1:
+        start = _kernel_start(text, launch)
+        config_end = text.index(">>>", launch)
+        args_open = config_end + 3
+        while text[args_open].isspace():
+            args_open += 1
+        if text[args_open] != "(":
+            raise ValueError(f"no argument list after a launch at offset {launch}")
+        args_close = _matching(text, args_open, "(", ")")
+        kernel = text[start:launch].strip()
+        config, args = text[launch + 3:config_end], text[args_open + 1:args_close]
+        out.append(text[pos:start])
+        out.append(f'::fgo::emu::launch("{kernel}", ::fgo::emu::LaunchConfig({config}), '
+                   f"[&] {{ {kernel}({args}); }})")
+        out.append("\n" * text.count("\n", start, args_close))  # keep the line numbers
+        pos = args_close + 1
+    out.append(text[pos:])
+    return _SHARED.sub(r"\1* const \2 = static_cast<\1*>(::fgo::emu::dynamic_shared());",
+                       "".join(out))
+
+
+def _write_if_changed(path, text):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if not path.exists() or path.read_text() != text:
+        path.write_text(text)
+
+
+def _emulated_sources():
+    """Transformed copies of the CUDA sources: the .cu files, compiled as .cpp."""
+    sources = []
+    for original in sorted([*CSRC.rglob("*.cu"), *CSRC.rglob("*.cuh"), *HERE.glob("*.cu")]):
+        base = CSRC if original.is_relative_to(CSRC) else HERE
+        copy = BUILD / "src" / original.relative_to(base)
+        if original.suffix == ".cu":
+            copy = copy.with_suffix(".cpp")
+            sources.append(copy)
+        _write_if_changed(copy, f'#line 1 "{original}"\n' + transform(original.read_text()))
+    return sources
+
+
+def compiler_available():
+    return shutil.which(os.environ.get("CXX", "c++")) is not None
+
+
+def load(verbose=False):
+    """Compile (incrementally, with ninja) and import the emulation module."""
+    from torch.utils.cpp_extension import load as load_extension
+
+    entry_points = [p for p in sorted(CSRC.rglob("*.cpp"))
+                    if not p.name.endswith("_cpu.cpp") and p.name != "module.cpp"]
+    (BUILD / "obj").mkdir(parents=True, exist_ok=True)
+    return load_extension(
+        name=NAME,
+        sources=[str(p) for p in [*entry_points, *_emulated_sources(), HERE / "emulator.cpp",
+                                  HERE / "module.cpp"]],
+        extra_include_paths=[str(HERE / "shim"), str(HERE), str(BUILD / "src"), str(CSRC)],
+        extra_cflags=["-O1", "-DWITH_CUDA", "-DFGO_CUDA_EMULATION",
+                      f"-DFGO_KP_CUDA_CHUNK_SCALARS={KP_CHUNK_SCALARS}",
+                      '-DFGO_VERSION=\\"emulated\\"', '-DFGO_TORCH_VERSION=\\"emulated\\"',
+                      '-DFGO_CUDA_ARCH_LIST=\\"emulated\\"'],
+        build_directory=str(BUILD / "obj"),
+        verbose=verbose,
+    )

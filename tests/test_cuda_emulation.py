@@ -1,0 +1,335 @@
+"""The CUDA launchers and kernels, run on this CPU by the CUDA emulation (tests/cuda_emulation,
+docs/cuda_emulation.md), against the CPU kernels, op by op, forward and backward.
+
+Integer results (mined triplets) must be equal. Floating results are compared by their largest
+error relative to the largest magnitude of the CPU result (SCALED_TOLERANCE): the devices sum in
+different orders (kernel pooling: the CPU sums groups of locations with SIMD vectors, the CUDA
+kernel one location at a time; class-balanced loss: SIMD lanes against a shuffle tree) and
+contract multiply-adds into FMAs differently (the CPU build uses -mfma, nvcc contracts by
+default, the emulation is built without), so bitwise equality across devices is not a property
+of any op. Every emulated result must, however, be bitwise the same with the threads and
+blocks run in reverse order: no kernel may depend on the schedule. The emulator's own checks
+(barriers, shuffles, launch limits) are tested first.
+"""
+import contextlib
+import sys
+
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import finegrained_ops as fo
+from finegrained_ops import _native
+
+from .cuda_emulation import build
+
+pytestmark = pytest.mark.skipif(
+    not build.compiler_available(),
+    reason="CUDA emulation NOT RUN: no C++ compiler (set CXX) to build tests/cuda_emulation")
+
+SCALED_TOLERANCE = {torch.float32: 1e-5, torch.float64: 1e-13}
+
+
+@pytest.fixture(scope="module")
+def emulation():
+    return build.load()
+
+
+@contextlib.contextmanager
+def emulated_cuda(emulation, reverse=False, launches=True):
+    """Every op of finegrained_ops runs the emulated CUDA path (on CPU tensors) inside; unless
+    `launches` is False (empty inputs), it must launch a kernel."""
+    native = _native._C
+    modules = [m for m in list(sys.modules.values()) if getattr(m, "_C", None) is native]
+    for module in modules:
+        module._C = emulation
+    emulation.set_reverse_order(reverse)
+    emulation.take_launches()
+    try:
+        yield
+        assert bool(emulation.take_launches()) == launches
+    finally:
+        emulation.set_reverse_order(False)
+        for module in modules:
+            module._C = native
+
+
+def run_three_ways(emulation, fn, launches=True):
+    """fn() on the CPU kernels, the emulated CUDA kernels, and those in reverse order."""
+    cpu = fn()
+    with emulated_cuda(emulation, launches=launches):
+        cuda = fn()
+    with emulated_cuda(emulation, reverse=True, launches=launches):
+        cuda_reversed = fn()
+    for a, b in zip(cuda, cuda_reversed):
+        assert torch.equal(a, b), "the emulated CUDA result depends on the thread order"
+    return cpu, cuda
+
+
+def assert_all(cpu, cuda):
+    for a, b in zip(cpu, cuda):
+        assert a.shape == b.shape and a.dtype == b.dtype
+        if not a.is_floating_point():
+            assert torch.equal(a, b)
+        elif a.numel():
+            scale = max(a.abs().max().item(), torch.finfo(a.dtype).tiny)
+            error = (a - b).abs().max().item()
+            assert error <= SCALED_TOLERANCE[a.dtype] * scale, (error, scale)
+
+
+# ---------------------------------------------------------------------------------------------
+# The emulator itself
+
+
+def test_block_barriers_and_shared_memory(emulation):
+    x = torch.randn(4 * 256)
+    for reverse in (False, True):
+        emulation.set_reverse_order(reverse)
+        out = torch.zeros(4)
+        emulation.selftest("block_sum", x, out, 4, 256)
+        torch.testing.assert_close(out, x.view(4, 256).sum(1), rtol=1e-5, atol=1e-5)
+    emulation.set_reverse_order(False)
+
+
+def test_a_missing_barrier_shows_as_a_schedule_dependent_result(emulation):
+    x = torch.rand(256) + 1
+    results = []
+    for reverse in (False, True):
+        emulation.set_reverse_order(reverse)
+        out = torch.zeros(1)
+        emulation.selftest("racy_block_sum", x, out, 1, 256)
+        results.append(out)
+    emulation.set_reverse_order(False)
+    assert not torch.equal(*results)
+
+
+def test_warp_collectives(emulation):
+    x = torch.randn(64)
+    x[32:] = x[32:].abs() + 0.5
+    out = torch.zeros(64 * 6)
+    emulation.selftest("warp_collectives", x, out, 1, 64)
+    out = out.view(2, 32, 6)
+    warps = x.view(2, 32)
+    torch.testing.assert_close(out[..., 0], warps.sum(1, keepdim=True).expand(2, 32))
+    assert torch.equal(out[:, :31, 1], warps[:, 1:]) and torch.equal(out[:, 31, 1], warps[:, 31])
+    assert torch.equal(out[:, 1:, 2], warps[:, :-1]) and torch.equal(out[:, 0, 2], warps[:, 0])
+    assert torch.equal(out[..., 3], warps[:, 3:4].expand(2, 32))
+    ballot = [sum(1 << i for i, v in enumerate(warp[:16]) if v > 0) for warp in warps.tolist()]
+    assert out[..., 4].tolist() == [[float(b)] * 32 for b in ballot]
+    assert out[..., 5].tolist() == [[0.0] * 32, [1.0] * 32]
+
+
+def test_dynamic_shared_memory_and_atomics(emulation):
+    x = torch.randn(128)
+    out = torch.zeros(128)
+    emulation.selftest("reverse_in_shared", x, out, 1, 128, 128 * 4)
+    assert torch.equal(out, x.flip(0))
+    count = torch.zeros(1)
+    emulation.selftest("count_positive", x, count, 4, 32)
+    assert count.item() == (x > 0).sum().item()
+
+
+@pytest.mark.parametrize("kernel, match", [
+    ("divergent_barrier", r"32 of 64 threads wait at __syncthreads, 32 have exited"),
+    ("divergent_shuffle", r"lane 0 waits in a warp collective over mask 0xffffffff but lane 16 "
+                          r"has exited"),
+])
+def test_divergent_barriers_fail_instead_of_hanging(emulation, kernel, match):
+    with pytest.raises(RuntimeError, match=match):
+        emulation.selftest(kernel, torch.randn(64), torch.zeros(64), 1, 64)
+
+
+@pytest.mark.parametrize("grid, block, shared, match", [
+    (0, 32, 0, r"invalid configuration argument: .*grid \(0, 1, 1\) has no blocks"),
+    (1, 1025, 0, r"invalid configuration argument: .*more than 1024 threads"),
+    (1, 32, 64 * 1024, r"invalid argument: .*65536 bytes of dynamic shared memory"),
+])
+def test_launches_cuda_would_refuse_fail(emulation, grid, block, shared, match):
+    with pytest.raises(RuntimeError, match=match):
+        emulation.selftest("reverse_in_shared", torch.randn(64), torch.zeros(64), grid, block,
+                           shared)
+
+
+# ---------------------------------------------------------------------------------------------
+# Kernel pooling: 4096-scalar chunks here (build.KP_CHUNK_SCALARS), so these shapes span several
+# chunks, with images straddling chunk boundaries (and one location per chunk at p·d > 4096).
+
+KP_SHAPES = [  # N, L, C, d, p
+    (3, 17, 24, 63, 4),    # 16 locations per chunk: 4 chunks, odd d
+    (5, 13, 33, 129, 2),   # 15 locations per chunk
+    (4, 1, 16, 64, 3),     # one location per image
+    (1, 3, 40, 1100, 4),   # one location per chunk
+    (2, 5, 8, 2, 2),       # the smallest sketch
+    (2, 9, 0, 32, 3),      # no channels: zero features, an empty gradient
+    (0, 4, 8, 16, 3),      # no images
+]
+
+
+def kernel_pooling_problem(n, locations, channels, dim, order, dtype, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(n, locations, channels, generator=g, dtype=torch.float64).to(dtype)
+    if channels:
+        hash_index, hash_sign = fo.draw_hashes(channels, dim, order, seed=seed)
+    else:  # draw_hashes wants channels; the op takes none
+        hash_index, hash_sign = torch.empty(order, 0, dtype=torch.int64), torch.empty(order, 0)
+    alpha = torch.rand(order + 1, generator=g, dtype=torch.float64).to(dtype)
+    grad = torch.randn(n, 1 + channels + (order - 1) * dim, generator=g,
+                       dtype=torch.float64).to(dtype)
+    return x, hash_index, hash_sign.to(dtype), alpha, grad
+
+
+def kernel_pooling_forward_backward(x, hash_index, hash_sign, alpha, dim, grad):
+    x = x.detach().requires_grad_()
+    y = fo.kernel_pooling(x, hash_index, hash_sign, alpha, dim)
+    (grad_x,) = torch.autograd.grad(y, x, grad)
+    return y.detach(), grad_x
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("shape", KP_SHAPES)
+def test_kernel_pooling(emulation, shape, dtype):
+    n, locations, channels, dim, order = shape
+    x, h, s, alpha, grad = kernel_pooling_problem(n, locations, channels, dim, order, dtype)
+    cpu, cuda = run_three_ways(
+        emulation, lambda: kernel_pooling_forward_backward(x, h, s, alpha, dim, grad), n > 0)
+    assert_all(cpu, cuda)
+
+
+@settings(max_examples=15)
+@given(n=st.integers(1, 4), locations=st.integers(1, 40), channels=st.integers(1, 40),
+       dim=st.integers(2, 300), order=st.integers(2, 5), seed=st.integers(0, 2**31))
+def test_kernel_pooling_random_shapes(emulation, n, locations, channels, dim, order, seed):
+    x, h, s, alpha, grad = kernel_pooling_problem(n, locations, channels, dim, order,
+                                                  torch.float64, seed)
+    cpu = kernel_pooling_forward_backward(x, h, s, alpha, dim, grad)
+    with emulated_cuda(emulation):
+        cuda = kernel_pooling_forward_backward(x, h, s, alpha, dim, grad)
+    assert_all(cpu, cuda)
+
+
+# ---------------------------------------------------------------------------------------------
+# Triplet: one anchor per CUDA thread, 128 per block, so B >= 300 is several blocks.
+
+RULES = ["violating", "semihard", "hardest", "all"]
+
+
+def triplet_batch(b, num_classes, d, num_extra, dtype=torch.float64, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    emb = torch.randn(b, d, generator=g, dtype=torch.float64).to(dtype)
+    labels = torch.randint(num_classes, (b,), generator=g)
+    extra = torch.randn(num_extra, d, generator=g, dtype=torch.float64).to(dtype)
+    extra_labels = torch.randint(num_classes, (num_extra,), generator=g)
+    return emb, labels, extra, extra_labels
+
+
+def triplet_loss_and_grads(emb, labels, extra, extra_labels, **kwargs):
+    emb, extra = emb.detach().requires_grad_(), extra.detach().requires_grad_()
+    loss = fo.triplet_margin_loss(emb, labels, extra_negatives=extra,
+                                  extra_negative_labels=extra_labels, **kwargs)
+    return (loss.detach(), *torch.autograd.grad(loss, (emb, extra)))
+
+
+@pytest.mark.parametrize("rule", RULES)
+@pytest.mark.parametrize("b, fraction, reduction, squared, normalize, dtype", [
+    (300, 1.0, "mean_nonzero", True, True, torch.float64),
+    (517, 0.6, "mean", False, True, torch.float32),
+    (300, 0.3, "sum", True, False, torch.float32),
+])
+def test_triplet_loss(emulation, rule, b, fraction, reduction, squared, normalize, dtype):
+    batch = triplet_batch(b, 12, 8, 7, dtype)
+    cpu, cuda = run_three_ways(emulation, lambda: triplet_loss_and_grads(
+        *batch, negatives=rule, positive_fraction=fraction, reduction=reduction,
+        squared=squared, normalize=normalize, margin=0.3))
+    assert_all(cpu, cuda)
+
+
+@pytest.mark.parametrize("rule", RULES)
+def test_triplet_mining_all_and_sampled(emulation, rule):
+    emb, labels, extra, extra_labels = triplet_batch(300, 9, 6, 11)
+
+    def mine():
+        everything = fo.mine_triplets(emb, labels, negatives=rule, positive_fraction=0.6,
+                                      extra_negatives=extra, extra_negative_labels=extra_labels)
+        sampled = fo.mine_triplets(emb, labels, negatives=rule, max_triplets=500,
+                                   generator=torch.Generator().manual_seed(3))
+        return (*everything, *sampled)
+
+    cpu, cuda = run_three_ways(emulation, mine)
+    assert_all(cpu, cuda)
+    assert cpu[0].numel() > 0
+
+
+@pytest.mark.parametrize("per_anchor, chunk_size", [(None, None), (3, 50), (1, 7)])
+def test_bank_mining(emulation, per_anchor, chunk_size):
+    bank, bank_labels, extra, extra_labels = triplet_batch(400, 15, 8, 5, torch.float32, seed=1)
+    query, query_labels = bank[:150], bank_labels[:150]
+
+    def mine():
+        return (*fo.mine_from_bank(bank, bank_labels, bank, bank_labels, per_anchor=per_anchor,
+                                   chunk_size=chunk_size,
+                                   generator=torch.Generator().manual_seed(0)),
+                *fo.mine_from_bank(query, query_labels, bank, bank_labels, per_anchor=per_anchor,
+                                   negatives="semihard", extra_negatives=extra,
+                                   extra_negative_labels=extra_labels, chunk_size=chunk_size,
+                                   generator=torch.Generator().manual_seed(0)))
+
+    cpu, cuda = run_three_ways(emulation, mine)
+    assert_all(cpu, cuda)
+
+
+def test_triplet_positive_at_infinite_distance(emulation):
+    """Without normalisation, float32 distances overflow to +inf: a positive at +inf must stay a
+    positive and the anchor itself must never become one (the CUDA launcher once told positives
+    from non-positives by sorting non-positives to +inf)."""
+    big = 3e19
+    emb = torch.tensor([[big, 0.0], [-big, 0.0], [0.0, 1.0], [0.0, 2.0]])
+    labels = torch.tensor([0, 0, 1, 1])
+    kwargs = dict(negatives="all", normalize=False)
+    cpu, cuda = run_three_ways(emulation, lambda: fo.mine_triplets(emb, labels, **kwargs))
+    assert_all(cpu, cuda)
+    anchors, positives, _ = cpu
+    assert (anchors != positives).all()
+    assert positives[anchors == 0].unique().tolist() == [1]
+
+
+# ---------------------------------------------------------------------------------------------
+# Class-balanced loss: a warp per row below 512 classes (8 rows per block), a block per row
+# from 512 on.
+
+CB_TYPES = [("softmax", 0.0), ("sigmoid", 0.0), ("focal", 0.5), ("focal", 2.0)]
+
+
+def cb_problem(n, c, target_kind, dtype, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    logits = (3 * torch.randn(n, c, generator=g, dtype=torch.float64)).to(dtype)
+    counts = torch.randint(1, 500, (c,), generator=g)
+    if target_kind == "index":
+        target = torch.randint(c, (n,), generator=g)
+        target[::7] = -100
+    elif target_kind == "multi_hot":
+        target = (torch.rand(n, c, generator=g) < 0.1).to(dtype)
+    else:
+        target = torch.rand(n, c, generator=g, dtype=torch.float64).to(dtype)
+    return logits, target, counts
+
+
+def cb_loss_and_grad(logits, target, counts, **kwargs):
+    logits = logits.detach().requires_grad_()
+    loss = fo.class_balanced_loss(logits, target, counts, **kwargs)
+    (grad,) = torch.autograd.grad(loss.sum(), logits)
+    return loss.detach(), grad
+
+
+@pytest.mark.parametrize("loss_type, gamma, target_kind", [
+    (loss_type, gamma, target_kind) for loss_type, gamma in CB_TYPES
+    for target_kind in (["index"] if loss_type == "softmax" else ["index", "multi_hot", "soft"])])
+@pytest.mark.parametrize("n, c", [(37, 10), (100, 300), (9, 512), (6, 2049)])
+@pytest.mark.parametrize("reduction", ["mean", "none"])
+def test_class_balanced_loss(emulation, loss_type, gamma, n, c, target_kind, reduction):
+    for dtype in (torch.float32, torch.float64):
+        logits, target, counts = cb_problem(n, c, target_kind, dtype)
+        cpu, cuda = run_three_ways(emulation, lambda: cb_loss_and_grad(
+            logits, target, counts, beta=0.999, gamma=gamma, loss_type=loss_type,
+            reduction=reduction))
+        assert_all(cpu, cuda)

@@ -1,0 +1,105 @@
+"""The GPU validation run in one call: build, CUDA tests, CUDA-vs-CPU smoke, compute-sanitizer,
+quick GPU benchmark; every log and a one-screen summary under OUT.
+
+    make gpu-check OUT=dir [DRY_RUN=1]         (python tools/gpu_check.py --out dir [--dry-run])
+
+Meant for a GPU machine with a CUDA torch, nvcc, compute-sanitizer, pytest and hypothesis and no
+network: it builds in place (`python setup.py build_ext --inplace`, no pip resolve) and
+installs the optional test wheels from .whl/ when that folder exists (POT and
+pytorch-metric-learning; their tests skip without them). With --dry-run, on a machine without
+a GPU, every step that needs none runs (the build, info, test collection, the smoke
+comparison's harness on the CPU) and the others are reported as skipped. Steps share a time
+budget (default 8 minutes); the exit status is 1 if any step failed.
+"""
+import argparse
+import glob
+import os
+import re
+import shutil
+import subprocess
+import sys
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def gpu_visible(python):
+    probe = "import torch, sys; sys.exit(0 if torch.cuda.is_available() else 1)"
+    return subprocess.run([python, "-c", probe], cwd=ROOT).returncode == 0
+
+
+def steps(python, out, have_gpu, dry_run):
+    """(name, command or None, why skipped) in order."""
+    sanitizer = shutil.which("compute-sanitizer")
+    wheels = sorted(glob.glob(os.path.join(ROOT, ".whl", "*.whl")))
+    no_gpu = "no GPU" + (" (dry run)" if dry_run else "")
+    smoke = [python, "tools/gpu_smoke.py"]
+    tiny = smoke + ["--scale", "tiny"]
+    yield ("wheels", [python, "-m", "pip", "install", "--no-index", "--no-deps", *wheels]
+           if wheels and not dry_run else None,
+           "dry run: the local environment is left alone" if dry_run else "no .whl/ folder")
+    yield "build", [python, "setup.py", "build_ext", "--inplace"], ""
+    yield "info", [python, "-m", "finegrained_ops", "info"], ""
+    # Every test that takes the `device` fixture has "cuda" in its id; the emulation's tests
+    # are CPU tests and ran in `make test`.
+    yield ("cuda tests", [python, "-m", "pytest", "-q", "-rs", "-k",
+                          "cuda and not test_cuda_emulation", "tests"], "")
+    yield ("smoke cuda vs cpu", smoke + ["--device", "cuda"] if have_gpu else None, no_gpu)
+    if not have_gpu:
+        yield "smoke harness (cpu vs cpu)", tiny + ["--device", "cpu"], ""
+    for tool in ("memcheck", "racecheck"):
+        command = [sanitizer, "--tool", tool, "--error-exitcode", "1", *tiny]
+        yield (f"compute-sanitizer {tool}", command if have_gpu and sanitizer else None,
+               no_gpu if not have_gpu else "compute-sanitizer not on PATH")
+    yield ("bench --device cuda --quick",
+           [python, "-m", "finegrained_ops", "bench", "--device", "cuda", "--quick", "--out",
+            os.path.join(out, "bench")] if have_gpu else None, no_gpu)
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--out", required=True, help="folder for the logs and summary.md")
+    parser.add_argument("--dry-run", action="store_true", help="no GPU: skip what needs one")
+    parser.add_argument("--budget", type=float, default=480, help="seconds for all steps")
+    parser.add_argument("--python", default=sys.executable)
+    args = parser.parse_args(argv)
+    out = os.path.abspath(args.out)
+    os.makedirs(out, exist_ok=True)
+    have_gpu = not args.dry_run and gpu_visible(args.python)
+    deadline = time.monotonic() + args.budget
+    rows, failed = [], False
+    for name, command, why in steps(args.python, out, have_gpu, args.dry_run):
+        log = os.path.join(out, re.sub(r"[^a-z0-9]+", "-", name.lower()).strip("-") + ".log")
+        if command is None:
+            rows.append((name, "skipped", 0.0, why))
+            continue
+        left = deadline - time.monotonic()
+        if left < 5:
+            rows.append((name, "skipped", 0.0, "time budget spent"))
+            failed = True
+            continue
+        print(f"== {name}: {' '.join(command)}", flush=True)
+        started = time.monotonic()
+        with open(log, "w") as f:
+            f.write(" ".join(command) + "\n\n")
+            f.flush()
+            try:
+                code = subprocess.run(command, cwd=ROOT, stdout=f, stderr=subprocess.STDOUT,
+                                      timeout=left).returncode
+                status = "passed" if code == 0 else f"FAILED (exit {code})"
+            except subprocess.TimeoutExpired:
+                status = "FAILED (time budget spent)"
+        failed |= status != "passed"
+        rows.append((name, status, time.monotonic() - started, os.path.relpath(log, out)))
+    summary = ["| step | result | seconds | log / why |", "|---|---|---|---|"]
+    summary += [f"| {n} | {s} | {t:.0f} | {w} |" for n, s, t, w in rows]
+    text = (f"# gpu-check {'(dry run) ' if args.dry_run else ''}"
+            f"{time.strftime('%Y-%m-%d %H:%M:%S')}\n\n" + "\n".join(summary) + "\n")
+    with open(os.path.join(out, "summary.md"), "w") as f:
+        f.write(text)
+    print("\n" + text)
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

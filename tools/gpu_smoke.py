@@ -1,0 +1,182 @@
+"""Every op on a device against the same op on the CPU, forward and backward.
+
+    python tools/gpu_smoke.py [--device cuda] [--scale full|tiny]
+
+`full` runs the sizes users train at (kernel pooling N=32, 28x28, C=512, d=4096, p=4; the
+triplet loss at B=1024 and bank mining 50 000 x 1024 queries; the class-balanced loss at
+512 x 8142 with index, multi-hot and soft targets) and times the device. `tiny` reaches every
+CUDA kernel (both dtypes, both class-balanced row layouts) in a few small calls: the workload
+compute-sanitizer runs. Floating results are compared by their largest error relative to the
+CPU result's largest magnitude; mined triplets by the share of anchors whose triplets agree
+(float32 GEMMs on two devices may round near-ties apart). Exit status 1 if any case fails.
+"""
+import argparse
+import statistics
+import sys
+import time
+
+import torch
+
+import finegrained_ops as fo
+
+SCALED_TOLERANCE = {torch.float32: 1e-4, torch.float64: 1e-10}
+MIN_AGREEING_ANCHORS = 0.99
+
+
+def synchronize(device):
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def timed(fn, device, repeats):
+    """fn()'s result and its median time in ms over `repeats` runs after one warm-up."""
+    result = fn()
+    times = []
+    for _ in range(repeats):
+        synchronize(device)
+        start = time.perf_counter()
+        fn()
+        synchronize(device)
+        times.append(1e3 * (time.perf_counter() - start))
+    return result, statistics.median(times) if times else float("nan")
+
+
+def scaled_error(expected, actual):
+    expected, actual = expected.double(), actual.double().cpu()
+    scale = max(expected.abs().max().item(), 1e-300) if expected.numel() else 1.0
+    return (expected - actual).abs().max().item() / scale if expected.numel() else 0.0
+
+
+def anchor_agreement(expected, actual):
+    """Share of anchors whose mined triplets are identical on both devices."""
+    expected = torch.stack(expected, 1)
+    actual = torch.stack([t.cpu() for t in actual], 1)
+    anchors = torch.cat([expected[:, 0], actual[:, 0]]).unique()
+    agree = sum(torch.equal(expected[expected[:, 0] == a], actual[actual[:, 0] == a])
+                for a in anchors.tolist())
+    return agree / max(1, len(anchors))
+
+
+def kernel_pooling_case(n, locations, channels, dim, order, dtype):
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(n, locations, channels, generator=g, dtype=dtype)
+    h, s = fo.draw_hashes(channels, dim, order, seed=0)
+    alpha = torch.rand(order + 1, generator=g, dtype=dtype)
+    upstream = torch.randn(n, 1 + channels + (order - 1) * dim, generator=g, dtype=dtype)
+
+    def run(device):
+        xd = x.to(device).requires_grad_()
+        y = fo.kernel_pooling(xd, h.to(device), s.to(device, dtype), alpha.to(device), dim)
+        y.backward(upstream.to(device))
+        return [y.detach(), xd.grad]
+
+    return f"kernel_pooling {n}x{locations}x{channels} d={dim} p={order} {dtype}", run, []
+
+
+def triplet_case(b, dim, classes, dtype):
+    g = torch.Generator().manual_seed(1)
+    emb = torch.randn(b, dim, generator=g, dtype=dtype)
+    labels = torch.randint(classes, (b,), generator=g)
+
+    def run(device):
+        e = emb.to(device).requires_grad_()
+        loss = fo.triplet_margin_loss(e, labels.to(device), negatives="semihard")
+        loss.backward()
+        return [loss.detach(), e.grad]
+
+    def mine(device):
+        return fo.mine_triplets(emb.to(device), labels.to(device), max_triplets=10_000,
+                                generator=torch.Generator().manual_seed(0))
+
+    return f"triplet loss B={b} D={dim} {dtype}", run, [("mine_triplets", mine)]
+
+
+def bank_case(bank_size, queries, dim, classes, dtype):
+    g = torch.Generator().manual_seed(2)
+    bank = torch.randn(bank_size, dim, generator=g, dtype=dtype)
+    labels = torch.randint(classes, (bank_size,), generator=g)
+
+    def mine(device):
+        return fo.mine_from_bank(bank[:queries].to(device), labels[:queries].to(device),
+                                 bank.to(device), labels.to(device), per_anchor=10,
+                                 query_indices=torch.arange(queries, device=device),
+                                 generator=torch.Generator().manual_seed(0))
+
+    return f"mine_from_bank {bank_size}x{queries} {dtype}", None, [("mine_from_bank", mine)]
+
+
+def class_balanced_case(n, c, loss_type, target_kind, dtype):
+    g = torch.Generator().manual_seed(3)
+    logits = 3 * torch.randn(n, c, generator=g, dtype=dtype)
+    counts = torch.randint(1, 1000, (c,), generator=g)
+    if target_kind == "index":
+        target = torch.randint(c, (n,), generator=g)
+    else:
+        target = (torch.rand(n, c, generator=g) < 0.01).to(dtype)
+        if target_kind == "soft":
+            target = target * torch.rand(n, c, generator=g, dtype=dtype)
+
+    def run(device):
+        z = logits.to(device).requires_grad_()
+        loss = fo.class_balanced_loss(z, target.to(device), counts.to(device), gamma=2.0,
+                                      loss_type=loss_type)
+        loss.backward()
+        return [loss.detach(), z.grad]
+
+    return f"class_balanced_loss {loss_type} {target_kind} {n}x{c} {dtype}", run, []
+
+
+def cases(scale):
+    if scale == "full":
+        yield kernel_pooling_case(32, 28 * 28, 512, 4096, 4, torch.float32)
+        yield triplet_case(1024, 128, 100, torch.float32)
+        yield bank_case(50_000, 1024, 128, 500, torch.float32)
+        for loss_type, target_kind in [("softmax", "index"), ("focal", "index"),
+                                       ("focal", "multi_hot"), ("sigmoid", "soft")]:
+            yield class_balanced_case(512, 8142, loss_type, target_kind, torch.float32)
+        return
+    for dtype in (torch.float32, torch.float64):
+        yield kernel_pooling_case(2, 5, 8, 16, 3, dtype)
+        yield triplet_case(40, 4, 5, dtype)
+        yield bank_case(60, 20, 4, 5, dtype)
+        for c in (10, 600):  # a warp per row, a block per row
+            for loss_type, target_kind in [("softmax", "index"), ("sigmoid", "multi_hot"),
+                                           ("focal", "soft")]:
+                yield class_balanced_case(6, c, loss_type, target_kind, dtype)
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--device", default="cuda")
+    parser.add_argument("--scale", choices=["full", "tiny"], default="full")
+    parser.add_argument("--repeats", type=int, default=None,
+                        help="timed runs per case (default: 5 at full scale, 0 at tiny)")
+    args = parser.parse_args(argv)
+    device = torch.device(args.device)
+    repeats = args.repeats if args.repeats is not None else (5 if args.scale == "full" else 0)
+    failures = 0
+    print(f"{'case':<58} {'check':>22} {device.type + ' ms':>10}  result")
+    for name, run, mines in cases(args.scale):
+        checks = []
+        if run is not None:
+            expected = run(torch.device("cpu"))
+            actual, ms = timed(lambda: run(device), device, repeats)
+            error = max(scaled_error(e, a) for e, a in zip(expected, actual))
+            checks.append((name, f"scaled error {error:.1e}", ms,
+                           error <= SCALED_TOLERANCE[expected[0].dtype]))
+        for mine_name, mine in mines:
+            expected = mine(torch.device("cpu"))
+            actual, ms = timed(lambda: mine(device), device, repeats)
+            agreement = anchor_agreement(expected, actual)
+            checks.append((f"  {mine_name} ({expected[0].numel()} triplets)",
+                           f"anchors agree {100 * agreement:.2f}%", ms,
+                           agreement >= MIN_AGREEING_ANCHORS))
+        for label, check, ms, ok in checks:
+            failures += not ok
+            print(f"{label:<58} {check:>22} {ms:>10.2f}  {'ok' if ok else 'FAIL'}")
+    print(f"{failures} case(s) failed" if failures else "all cases agree")
+    return 1 if failures else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
