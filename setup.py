@@ -73,9 +73,10 @@ def cuda_arch_list():
         return chosen, "TORCH_CUDA_ARCH_LIST"
     if not torch.cuda.is_available():
         return PORTABLE_CUDA_ARCHS, "no visible GPU: the portable list"
-    newest = max(tuple(divmod(int(a.split("_")[1].rstrip("a")), 10))
-                 for a in torch.cuda.get_arch_list() if a.startswith("sm_"))
-    visible = sorted({min(torch.cuda.get_device_capability(i), newest)
+    built = [divmod(int(m.group(1)), 10) for a in torch.cuda.get_arch_list()
+             if (m := re.fullmatch(r"sm_(\d+)\w*", a))]
+    newest = max(built, default=(99, 9))
+    visible = sorted({min(tuple(torch.cuda.get_device_capability(i)), newest)
                       for i in range(torch.cuda.device_count())})
     return ";".join(f"{major}.{minor}" for major, minor in visible) + "+PTX", "the visible GPUs"
 

@@ -62,6 +62,7 @@ def run_three_ways(emulation, fn, launches=True):
         cuda = fn()
     with emulated_cuda(emulation, reverse=True, launches=launches):
         cuda_reversed = fn()
+    assert len(cpu) == len(cuda) == len(cuda_reversed)
     for a, b in zip(cuda, cuda_reversed):
         assert torch.equal(a, b), "the emulated CUDA result depends on the thread order"
     return cpu, cuda
@@ -130,10 +131,24 @@ def test_dynamic_shared_memory_and_atomics(emulation):
     assert count.item() == (x > 0).sum().item()
 
 
+def test_exited_lanes_count_as_arrived_but_cannot_be_read(emulation):
+    x = torch.randn(64)
+    out = torch.zeros(64)
+    emulation.selftest("shuffle_after_half_exit", x, out, 1, 64)
+    warps = out.view(2, 32)
+    assert torch.equal(warps[:, :16], x.view(2, 32)[:, :16].view(2, 8, 2).flip(2).reshape(2, 16))
+    assert (warps[:, 16:] == 0).all()
+
+
+def test_shared_memory_starts_poisoned_in_every_block(emulation):
+    out = torch.zeros(2 * 32)
+    emulation.selftest("shared_read_before_write", torch.zeros(64), out, 2, 32)
+    assert out.isnan().all()
+
+
 @pytest.mark.parametrize("kernel, match", [
-    ("divergent_barrier", r"32 of 64 threads wait at __syncthreads, 32 have exited"),
-    ("divergent_shuffle", r"lane 0 waits in a warp collective over mask 0xffffffff but lane 16 "
-                          r"has exited"),
+    ("divergent_barrier", r"32 of 64 threads wait at __syncthreads and 32 have exited"),
+    ("shuffle_from_exited_lane", r"lane 0 reads lane 16, which has exited"),
 ])
 def test_divergent_barriers_fail_instead_of_hanging(emulation, kernel, match):
     with pytest.raises(RuntimeError, match=match):
@@ -279,12 +294,12 @@ def test_bank_mining(emulation, per_anchor, chunk_size):
 
 
 def test_triplet_positive_at_infinite_distance(emulation):
-    """Without normalisation, float32 distances overflow to +inf: a positive at +inf must stay a
-    positive and the anchor itself must never become one (the CUDA launcher once told positives
-    from non-positives by sorting non-positives to +inf)."""
-    big = 3e19
-    emb = torch.tensor([[big, 0.0], [-big, 0.0], [0.0, 1.0], [0.0, 2.0]])
-    labels = torch.tensor([0, 0, 1, 1])
+    """Without normalisation, float32 distances overflow to +inf (or NaN, which counts as +inf):
+    a positive at +inf must stay a positive and the anchor itself must never become one (the
+    CUDA launcher once told positives from non-positives by sorting non-positives to +inf)."""
+    big = 3e19  # its square overflows float32; a pair in one direction even gives inf - inf
+    emb = torch.tensor([[big, 0.0], [-big, 0.0], [0.0, 1.0], [0.0, 2.0], [big, 1.0]])
+    labels = torch.tensor([0, 0, 1, 1, 2])
     kwargs = dict(negatives="all", normalize=False)
     cpu, cuda = run_three_ways(emulation, lambda: fo.mine_triplets(emb, labels, **kwargs))
     assert_all(cpu, cuda)

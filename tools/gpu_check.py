@@ -4,12 +4,13 @@ quick GPU benchmark; every log and a one-screen summary under OUT.
     make gpu-check OUT=dir [DRY_RUN=1]         (python tools/gpu_check.py --out dir [--dry-run])
 
 Meant for a GPU machine with a CUDA torch, nvcc, compute-sanitizer, pytest and hypothesis and no
-network: it builds in place (`python setup.py build_ext --inplace`, no pip resolve) and
-installs the optional test wheels from .whl/ when that folder exists (POT and
-pytorch-metric-learning; their tests skip without them). With --dry-run, on a machine without
-a GPU, every step that needs none runs (the build, info, test collection, the smoke
-comparison's harness on the CPU) and the others are reported as skipped. Steps share a time
-budget (default 8 minutes); the exit status is 1 if any step failed.
+network: it builds in place (`python setup.py build_ext --inplace`, no pip resolve, CUDA
+forced) and installs the optional test wheels from .whl/ when that folder exists (POT and
+pytorch-metric-learning, with --target into build/gpu-check-site; their tests skip without
+them). Without --dry-run a machine where torch sees no GPU fails the run. With --dry-run, on
+a machine without a GPU, every step that needs none runs (the build, info, test collection,
+the smoke comparison's harness on the CPU) and the others are reported as skipped. Steps
+share a time budget (default 8 minutes); the exit status is 1 if any step failed.
 """
 import argparse
 import glob
@@ -23,37 +24,51 @@ import time
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
+SITE = os.path.join(ROOT, "build", "gpu-check-site")  # the .whl/ wheels, installed with --target
+
+
 def gpu_visible(python):
     probe = "import torch, sys; sys.exit(0 if torch.cuda.is_available() else 1)"
     return subprocess.run([python, "-c", probe], cwd=ROOT).returncode == 0
 
 
+def find_sanitizer():
+    cuda_home = os.environ.get("CUDA_HOME", "/usr/local/cuda")
+    return shutil.which("compute-sanitizer") or shutil.which(
+        "compute-sanitizer", path=os.path.join(cuda_home, "bin"))
+
+
 def steps(python, out, have_gpu, dry_run):
-    """(name, command or None, why skipped) in order."""
-    sanitizer = shutil.which("compute-sanitizer")
+    """(name, command or None, why skipped, extra environment) in order."""
+    sanitizer = find_sanitizer()
     wheels = sorted(glob.glob(os.path.join(ROOT, ".whl", "*.whl")))
-    no_gpu = "no GPU" + (" (dry run)" if dry_run else "")
+    no_gpu = "no GPU (dry run)" if dry_run else "no GPU"
     smoke = [python, "tools/gpu_smoke.py"]
     tiny = smoke + ["--scale", "tiny"]
-    yield ("wheels", [python, "-m", "pip", "install", "--no-index", "--no-deps", *wheels]
-           if wheels and not dry_run else None,
-           "dry run: the local environment is left alone" if dry_run else "no .whl/ folder")
-    yield "build", [python, "setup.py", "build_ext", "--inplace"], ""
-    yield "info", [python, "-m", "finegrained_ops", "info"], ""
+    yield ("wheels", [python, "-m", "pip", "install", "--no-index", "--no-deps", "--upgrade",
+                      "--target", SITE, *wheels] if wheels and not dry_run else None,
+           "dry run: the local environment is left alone" if dry_run else "no .whl/ folder", {})
+    # A GPU machine must build the CUDA kernels: a missing toolkit fails here, not later.
+    yield ("build", [python, "setup.py", "build_ext", "--inplace"], "",
+           {"FINEGRAINED_OPS_FORCE_CUDA": "1"} if have_gpu else {})
+    yield "info", [python, "-m", "finegrained_ops", "info"], "", {}
     # Every test that takes the `device` fixture has "cuda" in its id; the emulation's tests
     # are CPU tests and ran in `make test`.
     yield ("cuda tests", [python, "-m", "pytest", "-q", "-rs", "-k",
-                          "cuda and not test_cuda_emulation", "tests"], "")
-    yield ("smoke cuda vs cpu", smoke + ["--device", "cuda"] if have_gpu else None, no_gpu)
+                          "cuda and not test_cuda_emulation", "tests"], "", {})
+    yield ("smoke cuda vs cpu", smoke + ["--device", "cuda"] if have_gpu else None, no_gpu, {})
     if not have_gpu:
-        yield "smoke harness (cpu vs cpu)", tiny + ["--device", "cpu"], ""
+        yield "smoke harness (cpu vs cpu)", tiny + ["--device", "cpu"], "", {}
     for tool in ("memcheck", "racecheck"):
         command = [sanitizer, "--tool", tool, "--error-exitcode", "1", *tiny]
+        # Without the caching allocator every tensor is its own allocation, so an access past
+        # its end is outside any allocation and memcheck sees it.
         yield (f"compute-sanitizer {tool}", command if have_gpu and sanitizer else None,
-               no_gpu if not have_gpu else "compute-sanitizer not on PATH")
+               no_gpu if not have_gpu else "compute-sanitizer not found (PATH, CUDA_HOME/bin)",
+               {"PYTORCH_NO_CUDA_MEMORY_CACHING": "1"})
     yield ("bench --device cuda --quick",
            [python, "-m", "finegrained_ops", "bench", "--device", "cuda", "--quick", "--out",
-            os.path.join(out, "bench")] if have_gpu else None, no_gpu)
+            os.path.join(out, "bench")] if have_gpu else None, no_gpu, {})
 
 
 def main(argv=None):
@@ -68,10 +83,15 @@ def main(argv=None):
     have_gpu = not args.dry_run and gpu_visible(args.python)
     deadline = time.monotonic() + args.budget
     rows, failed = [], False
-    for name, command, why in steps(args.python, out, have_gpu, args.dry_run):
+    if not args.dry_run and not have_gpu:
+        rows.append(("GPU", "FAILED (torch sees no CUDA device)", 0.0, "not a dry run"))
+        failed = True
+    path = os.pathsep.join([ROOT, SITE, os.environ.get("PYTHONPATH", "")]).rstrip(os.pathsep)
+    for name, command, why, env in steps(args.python, out, have_gpu, args.dry_run):
         log = os.path.join(out, re.sub(r"[^a-z0-9]+", "-", name.lower()).strip("-") + ".log")
         if command is None:
             rows.append((name, "skipped", 0.0, why))
+            failed |= not args.dry_run and name != "wheels"
             continue
         left = deadline - time.monotonic()
         if left < 5:
@@ -85,7 +105,8 @@ def main(argv=None):
             f.flush()
             try:
                 code = subprocess.run(command, cwd=ROOT, stdout=f, stderr=subprocess.STDOUT,
-                                      timeout=left).returncode
+                                      timeout=left,
+                                      env={**os.environ, "PYTHONPATH": path, **env}).returncode
                 status = "passed" if code == 0 else f"FAILED (exit {code})"
             except subprocess.TimeoutExpired:
                 status = "FAILED (time budget spent)"

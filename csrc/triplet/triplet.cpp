@@ -4,6 +4,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <limits>
 #include <vector>
 
 #include "common/device.h"
@@ -61,11 +62,14 @@ void check_problem(const at::Tensor& query, const at::Tensor& query_labels,
   TORCH_CHECK(finite, "triplet: embeddings must be finite (found NaN or Inf)");
 }
 
-// (Q, R) squared Euclidean distances by one GEMM, clamped at 0 against cancellation.
+// (Q, R) squared Euclidean distances by one GEMM, clamped at 0 against cancellation. Finite
+// embeddings can still overflow (float32 without normalising): inf - inf is NaN there, which
+// would leave the (distance, index) order undefined, so an overflowed distance is +inf.
 at::Tensor squared_distances(const at::Tensor& q, const at::Tensor& r) {
   at::Tensor d = at::addmm(r.pow(2).sum(1).unsqueeze(0).expand({q.size(0), r.size(0)}), q, r.t(),
                            1, -2);
-  return d.add_(q.pow(2).sum(1, true)).clamp_min_(0);
+  d.add_(q.pow(2).sum(1, true)).clamp_min_(0);
+  return d.masked_fill_(d.isnan(), std::numeric_limits<double>::infinity());
 }
 
 TripletCandidates build_candidates(const at::Tensor& query, const at::Tensor& query_labels,

@@ -1,11 +1,14 @@
 """Builds the CUDA emulation: the real CUDA launchers and kernels of csrc/, compiled as host C++.
 
-Every ``.cu``/``.cuh`` file of csrc/ is copied to build/cuda-emulation/src/ with two mechanical
-rewrites and nothing else changed (``#line`` keeps diagnostics pointing at csrc/):
+Every ``.cu``/``.cuh`` file of csrc/ is copied to build/cuda-emulation/src/ with three
+mechanical rewrites and nothing else changed (``#line`` and kept line counts point compiler
+messages at csrc/):
 
 - ``kernel<<<grid, block, shared, stream>>>(args)`` becomes
   ``::fgo::emu::launch("kernel", ::fgo::emu::LaunchConfig(grid, block, shared, stream),
-  [&] { kernel(args); })``;
+  [&](auto... a) { kernel(a...); }, args)``: the arguments are evaluated once;
+- ``__shared__ T name[n];`` becomes a function-local static that the emulator poisons at the
+  start of every block and counts against the 48 KiB limit;
 - ``extern __shared__ T name[];`` becomes a pointer to the launch's dynamic shared memory.
 
 They are compiled against torch's CPU headers with the shim in shim/ (cuda_runtime.h, the
@@ -27,8 +30,10 @@ NAME = "finegrained_ops_cuda_emulation"
 # Small kernel-pooling chunks, so that the emulation's shapes span several chunks.
 KP_CHUNK_SCALARS = 4096
 
-_SHARED = re.compile(r"extern\s+__shared__\s+(?:__align__\(\s*\d+\s*\)\s+)?"
-                     r"([A-Za-z_][\w:<>, ]*?)\s+(\w+)\s*\[\s*\]\s*;")
+_DYNAMIC_SHARED = re.compile(r"extern\s+__shared__\s+(?:__align__\(\s*\d+\s*\)\s+)?"
+                             r"([A-Za-z_][\w:<>, ]*?)\s+(\w+)\s*\[\s*\]\s*;")
+_STATIC_SHARED = re.compile(r"__shared__\s+(?:__align__\(\s*\d+\s*\)\s+)?"
+                            r"([A-Za-z_][\w:<>, ]*?)\s+(\w+)((?:\s*\[[^\];]*\])*)\s*;")
 
 
 def _matching(text, i, opening, closing):
@@ -48,6 +53,8 @@ def _kernel_start(text, launch):
         depth = 0
         while True:
             j -= 1
+            if j < 0:
+                raise ValueError(f"unbalanced template arguments before a launch at {launch}")
             depth += (text[j] == ">") - (text[j] == "<")
             if depth == 0:
                 break
@@ -57,9 +64,15 @@ def _kernel_start(text, launch):
 
 
 def transform(text):
-    """The emulation's version of a CUDA source: launches and dynamic shared memory rewritten."""
+    """The emulation's version of a CUDA source: launches and shared memory rewritten, with the
+    line count of every statement kept."""
     out, pos = [], 0
     while (launch := text.find("<<<", pos)) != -1:
+        line_start = text.rfind("\n", 0, launch) + 1
+        if "//" in text[line_start:launch]:  # in a comment
+            out.append(text[pos:launch + 3])
+            pos = launch + 3
+            continue
         start = _kernel_start(text, launch)
         config_end = text.index(">>>", launch)
         args_open = config_end + 3
@@ -70,14 +83,17 @@ def transform(text):
         args_close = _matching(text, args_open, "(", ")")
         kernel = text[start:launch].strip()
         config, args = text[launch + 3:config_end], text[args_open + 1:args_close]
-        out.append(text[pos:start])
-        out.append(f'::fgo::emu::launch("{kernel}", ::fgo::emu::LaunchConfig({config}), '
-                   f"[&] {{ {kernel}({args}); }})")
-        out.append("\n" * text.count("\n", start, args_close))  # keep the line numbers
+        rewritten = (f'::fgo::emu::launch("{kernel}", ::fgo::emu::LaunchConfig({config}), '
+                     f"[&](auto... fgo_emu_args) {{ {kernel}(fgo_emu_args...); }}"
+                     + (f", {args})" if args.strip() else ")"))
+        out.append(text[pos:start] + rewritten)
+        out.append("\n" * (text.count("\n", start, args_close) - rewritten.count("\n")))
         pos = args_close + 1
     out.append(text[pos:])
-    return _SHARED.sub(r"\1* const \2 = static_cast<\1*>(::fgo::emu::dynamic_shared());",
-                       "".join(out))
+    text = _DYNAMIC_SHARED.sub(r"\1* const \2 = static_cast<\1*>(::fgo::emu::dynamic_shared());",
+                               "".join(out))
+    return _STATIC_SHARED.sub(r"static \1 \2\3; ::fgo::emu::shared_variable(&\2, sizeof(\2));",
+                              text)
 
 
 def _write_if_changed(path, text):

@@ -7,6 +7,7 @@
 
 #include <array>
 #include <cstdio>
+#include <cstring>
 #include <exception>
 #include <mutex>
 #include <sstream>
@@ -41,7 +42,10 @@ struct Block {
   unsigned current = 0;
   const std::function<void()>* body = nullptr;
   std::vector<std::array<uint64_t, 32>> warp_values;
-  std::vector<unsigned char> shared;
+  std::vector<unsigned> warp_arrived;              // lanes that took part in the last collective
+  std::vector<unsigned char> shared;               // dynamic shared memory
+  std::vector<const void*> static_shared;          // __shared__ variables poisoned in this block
+  size_t static_shared_bytes = 0;
   std::string error;  // the first failure of the block
 };
 
@@ -111,12 +115,14 @@ std::string describe(const Fiber& f) {
   }
 }
 
-// Every thread now waits or has exited. Releases the warp collectives and barriers that are
-// complete; records a failure if none is.
+// Every thread now waits or has exited. Releases every complete warp collective (exited
+// lanes of its mask count as arrived, as in PTX), else a complete barrier; records a failure
+// when nothing can progress.
 void release_waiting() {
   bool released = false;
+  std::string stuck;  // why the first incomplete collective cannot complete
   for (unsigned i = 0; i < block.threads; ++i) {
-    Fiber& f = block.fibers[i];
+    const Fiber& f = block.fibers[i];
     if (f.wait != Wait::kWarpCollective) continue;
     const unsigned warp = i / 32, lane = i % 32;
     const std::string where = "warp " + std::to_string(warp) + " of block " + str(blockIdx);
@@ -124,7 +130,8 @@ void release_waiting() {
       return record_failure(where + ": lane " + std::to_string(lane) +
                             " calls a warp collective whose mask leaves it out");
     }
-    for (unsigned other = 0; other < 32; ++other) {
+    bool complete = true;
+    for (unsigned other = 0; other < 32 && complete; ++other) {
       if (!(f.mask >> other & 1u)) continue;
       const unsigned j = warp * 32 + other;
       if (j >= block.threads) {
@@ -133,17 +140,23 @@ void release_waiting() {
                               " threads does not have");
       }
       const Fiber& g = block.fibers[j];
-      if (g.wait != Wait::kWarpCollective || g.mask != f.mask) {
-        return record_failure(where + ": lane " + std::to_string(lane) + " " + describe(f) +
-                              " but lane " + std::to_string(other) + " " + describe(g));
+      if (g.wait == Wait::kDone || (g.wait == Wait::kWarpCollective && g.mask == f.mask)) continue;
+      complete = false;
+      if (stuck.empty()) {
+        stuck = where + ": lane " + std::to_string(lane) + " " + describe(f) + " but lane " +
+                std::to_string(other) + " " + describe(g);
       }
     }
+    if (!complete) continue;
+    unsigned arrived = 0;
     for (unsigned other = 0; other < 32; ++other) {
-      if (!(f.mask >> other & 1u)) continue;
       Fiber& g = block.fibers[warp * 32 + other];
+      if (!(f.mask >> other & 1u) || g.wait == Wait::kDone) continue;
       block.warp_values[warp][other] = g.value;
+      arrived |= 1u << other;
       g.wait = Wait::kRunnable;
     }
+    block.warp_arrived[warp] = arrived;
     released = true;
   }
   if (released) return;
@@ -156,16 +169,18 @@ void release_waiting() {
     for (unsigned i = 0; i < block.threads; ++i) block.fibers[i].wait = Wait::kRunnable;
     return;
   }
-  const unsigned elsewhere = block.threads - at_barrier - exited;
+  if (!stuck.empty()) return record_failure(stuck);
+  // Stricter than some hardware, which counts exited threads as arrived: the CUDA programming
+  // guide leaves a __syncthreads() that not every thread of the block reaches undefined.
   record_failure("block " + str(blockIdx) + ": " + std::to_string(at_barrier) + " of " +
-                 std::to_string(block.threads) + " threads wait at __syncthreads, " +
-                 std::to_string(exited) + " have exited" +
-                 (elsewhere ? ", " + std::to_string(elsewhere) + " wait in warp collectives" : "") +
-                 ": the barrier can never complete");
+                 std::to_string(block.threads) + " threads wait at __syncthreads and " +
+                 std::to_string(exited) + " have exited: the barrier can never complete");
 }
 
 void run_block(uint3 index, dim3 shape) {
   blockIdx = index;
+  block.static_shared.clear();
+  block.static_shared_bytes = 0;
   for (unsigned i = 0; i < block.threads; ++i) {
     Fiber& f = block.fibers[i];
     f.index = {i % shape.x, i / shape.x % shape.y, i / (shape.x * shape.y)};
@@ -215,7 +230,8 @@ void set_error(cudaError_t error, const char* kernel, const std::string& detail)
 
 }  // namespace
 
-void launch(const char* kernel, const LaunchConfig& config, const std::function<void()>& body) {
+void run_launch(const char* kernel, const LaunchConfig& config,
+                const std::function<void()>& body) {
   const std::lock_guard<std::mutex> lock(launch_mutex);
   launches.push_back({kernel, config.grid, config.block, config.shared_bytes});
   if (const std::string invalid = invalid_configuration(config); !invalid.empty()) {
@@ -238,6 +254,7 @@ void launch(const char* kernel, const LaunchConfig& config, const std::function<
     block.fibers.back().stack = new_stack();
   }
   block.warp_values.assign((block.threads + 31) / 32, {});
+  block.warp_arrived.assign((block.threads + 31) / 32, 0);
   block.body = &body;
   block.error.clear();
   gridDim = g;
@@ -262,13 +279,27 @@ std::vector<LaunchRecord> take_launches() {
 
 void block_barrier() { wait_for(Wait::kBlockBarrier); }
 
-void warp_exchange(unsigned mask, uint64_t value, uint64_t (&lanes)[32]) {
+unsigned warp_exchange(unsigned mask, uint64_t value, uint64_t (&lanes)[32]) {
   Fiber& self = block.fibers[block.current];
   self.mask = mask;
   self.value = value;
   wait_for(Wait::kWarpCollective);
   const auto& published = block.warp_values[block.current / 32];
   std::copy(published.begin(), published.end(), lanes);
+  return block.warp_arrived[block.current / 32];
+}
+
+void shared_variable(const void* address, size_t bytes) {
+  for (const void* seen : block.static_shared) {
+    if (seen == address) return;
+  }
+  block.static_shared.push_back(address);
+  block.static_shared_bytes += bytes;
+  if (block.static_shared_bytes + block.shared.size() > kMaxSharedBytes) {
+    fail(std::to_string(block.static_shared_bytes) + " bytes of __shared__ variables and " +
+         std::to_string(block.shared.size()) + " of dynamic shared memory exceed 48 KiB");
+  }
+  std::memset(const_cast<void*>(address), 0xFF, bytes);
 }
 
 unsigned lane_id() { return block.current % 32; }

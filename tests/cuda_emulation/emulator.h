@@ -11,6 +11,7 @@
 #include <cstdint>
 #include <functional>
 #include <string>
+#include <tuple>
 #include <type_traits>
 #include <vector>
 
@@ -28,10 +29,19 @@ struct LaunchConfig {
   size_t shared_bytes;
 };
 
-// kernel<<<config>>>(args) becomes launch("kernel", config, [&] { kernel(args); }) (build.py):
-// body runs once per CUDA thread. An invalid configuration, a barrier or collective that
-// cannot complete, or a launch too large to emulate sets the error cudaGetLastError returns.
-void launch(const char* kernel, const LaunchConfig& config, const std::function<void()>& body);
+// Runs body once per CUDA thread of config's grid. An invalid configuration, a barrier or
+// collective that cannot complete, or a launch too large to emulate sets the error that
+// cudaGetLastError returns.
+void run_launch(const char* kernel, const LaunchConfig& config, const std::function<void()>& body);
+
+// kernel<<<config>>>(args) becomes launch("kernel", config, [&](auto... a) { kernel(a...); },
+// args) (build.py): the arguments are evaluated once, on the host, and every CUDA thread
+// gets its own copies, as kernel parameters are.
+template <typename Body, typename... Args>
+void launch(const char* kernel, const LaunchConfig& config, Body body, Args... args) {
+  const std::tuple<Args...> packed(args...);
+  run_launch(kernel, config, [&] { std::apply(body, packed); });
+}
 
 // What the last failed launch did wrong, for C10_CUDA_CHECK's message.
 const std::string& last_error_detail();
@@ -48,8 +58,13 @@ std::vector<LaunchRecord> take_launches();
 // Device side.
 void block_barrier();
 // Waits for the lanes of `mask` (which must include this lane) to reach a warp collective with
-// the same mask, then returns each lane's published value (lanes outside the mask: unset).
-void warp_exchange(unsigned mask, uint64_t value, uint64_t (&lanes)[32]);
+// the same mask, or exit; fills each arrived lane's published value and returns the arrived
+// lanes (the mask less the exited ones).
+unsigned warp_exchange(unsigned mask, uint64_t value, uint64_t (&lanes)[32]);
+// Called where a __shared__ variable is declared (build.py): the first thread of a block to
+// get there fills it with 0xFF bytes (a read before any write shows), and the block's
+// __shared__ bytes plus its dynamic shared memory must stay within 48 KiB.
+void shared_variable(const void* address, size_t bytes);
 unsigned lane_id();
 void* dynamic_shared();  // the launch's dynamic shared memory, filled with 0xFF bytes
 [[noreturn]] void fail(const std::string& message);
@@ -77,13 +92,13 @@ T shuffle(unsigned mask, T value, int source, bool own_if_outside, int width) {
     fail("shuffle width must be a power of 2 in [1, 32], got " + std::to_string(width));
   }
   uint64_t lanes[32];
-  warp_exchange(mask, to_bits(value), lanes);
+  const unsigned arrived = warp_exchange(mask, to_bits(value), lanes);
   const int lane = static_cast<int>(lane_id()), segment = lane & ~(width - 1);
   if (own_if_outside && (source < segment || source >= segment + width)) return value;
   source = segment + (source & (width - 1));
-  if (!(mask >> source & 1u)) {
-    fail("lane " + std::to_string(lane) + " reads lane " + std::to_string(source) +
-         ", which is not in the shuffle's mask");
+  if (!(arrived >> source & 1u)) {
+    fail("lane " + std::to_string(lane) + " reads lane " + std::to_string(source) + ", which " +
+         ((mask >> source & 1u) ? "has exited" : "is not in the shuffle's mask"));
   }
   return from_bits<T>(lanes[source]);
 }
@@ -123,16 +138,21 @@ T __shfl_up_sync(unsigned mask, T value, unsigned delta, int width = 32) {
 
 inline unsigned __ballot_sync(unsigned mask, int predicate) {
   uint64_t lanes[32];
-  fgo::emu::warp_exchange(mask, predicate != 0, lanes);
+  const unsigned arrived = fgo::emu::warp_exchange(mask, predicate != 0, lanes);
   unsigned ballot = 0;
   for (int lane = 0; lane < 32; ++lane) {
-    if ((mask >> lane & 1u) && lanes[lane]) ballot |= 1u << lane;
+    if ((arrived >> lane & 1u) && lanes[lane]) ballot |= 1u << lane;
   }
   return ballot;
 }
 inline int __any_sync(unsigned mask, int predicate) { return __ballot_sync(mask, predicate) != 0; }
 inline int __all_sync(unsigned mask, int predicate) {
-  return __ballot_sync(mask, predicate) == mask;
+  uint64_t lanes[32];
+  const unsigned arrived = fgo::emu::warp_exchange(mask, predicate != 0, lanes);
+  for (int lane = 0; lane < 32; ++lane) {
+    if ((arrived >> lane & 1u) && !lanes[lane]) return 0;
+  }
+  return 1;
 }
 
 template <typename T>

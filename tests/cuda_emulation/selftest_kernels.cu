@@ -55,10 +55,24 @@ __global__ void divergent_barrier(const float* in, float* out) {
   out[threadIdx.x] = in[threadIdx.x];
 }
 
-// Lanes 16-31 exit; the others shuffle over the full warp mask.
-__global__ void divergent_shuffle(const float* in, float* out) {
+// Lanes 16-31 exit; the others swap values with their neighbour over the full warp mask
+// (legal: exited lanes of a mask count as arrived).
+__global__ void shuffle_after_half_exit(const float* in, float* out) {
   if (threadIdx.x % 32 >= 16) return;
   out[threadIdx.x] = __shfl_xor_sync(0xffffffffu, in[threadIdx.x], 1);
+}
+
+// As above, but each lane reads lane + 16, which has exited.
+__global__ void shuffle_from_exited_lane(const float* in, float* out) {
+  if (threadIdx.x % 32 >= 16) return;
+  out[threadIdx.x] = __shfl_xor_sync(0xffffffffu, in[threadIdx.x], 16);
+}
+
+// out = a __shared__ array read before anything was written to it.
+__global__ void shared_read_before_write(const float* in, float* out) {
+  __shared__ float never_written[32];
+  const unsigned i = blockIdx.x * blockDim.x + threadIdx.x;
+  out[i] = never_written[threadIdx.x % 32] + in[i];
 }
 
 // out = in reversed within the block, through dynamic shared memory.
@@ -81,7 +95,9 @@ Kernel find(const std::string& name) {
   if (name == "racy_block_sum") return racy_block_sum;
   if (name == "warp_collectives") return warp_collectives;
   if (name == "divergent_barrier") return divergent_barrier;
-  if (name == "divergent_shuffle") return divergent_shuffle;
+  if (name == "shuffle_after_half_exit") return shuffle_after_half_exit;
+  if (name == "shuffle_from_exited_lane") return shuffle_from_exited_lane;
+  if (name == "shared_read_before_write") return shared_read_before_write;
   if (name == "reverse_in_shared") return reverse_in_shared;
   if (name == "count_positive") return count_positive;
   TORCH_CHECK(false, "selftest: no kernel named ", name);

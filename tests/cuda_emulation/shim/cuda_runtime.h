@@ -13,9 +13,8 @@
 #define __host__
 #define __forceinline__ inline
 #define __launch_bounds__(...)
-// Blocks run one at a time, so a function-local static is the block's shared variable.
-// (`extern __shared__` arrays are rewritten by the source transform, build.py.)
-#define __shared__ static
+// No __shared__ here: build.py rewrites every __shared__ declaration (emulator.h,
+// shared_variable; a form it misses fails to compile rather than run unpoisoned).
 
 struct uint3 {
   unsigned x, y, z;
