@@ -2,20 +2,18 @@
 the usual unfused PyTorch composition (one_hot, BCE-with-logits, exp/log1p modulator, as in
 the popular PyTorch ports of the official code).
 
-    python benchmarks/bench_class_balanced_loss.py [--device cpu|cuda] [--quick] [--json PATH]
+    python -m benchmarks --ops class_balanced_loss [--device cpu|cuda] [--quick]
 
-Prints the median time, how many times faster native is, and the extra peak memory. The suite
-(benchmarks/run_all.py) also runs scaling(): cost against the number of classes C.
+Prints the median time, how many times faster native is, and the extra peak memory; the
+suite also runs scaling(): cost against the number of classes C.
 """
 import functools
-import os
-import sys
 
 import torch
 import torch.nn.functional as F
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from common import compare, machine, parse_args, print_table, ratio_row, save  # noqa: E402
+from .harness import compare
+from .report import ratio_row
 
 SHAPES = [(512, 8142), (128, 1000)]  # iNaturalist-2018 classes; ImageNet classes
 QUICK_SHAPES = [(128, 1000)]
@@ -104,17 +102,3 @@ def scaling(device, quick=False, repeats=5):
     return {"classes C": {cand: [(c, results[(256, c, "focal")][cand]["median_ms"],
                                   results[(256, c, "focal")][cand]["peak_mib"]) for c in classes]
                           for cand in CANDIDATES}}
-
-
-def main():
-    args = parse_args(__doc__)
-    check_agreement(args.device)
-    rows = comparison(args.device, args.quick, args.repeats)
-    print(f"class_balanced_loss forward+backward on {args.device}: {machine()}")
-    print_table(rows)
-    if args.json:
-        save(args.json, args.device, rows)
-
-
-if __name__ == "__main__":
-    main()

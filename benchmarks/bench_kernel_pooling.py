@@ -3,20 +3,18 @@ inverse FFT per image and order, spectra recomputed in the backward) vs the in-p
 reference, which is the usual vectorised PyTorch version (count sketch by index_add, rfft,
 running product and irfft at every location, then the mean; autograd keeps it all).
 
-    python benchmarks/bench_kernel_pooling.py [--device cpu|cuda] [--quick] [--json PATH]
+    python -m benchmarks --ops kernel_pooling [--device cpu|cuda] [--quick]
 
-Prints the median time, how many times faster native is, and the extra peak memory. The suite
-(benchmarks/run_all.py) also runs scaling(): cost against locations L and sketch size d.
+Prints the median time, how many times faster native is, and the extra peak memory; the
+suite also runs scaling(): cost against locations L and sketch size d.
 """
 import functools
 import math
-import os
-import sys
 
 import torch
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from common import compare, machine, parse_args, print_table, ratio_row, save  # noqa: E402
+from .harness import compare
+from .report import ratio_row
 
 # (name, N, H*W, C, d, p): the thesis configuration (VGG-16 conv5_3), ResNet-50's C = 2048,
 # and on CUDA a larger batch at 448 x 448 input resolution.
@@ -102,17 +100,3 @@ def scaling(device, quick=False, repeats=5):
     return {sweep: {c: [(x, results[shape][c]["median_ms"], results[shape][c]["peak_mib"])
                         for x, shape in points] for c in CANDIDATES}
             for sweep, points in sweeps.items()}
-
-
-def main():
-    args = parse_args(__doc__)
-    check_agreement(args.device)
-    rows = comparison(args.device, args.quick, args.repeats)
-    print(f"kernel_pooling forward+backward on {args.device}: {machine()}")
-    print_table(rows)
-    if args.json:
-        save(args.json, args.device, rows)
-
-
-if __name__ == "__main__":
-    main()

@@ -2,20 +2,17 @@
 (D = 512, chunked, never N×N) and RankM granularity over n = 100 000 samples of k = 1 000
 classes (O(n·k)).
 
-    python benchmarks/bench_metrics.py [--json PATH]
+    python -m benchmarks.bench_metrics [--json PATH]
 
 Prints the wall time of each (one run each: these are minutes-scale jobs, not kernels).
 """
 import argparse
 import json
-import os
-import sys
 import time
 
 import torch
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from common import machine  # noqa: E402
+from .harness import machine
 
 
 def timed(fn):

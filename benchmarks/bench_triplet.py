@@ -2,22 +2,19 @@
 pytorch-metric-learning's TripletMarginLoss (all triplets, AvgNonZero, LpDistance(power=2)),
 at D=128 with 32 samples per class; then bank mining (quasi-online sampling) at N=50 000.
 
-    python benchmarks/bench_triplet.py [--device cpu|cuda] [--quick] [--repeats N] [--json PATH]
+    python -m benchmarks --ops triplet [--device cpu|cuda] [--quick]
 
 Prints median times, how many times faster native is, and the peak memory of each step.
 The reference (cubic memory) runs at the smallest batch only, PML up to B=1024 (beyond, its
 B x B x B mask passes INT_MAX and it falls back to a Python loop over anchors). The suite
-(benchmarks/run_all.py) also runs scaling(): cost and memory against the batch size B.
+also runs scaling(): cost and memory against the batch size B.
 """
 import functools
-import os
-import sys
 
 import torch
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from common import (compare, machine, measure, parse_args, print_table, ratio_row,  # noqa: E402
-                    save)
+from .harness import compare, measure
+from .report import ratio_row
 
 DIM, PER_CLASS, MARGIN = 128, 32, 0.2
 BATCHES = {"cpu": [256, 1024, 4096], "cuda": [256, 1024, 4096, 8192]}
@@ -126,18 +123,3 @@ def scaling(device, quick=False, repeats=5):
     return {"batch size B": {c: [(b, results[b][c]["median_ms"], results[b][c]["peak_mib"])
                                  for b in batches if c in results[b]]
                              for c in ("native", "reference", PML)}}
-
-
-def main():
-    args = parse_args(__doc__)
-    check_agreement(args.device)
-    rows = comparison(args.device, args.quick, args.repeats)
-    print(f"triplet mining + loss + backward on {args.device} (D={DIM}, {PER_CLASS} per class): "
-          f"{machine()}")
-    print_table(rows)
-    if args.json:
-        save(args.json, args.device, rows)
-
-
-if __name__ == "__main__":
-    main()

@@ -9,6 +9,7 @@
 #include "build_info/build_info.h"
 #include "class_balanced_loss/class_balanced_loss.h"
 #include "kernel_pooling/kernel_pooling.h"
+#include "kernel_pooling/kernel_pooling_args.h"
 #include "triplet/triplet.h"
 
 namespace fgo {
@@ -49,22 +50,33 @@ void bind_ops(pybind11::module_& m) {
         py::arg("hash_index"), py::arg("hash_sign"), py::arg("dim"));
 
   m.def("triplet_margin_loss_forward", &fgo::triplet_margin_loss_forward,
-        "Fused in-batch triplet mining + margin loss: (loss, grad_emb, grad_extra, norm) with "
-        "the gradients of the summed loss.",
-        py::arg("emb"), py::arg("labels"), py::arg("extra"), py::arg("extra_labels"),
-        py::arg("margin"), py::arg("rule"), py::arg("positive_fraction"), py::arg("reduction"),
-        py::arg("squared"), py::arg("compute_grad"));
+        "Fused in-batch triplet mining + margin loss: (loss, grad_emb, grad_extra_negatives, "
+        "norm) with the gradients of the summed loss.",
+        py::arg("emb"), py::arg("labels"), py::arg("extra_negatives"),
+        py::arg("extra_negative_labels"), py::arg("margin"), py::arg("negatives"),
+        py::arg("positive_fraction"), py::arg("reduction"), py::arg("squared"),
+        py::arg("compute_grad"));
   m.def("triplet_count", &fgo::triplet_count, "Number of triplets each anchor mines: (Q,) int64.",
-        py::arg("query"), py::arg("query_labels"), py::arg("query_self"), py::arg("refs"),
-        py::arg("ref_labels"), py::arg("extra"), py::arg("extra_labels"), py::arg("margin"),
-        py::arg("rule"), py::arg("positive_fraction"), py::arg("squared"));
+        py::arg("query_emb"), py::arg("query_labels"), py::arg("query_indices"),
+        py::arg("bank_emb"), py::arg("bank_labels"), py::arg("extra_negatives"),
+        py::arg("extra_negative_labels"), py::arg("margin"), py::arg("negatives"),
+        py::arg("positive_fraction"), py::arg("squared"));
   m.def("triplet_mine", &fgo::triplet_mine,
-        "Mined triplets (anchor, positive, negative): all, the given ranks, or per_anchor "
-        "sampled per anchor.",
-        py::arg("query"), py::arg("query_labels"), py::arg("query_self"), py::arg("refs"),
-        py::arg("ref_labels"), py::arg("extra"), py::arg("extra_labels"), py::arg("margin"),
-        py::arg("rule"), py::arg("positive_fraction"), py::arg("squared"), py::arg("ranks"),
+        "Mined triplets (anchor, positive, negative): all, max_triplets of them, or per_anchor "
+        "per anchor, drawn from seed.",
+        py::arg("query_emb"), py::arg("query_labels"), py::arg("query_indices"),
+        py::arg("bank_emb"), py::arg("bank_labels"), py::arg("extra_negatives"),
+        py::arg("extra_negative_labels"), py::arg("margin"), py::arg("negatives"),
+        py::arg("positive_fraction"), py::arg("squared"), py::arg("max_triplets"),
         py::arg("per_anchor"), py::arg("seed"), py::arg("anchor_offset"));
+
+  // The names each mode argument accepts: the one list Python checks against.
+  py::dict choices;
+  choices["class_balanced_loss.loss_type"] = choice_names(kClassBalancedLossTypes);
+  choices["class_balanced_loss.reduction"] = choice_names(kClassBalancedReductions);
+  choices["triplet.negatives"] = choice_names(kTripletNegatives);
+  choices["triplet.reduction"] = choice_names(kTripletReductions);
+  m.attr("choices") = choices;
 }
 
 }  // namespace fgo

@@ -1,6 +1,8 @@
 """finegrained_ops: native PyTorch operators for fine-grained and long-tailed recognition.
 
 Importing the package loads the compiled extension; a missing build is a loud ImportError.
+What each op computes is in docs/semantics.md; the papers cited by short name in docstrings
+("thesis eq. 3.7", "Ouyang et al.") are listed in docs/references.md.
 """
 from . import _native, data, metrics, nn, ops, reference, train
 from ._native import BUILD_INFO

@@ -36,19 +36,23 @@ def cmd_demo(args) -> int:
 
 
 def cmd_bench(args) -> int:
-    """The suite lives in the checkout's benchmarks/ (it compares against peer libraries that
-    are not dependencies of the package), so it runs from a source checkout."""
+    """The suite is the source repository's `benchmarks` package (it compares against peer
+    libraries that are not dependencies of finegrained_ops), so it runs from a checkout: this
+    is `python -m benchmarks` with the checkout found next to the package. Installed without a
+    checkout, it says so and exits with status 2."""
     import os
-    import runpy
 
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    script = os.path.join(root, "benchmarks", "run_all.py")
-    if not os.path.exists(script):
-        print(f"finegrained_ops bench: {script} not found; the benchmark suite runs from a "
-              "source checkout (pip install -e .)", file=sys.stderr)
+    if not os.path.exists(os.path.join(root, "benchmarks", "suite.py")):
+        print("finegrained_ops bench: the benchmark suite ships with the source repository, not "
+              "with the installed package; clone the repository and run `python -m benchmarks` "
+              "(or this command) from an editable install (pip install -e .)", file=sys.stderr)
         return 2
-    suite = runpy.run_path(script, run_name="finegrained_ops_bench")
-    return suite["main"](args.bench_args)
+    if root not in sys.path:
+        sys.path.insert(0, root)
+    from benchmarks.suite import main as suite_main
+
+    return suite_main(args.bench_args)
 
 
 def main(argv=None) -> int:

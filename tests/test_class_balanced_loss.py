@@ -138,9 +138,16 @@ def test_double_backward_is_refused_not_silently_zero():
     logits.requires_grad_()
     (g,) = torch.autograd.grad(fo.class_balanced_loss(logits, target, counts), logits,
                                create_graph=True)
-    assert not g.requires_grad
-    with pytest.raises(RuntimeError, match="does not require grad"):
+    with pytest.raises(RuntimeError, match="double backward is not supported"):
         g.sum().backward()
+    # With a layer in front, the layer's own second derivative would otherwise flow back
+    # while the loss's is missing: a silently wrong result, refused just the same.
+    x = torch.randn(3, 5, dtype=torch.float64, requires_grad=True)
+    head = torch.nn.Linear(5, 4).double()
+    (gx,) = torch.autograd.grad(fo.class_balanced_loss(torch.tanh(head(x)), target, counts), x,
+                                create_graph=True)
+    with pytest.raises(RuntimeError, match="double backward is not supported"):
+        gx.sum().backward()
 
 
 @pytest.mark.parametrize("loss_type", LOSS_TYPES)
@@ -236,10 +243,10 @@ def test_torch_compile_fullgraph_and_opcheck():
     fo.class_balanced_loss(z2, target, counts, beta=0.99).backward()
     torch.testing.assert_close(z.grad, z2.grad)
     from finegrained_ops.ops.class_balanced_loss import _class_balanced_loss
-    for reduction in (0, 1, 2):
+    for reduction in REDUCTIONS:
         torch.library.opcheck(_class_balanced_loss,
                               (logits.clone().requires_grad_(), target, counts.double(), 0.99, 0.5,
-                               2, reduction, -100, True))
+                               "focal", reduction, -100, True))
 
 
 @pytest.mark.parametrize("kwargs, error, match", [
@@ -275,10 +282,14 @@ def test_native_entry_checks_its_own_preconditions():
     from finegrained_ops._native import _C
     z = torch.zeros(2, 3)
     with pytest.raises(RuntimeError, match="must be in"):
-        _C.class_balanced_loss_forward(z, torch.tensor([0, 99]), torch.ones(3), 0.9, 0.5, 2, 1, -100, True)
+        _C.class_balanced_loss_forward(z, torch.tensor([0, 99]), torch.ones(3), 0.9, 0.5,
+                                       "focal", "mean", -100, True)
     with pytest.raises(RuntimeError, match="float32 or float64"):
-        _C.class_balanced_loss_forward(z.half(), torch.tensor([0, 1]), torch.ones(3), 0.9, 0.5, 2, 1, -100, True)
+        _C.class_balanced_loss_forward(z.half(), torch.tensor([0, 1]), torch.ones(3), 0.9, 0.5,
+                                       "focal", "mean", -100, True)
     with pytest.raises(RuntimeError, match="loss_type"):
-        _C.class_balanced_loss_forward(z, torch.tensor([0, 1]), torch.ones(3), 0.9, 0.5, 7, 1, -100, True)
+        _C.class_balanced_loss_forward(z, torch.tensor([0, 1]), torch.ones(3), 0.9, 0.5,
+                                       "huber", "mean", -100, True)
     with pytest.raises(RuntimeError, match="one entry per class"):
-        _C.class_balanced_loss_forward(z, torch.tensor([0, 1]), torch.ones(4), 0.9, 0.5, 2, 1, -100, True)
+        _C.class_balanced_loss_forward(z, torch.tensor([0, 1]), torch.ones(4), 0.9, 0.5,
+                                       "focal", "mean", -100, True)

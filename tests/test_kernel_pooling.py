@@ -346,3 +346,16 @@ def test_locations_spanning_launcher_chunks_match_the_cpu(device, dtype):
     tol = 1e-10 if dtype == torch.float64 else 1e-5
     for a, b in zip(*results):
         assert_relative_close(b, a, tol)
+
+
+def test_loading_hashes_of_another_sketch_size_is_refused():
+    big = KernelPooling(8, 32, order=3, seed=1)
+    small = KernelPooling(8, 16, order=3, seed=2)
+    before = small.hash_index.clone()
+    with pytest.raises(ValueError, match=r"outside \[0, dim=16\)"):
+        small.load_state_dict(big.state_dict())
+    assert torch.equal(small.hash_index, before)  # refused before anything was copied
+    state = small.state_dict()
+    state["hash_sign"] = state["hash_sign"] * 2
+    with pytest.raises(ValueError, match="hash_sign must hold only"):
+        KernelPooling(8, 16, order=3).load_state_dict(state)

@@ -165,7 +165,7 @@ def test_granularity_falls_as_gaussians_separate_and_silhouette_matches_sklearn(
     for m, values in curves.items():
         assert all(a > b for a, b in zip(values, values[1:])), (m, values)
     # Relabelling coarse classes into their fine sub-classes raises every measure.
-    x, fine, coarse = make_hierarchical_gaussians(4, 3, n_per_class=30, dim=6, seed=1,
+    x, coarse, fine = make_hierarchical_gaussians(4, 3, n_per_class=30, dim=6, seed=1,
                                                   dtype=torch.float64)
     for m in GRANULARITY:
         assert metrics.granularity(x, fine, m) > metrics.granularity(x, coarse, m), m

@@ -11,9 +11,9 @@ from torch.utils.data import DataLoader, TensorDataset
 
 import finegrained_ops as fo
 from finegrained_ops.data import ClassBalancedSampler, class_similarity, hierarchical_groups
+from finegrained_ops.nn import SuperClassInstanceLoss
 from finegrained_ops.train import (HierarchicalCascade, QuasiOnlineBatchSampler,
-                                   SuperClassInstanceLoss, bootstrap_dataset, extract_features,
-                                   fit, two_stage_long_tail)
+                                   bootstrap_dataset, extract_features, fit, two_stage_long_tail)
 
 from .helpers import free_port
 

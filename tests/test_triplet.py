@@ -14,8 +14,7 @@ from finegrained_ops import reference
 from finegrained_ops._native import _C
 from finegrained_ops.nn import AnchorPointClassifier, TripletAnchorPointLoss, TripletMarginLoss
 from finegrained_ops.nn.anchor_points import kmeans
-from finegrained_ops.ops.triplet import (_triplet_count, _triplet_margin_loss, _triplet_mine,
-                                         sample_ranks)
+from finegrained_ops.ops.triplet import _triplet_count, _triplet_margin_loss, _triplet_mine
 
 from .helpers import check_gradients, free_port
 
@@ -142,16 +141,21 @@ def test_per_anchor_sampling_is_uniform():
     assert ((hits - draws / 2).abs() < 5 * (draws / 4) ** 0.5).all(), hits
 
 
-@pytest.mark.parametrize("total, k", [(20, 5), (1000, 10), (7, 7)])
-def test_sample_ranks_uniform_and_sorted(total, k):
-    g = torch.Generator().manual_seed(0)
-    draws = 2000
+@pytest.mark.parametrize("k", [5, 17, 30])
+def test_max_triplets_draws_are_uniform_and_ordered(k):
+    """max_triplets draws k of the T mined triplets natively (Floyd's algorithm): every triplet
+    is kept with probability k / T, and the kept ones stay in the documented order."""
+    emb, labels, _, _ = random_batch(6, 2, 3, seed=5)
+    full = list(zip(*(t.tolist() for t in fo.mine_triplets(emb, labels, negatives="all"))))
+    total, draws = len(full), 1500
+    position = {t: i for i, t in enumerate(full)}
     hits = torch.zeros(total)
+    g = torch.Generator().manual_seed(0)
     for _ in range(draws):
-        ranks = sample_ranks(total, k, g)
-        assert ranks.numel() == k and bool((ranks[1:] > ranks[:-1]).all())
-        assert 0 <= int(ranks[0]) and int(ranks[-1]) < total
-        hits[ranks] += 1
+        kept = fo.mine_triplets(emb, labels, negatives="all", max_triplets=k, generator=g)
+        where = [position[t] for t in zip(*(t.tolist() for t in kept))]
+        assert len(where) == k and where == sorted(set(where))
+        hits[where] += 1
     p = k / total
     sigma = (draws * p * (1 - p)) ** 0.5
     assert ((hits - draws * p).abs() <= 5 * sigma + 1e-9).all()
@@ -305,15 +309,16 @@ def test_torch_compile_fullgraph_and_opcheck():
     fo.triplet_margin_loss(x2, labels, extra_negatives=extra,
                            extra_negative_labels=extra_labels).backward()
     torch.testing.assert_close(x1.grad, x2.grad)
-    for rule in range(4):
-        for reduction in range(3):
+    for rule in RULES:
+        for reduction in REDUCTIONS:
             torch.library.opcheck(_triplet_margin_loss,
                                   (emb.clone().requires_grad_(), labels,
                                    extra.clone().requires_grad_(), extra_labels, 0.2, rule, 0.6,
                                    reduction, True, True))
-    problem = (emb, labels, torch.arange(12), emb, labels, extra, extra_labels, 0.2, 0, 1.0, True)
+    problem = (emb, labels, torch.arange(12), emb, labels, extra, extra_labels, 0.2, "violating",
+               1.0, True)
     torch.library.opcheck(_triplet_count, problem)
-    torch.library.opcheck(_triplet_mine, problem + (torch.empty(0, dtype=torch.int64), 3, 11, 0),
+    torch.library.opcheck(_triplet_mine, problem + (-1, 3, 11, 0),
                           test_utils=("test_schema", "test_faketensor"))
 
 
@@ -454,19 +459,19 @@ def test_bad_arguments_of_the_other_entry_points():
 def test_native_entry_points_check_their_inputs():
     idx = torch.arange(6)
     none, none_labels = torch.empty(0, 3), torch.empty(0, dtype=torch.int64)
-    problem = (EMB, LABELS, idx, EMB, LABELS, none, none_labels, 0.2, 0, 1.0, True)
-    with pytest.raises(RuntimeError, match="strictly increasing"):
-        _C.triplet_mine(*problem, torch.tensor([3, 1]), -1, 0, 0)
-    with pytest.raises(RuntimeError, match="strictly increasing"):
-        _C.triplet_mine(*problem, torch.tensor([10**9]), -1, 0, 0)
-    with pytest.raises(RuntimeError, match="either ranks or per_anchor"):
-        _C.triplet_mine(*problem, torch.tensor([0]), 2, 0, 0)
-    with pytest.raises(RuntimeError, match="unknown rule"):
-        _C.triplet_count(*problem[:8], 9, 1.0, True)
-    with pytest.raises(RuntimeError, match="ref_labels must be int64"):
-        _C.triplet_count(EMB, LABELS, idx, EMB, LABELS[:3], none, none_labels, 0.2, 0, 1.0, True)
-    with pytest.raises(RuntimeError, match="share a dtype"):
-        _C.triplet_count(EMB, LABELS, idx, EMB.double(), LABELS, none, none_labels, 0.2, 0, 1.0,
+    problem = (EMB, LABELS, idx, EMB, LABELS, none, none_labels, 0.2, "violating", 1.0, True)
+    with pytest.raises(RuntimeError, match="either max_triplets or per_anchor"):
+        _C.triplet_mine(*problem, 3, 2, 0, 0)
+    with pytest.raises(RuntimeError, match="negatives must be one of 'violating', 'semihard', "
+                                           "'hardest', 'all', got 'hard'"):
+        _C.triplet_count(*problem[:8], "hard", 1.0, True)
+    with pytest.raises(RuntimeError, match="bank_labels must be int64"):
+        _C.triplet_count(EMB, LABELS, idx, EMB, LABELS[:3], none, none_labels, 0.2, "all", 1.0,
                          True)
-    with pytest.raises(RuntimeError, match="unknown reduction"):
-        _C.triplet_margin_loss_forward(EMB, LABELS, none, none_labels, 0.2, 0, 1.0, 5, True, True)
+    with pytest.raises(RuntimeError, match="share a dtype"):
+        _C.triplet_count(EMB, LABELS, idx, EMB.double(), LABELS, none, none_labels, 0.2, "all",
+                         1.0, True)
+    with pytest.raises(RuntimeError, match="reduction must be one of 'mean_nonzero', 'mean', "
+                                           "'sum', got 'none'"):
+        _C.triplet_margin_loss_forward(EMB, LABELS, none, none_labels, 0.2, "all", 1.0, "none",
+                                       True, True)

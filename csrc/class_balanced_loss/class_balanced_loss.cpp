@@ -4,7 +4,7 @@
 
 #include <cmath>
 
-#include "class_balanced_loss/class_balanced_loss_terms.h"
+#include "class_balanced_loss/class_balanced_loss_args.h"
 #include "common/device.h"
 
 namespace fgo {
@@ -45,17 +45,17 @@ void check_values(const at::Tensor& logits, const at::Tensor& target,
 
 std::tuple<at::Tensor, at::Tensor, at::Tensor> class_balanced_loss_forward(
     const at::Tensor& logits, const at::Tensor& target, const at::Tensor& samples_per_class,
-    double beta, double gamma, int64_t loss_type, int64_t reduction, int64_t ignore_index,
-    bool compute_grad) {
+    double beta, double gamma, const std::string& loss_type_name,
+    const std::string& reduction_name, int64_t ignore_index, bool compute_grad) {
   TORCH_CHECK(logits.dim() == 2, "class_balanced_loss: logits must be (N, C), got ",
               logits.sizes());
   TORCH_CHECK(logits.scalar_type() == at::kFloat || logits.scalar_type() == at::kDouble,
               "class_balanced_loss: native logits must be float32 or float64, got ",
               logits.scalar_type());
-  TORCH_CHECK(loss_type >= cb::kSoftmax && loss_type <= cb::kFocal,
-              "class_balanced_loss: unknown loss_type code ", loss_type);
-  TORCH_CHECK(reduction >= cb::kNone && reduction <= cb::kSum,
-              "class_balanced_loss: unknown reduction code ", reduction);
+  const cb::LossType loss_type = parse_choice("class_balanced_loss", "loss_type", loss_type_name,
+                                              kClassBalancedLossTypes);
+  const cb::Reduction reduction = parse_choice("class_balanced_loss", "reduction",
+                                               reduction_name, kClassBalancedReductions);
   TORCH_CHECK(beta >= 0.0 && beta < 1.0, "class_balanced_loss: beta must be in [0, 1), got ", beta);
   TORCH_CHECK(gamma >= 0.0 && std::isfinite(gamma),
               "class_balanced_loss: gamma must be finite and >= 0, got ", gamma);

@@ -1,14 +1,21 @@
 #pragma once
-// Class-balanced softmax / sigmoid / focal loss (DESIGN section 5), one fused pass that
+// Class-balanced softmax / sigmoid / focal loss (docs/semantics.md §4), one fused pass that
 // computes the per-row losses and d(loss)/d(logits) together.
 
 #include <ATen/core/Tensor.h>
 
+#include <string>
 #include <tuple>
 
-#include "common/device.h"
+#include "class_balanced_loss/class_balanced_loss_math.h"
+#include "common/choice.h"
 
 namespace fgo {
+
+inline constexpr Choices<cb::LossType, 3> kClassBalancedLossTypes = {{
+    {"softmax", cb::kSoftmax}, {"sigmoid", cb::kSigmoid}, {"focal", cb::kFocal}}};
+inline constexpr Choices<cb::Reduction, 3> kClassBalancedReductions = {{
+    {"none", cb::kNone}, {"mean", cb::kMean}, {"sum", cb::kSum}}};
 
 // Entry point bound in bindings.cpp. Validates tensor values (label range, counts > 0,
 // multi-hot targets in [0, 1]), computes the normalised class weights and dispatches.
@@ -19,21 +26,7 @@ namespace fgo {
 //   norm: 0-dim, the divisor of 'mean' (number of positive labels, at least 1), else 1.
 std::tuple<at::Tensor, at::Tensor, at::Tensor> class_balanced_loss_forward(
     const at::Tensor& logits, const at::Tensor& target, const at::Tensor& samples_per_class,
-    double beta, double gamma, int64_t loss_type, int64_t reduction, int64_t ignore_index,
-    bool compute_grad);
-
-// Device kernels, called with validated inputs. They fill row_loss (N,) with each row's
-// weighted loss, row_positives (N,) with each row's number of positive labels (0 for an
-// ignored row), and grad when it is defined.
-struct ClassBalancedLossArgs {
-  at::Tensor logits, target, class_weights;  // class_weights: (C,) in logits' dtype
-  int64_t loss_type, ignore_index;
-  double gamma;
-  bool multi_hot;
-  at::Tensor row_loss, row_positives, grad;  // outputs; grad undefined when not wanted
-};
-
-void class_balanced_loss_rows(Cpu, const ClassBalancedLossArgs& args);
-void class_balanced_loss_rows(Cuda, const ClassBalancedLossArgs& args);
+    double beta, double gamma, const std::string& loss_type, const std::string& reduction,
+    int64_t ignore_index, bool compute_grad);
 
 }  // namespace fgo

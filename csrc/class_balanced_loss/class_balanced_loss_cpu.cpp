@@ -8,8 +8,8 @@
 
 #include <algorithm>
 
-#include "class_balanced_loss/class_balanced_loss.h"
-#include "class_balanced_loss/class_balanced_loss_terms.h"
+#include "class_balanced_loss/class_balanced_loss_args.h"
+#include "class_balanced_loss/class_balanced_loss_math.h"
 
 namespace fgo {
 namespace {

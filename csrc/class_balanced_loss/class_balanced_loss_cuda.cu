@@ -5,7 +5,7 @@
 #include <c10/cuda/CUDAGuard.h>
 #include <c10/cuda/CUDAStream.h>
 
-#include "class_balanced_loss/class_balanced_loss.h"
+#include "class_balanced_loss/class_balanced_loss_args.h"
 #include "class_balanced_loss/class_balanced_loss_kernels.cuh"
 
 namespace fgo {

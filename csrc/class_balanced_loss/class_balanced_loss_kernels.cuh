@@ -10,7 +10,7 @@
 
 #include <cstdint>
 
-#include "class_balanced_loss/class_balanced_loss_terms.h"
+#include "class_balanced_loss/class_balanced_loss_math.h"
 
 namespace fgo {
 namespace cb {
@@ -101,67 +101,75 @@ __device__ __forceinline__ void write_ignored_row(const RowsParams<scalar_t>& p,
   }
 }
 
-// This thread's row and lane, and the row's label, weight and positives. False when the
+// One thread's view of its row.
+template <typename scalar_t>
+struct Row {
+  int64_t row;          // the row index
+  int lane;             // this thread's place among the row's threads
+  int64_t y;            // the class index, or -1 for a multi-hot / soft target
+  scalar_t w;           // the row's weight
+  scalar_t positives;   // the row's positive labels
+};
+
+// Fills this thread's row, lane, and the row's label, weight and positives. False when the
 // thread has nothing more to do: past the last row (uniform over a row's threads), or an
 // ignored row, which it has zeroed.
 template <int kThreadsPerRow, typename scalar_t>
-__device__ __forceinline__ bool start_row(const RowsParams<scalar_t>& p, int64_t* row, int* lane,
-                                          int64_t* y, scalar_t* w, scalar_t* positives) {
-  *row = int64_t(blockIdx.x) * (kBlockThreads / kThreadsPerRow) + threadIdx.x / kThreadsPerRow;
-  *lane = threadIdx.x % kThreadsPerRow;
-  if (*row >= p.n) return false;
-  if (!row_weight<kThreadsPerRow>(p, *row, *lane, y, w, positives)) {
-    write_ignored_row(p, *row, *lane, kThreadsPerRow);
+__device__ __forceinline__ bool start_row(const RowsParams<scalar_t>& p, Row<scalar_t>* r) {
+  r->row = int64_t(blockIdx.x) * (kBlockThreads / kThreadsPerRow) + threadIdx.x / kThreadsPerRow;
+  r->lane = threadIdx.x % kThreadsPerRow;
+  if (r->row >= p.n) return false;
+  if (!row_weight<kThreadsPerRow>(p, r->row, r->lane, &r->y, &r->w, &r->positives)) {
+    write_ignored_row(p, r->row, r->lane, kThreadsPerRow);
     return false;
   }
   return true;
 }
 
+// The row's first thread writes its weighted loss and positives.
+template <typename scalar_t>
+__device__ __forceinline__ void finish_row(const RowsParams<scalar_t>& p, const Row<scalar_t>& r,
+                                           scalar_t loss) {
+  if (r.lane == 0) {
+    p.row_loss[r.row] = r.w * loss;
+    p.row_positives[r.row] = r.positives;
+  }
+}
+
 template <typename scalar_t, int kThreadsPerRow, bool kFocal>
 __global__ void __launch_bounds__(kBlockThreads) sigmoid_rows_kernel(RowsParams<scalar_t> p) {
-  int64_t row, y;
-  int lane;
-  scalar_t w, positives;
-  if (!start_row<kThreadsPerRow>(p, &row, &lane, &y, &w, &positives)) return;
-  const scalar_t* z = p.logits + row * p.c;
-  const scalar_t* t = p.soft_target == nullptr ? nullptr : p.soft_target + row * p.c;
+  Row<scalar_t> r;
+  if (!start_row<kThreadsPerRow>(p, &r)) return;
+  const scalar_t* z = p.logits + r.row * p.c;
+  const scalar_t* t = p.soft_target == nullptr ? nullptr : p.soft_target + r.row * p.c;
   scalar_t acc = 0;
-  for (int64_t j = lane; j < p.c; j += kThreadsPerRow) {
-    const scalar_t tj = t != nullptr ? t[j] : scalar_t(j == y ? 1 : 0);
+  for (int64_t j = r.lane; j < p.c; j += kThreadsPerRow) {
+    const scalar_t tj = t != nullptr ? t[j] : scalar_t(j == r.y ? 1 : 0);
     const auto terms = sigmoid_terms<scalar_t, ScalarOps, kFocal>(z[j], tj, p.gamma);
     acc += terms.loss;
-    if (p.grad != nullptr) p.grad[row * p.c + j] = w * terms.grad;
+    if (p.grad != nullptr) p.grad[r.row * p.c + j] = r.w * terms.grad;
   }
-  acc = row_reduce<kThreadsPerRow>(acc, Sum());
-  if (lane == 0) {
-    p.row_loss[row] = w * acc;
-    p.row_positives[row] = positives;
-  }
+  finish_row(p, r, row_reduce<kThreadsPerRow>(acc, Sum()));
 }
 
 template <typename scalar_t, int kThreadsPerRow>
 __global__ void __launch_bounds__(kBlockThreads) softmax_rows_kernel(RowsParams<scalar_t> p) {
-  int64_t row, y;
-  int lane;
-  scalar_t w, positives;
-  if (!start_row<kThreadsPerRow>(p, &row, &lane, &y, &w, &positives)) return;
-  const scalar_t* z = p.logits + row * p.c;
+  Row<scalar_t> r;
+  if (!start_row<kThreadsPerRow>(p, &r)) return;
+  const scalar_t* z = p.logits + r.row * p.c;
   scalar_t zmax = -INFINITY;
-  for (int64_t j = lane; j < p.c; j += kThreadsPerRow) zmax = Max()(zmax, z[j]);
+  for (int64_t j = r.lane; j < p.c; j += kThreadsPerRow) zmax = Max()(zmax, z[j]);
   zmax = row_reduce<kThreadsPerRow>(zmax, Max());
   scalar_t sum = 0;
-  for (int64_t j = lane; j < p.c; j += kThreadsPerRow) sum += ::exp(z[j] - zmax);
+  for (int64_t j = r.lane; j < p.c; j += kThreadsPerRow) sum += ::exp(z[j] - zmax);
   sum = row_reduce<kThreadsPerRow>(sum, Sum());
   if (p.grad != nullptr) {
-    const scalar_t scale = w / sum;
-    for (int64_t j = lane; j < p.c; j += kThreadsPerRow) {
-      p.grad[row * p.c + j] = scale * ::exp(z[j] - zmax) - (j == y ? w : scalar_t(0));
+    const scalar_t scale = r.w / sum;
+    for (int64_t j = r.lane; j < p.c; j += kThreadsPerRow) {
+      p.grad[r.row * p.c + j] = scale * ::exp(z[j] - zmax) - (j == r.y ? r.w : scalar_t(0));
     }
   }
-  if (lane == 0) {
-    p.row_loss[row] = w * (zmax + ::log(sum) - z[y]);
-    p.row_positives[row] = positives;
-  }
+  finish_row(p, r, zmax + ::log(sum) - z[r.y]);
 }
 
 template <typename scalar_t, int kThreadsPerRow>

@@ -1,14 +1,11 @@
 #pragma once
-// Kernel pooling (DESIGN section 3): the pooled tensor-sketch blocks of orders 2..p,
+// Kernel pooling (docs/semantics.md §2): the pooled tensor-sketch blocks of orders 2..p,
 //   U_i[n] = mean_l IFFT(prod_{t=1..i} FFT(CS_t(x[n, l]))),   i = 2..p,
 // computed without ever forming a per-location d-dimensional output: the spectra are summed
 // over locations and inverse-transformed once per image and order. The order-0 and order-1
 // blocks and the alpha scaling are cheap dense ops done in Python (ops/kernel_pooling.py).
 
 #include <ATen/core/Tensor.h>
-#include <c10/util/complex.h>
-
-#include "common/device.h"
 
 namespace fgo {
 
@@ -21,46 +18,5 @@ at::Tensor kernel_pooling_forward(const at::Tensor& x, const at::Tensor& hash_in
 at::Tensor kernel_pooling_backward(const at::Tensor& grad_pooled, const at::Tensor& x,
                                    const at::Tensor& hash_index, const at::Tensor& hash_sign,
                                    int64_t dim);
-
-// Validated, contiguous inputs of the device kernels.
-struct KernelPoolingArgs {
-  at::Tensor x;           // (N, L, C)
-  at::Tensor hash_index;  // (p, C) int64 in [0, dim)
-  at::Tensor hash_sign;   // (p, C), x's dtype
-  int64_t dim;
-
-  int64_t order() const { return hash_index.size(0); }
-  int64_t bins() const { return dim / 2 + 1; }  // rfft bins of a length-dim sketch
-  at::TensorOptions spectra_options() const {
-    return x.options().dtype(c10::toComplexType(x.scalar_type()));
-  }
-};
-
-// The hashes of each sketch grouped by bin (CSR), which makes the count sketch a gather:
-// bin j of sketch t holds the channels channel[t][e], with signs sign[t][e], for e in
-// [start[t][j], start[t][j + 1]); channels ascend within a bin. On the hashes' device.
-struct BinLookup {
-  at::Tensor start;    // (p, dim + 1) int64
-  at::Tensor channel;  // (p, C) int64
-  at::Tensor sign;     // (p, C), hash_sign's dtype
-};
-BinLookup bin_lookup(const at::Tensor& hash_index, const at::Tensor& hash_sign, int64_t dim);
-
-// A complex tensor's data as interleaved (re, im) scalars, the layout the kernels take.
-template <typename scalar_t>
-scalar_t* complex_scalars(const at::Tensor& spectra) {
-  return reinterpret_cast<scalar_t*>(spectra.data_ptr<c10::complex<scalar_t>>());
-}
-
-// Device kernels. Spectra are complex tensors of the d/2 + 1 rfft bins.
-//   pool_spectra:  returns (N, p-1, d/2+1), sum over l of prod_{t<=i} FFT(CS_t(x[n, l])).
-//   backprop_spectra: takes grad_spectra = rfft(dU) / L (N, p-1, d/2+1) and returns dx
-//     (N, L, C). That is the gradient w.r.t. the sums above without the per-bin factors
-//     w_k / d of the irfft adjoint (w_k = 2 off DC and Nyquist); the irfft that brings
-//     the per-location gradients back to sketch space cancels them exactly.
-at::Tensor pool_spectra(Cpu, const KernelPoolingArgs& args);
-at::Tensor backprop_spectra(Cpu, const KernelPoolingArgs& args, const at::Tensor& grad_spectra);
-at::Tensor pool_spectra(Cuda, const KernelPoolingArgs& args);
-at::Tensor backprop_spectra(Cuda, const KernelPoolingArgs& args, const at::Tensor& grad_spectra);
 
 }  // namespace fgo

@@ -8,8 +8,8 @@
 
 #include <algorithm>
 
-#include "kernel_pooling/kernel_pooling.h"
-#include "kernel_pooling/kernel_pooling_spectral.h"
+#include "kernel_pooling/kernel_pooling_args.h"
+#include "kernel_pooling/kernel_pooling_math.h"
 
 namespace fgo {
 namespace {

@@ -10,7 +10,7 @@
 
 #include <algorithm>
 
-#include "kernel_pooling/kernel_pooling.h"
+#include "kernel_pooling/kernel_pooling_args.h"
 #include "kernel_pooling/kernel_pooling_kernels.cuh"
 
 namespace fgo {

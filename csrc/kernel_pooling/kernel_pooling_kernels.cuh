@@ -11,7 +11,7 @@
 
 #include <cstdint>
 
-#include "kernel_pooling/kernel_pooling_spectral.h"
+#include "kernel_pooling/kernel_pooling_math.h"
 
 namespace fgo {
 namespace kp {

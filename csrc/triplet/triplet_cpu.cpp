@@ -1,5 +1,5 @@
 // CPU passes of triplet mining / loss: at::parallel_for over anchors. Each anchor gathers
-// its kept positives sorted by (distance, index) and runs triplet_anchor.h on its row.
+// its kept positives sorted by (distance, index) and runs triplet_math.h on its row.
 // Every anchor writes only its own outputs, so results do not depend on the thread count.
 #include <ATen/ATen.h>
 #include <ATen/Dispatch.h>
@@ -8,7 +8,7 @@
 #include <algorithm>
 #include <vector>
 
-#include "triplet/triplet.h"
+#include "triplet/triplet_args.h"
 
 namespace fgo {
 namespace {
@@ -39,7 +39,7 @@ struct SortedPositives {
 
 }  // namespace
 
-void triplet_rows(Cpu, const TripletRows& rows) {
+void triplet_rows(Cpu, const TripletArgs& rows) {
   const TripletCandidates& c = rows.candidates;
   const int64_t q = c.dist.size(0), r = c.dist.size(1);
   AT_DISPATCH_FLOATING_TYPES(c.dist.scalar_type(), "triplet_rows_cpu", [&] {
@@ -47,13 +47,13 @@ void triplet_rows(Cpu, const TripletRows& rows) {
     const scalar_t* dist = c.dist.data_ptr<scalar_t>();
     const int64_t* labels = c.labels.data_ptr<int64_t>();
     const int64_t* query_labels = c.query_labels.data_ptr<int64_t>();
-    const int64_t* query_self = c.query_self.data_ptr<int64_t>();
+    const int64_t* query_indices = c.query_indices.data_ptr<int64_t>();
     at::parallel_for(0, q, 1, [&](int64_t begin, int64_t end) {
       SortedPositives<scalar_t> positives;
       for (int64_t a = begin; a < end; ++a) {
         triplet::AnchorCandidates<scalar_t> candidates{
             nullptr, nullptr, 0, dist + a * r, labels, c.num_labelled, r, query_labels[a]};
-        positives.gather(candidates, query_self[a], c.positive_fraction);
+        positives.gather(candidates, query_indices[a], c.positive_fraction);
         candidates.pos_dist = positives.dist.data();
         candidates.pos_index = positives.index.data();
         candidates.num_pos = static_cast<int64_t>(positives.index.size());

@@ -5,12 +5,12 @@
 #include <c10/cuda/CUDAGuard.h>
 #include <c10/cuda/CUDAStream.h>
 
-#include "triplet/triplet.h"
+#include "triplet/triplet_args.h"
 #include "triplet/triplet_kernels.cuh"
 
 namespace fgo {
 
-void triplet_rows(Cuda, const TripletRows& rows) {
+void triplet_rows(Cuda, const TripletArgs& rows) {
   const TripletCandidates& c = rows.candidates;
   const c10::cuda::CUDAGuard guard(c.dist.device());
   const cudaStream_t stream = c10::cuda::getCurrentCUDAStream();
@@ -20,7 +20,7 @@ void triplet_rows(Cuda, const TripletRows& rows) {
   // distance: a positive's own distance may be +inf (float32 overflow without normalising).
   const at::Tensor positive = at::cat(
       {(c.query_labels.unsqueeze(1) == c.labels.narrow(0, 0, r).unsqueeze(0)) &
-           (at::arange(r, c.labels.options()).unsqueeze(0) != c.query_self.unsqueeze(1)),
+           (at::arange(r, c.labels.options()).unsqueeze(0) != c.query_indices.unsqueeze(1)),
        at::zeros({c.dist.size(0), c.dist.size(1) - r}, c.labels.options().dtype(at::kBool))},
       1);
   const auto [by_distance, distance_order] =
@@ -37,7 +37,7 @@ void triplet_rows(Cuda, const TripletRows& rows) {
     s.dist = c.dist.data_ptr<scalar_t>();
     s.labels = c.labels.data_ptr<int64_t>();
     s.query_labels = c.query_labels.data_ptr<int64_t>();
-    s.query_self = c.query_self.data_ptr<int64_t>();
+    s.query_indices = c.query_indices.data_ptr<int64_t>();
     s.rows = c.dist.size(0);
     s.stride = c.dist.size(1);
     s.num_labelled = r;

@@ -3,14 +3,14 @@
 // needs no torch header, so `make cuda-check` compiles it on machines without a CUDA torch.
 //
 // The launcher sorts every anchor's positives with ATen's segmented sort; then one thread
-// runs one anchor through triplet_anchor.h, the same code as the CPU. An anchor costs
+// runs one anchor through triplet_math.h, the same code as the CPU. An anchor costs
 // O(N log P + P), each writes only its own outputs: no atomics, bitwise reproducible.
 
 #include <cuda_runtime.h>
 
 #include <cstdint>
 
-#include "triplet/triplet_anchor.h"
+#include "triplet/triplet_math.h"
 
 namespace fgo {
 namespace triplet {
@@ -27,7 +27,7 @@ struct SortedRows {
   const T* dist;                // (rows, stride)
   const int64_t* labels;        // (stride,) candidates' labels
   const int64_t* query_labels;  // (rows,)
-  const int64_t* query_self;    // (rows,)
+  const int64_t* query_indices;  // (rows,)
   int64_t rows, stride, num_labelled;
   double positive_fraction;
 };
@@ -40,7 +40,9 @@ __global__ void triplet_rows_kernel(SortedRows<T> s, RowsParams<T> p) {
   AnchorCandidates<T> c{s.pos_dist + row, s.pos_index + row, 0,           s.dist + row,
                         s.labels,         s.num_labelled,    s.stride,    s.query_labels[a]};
   int64_t num_positives = 0;
-  for (int64_t n = 0; n < s.num_labelled; ++n) num_positives += c.positive(n, s.query_self[a]);
+  for (int64_t n = 0; n < s.num_labelled; ++n) {
+    num_positives += c.positive(n, s.query_indices[a]);
+  }
   c.num_pos = kept_positives(num_positives, s.positive_fraction);
   run_anchor(p, a, c);
 }

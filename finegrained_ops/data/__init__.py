@@ -1,4 +1,4 @@
-"""Long-tail profiles and subsets, samplers, class grouping and bundled data sets (DESIGN §6).
+"""Long-tail profiles and subsets, samplers, class grouping and bundled data sets (docs/semantics.md §5).
 
 Pure Python; every random choice comes from a seeded torch.Generator, never the global RNG.
 """

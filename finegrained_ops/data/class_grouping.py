@@ -5,7 +5,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from ._labels import as_labels
+from .._checks import as_labels
 
 
 def class_means(features, labels, num_classes=None):

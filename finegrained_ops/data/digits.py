@@ -3,7 +3,7 @@ from typing import NamedTuple
 
 import torch
 
-from ._labels import make_generator
+from .._checks import make_generator
 from .long_tail import long_tailed_subset
 
 

@@ -3,12 +3,10 @@
 Every subset function returns a sorted int64 index tensor into `labels`; the same seed gives
 the same subset, and no class ever contributes more samples than it has.
 """
-import math
-
 import torch
 
-from ..ops._validation import check_int
-from ._labels import as_labels, indices_by_class, make_generator
+from .._checks import as_labels, check_int, check_number, make_generator
+from ._labels import indices_by_class
 
 
 def long_tailed_counts(num_classes, n_max, imbalance_factor):
@@ -82,5 +80,4 @@ def _sample_per_class(groups, wanted, seed):
 
 
 def _check_factor(factor):
-    if not (isinstance(factor, (int, float)) and math.isfinite(factor) and factor >= 1):
-        raise ValueError(f"imbalance_factor must be a finite number >= 1, got {factor!r}")
+    check_number("imbalance_factor", factor, low=1)

@@ -9,8 +9,8 @@ import torch
 import torch.distributed as dist
 from torch.utils.data import Sampler
 
-from ..ops._validation import check_int
-from ._labels import as_labels, indices_by_class, make_generator
+from .._checks import as_labels, check_int, make_generator
+from ._labels import indices_by_class
 
 
 def _replicas(num_replicas, rank):

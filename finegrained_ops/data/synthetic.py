@@ -1,11 +1,8 @@
 """Synthetic data sets that need no download: super-/fine-class patch images (Xu et al. 2020,
 sec. 4.1) and Gaussian classes for granularity studies (thesis 6.3.1)."""
-import math
-
 import torch
 
-from ..ops._validation import check_int
-from ._labels import make_generator
+from .._checks import check_int, check_number, make_generator
 
 
 def make_patch_dataset(n_images=512, n_super=32, fine_per_super=4, size=32, seed=0):
@@ -46,8 +43,7 @@ def make_gaussian_classes(separation, n_per_class=1000, dim=2, seed=0, dtype=tor
     """Two classes with unit covariance and means (0, ..., 0) and (m, 0, ..., 0), m = separation
     (thesis 6.3.1). Returns features (2·n_per_class, dim) and labels (2·n_per_class,) int64
     (class 0 first)."""
-    if not (isinstance(separation, (int, float)) and math.isfinite(separation)):
-        raise ValueError(f"separation must be a finite number, got {separation!r}")
+    check_number("separation", separation)
     check_int("n_per_class", n_per_class)
     check_int("dim", dim)
     g = make_generator(seed)
@@ -65,8 +61,8 @@ def make_hierarchical_gaussians(n_coarse, fine_per_coarse, n_per_class=100, dim=
     Coarse means lie at distance coarse_separation from the origin in random directions; each
     fine mean is its coarse mean plus fine_separation times a random unit vector; samples have
     unit covariance. Fine class f belongs to coarse class f // fine_per_coarse.
-    Returns features (n_coarse·fine_per_coarse·n_per_class, dim), fine_labels and
-    coarse_labels (int64).
+    Returns features (n_coarse·fine_per_coarse·n_per_class, dim), coarse_labels and
+    fine_labels (int64), in the order of :func:`make_patch_dataset`.
     """
     check_int("n_coarse", n_coarse)
     check_int("fine_per_coarse", fine_per_coarse)
@@ -85,5 +81,5 @@ def make_hierarchical_gaussians(n_coarse, fine_per_coarse, n_per_class=100, dim=
     fine_labels = torch.arange(n_fine).repeat_interleave(n_per_class)
     features = fine_means[fine_labels] + torch.randn(len(fine_labels), dim, generator=g,
                                                      dtype=torch.float64)
-    return features.to(dtype), fine_labels, fine_to_coarse[fine_labels]
+    return features.to(dtype), fine_to_coarse[fine_labels], fine_labels
 

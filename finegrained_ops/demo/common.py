@@ -7,7 +7,7 @@ from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
 from ..data import load_digits
-from ..data._labels import make_generator
+from .._checks import make_generator
 from ..train import extract_features, fit
 
 

@@ -4,7 +4,7 @@ subset of source classes, fine-tune on a small target set."""
 import torch
 import torch.nn.functional as F
 
-from ..data._labels import make_generator
+from .._checks import make_generator
 from ..metrics import domain_similarity, select_source_classes
 from .common import SmallCNN, Split, accuracy, digits_splits, embed, train
 

@@ -6,7 +6,7 @@ import torch.nn.functional as F
 
 from .. import mine_triplets
 from ..data import PKBatchSampler
-from ..data._labels import make_generator
+from .._checks import make_generator
 from ..metrics import recall_at_k
 from ..nn import AnchorPointClassifier, TripletAnchorPointLoss, TripletMarginLoss
 from ..train import QuasiOnlineBatchSampler

@@ -8,7 +8,7 @@ import torch.nn.functional as F
 
 from ..data import make_patch_dataset
 from ..metrics import recall_at_k
-from ..train import SuperClassInstanceLoss
+from ..nn import SuperClassInstanceLoss
 from .common import RandomShift, SmallCNN, embed, train
 
 KS = (1, 2, 4, 8)

@@ -1,5 +1,5 @@
 """Evaluation: classification, retrieval, granularity, domain similarity, kernel approximation,
-diffusion re-ranking (DESIGN §6). Pure Python (torch, numpy, scipy, POT)."""
+diffusion re-ranking (docs/semantics.md §5). Pure Python (torch, numpy, scipy, POT)."""
 from .classification import (balanced_accuracy, head_tail_accuracy, per_class_accuracy,
                              shot_accuracy, topk_accuracy)
 from .diffusion import diffusion_rerank

@@ -2,7 +2,7 @@
 counts (thesis table 4.4; many/medium/few-shot)."""
 import torch
 
-from ..data._labels import as_labels
+from .._checks import as_labels
 
 
 def topk_accuracy(logits, target, ks=(1, 5)):

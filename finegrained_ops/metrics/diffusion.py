@@ -4,7 +4,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ._checks import as_features
+from .._checks import as_features
 
 
 def diffusion_rerank(query, gallery, k=50, alpha=0.99, gamma=3, tol=1e-6, max_iter=1000):

@@ -5,8 +5,7 @@ import math
 import torch
 
 from ..data.class_grouping import class_means
-from ..data._labels import as_labels
-from ._checks import as_features
+from .._checks import as_features, as_labels
 
 DEFAULT_GAMMA = 0.01
 

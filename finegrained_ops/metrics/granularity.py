@@ -8,8 +8,7 @@ O(sum n_c²) for the medoids), RS and Silhouette O(n²), Rank O(n² log n).
 import torch
 import torch.nn.functional as F
 
-from ..data._labels import as_labels
-from ._checks import as_features
+from .._checks import as_features, as_labels
 
 MEASURES = ("rankm", "rank", "rs", "rsm", "silhouette")
 DISTANCES = ("euclidean", "cosine")

@@ -9,8 +9,7 @@ with no same-label gallery item ("lone" queries) are left out of every metric, a
 import torch
 import torch.nn.functional as F
 
-from ..data._labels import as_labels
-from ._checks import as_features
+from .._checks import as_features, as_labels
 
 METRICS = ("cosine", "euclidean")
 

@@ -2,6 +2,7 @@
 from .anchor_points import AnchorPointClassifier, TripletAnchorPointLoss
 from .class_balanced_loss import ClassBalancedLoss, sigmoid_bias_init
 from .kernel_pooling import CompactBilinearPooling, KernelPooling
+from .superclass import SuperClassInstanceLoss
 from .triplet import TripletMarginLoss
 
 __all__ = [
@@ -9,6 +10,7 @@ __all__ = [
     "ClassBalancedLoss",
     "CompactBilinearPooling",
     "KernelPooling",
+    "SuperClassInstanceLoss",
     "TripletAnchorPointLoss",
     "TripletMarginLoss",
     "sigmoid_bias_init",

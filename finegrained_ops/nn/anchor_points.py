@@ -3,8 +3,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..data._labels import as_labels, make_generator
-from ..ops._validation import check_int
+from .._checks import as_labels, check_int, check_number, make_generator
 from .triplet import TripletMarginLoss
 
 
@@ -31,8 +30,7 @@ class AnchorPointClassifier(nn.Module):
         check_int("num_classes", num_classes)
         check_int("dim", dim)
         check_int("anchors_per_class", anchors_per_class)
-        if not (isinstance(gamma, (int, float)) and gamma > 0):
-            raise ValueError(f"gamma must be a number > 0, got {gamma!r}")
+        check_number("gamma", gamma, low=0, low_open=True)
         self.gamma, self.normalize = float(gamma), normalize
         self.anchors = nn.Parameter(0.1 * torch.randn(num_classes, anchors_per_class, dim))
 

@@ -4,7 +4,7 @@ import math
 import torch
 from torch import nn
 
-from ..ops._validation import check_int
+from .._checks import check_int
 from ..ops.class_balanced_loss import (_counts_tensor, check_counts_positive,
                                         check_hyperparameters, class_balanced_loss)
 

@@ -1,9 +1,9 @@
-"""Kernel pooling and compact bilinear pooling layers (thesis ch. 3; DESIGN §3)."""
+"""Kernel pooling and compact bilinear pooling layers (thesis ch. 3; docs/semantics.md §2)."""
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..ops._validation import check_choice
+from .._checks import check_choice
 from ..ops.kernel_pooling import (compact_bilinear_pooling, draw_hashes, estimate_gamma,
                                   kernel_pooling, rbf_alpha, signed_sqrt)
 
@@ -23,6 +23,7 @@ class _SketchPooling(nn.Module):
         self.register_buffer("hash_sign", hash_sign)
         self.in_channels, self.dim, self.order, self.seed = in_channels, dim, order, seed
         self.input_format, self.sqrt_normalize = input_format, sqrt_normalize
+        self.register_load_state_dict_pre_hook(_check_loaded_hashes)
 
     def _locations(self, x):
         """(N, C, H, W) or (N, L, C), as set by input_format -> (N, L, C)."""
@@ -40,6 +41,19 @@ class _SketchPooling(nn.Module):
 
     def _postprocess(self, y):
         return F.normalize(signed_sqrt(y), dim=1) if self.sqrt_normalize else y
+
+
+def _check_loaded_hashes(module, state_dict, prefix, *_):
+    """Hashes in a state dict must fit this module's sketch size; checked before anything is
+    copied, once per load (drawn ones are valid by construction), not read back every step."""
+    index, sign = state_dict.get(prefix + "hash_index"), state_dict.get(prefix + "hash_sign")
+    if index is not None and index.numel() and (int(index.min()) < 0
+                                                or int(index.max()) >= module.dim):
+        raise ValueError(f"the state dict's hash_index holds values in [{int(index.min())}, "
+                         f"{int(index.max())}], outside [0, dim={module.dim}): it was made for "
+                         "another sketch size")
+    if sign is not None and not bool((sign.abs() == 1).all()):
+        raise ValueError("the state dict's hash_sign must hold only +1 and -1")
 
 
 class KernelPooling(_SketchPooling):

@@ -5,8 +5,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..data._labels import as_labels, indices_by_class
-from ..ops._validation import check_tensor
+from .._checks import as_labels, check_tensor
+from ..data._labels import indices_by_class
 
 
 class SuperClassInstanceLoss(nn.Module):

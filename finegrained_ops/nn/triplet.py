@@ -3,7 +3,7 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
-from ..ops._validation import check_choice
+from .._checks import check_choice
 from ..ops.triplet import REDUCTIONS, check_triplet_args, mine_triplets, triplet_margin_loss
 
 

@@ -1,20 +1,19 @@
-"""Class-balanced softmax / sigmoid / focal loss (thesis ch. 5; DESIGN §5).
+"""Class-balanced softmax / sigmoid / focal loss (thesis ch. 5; docs/semantics.md §4).
 
 The native forward computes the loss and d(loss)/d(logits) in one fused pass and saves the
 gradient; the backward only scales it by grad_output. That holds one (N, C) tensor between
 forward and backward, the same as recomputing would (it would have to save the logits),
 and reads the logits once instead of twice.
 """
-import math
-
 import torch
-from torch.autograd.function import once_differentiable
 
-from .._native import _C
-from ._validation import FLOATING, check_choice, check_same_device, check_tensor, compute_dtype
+from .._checks import (FLOATING, check_choice, check_number, check_same_device, check_tensor,
+                       compute_dtype)
+from .._native import _C, require_cuda_build
+from ._autograd import register_precomputed_gradient
 
-LOSS_TYPES = {"softmax": 0, "sigmoid": 1, "focal": 2}
-REDUCTIONS = {"none": 0, "mean": 1, "sum": 2}
+LOSS_TYPES = tuple(_C.choices["class_balanced_loss.loss_type"])  # the names the native code parses
+REDUCTIONS = tuple(_C.choices["class_balanced_loss.reduction"])
 
 
 def effective_number(samples_per_class, beta):
@@ -85,7 +84,7 @@ def class_balanced_loss(logits, target, samples_per_class, beta=0.9999, gamma=0.
     counts = _counts_tensor(samples_per_class, device=logits.device)
     if counts.shape != (c,):
         raise ValueError(f"samples_per_class must have C={c} entries, got shape {tuple(counts.shape)}")
-    check_same_device(logits=logits, target=target, samples_per_class=counts)
+    require_cuda_build(check_same_device(logits=logits, target=target, samples_per_class=counts))
 
     dtype = compute_dtype(logits.dtype)
     z = logits.to(dtype)
@@ -93,8 +92,7 @@ def class_balanced_loss(logits, target, samples_per_class, beta=0.9999, gamma=0.
         target = target.to(dtype)
     compute_grad = torch.is_grad_enabled() and logits.requires_grad
     loss, _, _ = _class_balanced_loss(z, target, counts, float(beta), float(gamma),
-                                      LOSS_TYPES[loss_type], REDUCTIONS[reduction],
-                                      int(ignore_index), compute_grad)
+                                      loss_type, reduction, int(ignore_index), compute_grad)
     return loss.to(logits.dtype)
 
 
@@ -103,8 +101,7 @@ def check_hyperparameters(beta, gamma, loss_type, reduction):
     check_choice("loss_type", loss_type, LOSS_TYPES)
     check_choice("reduction", reduction, REDUCTIONS)
     _check_beta(beta)
-    if not (isinstance(gamma, (int, float)) and math.isfinite(gamma) and gamma >= 0):
-        raise ValueError(f"gamma must be a finite number >= 0, got {gamma!r}")
+    check_number("gamma", gamma, low=0)
 
 
 def check_counts_positive(counts):
@@ -115,8 +112,7 @@ def check_counts_positive(counts):
 
 
 def _check_beta(beta):
-    if not (isinstance(beta, (int, float)) and 0.0 <= beta < 1.0):
-        raise ValueError(f"beta must be a number in [0, 1), got {beta!r}")
+    check_number("beta", beta, low=0, high=1, high_open=True)
 
 
 def _counts_tensor(samples_per_class, device=None):
@@ -132,7 +128,7 @@ def _counts_tensor(samples_per_class, device=None):
 @torch.library.custom_op("finegrained_ops::class_balanced_loss", mutates_args=())
 def _class_balanced_loss(logits: torch.Tensor, target: torch.Tensor,
                          samples_per_class: torch.Tensor, beta: float, gamma: float,
-                         loss_type: int, reduction: int, ignore_index: int,
+                         loss_type: str, reduction: str, ignore_index: int,
                          compute_grad: bool) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     return tuple(_C.class_balanced_loss_forward(logits, target, samples_per_class, beta, gamma,
                                                 loss_type, reduction, ignore_index, compute_grad))
@@ -142,28 +138,10 @@ def _class_balanced_loss(logits: torch.Tensor, target: torch.Tensor,
 def _(logits, target, samples_per_class, beta, gamma, loss_type, reduction, ignore_index,
       compute_grad):
     n = logits.shape[0]
-    loss = logits.new_empty((n,) if reduction == REDUCTIONS["none"] else ())
+    loss = logits.new_empty((n,) if reduction == "none" else ())
     grad = torch.empty_like(logits) if compute_grad else logits.new_empty((0,))
     return loss, grad, logits.new_empty(())
 
 
-def _setup_context(ctx, inputs, output):
-    _, grad, norm = output
-    ctx.mark_non_differentiable(grad, norm)
-    ctx.set_materialize_grads(False)  # no (N, C) zeros for the non-differentiable outputs
-    ctx.save_for_backward(grad, norm)
-    ctx.per_sample = inputs[6] == REDUCTIONS["none"]
-
-
-@once_differentiable
-def _backward(ctx, grad_loss, _grad_grad, _grad_norm):
-    if grad_loss is None:  # grads are not materialised: the loss itself was not used
-        return (None,) * 9
-    grad, norm = ctx.saved_tensors
-    scale = grad_loss / norm
-    if ctx.per_sample:
-        scale = scale.unsqueeze(1)
-    return grad * scale, None, None, None, None, None, None, None, None
-
-
-_class_balanced_loss.register_autograd(_backward, setup_context=_setup_context)
+register_precomputed_gradient(_class_balanced_loss, "class_balanced_loss", grad_inputs=(0,),
+                              per_sample=lambda inputs: inputs[6] == "none")

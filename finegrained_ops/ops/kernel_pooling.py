@@ -1,4 +1,4 @@
-"""Kernel pooling and compact bilinear pooling (thesis ch. 3, Algorithm 1; DESIGN §3).
+"""Kernel pooling and compact bilinear pooling (thesis ch. 3, Algorithm 1; docs/semantics.md §2).
 
 The native op computes the pooled tensor-sketch blocks of orders 2..p. It sums the spectra
 over locations and inverse-transforms once per image and order, so no per-location
@@ -10,8 +10,9 @@ import math
 
 import torch
 
-from .._native import _C
-from ._validation import FLOATING, check_int, check_same_device, check_tensor, compute_dtype
+from .._checks import (FLOATING, check_int, check_number, check_same_device, check_tensor,
+                       compute_dtype, make_generator)
+from .._native import _C, require_cuda_build
 
 
 def kernel_pooling(x, hash_index, hash_sign, alpha, dim):
@@ -36,7 +37,8 @@ def kernel_pooling(x, hash_index, hash_sign, alpha, dim):
     if alpha.shape[0] != order + 1:
         raise ValueError(f"alpha must have p + 1 = {order + 1} coefficients (orders 0..{order}), "
                          f"got {alpha.shape[0]}")
-    check_same_device(x=x, hash_index=hash_index, hash_sign=hash_sign, alpha=alpha)
+    require_cuda_build(check_same_device(x=x, hash_index=hash_index, hash_sign=hash_sign,
+                                         alpha=alpha))
     dtype = compute_dtype(x.dtype)
     features, alpha = x.to(dtype).contiguous(), alpha.to(dtype)
     n = x.shape[0]
@@ -58,7 +60,7 @@ def compact_bilinear_pooling(x, hash_index, hash_sign, dim):
     if order != 2:
         raise ValueError(f"compact bilinear pooling takes two sketches: hash_index must be "
                          f"(2, C), got shape {tuple(hash_index.shape)}")
-    check_same_device(x=x, hash_index=hash_index, hash_sign=hash_sign)
+    require_cuda_build(check_same_device(x=x, hash_index=hash_index, hash_sign=hash_sign))
     dtype = compute_dtype(x.dtype)
     pooled = _kernel_pooling(x.to(dtype).contiguous(), hash_index, hash_sign.to(dtype), dim)
     return pooled[:, 0].to(x.dtype)
@@ -75,7 +77,7 @@ def draw_hashes(in_channels, dim, order, seed=0):
     check_int("in_channels", in_channels)
     check_int("dim", dim, 2)
     check_int("order", order)
-    generator = torch.Generator().manual_seed(int(seed))
+    generator = make_generator(seed)
     index = torch.empty(order, in_channels, dtype=torch.int64)
     sign = torch.empty(order, in_channels, dtype=torch.float32)
     for t in range(order):
@@ -90,8 +92,7 @@ def rbf_alpha(gamma, order):
 
     Returns (order + 1,) float64.
     """
-    if not (isinstance(gamma, (int, float)) and math.isfinite(gamma) and gamma > 0):
-        raise ValueError(f"gamma must be a finite number > 0, got {gamma!r}")
+    check_number("gamma", gamma, low=0, low_open=True)
     i = torch.arange(order + 1, dtype=torch.float64)
     log_alpha_sq = -2.0 * gamma + i * math.log(2.0 * gamma) - torch.lgamma(i + 1)
     return torch.exp(0.5 * log_alpha_sq)

@@ -1,4 +1,4 @@
-"""Batched hard-negative triplet mining and the fused triplet margin loss (DESIGN §4).
+"""Batched hard-negative triplet mining and the fused triplet margin loss (docs/semantics.md §3).
 
 The loss never forms the triplet set: the native forward sorts each anchor's (few)
 positives by distance, finds for every negative the range of positives it forms a mined
@@ -11,20 +11,16 @@ Mined triplets are listed per anchor, positives nearest first (ties by index), a
 positive its negatives in index order. A negative index >= B refers to
 ``extra_negatives[index - B]``.
 """
-import math
-
 import torch
 import torch.nn.functional as F
 
-from .._native import _C
-from ._validation import (FLOATING, check_choice, check_int, check_same_device, check_tensor,
-                          compute_dtype)
+from .._checks import (FLOATING, check_choice, check_int, check_number, check_same_device,
+                       check_tensor, compute_dtype)
+from .._native import _C, require_cuda_build
+from ._autograd import register_precomputed_gradient
 
-NEGATIVES = {"violating": 0, "semihard": 1, "hardest": 2, "all": 3}
-REDUCTIONS = {"mean_nonzero": 0, "mean": 1, "sum": 2}
-_NO_RANKS = torch.empty(0, dtype=torch.int64)
-
-
+NEGATIVES = tuple(_C.choices["triplet.negatives"])  # the names the native code parses
+REDUCTIONS = tuple(_C.choices["triplet.reduction"])
 def triplet_margin_loss(emb, labels, margin=0.2, negatives="violating", positive_fraction=1.0,
                         extra_negatives=None, extra_negative_labels=None,
                         reduction="mean_nonzero", squared=True, normalize=True):
@@ -56,8 +52,8 @@ def triplet_margin_loss(emb, labels, margin=0.2, negatives="violating", positive
     check_choice("reduction", reduction, REDUCTIONS)
     compute_grad = torch.is_grad_enabled() and (x.requires_grad or extra.requires_grad)
     loss, _, _, _ = _triplet_margin_loss(x, labels, extra, extra_labels, float(margin),
-                                         NEGATIVES[negatives], float(positive_fraction),
-                                         REDUCTIONS[reduction], bool(squared), compute_grad)
+                                         negatives, float(positive_fraction), reduction,
+                                         bool(squared), compute_grad)
     return loss.to(emb.dtype)
 
 
@@ -67,24 +63,22 @@ def mine_triplets(emb, labels, margin=0.2, negatives="violating", positive_fract
     """The triplets the loss would use, as (anchor, positive, negative) int64 index tensors.
 
     Arguments as in :func:`triplet_margin_loss`. max_triplets: when more triplets are mined,
-    keep a uniform random subset of this size (without replacement, drawn from
-    ``generator``), still in the documented order; the full set is never materialised.
+    keep a uniform random subset of this size (without replacement, drawn natively from a seed
+    taken from ``generator``), still in the documented order; the full set is never
+    materialised.
     Returns three (T,) int64 tensors on emb's device; a negative index >= B is an extra.
     """
     with torch.no_grad():
         x, labels, extra, extra_labels = _prepare(emb, labels, margin, negatives,
                                                   positive_fraction, extra_negatives,
                                                   extra_negative_labels, normalize)
-        problem = (x, labels, torch.arange(x.shape[0], device=x.device), x, labels, extra,
-                   extra_labels, float(margin), NEGATIVES[negatives], float(positive_fraction),
-                   bool(squared))
-        ranks = _NO_RANKS.to(x.device)
         if max_triplets is not None:
             check_int("max_triplets", max_triplets)
-            total = int(_triplet_count(*problem).sum())
-            if total > max_triplets:
-                ranks = sample_ranks(total, max_triplets, generator).to(x.device)
-        return _triplet_mine(*problem, ranks, -1, 0, 0)
+        seed = _draw_seed(generator) if max_triplets is not None else 0
+        return _triplet_mine(x, labels, torch.arange(x.shape[0], device=x.device), x, labels,
+                             extra, extra_labels, float(margin), negatives,
+                             float(positive_fraction), bool(squared),
+                             -1 if max_triplets is None else max_triplets, -1, seed, 0)
 
 
 def mine_from_bank(query_emb, query_labels, bank_emb, bank_labels, per_anchor=1, margin=0.2,
@@ -128,20 +122,21 @@ def mine_from_bank(query_emb, query_labels, bank_emb, bank_labels, per_anchor=1,
         if query_indices.shape[0] != query.shape[0]:
             raise ValueError(f"query_indices has {query_indices.shape[0]} entries for "
                              f"{query.shape[0]} queries")
-        check_same_device(query_emb=query, bank_emb=bank, query_indices=query_indices)
+        require_cuda_build(check_same_device(query_emb=query, bank_emb=bank,
+                                             query_indices=query_indices))
         if per_anchor is not None:
             check_int("per_anchor", per_anchor)
         if chunk_size is None:
             chunk_size = max(1, (1 << 24) // max(1, bank.shape[0] + extra.shape[0]))
         check_int("chunk_size", chunk_size)
-        seed = int(torch.randint(0, 2**62, (), generator=generator)) if per_anchor else 0
+        seed = _draw_seed(generator) if per_anchor else 0
         parts = []
         for start in range(0, query.shape[0], chunk_size):
             stop = start + chunk_size
             parts.append(_triplet_mine(
                 query[start:stop], query_labels[start:stop], query_indices[start:stop], bank,
-                bank_labels, extra, extra_labels, float(margin), NEGATIVES[negatives],
-                float(positive_fraction), bool(squared), _NO_RANKS.to(query.device),
+                bank_labels, extra, extra_labels, float(margin), negatives,
+                float(positive_fraction), bool(squared), -1,
                 -1 if per_anchor is None else per_anchor, seed, start))
         if not parts:
             empty = torch.empty(0, dtype=torch.int64, device=query.device)
@@ -149,30 +144,16 @@ def mine_from_bank(query_emb, query_labels, bank_emb, bank_labels, per_anchor=1,
         return tuple(torch.cat(column) for column in zip(*parts))
 
 
-def sample_ranks(total, k, generator=None):
-    """k distinct integers drawn uniformly from [0, total), sorted (int64, on CPU).
-
-    Memory O(k) when k is well below total: draw with replacement, deduplicate, repeat until
-    k are distinct, then keep a uniform k of them (exchangeable, hence a uniform k-subset).
-    """
-    if 2 * k >= total:
-        return torch.randperm(total, generator=generator)[:k].sort().values
-    picked = torch.empty(0, dtype=torch.int64)
-    while picked.numel() < k:
-        draw = torch.randint(total, (2 * (k - picked.numel()) + 16,), generator=generator)
-        picked = torch.cat([picked, draw]).unique()
-    keep = torch.randperm(picked.numel(), generator=generator)[:k].sort().values
-    return picked[keep]
+def _draw_seed(generator):
+    """The seed of a native draw, taken from `generator` (or the global RNG when None)."""
+    return int(torch.randint(0, 2**62, (), generator=generator))
 
 
 def check_triplet_args(margin, negatives, positive_fraction):
     """margin finite >= 0, a known negatives rule, positive_fraction in (0, 1]."""
     check_choice("negatives", negatives, NEGATIVES)
-    if not (isinstance(margin, (int, float)) and not isinstance(margin, bool)
-            and math.isfinite(margin) and margin >= 0):
-        raise ValueError(f"margin must be a finite number >= 0, got {margin!r}")
-    if not (isinstance(positive_fraction, (int, float)) and 0 < positive_fraction <= 1):
-        raise ValueError(f"positive_fraction must be in (0, 1], got {positive_fraction!r}")
+    check_number("margin", margin, low=0)
+    check_number("positive_fraction", positive_fraction, low=0, high=1, low_open=True)
 
 
 def _prepare(emb, labels, margin, negatives, positive_fraction, extra, extra_labels, normalize,
@@ -192,8 +173,8 @@ def _prepare(emb, labels, margin, negatives, positive_fraction, extra, extra_lab
         raise ValueError(f"extra_negatives must have D={emb.shape[1]} columns, got shape "
                          f"{tuple(extra.shape)}")
     _check_labels("extra_negative_labels", extra_labels, extra.shape[0])
-    check_same_device(**{name: emb, "labels": labels, "extra_negatives": extra,
-                         "extra_negative_labels": extra_labels})
+    require_cuda_build(check_same_device(**{name: emb, "labels": labels, "extra_negatives": extra,
+                                            "extra_negative_labels": extra_labels}))
     dtype = compute_dtype(emb.dtype)
     emb, extra = emb.to(dtype), extra.to(dtype)
     if normalize:
@@ -210,86 +191,58 @@ def _check_labels(name, labels, n):
 
 
 @torch.library.custom_op("finegrained_ops::triplet_margin_loss", mutates_args=())
-def _triplet_margin_loss(emb: torch.Tensor, labels: torch.Tensor, extra: torch.Tensor,
-                         extra_labels: torch.Tensor, margin: float, rule: int,
-                         positive_fraction: float, reduction: int, squared: bool,
+def _triplet_margin_loss(emb: torch.Tensor, labels: torch.Tensor, extra_negatives: torch.Tensor,
+                         extra_negative_labels: torch.Tensor, margin: float, negatives: str,
+                         positive_fraction: float, reduction: str, squared: bool,
                          compute_grad: bool
                          ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-    return tuple(_C.triplet_margin_loss_forward(emb, labels, extra, extra_labels, margin, rule,
+    return tuple(_C.triplet_margin_loss_forward(emb, labels, extra_negatives,
+                                                extra_negative_labels, margin, negatives,
                                                 positive_fraction, reduction, squared,
                                                 compute_grad))
 
 
 @_triplet_margin_loss.register_fake
-def _(emb, labels, extra, extra_labels, margin, rule, positive_fraction, reduction, squared,
-      compute_grad):
+def _(emb, labels, extra_negatives, extra_negative_labels, margin, negatives, positive_fraction,
+      reduction, squared, compute_grad):
     def grad_like(t):
         return torch.empty_like(t) if compute_grad else t.new_empty((0,))
-    return emb.new_empty(()), grad_like(emb), grad_like(extra), emb.new_empty(())
+    return emb.new_empty(()), grad_like(emb), grad_like(extra_negatives), emb.new_empty(())
 
 
-def _setup_context(ctx, inputs, output):
-    emb, _, extra = inputs[:3]
-    _, grad_emb, grad_extra, norm = output
-    ctx.mark_non_differentiable(grad_emb, grad_extra, norm)
-    ctx.set_materialize_grads(False)
-    ctx.save_for_backward(grad_emb, grad_extra, norm, emb, extra)
-
-
-def _backward(ctx, grad_loss, *_):
-    if grad_loss is None:
-        return (None,) * 10
-    grad_emb, grad_extra = _triplet_margin_loss_backward(grad_loss, *ctx.saved_tensors)
-    return (grad_emb, None, grad_extra if ctx.needs_input_grad[2] else None) + (None,) * 7
-
-
-@torch.library.custom_op("finegrained_ops::triplet_margin_loss_backward", mutates_args=())
-def _triplet_margin_loss_backward(grad_loss: torch.Tensor, grad_emb: torch.Tensor,
-                                  grad_extra: torch.Tensor, norm: torch.Tensor,
-                                  emb: torch.Tensor, extra: torch.Tensor
-                                  ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Scales the saved gradients by grad_loss / norm. emb and extra are inputs only so that a
-    second derivative through them raises (this op has no autograd) instead of silently
-    missing the loss's own second-order terms."""
-    scale = grad_loss / norm
-    return grad_emb * scale, grad_extra * scale
-
-
-@_triplet_margin_loss_backward.register_fake
-def _(grad_loss, grad_emb, grad_extra, norm, emb, extra):
-    return torch.empty_like(grad_emb), torch.empty_like(grad_extra)
-
-
-_triplet_margin_loss.register_autograd(_backward, setup_context=_setup_context)
+register_precomputed_gradient(_triplet_margin_loss, "triplet_margin_loss", grad_inputs=(0, 2))
 
 
 @torch.library.custom_op("finegrained_ops::triplet_count", mutates_args=())
-def _triplet_count(query: torch.Tensor, query_labels: torch.Tensor, query_self: torch.Tensor,
-                   refs: torch.Tensor, ref_labels: torch.Tensor, extra: torch.Tensor,
-                   extra_labels: torch.Tensor, margin: float, rule: int,
-                   positive_fraction: float, squared: bool) -> torch.Tensor:
-    return _C.triplet_count(query, query_labels, query_self, refs, ref_labels, extra,
-                            extra_labels, margin, rule, positive_fraction, squared)
+def _triplet_count(query_emb: torch.Tensor, query_labels: torch.Tensor,
+                   query_indices: torch.Tensor, bank_emb: torch.Tensor, bank_labels: torch.Tensor,
+                   extra_negatives: torch.Tensor, extra_negative_labels: torch.Tensor,
+                   margin: float, negatives: str, positive_fraction: float,
+                   squared: bool) -> torch.Tensor:
+    return _C.triplet_count(query_emb, query_labels, query_indices, bank_emb, bank_labels,
+                            extra_negatives, extra_negative_labels, margin, negatives,
+                            positive_fraction, squared)
 
 
 @_triplet_count.register_fake
-def _(query, *_):
-    return query.new_empty((query.shape[0],), dtype=torch.int64)
+def _(query_emb, *_):
+    return query_emb.new_empty((query_emb.shape[0],), dtype=torch.int64)
 
 
 @torch.library.custom_op("finegrained_ops::triplet_mine", mutates_args=())
-def _triplet_mine(query: torch.Tensor, query_labels: torch.Tensor, query_self: torch.Tensor,
-                  refs: torch.Tensor, ref_labels: torch.Tensor, extra: torch.Tensor,
-                  extra_labels: torch.Tensor, margin: float, rule: int,
-                  positive_fraction: float, squared: bool, ranks: torch.Tensor,
-                  per_anchor: int, seed: int, anchor_offset: int
+def _triplet_mine(query_emb: torch.Tensor, query_labels: torch.Tensor,
+                  query_indices: torch.Tensor, bank_emb: torch.Tensor, bank_labels: torch.Tensor,
+                  extra_negatives: torch.Tensor, extra_negative_labels: torch.Tensor,
+                  margin: float, negatives: str, positive_fraction: float, squared: bool,
+                  max_triplets: int, per_anchor: int, seed: int, anchor_offset: int
                   ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    return tuple(_C.triplet_mine(query, query_labels, query_self, refs, ref_labels, extra,
-                                 extra_labels, margin, rule, positive_fraction, squared, ranks,
-                                 per_anchor, seed, anchor_offset))
+    return tuple(_C.triplet_mine(query_emb, query_labels, query_indices, bank_emb, bank_labels,
+                                 extra_negatives, extra_negative_labels, margin, negatives,
+                                 positive_fraction, squared, max_triplets, per_anchor, seed,
+                                 anchor_offset))
 
 
 @_triplet_mine.register_fake
-def _(query, *_):
+def _(query_emb, *_):
     n = torch.library.get_ctx().new_dynamic_size()
-    return tuple(query.new_empty((n,), dtype=torch.int64) for _ in range(3))
+    return tuple(query_emb.new_empty((n,), dtype=torch.int64) for _ in range(3))

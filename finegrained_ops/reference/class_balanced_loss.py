@@ -1,5 +1,5 @@
 """Reference class-balanced loss: the official formulas (richardaecn/class-balanced-loss,
-``src/cifar_main.py``) written with plain tensor ops. Thesis ch. 5, eq. 5.6-5.13; DESIGN §5.
+``src/cifar_main.py``) written with plain tensor ops. Thesis ch. 5, eq. 5.6-5.13; docs/semantics.md §4.
 """
 import torch
 import torch.nn.functional as F

@@ -1,5 +1,5 @@
 """Reference kernel pooling: Algorithm 1 of thesis ch. 3 applied at every location, then the
-mean over locations, written the way one would vectorise it in PyTorch (DESIGN §3).
+mean over locations, written the way one would vectorise it in PyTorch (docs/semantics.md §2).
 
 It forms every per-location sketch, spectrum and inverse transform, (N, L, d) each, which
 is what the native op avoids; it is the spec in code and the benchmark's baseline.

@@ -1,4 +1,4 @@
-"""Brute-force triplet mining and triplet margin loss (DESIGN §4): the spec in code.
+"""Brute-force triplet mining and triplet margin loss (docs/semantics.md §3): the spec in code.
 
 Every (anchor, positive, negative) is formed as a (Q, R, R) cube and filtered by the rule;
 memory is cubic, so this is for tests on small batches. Mined triplets come out per

@@ -1,18 +1,15 @@
-"""Training loop and the papers' recipes (DESIGN §6): two-stage long-tail fine-tuning,
-hierarchical cascaded fine-tuning, dataset bootstrapping, super-class + instance losses and
-quasi-online triplet sampling. Pure Python on top of the native ops."""
+"""Training loop and the papers' recipes (docs/semantics.md §5): two-stage long-tail fine-tuning,
+hierarchical cascaded fine-tuning, dataset bootstrapping and quasi-online triplet sampling. Pure Python on top of the native ops."""
 from .bootstrap import BootstrapResult, bootstrap_dataset
 from .cascade import HierarchicalCascade
 from .long_tail import two_stage_long_tail
 from .loop import extract_features, fit
 from .quasi_online import QuasiOnlineBatchSampler
-from .superclass import SuperClassInstanceLoss
 
 __all__ = [
     "BootstrapResult",
     "HierarchicalCascade",
     "QuasiOnlineBatchSampler",
-    "SuperClassInstanceLoss",
     "bootstrap_dataset",
     "extract_features",
     "fit",

@@ -4,7 +4,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from ..data._labels import as_labels
+from .._checks import as_labels
 
 
 @dataclass

@@ -7,7 +7,7 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader, TensorDataset
 
-from ..data._labels import as_labels, make_generator
+from .._checks import as_labels, make_generator
 from .loop import fit
 
 

@@ -2,7 +2,7 @@
 long-tailed set, then fine-tune on a more balanced subset with a small learning rate."""
 from torch.utils.data import DataLoader, Subset
 
-from ..data._labels import as_labels, make_generator
+from .._checks import as_labels, make_generator
 from ..data.long_tail import pseudo_uniform_subset
 from .loop import fit
 

@@ -1,6 +1,5 @@
 """A small training loop: progress bar, AMP, gradient clipping, resumable checkpoints and
-DistributedDataParallel when torch.distributed is initialised (DESIGN §6)."""
-import math
+DistributedDataParallel when torch.distributed is initialised (docs/semantics.md §5)."""
 import os
 import time
 
@@ -9,6 +8,8 @@ import torch.distributed as dist
 from torch import nn
 from torch.utils.data import (BatchSampler, DataLoader, DistributedSampler, RandomSampler,
                               SequentialSampler)
+
+from .._checks import check_int, check_number
 
 AMP_DTYPES = {"bf16": torch.bfloat16, "bfloat16": torch.bfloat16, torch.bfloat16: torch.bfloat16,
               "fp16": torch.float16, "float16": torch.float16, torch.float16: torch.float16}
@@ -168,21 +169,16 @@ def extract_features(model, loader, device=None, amp=None):
 
 
 def _check_fit_args(epochs, grad_clip):
-    if not (isinstance(epochs, int) and not isinstance(epochs, bool) and epochs >= 0):
-        raise ValueError(f"epochs must be an int >= 0, got {epochs!r}")
+    check_int("epochs", epochs, 0)
     if grad_clip is None:
         return
-    if isinstance(grad_clip, tuple):
-        ok = len(grad_clip) == 2 and grad_clip[0] == "norm" and _positive(grad_clip[1])
-    else:
-        ok = _positive(grad_clip)
-    if not ok:
+    if isinstance(grad_clip, tuple) and len(grad_clip) == 2 and grad_clip[0] == "norm":
+        check_number("grad_clip's max_norm", grad_clip[1], low=0, low_open=True)
+    elif isinstance(grad_clip, tuple):
         raise ValueError(f"grad_clip must be None, a positive float or ('norm', max_norm), "
                          f"got {grad_clip!r}")
-
-
-def _positive(x):
-    return isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x) and x > 0
+    else:
+        check_number("grad_clip", grad_clip, low=0, low_open=True)
 
 
 def _amp_dtype(amp):

@@ -4,7 +4,7 @@ negatives mined for them against that (stale) feature bank."""
 import torch
 from torch.utils.data import Sampler
 
-from ..data._labels import make_generator
+from .._checks import make_generator
 from ..data.samplers import PKBatchSampler
 from ..ops.triplet import mine_from_bank
 

@@ -165,45 +165,41 @@ inline int __ffs(int x) { return __builtin_ffs(x); }
 inline int __clz(int x) { return x == 0 ? 32 : __builtin_clz(static_cast<unsigned>(x)); }
 
 // Only one CUDA thread runs at a time and none is switched out inside these, so each is atomic.
+// (Which types each accepts is nvcc's to check: `make cuda-check` compiles every kernel.)
+namespace fgo::emu {
+template <typename T, typename Update>
+T fetch_update(T* address, Update update) {
+  const T old = *address;
+  *address = update(old);
+  return old;
+}
+}  // namespace fgo::emu
+
 template <typename T>
 T atomicAdd(T* address, T value) {
-  const T old = *address;
-  *address = old + value;
-  return old;
+  return fgo::emu::fetch_update(address, [&](T old) { return old + value; });
 }
 template <typename T>
 T atomicSub(T* address, T value) {
-  const T old = *address;
-  *address = old - value;
-  return old;
+  return fgo::emu::fetch_update(address, [&](T old) { return old - value; });
 }
 template <typename T>
 T atomicMax(T* address, T value) {
-  const T old = *address;
-  *address = old < value ? value : old;
-  return old;
+  return fgo::emu::fetch_update(address, [&](T old) { return old < value ? value : old; });
 }
 template <typename T>
 T atomicMin(T* address, T value) {
-  const T old = *address;
-  *address = value < old ? value : old;
-  return old;
+  return fgo::emu::fetch_update(address, [&](T old) { return value < old ? value : old; });
 }
 template <typename T>
 T atomicExch(T* address, T value) {
-  const T old = *address;
-  *address = value;
-  return old;
+  return fgo::emu::fetch_update(address, [&](T) { return value; });
 }
 template <typename T>
 T atomicCAS(T* address, T compare, T value) {
-  const T old = *address;
-  if (old == compare) *address = value;
-  return old;
+  return fgo::emu::fetch_update(address, [&](T old) { return old == compare ? value : old; });
 }
 template <typename T>
 T atomicOr(T* address, T value) {
-  const T old = *address;
-  *address = old | value;
-  return old;
+  return fgo::emu::fetch_update(address, [&](T old) { return old | value; });
 }

@@ -8,7 +8,7 @@
 //   BCE(z, t)     = (1 - t) A + t B                       d/dz = (1 - t) p - t q
 //   focal(z, t)   = m * BCE,  m = exp(-gamma ((1 - t) B + t A)) = (1 - p_t)^gamma
 //   d focal / dz  = m * [ (1 - t) p - t q - gamma (t p - (1 - t) q) BCE ]
-// For binary t these are DESIGN section 5's stable forms; the official TF code reduces to
+// For binary t these are docs/semantics.md §4's stable forms; the official TF code reduces to
 // them and the gradient never forms (1 - p)^(gamma - 1), so gamma in [0, 1) stays finite.
 // Soft targets t in [0, 1] follow the official formula exp(-gamma t z - gamma log1p(e^-z)).
 

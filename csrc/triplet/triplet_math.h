@@ -20,7 +20,7 @@
 namespace fgo {
 namespace triplet {
 
-// Which negatives each (anchor, positive) mines (DESIGN section 4). Boundaries are strict.
+// Which negatives each (anchor, positive) mines (docs/semantics.md §3). Boundaries are strict.
 enum Rule : int64_t {
   kViolating = 0,  // l > 0
   kSemihard = 1,   // d_ap < d_an and l > 0

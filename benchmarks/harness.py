@@ -10,9 +10,7 @@ malloc set back to what glibc settles on in a long-running process (blocks under
 reused, not returned): with every large block returned, each step would also pay a page
 fault per touched page, which a user's training loop does not.
 """
-import argparse
 import ctypes
-import json
 import multiprocessing as mp
 import os
 import platform
@@ -156,92 +154,3 @@ def machine():
     if torch.cuda.is_available():
         info["gpu"] = torch.cuda.get_device_name()
     return info
-
-
-def ratio_row(fields, result, work=None):
-    """A table row: `fields`, then the candidate's time, memory and native's advantage.
-
-    work: (bytes, flops) that the computation must at least move through memory and execute
-    (the inputs of :func:`add_floor`), or None where no floor is modelled."""
-    if work is not None:
-        result = result | {"min_bytes": work[0], "min_flops": work[1]}
-    return {**fields, "median ms": f"{result['median_ms']:.2f}",
-            "native speedup": f"{result['speedup']:.1f}x",
-            "peak MiB": f"{result['peak_mib']:.1f}",
-            "native memory saving": f"{result['memory_ratio']:.1f}x", "_raw": result}
-
-
-def measure_ceilings(device, repeats=5):
-    """What this device attains, measured once per run: memory bandwidth (GB/s; a copy of a
-    tensor far larger than the caches, bytes read + written) and float32 matmul rate (GFLOP/s;
-    TF32 stays off, as for our float32 kernels). Best of ``repeats``."""
-    elements = (512 if device == "cuda" else 256) * 2**20 // 4
-    src = torch.ones(elements, device=device)
-    dst = torch.empty_like(src)
-    m = 8192 if device == "cuda" else 2048
-    a = torch.randn(m, m, device=device)
-    b = torch.randn(m, m, device=device)
-    copy_s = _best_seconds(lambda: dst.copy_(src), device, repeats)
-    matmul_s = _best_seconds(lambda: torch.mm(a, b), device, repeats)
-    return {"bandwidth_gbs": 2 * 4 * elements / copy_s / 1e9,
-            "peak_gflops": 2 * m**3 / matmul_s / 1e9}
-
-
-def _best_seconds(fn, device, repeats):
-    fn()
-    best = float("inf")
-    for _ in range(repeats):
-        if device == "cuda":
-            torch.cuda.synchronize()
-        t0 = time.perf_counter()
-        fn()
-        if device == "cuda":
-            torch.cuda.synchronize()
-        best = min(best, time.perf_counter() - t0)
-    return best
-
-
-def add_floor(rows, ceilings):
-    """Give every row with a work model its floor: max(bytes / bandwidth, FLOPs / peak), the
-    time no implementation can beat on this device, and the share of it the row achieves
-    (floor / median, 100% = at the roofline)."""
-    for row in rows:
-        raw = row["_raw"]
-        if "min_bytes" not in raw:
-            row["floor ms"] = row["% of floor"] = "-"
-            continue
-        floor = max(raw["min_bytes"] / (ceilings["bandwidth_gbs"] * 1e9),
-                    raw["min_flops"] / (ceilings["peak_gflops"] * 1e9)) * 1e3
-        raw["floor_ms"], raw["floor_fraction"] = floor, floor / raw["median_ms"]
-        row["floor ms"] = f"{floor:.3f}"
-        row["% of floor"] = f"{100 * floor / raw['median_ms']:.1f}"
-
-
-def columns_of(rows):
-    return [c for c in rows[0] if not c.startswith("_")]
-
-
-def print_table(rows, columns=None):
-    columns = columns or columns_of(rows)
-    widths = [max(len(c), *(len(str(r[c])) for r in rows)) for c in columns]
-    print("  ".join(c.ljust(w) for c, w in zip(columns, widths)))
-    for r in rows:
-        print("  ".join(str(r[c]).ljust(w) for c, w in zip(columns, widths)))
-
-
-def parse_args(doc):
-    """The options every benchmark script takes: --device, --quick, --repeats, --json."""
-    parser = argparse.ArgumentParser(description=doc.splitlines()[0])
-    parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
-    parser.add_argument("--quick", action="store_true", help="small shapes only")
-    parser.add_argument("--repeats", type=int, default=10)
-    parser.add_argument("--json", help="write the results here")
-    return parser.parse_args()
-
-
-def save(path, device, rows):
-    """Write the machine and the rows, each with its raw measurement ('_raw') merged in."""
-    payload = {"machine": machine(), "device": device,
-               "rows": [{k: v for k, v in r.items() if k != "_raw"} | r["_raw"] for r in rows]}
-    with open(path, "w") as f:
-        json.dump(payload, f, indent=2)

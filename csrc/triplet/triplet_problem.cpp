@@ -1,0 +1,122 @@
+// Setting up a triplet problem (checks, candidates) and running a pass of the per-anchor math
+// over its anchors: what the loss (triplet_loss.cpp) and mining (triplet_mine.cpp) share.
+#include "triplet/triplet_problem.h"
+
+#include <ATen/ATen.h>
+
+#include <algorithm>
+#include <cmath>
+#include <limits>
+
+namespace fgo {
+namespace {
+
+void check_rows(const char* name, const at::Tensor& t, int64_t dim) {
+  TORCH_CHECK(t.dim() == 2 && t.size(1) == dim, "triplet: ", name, " must be (n, ", dim,
+              "), got shape ", t.sizes());
+}
+
+void check_labels(const char* name, const at::Tensor& labels, int64_t n) {
+  TORCH_CHECK(labels.dim() == 1 && labels.size(0) == n && labels.scalar_type() == at::kLong,
+              "triplet: ", name, " must be int64 of shape (", n, ",), got ", labels.scalar_type(),
+              " ", labels.sizes());
+}
+
+}  // namespace
+
+triplet::Rule check_problem(const char* op, const at::Tensor& query,
+                            const at::Tensor& query_labels, const at::Tensor& query_indices,
+                            const at::Tensor& bank,
+                            const at::Tensor& bank_labels, const at::Tensor& extra,
+                            const at::Tensor& extra_labels, double margin,
+                            const std::string& negatives, double positive_fraction) {
+  TORCH_CHECK(query.dim() == 2, "triplet: query_emb must be (Q, D), got shape ",
+              query.sizes());
+  TORCH_CHECK(query.scalar_type() == at::kFloat || query.scalar_type() == at::kDouble,
+              "triplet: native embeddings must be float32 or float64, got ", query.scalar_type());
+  const int64_t dim = query.size(1);
+  check_rows("bank_emb", bank, dim);
+  check_rows("extra_negatives", extra, dim);
+  TORCH_CHECK(bank.scalar_type() == query.scalar_type() &&
+                  extra.scalar_type() == query.scalar_type(),
+              "triplet: query_emb, bank_emb and extra_negatives must share a dtype, got ",
+              query.scalar_type(), ", ", bank.scalar_type(), ", ", extra.scalar_type());
+  check_labels("query_labels", query_labels, query.size(0));
+  check_labels("query_indices", query_indices, query.size(0));
+  check_labels("bank_labels", bank_labels, bank.size(0));
+  check_labels("extra_negative_labels", extra_labels, extra.size(0));
+  for (const at::Tensor* t : {&query_labels, &query_indices, &bank, &bank_labels, &extra,
+                              &extra_labels}) {
+    TORCH_CHECK(t->device() == query.device(), "triplet: every tensor must be on ",
+                query.device(), ", got one on ", t->device());
+  }
+  TORCH_CHECK(std::isfinite(margin) && margin >= 0.0,
+              "triplet: margin must be finite and >= 0, got ", margin);
+  TORCH_CHECK(positive_fraction > 0.0 && positive_fraction <= 1.0,
+              "triplet: positive_fraction must be in (0, 1], got ", positive_fraction);
+  const triplet::Rule rule = parse_choice(op, "negatives", negatives, kTripletNegatives);
+  const bool finite = at::stack({at::isfinite(query).all(), at::isfinite(bank).all(),
+                                 at::isfinite(extra).all()}).all().item<bool>();
+  TORCH_CHECK(finite, "triplet: embeddings must be finite (found NaN or Inf)");
+  return rule;
+}
+
+namespace {
+
+// (Q, N) squared Euclidean distances by one GEMM, clamped at 0 against cancellation. Finite
+// embeddings can still overflow (float32 without normalising): inf - inf is NaN there, which
+// would leave the (distance, index) order undefined, so an overflowed distance is +inf.
+at::Tensor squared_distances(const at::Tensor& q, const at::Tensor& r) {
+  at::Tensor d = at::addmm(r.pow(2).sum(1).unsqueeze(0).expand({q.size(0), r.size(0)}), q, r.t(),
+                           1, -2);
+  d.add_(q.pow(2).sum(1, true)).clamp_min_(0);
+  return d.masked_fill_(d.isnan(), std::numeric_limits<double>::infinity());
+}
+
+}  // namespace
+
+TripletCandidates build_candidates(const at::Tensor& query, const at::Tensor& query_labels,
+                                   const at::Tensor& query_indices, const at::Tensor& bank,
+                                   const at::Tensor& bank_labels, const at::Tensor& extra,
+                                   const at::Tensor& extra_labels, double positive_fraction,
+                                   bool squared) {
+  TripletCandidates c;
+  c.dist = squared_distances(query.contiguous(), at::cat({bank, extra}));
+  if (!squared) c.dist.sqrt_();
+  c.query_labels = query_labels.contiguous();
+  c.query_indices = query_indices.contiguous();
+  c.labels = at::cat({bank_labels, extra_labels});
+  c.num_labelled = bank.size(0);
+  c.positive_fraction = positive_fraction;
+  return c;
+}
+
+namespace {
+
+// Positives of the anchor with the most (an upper bound of its kept ones).
+int64_t max_positives(const TripletCandidates& c) {
+  if (c.query_labels.numel() == 0 || c.num_labelled == 0) return 0;
+  const at::Tensor bank_labels = c.labels.narrow(0, 0, c.num_labelled);
+  return std::get<2>(at::_unique2(bank_labels, /*sorted=*/false, /*return_inverse=*/false,
+                                  /*return_counts=*/true)).max().item<int64_t>();
+}
+
+}  // namespace
+
+void run_rows(const TripletArgs& rows) {
+  if (rows.candidates.dist.size(0) == 0) return;
+  on_device(rows.candidates.dist, [&](auto device) { triplet_rows(device, rows); });
+}
+
+// The count pass: rows.counts (Q,) and rows.positive_counts (Q, max positives).
+void count_rows(TripletArgs& rows) {
+  const TripletCandidates& c = rows.candidates;
+  const int64_t q = c.dist.size(0);
+  rows.pass = triplet::kCount;
+  rows.counts = at::zeros({q}, c.query_labels.options());
+  rows.positive_counts = at::zeros({q, std::max<int64_t>(max_positives(c), 1)},
+                                   rows.counts.options());
+  run_rows(rows);
+}
+
+}  // namespace fgo

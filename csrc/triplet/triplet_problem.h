@@ -1,0 +1,36 @@
+#pragma once
+// What the triplet loss (triplet_loss.cpp) and mining (triplet_mine.cpp) share: checking a
+// problem, building its candidates, and running a pass over its anchors.
+#include <ATen/core/Tensor.h>
+
+#include <string>
+
+#include "triplet/triplet.h"
+#include "triplet/triplet_args.h"
+
+namespace fgo {
+
+// Shapes, dtypes, devices and hyperparameters of a problem, then one host round trip for the
+// values: the embeddings must be finite (a NaN would silently reorder the mining). Returns
+// the parsed `negatives` rule; `op` names the entry point in messages.
+triplet::Rule check_problem(const char* op, const at::Tensor& query,
+                            const at::Tensor& query_labels, const at::Tensor& query_indices,
+                            const at::Tensor& bank,
+                            const at::Tensor& bank_labels, const at::Tensor& extra,
+                            const at::Tensor& extra_labels, double margin,
+                            const std::string& negatives, double positive_fraction);
+
+// Distances from every query to the bank, then the extras (one GEMM), and the labels.
+TripletCandidates build_candidates(const at::Tensor& query, const at::Tensor& query_labels,
+                                   const at::Tensor& query_indices, const at::Tensor& bank,
+                                   const at::Tensor& bank_labels, const at::Tensor& extra,
+                                   const at::Tensor& extra_labels, double positive_fraction,
+                                   bool squared);
+
+// One pass of rows.pass over every anchor, on the candidates' device.
+void run_rows(const TripletArgs& rows);
+
+// The count pass: rows.counts (Q,) and rows.positive_counts (Q, max positives).
+void count_rows(TripletArgs& rows);
+
+}  // namespace fgo
