@@ -14,6 +14,8 @@
 
 namespace fgo {
 
+// The op entry points release the GIL: they touch no Python object, so Python threads (data
+// loading, a second model) run while they compute.
 void bind_ops(pybind11::module_& m) {
   m.def("build_info", [] {
     const fgo::BuildInfo info = fgo::build_info();
@@ -33,21 +35,25 @@ void bind_ops(pybind11::module_& m) {
         "Fused class-balanced softmax/sigmoid/focal loss: (loss, grad of the summed loss, norm).",
         py::arg("logits"), py::arg("target"), py::arg("samples_per_class"), py::arg("beta"),
         py::arg("gamma"), py::arg("loss_type"), py::arg("reduction"), py::arg("ignore_index"),
-        py::arg("compute_grad"));
+        py::arg("compute_grad"),
+        py::call_guard<py::gil_scoped_release>());
 
   m.def("kernel_pooling_forward", &fgo::kernel_pooling_forward,
         "Pooled tensor-sketch blocks of orders 2..p of kernel pooling: (N, p-1, dim).",
-        py::arg("x"), py::arg("hash_index"), py::arg("hash_sign"), py::arg("dim"));
+        py::arg("x"), py::arg("hash_index"), py::arg("hash_sign"), py::arg("dim"),
+        py::call_guard<py::gil_scoped_release>());
   m.def("kernel_pooling_backward", &fgo::kernel_pooling_backward,
         "Gradient of kernel_pooling_forward w.r.t. x, given the gradient of its output.",
         py::arg("grad"), py::arg("x"), py::arg("hash_index"), py::arg("hash_sign"),
-        py::arg("dim"));
+        py::arg("dim"),
+        py::call_guard<py::gil_scoped_release>());
   m.def("_kernel_pooling_bin_lookup", [](const at::Tensor& hash_index, const at::Tensor& hash_sign,
                                          int64_t dim) {
     const fgo::BinLookup bins = fgo::bin_lookup(hash_index, hash_sign, dim);
     return std::make_tuple(bins.start, bins.channel, bins.sign);
   }, "The hashes grouped by bin as the CUDA sketch kernel reads them: (start, channel, sign).",
-        py::arg("hash_index"), py::arg("hash_sign"), py::arg("dim"));
+        py::arg("hash_index"), py::arg("hash_sign"), py::arg("dim"),
+        py::call_guard<py::gil_scoped_release>());
 
   m.def("triplet_margin_loss_forward", &fgo::triplet_margin_loss_forward,
         "Fused in-batch triplet mining + margin loss: (loss, grad_emb, grad_extra_negatives, "
@@ -55,12 +61,14 @@ void bind_ops(pybind11::module_& m) {
         py::arg("emb"), py::arg("labels"), py::arg("extra_negatives"),
         py::arg("extra_negative_labels"), py::arg("margin"), py::arg("negatives"),
         py::arg("positive_fraction"), py::arg("reduction"), py::arg("squared"),
-        py::arg("compute_grad"));
+        py::arg("compute_grad"),
+        py::call_guard<py::gil_scoped_release>());
   m.def("triplet_count", &fgo::triplet_count, "Number of triplets each anchor mines: (Q,) int64.",
         py::arg("query_emb"), py::arg("query_labels"), py::arg("query_indices"),
         py::arg("bank_emb"), py::arg("bank_labels"), py::arg("extra_negatives"),
         py::arg("extra_negative_labels"), py::arg("margin"), py::arg("negatives"),
-        py::arg("positive_fraction"), py::arg("squared"));
+        py::arg("positive_fraction"), py::arg("squared"),
+        py::call_guard<py::gil_scoped_release>());
   m.def("triplet_mine", &fgo::triplet_mine,
         "Mined triplets (anchor, positive, negative): all, max_triplets of them, or per_anchor "
         "per anchor, drawn from seed.",
@@ -68,7 +76,8 @@ void bind_ops(pybind11::module_& m) {
         py::arg("bank_emb"), py::arg("bank_labels"), py::arg("extra_negatives"),
         py::arg("extra_negative_labels"), py::arg("margin"), py::arg("negatives"),
         py::arg("positive_fraction"), py::arg("squared"), py::arg("max_triplets"),
-        py::arg("per_anchor"), py::arg("seed"), py::arg("anchor_offset"));
+        py::arg("per_anchor"), py::arg("seed"), py::arg("anchor_offset"),
+        py::call_guard<py::gil_scoped_release>());
 
   // The names each mode argument accepts: the one list Python checks against.
   py::dict choices;

@@ -7,7 +7,7 @@ What each op computes is in docs/semantics.md; the papers cited by short name in
 from . import _native, data, metrics, nn, ops, reference, train
 from ._native import BUILD_INFO
 from .ops import (class_balanced_loss, class_balanced_weights, compact_bilinear_pooling,
-                  draw_hashes, effective_number, estimate_gamma, kernel_pooling, mine_from_bank,
+                  count_triplets, draw_hashes, effective_number, estimate_gamma, kernel_pooling, mine_from_bank,
                   mine_triplets, rbf_alpha, signed_sqrt, triplet_margin_loss)
 from .version import __version__
 
@@ -17,6 +17,7 @@ __all__ = [
     "class_balanced_loss",
     "class_balanced_weights",
     "compact_bilinear_pooling",
+    "count_triplets",
     "data",
     "draw_hashes",
     "effective_number",

@@ -55,7 +55,7 @@ def check_number(name, value, low=None, high=None, *, low_open=False, high_open=
 
 def check_choice(name, value, choices):
     if value not in choices:
-        raise ValueError(f"{name} must be one of {sorted(choices)}, got {value!r}")
+        raise ValueError(f"{name} must be one of {list(choices)}, got {value!r}")
 
 
 def compute_dtype(dtype):

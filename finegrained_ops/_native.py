@@ -5,6 +5,8 @@ A missing or stale build is an ImportError that says how to build; the ops in
 """
 import torch
 
+from ._checks import check_same_device
+
 _BUILD_HELP = (
     "Build it in the environment you run from, against the torch installed there:\n"
     "    pip install --no-build-isolation -e .      (from a source checkout; or `make install`)\n"
@@ -30,6 +32,14 @@ if BUILD_INFO["torch_version"] != torch.__version__:
 
 # Entry points bound in csrc/bindings.cpp, build_info aside.
 NATIVE_OPS = tuple(sorted(n for n in dir(_C) if not n.startswith("_") and n != "build_info"))
+
+
+def check_devices(**tensors) -> torch.device:
+    """The one device of the tensors given by name (a ValueError listing them otherwise), which
+    must be one this build has kernels for."""
+    device = check_same_device(**tensors)
+    require_cuda_build(device)
+    return device
 
 
 def require_cuda_build(device: torch.device) -> None:

@@ -71,3 +71,57 @@ def test_cuda_architectures_default_to_the_visible_gpus_else_a_portable_list(mon
 
     monkeypatch.setenv("TORCH_CUDA_ARCH_LIST", "8.0;9.0")
     assert setup.cuda_arch_list() == ("8.0;9.0", "TORCH_CUDA_ARCH_LIST")
+
+
+def test_native_ops_release_the_gil():
+    """While a native entry point computes in one thread, Python code runs in another. The main
+    thread wakes every millisecond; holding the GIL, the native call would stall it for all of
+    the call (a couple of ticks at most)."""
+    import threading
+
+    from finegrained_ops._native import _C
+
+    emb = torch.nn.functional.normalize(torch.randn(4000, 64), dim=1)
+    labels = torch.randint(0, 40, (4000,))
+    none, none_labels = emb[:0], labels[:0]
+    args = (emb, labels, torch.arange(4000), emb, labels, none, none_labels, 0.2, "all", 1.0, True)
+    started, done = threading.Event(), threading.Event()
+
+    def count():
+        started.set()
+        for _ in range(3):
+            _C.triplet_count(*args)
+        done.set()
+
+    worker = threading.Thread(target=count)
+    worker.start()
+    started.wait()
+    ticks = 0
+    while not done.wait(0.001):
+        ticks += 1
+    worker.join()
+    assert ticks >= 20, ticks
+
+
+def test_a_forked_child_runs_ops_with_one_thread():
+    """The documented workaround for GNU OpenMP's pool not surviving fork(): the child sets
+    one thread first. (A child using two threads can hang: that is torch's, not ours.)"""
+    import subprocess
+    import sys
+    import textwrap
+
+    script = textwrap.dedent("""
+        import os, torch, finegrained_ops as fo
+        torch.set_num_threads(2)
+        emb, labels = torch.randn(256, 16), torch.randint(0, 8, (256,))
+        fo.triplet_margin_loss(emb, labels)
+        pid = os.fork()
+        if pid == 0:
+            torch.set_num_threads(1)
+            fo.triplet_margin_loss(emb, labels)
+            os._exit(0)
+        _, status = os.waitpid(pid, 0)
+        raise SystemExit(os.waitstatus_to_exitcode(status))
+    """)
+    run = subprocess.run([sys.executable, "-c", script], timeout=120, capture_output=True)
+    assert run.returncode == 0, run.stderr.decode()[-2000:]

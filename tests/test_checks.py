@@ -10,7 +10,7 @@ import torch
 
 import finegrained_ops as fo
 from finegrained_ops._checks import check_number
-from finegrained_ops.nn import AnchorPointClassifier
+from finegrained_ops.nn import AnchorPointClassifier, ClassBalancedLoss
 
 PACKAGE = Path(fo.__file__).parent
 
@@ -47,3 +47,8 @@ def test_inputs_the_old_ad_hoc_checks_let_through_are_refused():
         AnchorPointClassifier(3, 4, gamma=math.inf)
     with pytest.raises(ValueError, match="beta must be in"):
         fo.class_balanced_weights([1, 2], beta=math.nan)
+    for counts in ([True, False], torch.tensor([1 + 2j, 3 + 0j]), torch.tensor([True, True])):
+        with pytest.raises(TypeError, match="samples_per_class must hold numbers of samples"):
+            ClassBalancedLoss(counts)
+    with pytest.raises(ValueError, match="samples_per_class must be 1-D \\(C,\\) with C >= 1"):
+        ClassBalancedLoss([])

@@ -179,6 +179,20 @@ def test_signed_sqrt_has_finite_gradients_at_zero():
     assert torch.isfinite(x.grad).all()
     torch.testing.assert_close(x.grad[[0, 3]], torch.tensor([0.25, 1 / 6], dtype=torch.float64),
                                rtol=1e-6, atol=0)
+    # At 0 the slope the docstring gives, 1 / (2 sqrt(eps)), not sign(0) = 0.
+    torch.testing.assert_close(x.grad[1:3], torch.full((2,), 5e5, dtype=torch.float64))
+    check_gradients(fo.signed_sqrt, (torch.tensor([-3.0, 0.5, 2.0], dtype=torch.float64,
+                                                   requires_grad=True),), gradgrad=True)
+
+
+def test_module_gradcheck_with_structurally_zero_pooled_values():
+    """C = 1, d = 3: most sketch entries are 0 for every input, up to FFT round-off (~1e-17).
+    The analytic gradient there is the exact one (~0); finite differences of the round-off
+    through signed sqrt's slope of 5e5 at 0 reach 2e-5, hence atol 1e-4 (not the default
+    1e-5). Before, sign(0) = 0 in autograd made an exactly-zero entry a wrong gradient."""
+    pool = KernelPooling(1, 3, order=3, input_format="NLC").double()
+    x = torch.randn(1, 7, 1, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
+    check_gradients(pool, (x.requires_grad_(),), atol=1e-4)
 
 
 def test_module_shapes_and_compact_bilinear_is_the_order_2_block():
@@ -348,13 +362,25 @@ def test_locations_spanning_launcher_chunks_match_the_cpu(device, dtype):
         assert_relative_close(b, a, tol)
 
 
-def test_loading_hashes_of_another_sketch_size_is_refused():
-    big = KernelPooling(8, 32, order=3, seed=1)
-    small = KernelPooling(8, 16, order=3, seed=2)
-    before = small.hash_index.clone()
-    with pytest.raises(ValueError, match=r"outside \[0, dim=16\)"):
-        small.load_state_dict(big.state_dict())
-    assert torch.equal(small.hash_index, before)  # refused before anything was copied
+def test_loading_a_sketch_of_another_shape_is_refused_and_the_seed_follows():
+    small, big = KernelPooling(8, 16, order=3), KernelPooling(8, 32, order=3, seed=7)
+    before = big.hash_index.clone()
+    with pytest.raises(ValueError, match="the state dict is for dim=16, this KernelPooling "
+                                         "has dim=32"):
+        big.load_state_dict(small.state_dict())  # the hashes alone would fit
+    assert torch.equal(big.hash_index, before)  # refused before anything was copied
+    with pytest.raises(ValueError, match="is for order=3"):
+        KernelPooling(8, 16, order=4).load_state_dict(small.state_dict())
+    twin = KernelPooling(8, 16, order=3, seed=5)
+    twin.load_state_dict(KernelPooling(8, 16, order=3, seed=9).state_dict())
+    assert twin.seed == 9 and "seed=9" in repr(twin)
+    old_format = small.state_dict()  # saved before the sketch's shape was stored
+    del old_format["_extra_state"]
+    with pytest.raises(ValueError, match=r"outside \[0, dim=8\)"):
+        KernelPooling(8, 8, order=3).load_state_dict(old_format)
+    saved = CompactBilinearPooling(8, 16, seed=3).state_dict()
+    CompactBilinearPooling(8, 16).load_state_dict({k: v for k, v in saved.items()
+                                                   if k != "_extra_state"})
     state = small.state_dict()
     state["hash_sign"] = state["hash_sign"] * 2
     with pytest.raises(ValueError, match="hash_sign must hold only"):

@@ -336,3 +336,25 @@ def test_quasi_online_sampler_refreshes_the_bank_and_adds_mined_members():
     assert batches == list(QuasiOnlineBatchSampler(y, lambda: x, 4, 3, 3, 2, num_batches=7))
     loader = DataLoader(TensorDataset(x, y), batch_sampler=sampler)
     assert len(next(iter(loader))[0]) >= 12
+
+
+def test_traced_and_exported_losses_train():
+    """compute_grad is decided when the op is called: a graph traced (inputs not requiring
+    grad) or exported under no_grad baked it in as False, and its backward used to fail."""
+    from finegrained_ops.nn import ClassBalancedLoss, TripletMarginLoss
+
+    g = torch.Generator().manual_seed(0)
+    cases = [(ClassBalancedLoss([5, 2, 9]), torch.randn(6, 3, generator=g),
+              torch.tensor([0, 1, 2, 0, 1, 2])),
+             (TripletMarginLoss(), torch.randn(8, 4, generator=g),
+              torch.tensor([0, 0, 1, 1, 2, 2, 3, 3]))]
+    for criterion, x, y in cases:
+        expected_x = x.clone().requires_grad_()
+        criterion(expected_x, y).backward()
+        traced = torch.jit.trace(criterion, (x, y))
+        with torch.no_grad():
+            exported = torch.export.export(criterion, (x, y)).module()
+        for graph in (traced, exported):
+            xg = x.clone().requires_grad_()
+            graph(xg, y).backward()
+            torch.testing.assert_close(xg.grad, expected_x.grad)

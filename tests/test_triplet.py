@@ -437,6 +437,29 @@ def test_bad_input_raises(kwargs, error, match):
             fo.mine_triplets(**args)
 
 
+@pytest.mark.parametrize("rule", RULES)
+def test_count_triplets_counts_what_mine_triplets_returns(rule):
+    emb, labels, extra, extra_labels = random_batch(30, 4, 5, num_extra=3, seed=8)
+    kwargs = dict(negatives=rule, positive_fraction=0.6, extra_negatives=extra,
+                  extra_negative_labels=extra_labels)
+    counts = fo.count_triplets(emb, labels, **kwargs)
+    anchors, _, _ = fo.mine_triplets(emb, labels, **kwargs)
+    assert counts.dtype == torch.int64 and counts.shape == (30,)
+    assert torch.equal(counts, torch.bincount(anchors, minlength=30))
+
+
+def test_values_that_would_mine_nonsense_are_refused():
+    labels = torch.tensor([0, 0, 1, 1])
+    huge = torch.tensor([[3e19, 0.0], [-3e19, 0.0], [0.0, 1.0], [0.0, 2.0]])  # finite, float32
+    with pytest.raises(RuntimeError, match="squared distances must fit in Float"):
+        fo.triplet_margin_loss(huge, labels, normalize=False)
+    fo.triplet_margin_loss(huge.double(), labels, normalize=False)  # fits in float64
+    with pytest.raises(RuntimeError, match="query_indices must be -1 or an index into "
+                                           "bank_emb's 6 rows, got values in \\[-7, 1000000000\\]"):
+        fo.mine_from_bank(EMB[:2], LABELS[:2], EMB, LABELS,
+                          query_indices=torch.tensor([10**9, -7]))
+
+
 def test_bad_arguments_of_the_other_entry_points():
     with pytest.raises(ValueError, match="max_triplets"):
         fo.mine_triplets(EMB, LABELS, max_triplets=0)

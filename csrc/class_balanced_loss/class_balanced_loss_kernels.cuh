@@ -149,7 +149,7 @@ __global__ void __launch_bounds__(kBlockThreads) sigmoid_rows_kernel(RowsParams<
     acc += terms.loss;
     if (p.grad != nullptr) p.grad[r.row * p.c + j] = r.w * terms.grad;
   }
-  finish_row(p, r, row_reduce<kThreadsPerRow>(acc, Sum()));
+  finish_row<scalar_t>(p, r, row_reduce<kThreadsPerRow>(acc, Sum()));
 }
 
 template <typename scalar_t, int kThreadsPerRow>
@@ -169,7 +169,7 @@ __global__ void __launch_bounds__(kBlockThreads) softmax_rows_kernel(RowsParams<
       p.grad[r.row * p.c + j] = scale * ::exp(z[j] - zmax) - (j == r.y ? r.w : scalar_t(0));
     }
   }
-  finish_row(p, r, zmax + ::log(sum) - z[r.y]);
+  finish_row<scalar_t>(p, r, zmax + ::log(sum) - z[r.y]);
 }
 
 template <typename scalar_t, int kThreadsPerRow>

@@ -33,7 +33,7 @@ KernelPoolingArgs check_inputs(const char* op, const at::Tensor& x, const at::Te
   const at::Tensor bad_sign = (hash_sign.abs() != 1).any();
   if (x.is_cuda()) {
     at::_assert_async(at::logical_not(bad_index | bad_sign),
-                      "kernel_pooling: hash_index values must be in [0, dim) and hash_sign "
+                      std::string(op) + ": hash_index values must be in [0, dim) and hash_sign "
                       "values +1 or -1");
   } else {
     TORCH_CHECK(!bad_index.item<bool>(), op, ": hash_index values must be in [0, dim=", dim,

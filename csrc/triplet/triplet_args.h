@@ -71,4 +71,11 @@ triplet::RowsParams<T> triplet_rows_params(const TripletArgs& rows) {
 void triplet_rows(Cpu, const TripletArgs& rows);
 void triplet_rows(Cuda, const TripletArgs& rows);
 
+// (Q, R) squared Euclidean distances between the rows of q (Q, D) and r (R, D), contiguous.
+// |q|^2 + |r|^2 - 2 q.r clamped at 0. CPU: our own tiled kernel, every sum in one fixed order,
+// so the bits (and the triplets mined from them) do not depend on the number of threads.
+// CUDA: one GEMM.
+at::Tensor squared_distances(Cpu, const at::Tensor& q, const at::Tensor& r);
+at::Tensor squared_distances(Cuda, const at::Tensor& q, const at::Tensor& r);
+
 }  // namespace fgo

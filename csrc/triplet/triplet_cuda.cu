@@ -10,6 +10,14 @@
 
 namespace fgo {
 
+// |q|^2 + |r|^2 - 2 q.r by one GEMM, clamped at 0 against cancellation.
+at::Tensor squared_distances(Cuda, const at::Tensor& q, const at::Tensor& r) {
+  const c10::cuda::CUDAGuard guard(q.device());
+  at::Tensor d = at::addmm(r.pow(2).sum(1).unsqueeze(0).expand({q.size(0), r.size(0)}), q, r.t(),
+                           1, -2);
+  return d.add_(q.pow(2).sum(1, true)).clamp_min_(0);
+}
+
 void triplet_rows(Cuda, const TripletArgs& rows) {
   const TripletCandidates& c = rows.candidates;
   const c10::cuda::CUDAGuard guard(c.dist.device());

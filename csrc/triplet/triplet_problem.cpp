@@ -6,7 +6,6 @@
 
 #include <algorithm>
 #include <cmath>
-#include <limits>
 
 namespace fgo {
 namespace {
@@ -54,26 +53,8 @@ triplet::Rule check_problem(const char* op, const at::Tensor& query,
               "triplet: margin must be finite and >= 0, got ", margin);
   TORCH_CHECK(positive_fraction > 0.0 && positive_fraction <= 1.0,
               "triplet: positive_fraction must be in (0, 1], got ", positive_fraction);
-  const triplet::Rule rule = parse_choice(op, "negatives", negatives, kTripletNegatives);
-  const bool finite = at::stack({at::isfinite(query).all(), at::isfinite(bank).all(),
-                                 at::isfinite(extra).all()}).all().item<bool>();
-  TORCH_CHECK(finite, "triplet: embeddings must be finite (found NaN or Inf)");
-  return rule;
+  return parse_choice(op, "negatives", negatives, kTripletNegatives);
 }
-
-namespace {
-
-// (Q, N) squared Euclidean distances by one GEMM, clamped at 0 against cancellation. Finite
-// embeddings can still overflow (float32 without normalising): inf - inf is NaN there, which
-// would leave the (distance, index) order undefined, so an overflowed distance is +inf.
-at::Tensor squared_distances(const at::Tensor& q, const at::Tensor& r) {
-  at::Tensor d = at::addmm(r.pow(2).sum(1).unsqueeze(0).expand({q.size(0), r.size(0)}), q, r.t(),
-                           1, -2);
-  d.add_(q.pow(2).sum(1, true)).clamp_min_(0);
-  return d.masked_fill_(d.isnan(), std::numeric_limits<double>::infinity());
-}
-
-}  // namespace
 
 TripletCandidates build_candidates(const at::Tensor& query, const at::Tensor& query_labels,
                                    const at::Tensor& query_indices, const at::Tensor& bank,
@@ -81,13 +62,30 @@ TripletCandidates build_candidates(const at::Tensor& query, const at::Tensor& qu
                                    const at::Tensor& extra_labels, double positive_fraction,
                                    bool squared) {
   TripletCandidates c;
-  c.dist = squared_distances(query.contiguous(), at::cat({bank, extra}));
+  const at::Tensor candidates = at::cat({bank, extra}).contiguous();
+  c.dist = on_device(query, [&](auto device) {
+    return squared_distances(device, query.contiguous(), candidates);
+  });
   if (!squared) c.dist.sqrt_();
   c.query_labels = query_labels.contiguous();
   c.query_indices = query_indices.contiguous();
   c.labels = at::cat({bank_labels, extra_labels});
   c.num_labelled = bank.size(0);
   c.positive_fraction = positive_fraction;
+  // The values, in one host round trip: the distances must be finite (a NaN or Inf
+  // embedding, or finite ones whose squares overflow the dtype, would make the mining
+  // meaningless), and each query's index in the bank must be one of the bank's, or -1.
+  const at::Tensor flags =
+      at::stack({at::isfinite(c.dist).all().logical_not(),
+                 ((c.query_indices < -1) | (c.query_indices >= bank.size(0))).any()})
+          .cpu();
+  const bool* bad = flags.data_ptr<bool>();
+  TORCH_CHECK(!bad[0], "triplet: the embeddings must be finite and their squared distances must "
+              "fit in ", query.scalar_type(), " (found NaN or Inf; normalise the embeddings or "
+              "use float64)");
+  TORCH_CHECK(!bad[1], "triplet: query_indices must be -1 or an index into bank_emb's ",
+              bank.size(0), " rows, got values in [", c.query_indices.min().item<int64_t>(), ", ",
+              c.query_indices.max().item<int64_t>(), "]");
   return c;
 }
 

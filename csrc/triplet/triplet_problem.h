@@ -10,9 +10,8 @@
 
 namespace fgo {
 
-// Shapes, dtypes, devices and hyperparameters of a problem, then one host round trip for the
-// values: the embeddings must be finite (a NaN would silently reorder the mining). Returns
-// the parsed `negatives` rule; `op` names the entry point in messages.
+// Shapes, dtypes, devices and hyperparameters of a problem. Returns the parsed `negatives`
+// rule; `op` names the entry point in messages.
 triplet::Rule check_problem(const char* op, const at::Tensor& query,
                             const at::Tensor& query_labels, const at::Tensor& query_indices,
                             const at::Tensor& bank,
@@ -20,7 +19,8 @@ triplet::Rule check_problem(const char* op, const at::Tensor& query,
                             const at::Tensor& extra_labels, double margin,
                             const std::string& negatives, double positive_fraction);
 
-// Distances from every query to the bank, then the extras (one GEMM), and the labels.
+// Distances from every query to the bank, then the extras (one GEMM), and the labels; then
+// the values, in one host round trip: finite distances, query_indices in [-1, N).
 TripletCandidates build_candidates(const at::Tensor& query, const at::Tensor& query_labels,
                                    const at::Tensor& query_indices, const at::Tensor& bank,
                                    const at::Tensor& bank_labels, const at::Tensor& extra,

@@ -4,7 +4,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .._checks import as_features
+from .._checks import as_features, check_number
 
 
 def diffusion_rerank(query, gallery, k=50, alpha=0.99, gamma=3, tol=1e-6, max_iter=1000):
@@ -30,8 +30,8 @@ def diffusion_rerank(query, gallery, k=50, alpha=0.99, gamma=3, tol=1e-6, max_it
         raise ValueError(f"query and gallery must share D, got {q.shape[1]} and {x.shape[1]}")
     if not (isinstance(k, int) and 1 <= k < n):
         raise ValueError(f"k must be an int in [1, {n}) (smaller than the gallery), got {k!r}")
-    if not 0 < alpha < 1 or not gamma > 0:
-        raise ValueError(f"need 0 < alpha < 1 and gamma > 0, got alpha={alpha!r}, gamma={gamma!r}")
+    check_number("alpha", alpha, low=0, high=1, low_open=True, high_open=True)
+    check_number("gamma", gamma, low=0, low_open=True)
 
     sims, neighbours = (x @ x.T).fill_diagonal_(-2.0).topk(k, dim=1)
     rows = torch.arange(n).repeat_interleave(k).numpy()

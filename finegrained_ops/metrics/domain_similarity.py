@@ -5,7 +5,7 @@ import math
 import torch
 
 from ..data.class_grouping import class_means
-from .._checks import as_features, as_labels
+from .._checks import as_features, as_labels, check_number
 
 DEFAULT_GAMMA = 0.01
 
@@ -68,5 +68,4 @@ def _weighted_means(name, features, labels):
 
 
 def _check_gamma(gamma):
-    if not (isinstance(gamma, (int, float)) and gamma > 0):
-        raise ValueError(f"gamma must be a number > 0, got {gamma!r}")
+    check_number("gamma", gamma, low=0, low_open=True)

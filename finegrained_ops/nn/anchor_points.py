@@ -96,8 +96,7 @@ class TripletAnchorPointLoss(nn.Module):
     def __init__(self, num_classes, dim, anchors_per_class=3, gamma=5.0, omega=0.1,
                  **triplet_kwargs):
         super().__init__()
-        if not (isinstance(omega, (int, float)) and 0 <= omega <= 1):
-            raise ValueError(f"omega must be in [0, 1], got {omega!r}")
+        check_number("omega", omega, low=0, high=1)
         self.omega = omega
         self.classifier = AnchorPointClassifier(num_classes, dim, anchors_per_class, gamma)
         self.triplet = TripletMarginLoss(**triplet_kwargs)

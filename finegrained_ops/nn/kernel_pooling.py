@@ -42,10 +42,26 @@ class _SketchPooling(nn.Module):
     def _postprocess(self, y):
         return F.normalize(signed_sqrt(y), dim=1) if self.sqrt_normalize else y
 
+    def get_extra_state(self):
+        """The sketch's shape and seed travel with the hashes (their tensors' shape does not
+        say which dim they were drawn for)."""
+        return {"in_channels": self.in_channels, "dim": self.dim, "order": self.order,
+                "seed": self.seed}
+
+    def set_extra_state(self, state):
+        self.seed = state.get("seed", self.seed)  # checked against the hashes by the pre-hook
+
 
 def _check_loaded_hashes(module, state_dict, prefix, *_):
-    """Hashes in a state dict must fit this module's sketch size; checked before anything is
-    copied, once per load (drawn ones are valid by construction), not read back every step."""
+    """A state dict must be for this module's sketch: same in_channels, dim and order, hash
+    values in range. Checked before anything is copied, once per load (drawn hashes are valid
+    by construction), rather than read back in every step. A state dict saved before the
+    sketch's shape was stored in it gets this module's, after the hash-range check."""
+    extra = state_dict.setdefault(prefix + "_extra_state", module.get_extra_state())
+    for key in ("in_channels", "dim", "order"):
+        if key in extra and extra[key] != getattr(module, key):
+            raise ValueError(f"the state dict is for {key}={extra[key]}, this "
+                             f"{type(module).__name__} has {key}={getattr(module, key)}")
     index, sign = state_dict.get(prefix + "hash_index"), state_dict.get(prefix + "hash_sign")
     if index is not None and index.numel() and (int(index.min()) < 0
                                                 or int(index.max()) >= module.dim):
@@ -116,10 +132,11 @@ class KernelPooling(_SketchPooling):
         return self._postprocess(y)
 
     def get_extra_state(self):
-        return {"gamma": self.gamma}
+        return super().get_extra_state() | {"gamma": self.gamma}
 
     def set_extra_state(self, state):
-        self.gamma = state["gamma"]
+        super().set_extra_state(state)
+        self.gamma = state.get("gamma", self.gamma)
 
     def extra_repr(self):
         return (f"in_channels={self.in_channels}, dim={self.dim}, order={self.order}, "

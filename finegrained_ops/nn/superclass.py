@@ -5,7 +5,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .._checks import as_labels, check_tensor
+from .._checks import as_labels, check_number, check_tensor
 from ..data._labels import indices_by_class
 
 
@@ -36,8 +36,7 @@ class SuperClassInstanceLoss(nn.Module):
         instance_super = as_labels(instance_super, "instance_super")
         if not instance_super.numel():
             raise ValueError("instance_super must list at least one instance")
-        if not (isinstance(lambda_instance, (int, float)) and lambda_instance >= 0):
-            raise ValueError(f"lambda_instance must be >= 0, got {lambda_instance!r}")
+        check_number("lambda_instance", lambda_instance, low=0)
         num_super = int(instance_super.max()) + 1
         self.super_head = nn.Linear(dim, num_super)
         self.instance_weight = nn.Parameter(torch.randn(len(instance_super), dim) * dim ** -0.5)

@@ -2,12 +2,13 @@
 from .class_balanced_loss import class_balanced_loss, class_balanced_weights, effective_number
 from .kernel_pooling import (compact_bilinear_pooling, draw_hashes, estimate_gamma,
                              kernel_pooling, rbf_alpha, signed_sqrt)
-from .triplet import mine_from_bank, mine_triplets, triplet_margin_loss
+from .triplet import count_triplets, mine_from_bank, mine_triplets, triplet_margin_loss
 
 __all__ = [
     "class_balanced_loss",
     "class_balanced_weights",
     "compact_bilinear_pooling",
+    "count_triplets",
     "draw_hashes",
     "effective_number",
     "estimate_gamma",

@@ -1,15 +1,13 @@
 """Class-balanced softmax / sigmoid / focal loss (thesis ch. 5; docs/semantics.md §4).
 
 The native forward computes the loss and d(loss)/d(logits) in one fused pass and saves the
-gradient; the backward only scales it by grad_output. That holds one (N, C) tensor between
-forward and backward, the same as recomputing would (it would have to save the logits),
-and reads the logits once instead of twice.
+gradient; the backward only scales it by grad_output (ops/_autograd.py), reading the logits
+once instead of twice.
 """
 import torch
 
-from .._checks import (FLOATING, check_choice, check_number, check_same_device, check_tensor,
-                       compute_dtype)
-from .._native import _C, require_cuda_build
+from .._checks import FLOATING, check_choice, check_number, check_tensor, compute_dtype
+from .._native import _C, check_devices
 from ._autograd import register_precomputed_gradient
 
 LOSS_TYPES = tuple(_C.choices["class_balanced_loss.loss_type"])  # the names the native code parses
@@ -47,6 +45,7 @@ def class_balanced_loss(logits, target, samples_per_class, beta=0.9999, gamma=0.
         logits: (N, C) float16/bfloat16/float32/float64 (half types are computed in float32).
         target: (N,) int64 class indices, or for 'sigmoid'/'focal' a (N, C) multi-hot (or soft)
             target with values in [0, 1]; a multi-hot sample weighs the sum of its classes' weights.
+            Targets get no gradient, soft ones included (their .grad stays None).
         samples_per_class: (C,) training samples of each class, all > 0 (tensor or sequence).
         beta: in [0, 1); 0 is no re-weighting, -> 1 is inverse class frequency.
         gamma: focal-loss focusing parameter >= 0 (ignored unless loss_type='focal').
@@ -58,8 +57,8 @@ def class_balanced_loss(logits, target, samples_per_class, beta=0.9999, gamma=0.
 
     Returns:
         0-dim tensor ('mean', 'sum') or (N,) ('none') in logits' dtype. A batch with no
-        positive label gives 0 (not NaN) under 'mean'. Differentiable once (no double
-        backward: the returned gradient is a constant of the graph).
+        positive label gives 0 (not NaN) under 'mean'. Differentiable once: a second
+        derivative raises.
     """
     check_hyperparameters(beta, gamma, loss_type, reduction)
     check_tensor("logits", logits, dim=2, dtypes=FLOATING)
@@ -83,8 +82,9 @@ def class_balanced_loss(logits, target, samples_per_class, beta=0.9999, gamma=0.
                          f"{tuple(target.shape)}")
     counts = _counts_tensor(samples_per_class, device=logits.device)
     if counts.shape != (c,):
-        raise ValueError(f"samples_per_class must have C={c} entries, got shape {tuple(counts.shape)}")
-    require_cuda_build(check_same_device(logits=logits, target=target, samples_per_class=counts))
+        raise ValueError(f"samples_per_class must have C={c} entries, got shape "
+                         f"{tuple(counts.shape)}")
+    check_devices(logits=logits, target=target, samples_per_class=counts)
 
     dtype = compute_dtype(logits.dtype)
     z = logits.to(dtype)
@@ -116,12 +116,19 @@ def _check_beta(beta):
 
 
 def _counts_tensor(samples_per_class, device=None):
-    """(C,) counts as given if a tensor (any real dtype), else float64 on `device`."""
+    """(C,) counts, C >= 1: as given if a tensor of integers or reals, else float64 on
+    `device`. Booleans and complex numbers are not counts."""
     counts = samples_per_class
     if not isinstance(counts, torch.Tensor):
-        counts = torch.as_tensor(counts, dtype=torch.float64, device=device)
-    if counts.dim() != 1:
-        raise ValueError(f"samples_per_class must be 1-D (C,), got shape {tuple(counts.shape)}")
+        values = torch.as_tensor(counts)
+        if values.dtype == torch.bool or values.is_complex():
+            raise TypeError(f"samples_per_class must hold numbers of samples, got {values.dtype}")
+        counts = values.to(device=device, dtype=torch.float64)
+    if counts.dtype == torch.bool or counts.is_complex():
+        raise TypeError(f"samples_per_class must hold numbers of samples, got {counts.dtype}")
+    if counts.dim() != 1 or counts.numel() == 0:
+        raise ValueError(f"samples_per_class must be 1-D (C,) with C >= 1, got shape "
+                         f"{tuple(counts.shape)}")
     return counts
 
 

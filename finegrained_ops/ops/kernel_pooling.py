@@ -10,9 +10,9 @@ import math
 
 import torch
 
-from .._checks import (FLOATING, check_int, check_number, check_same_device, check_tensor,
-                       compute_dtype, make_generator)
-from .._native import _C, require_cuda_build
+from .._checks import (FLOATING, check_int, check_number, check_tensor, compute_dtype,
+                       make_generator)
+from .._native import _C, check_devices
 
 
 def kernel_pooling(x, hash_index, hash_sign, alpha, dim):
@@ -22,7 +22,7 @@ def kernel_pooling(x, hash_index, hash_sign, alpha, dim):
         x: (N, L, C) features at L >= 1 locations; float16/bfloat16 (computed in float32),
             float32 or float64.
         hash_index: (p, C) int64 in [0, dim), the bucket h_t(k) of channel k in sketch t.
-        hash_sign: (p, C) floating, +-1: the sign s_t(k).
+        hash_sign: (p, C) floating, +-1: the sign s_t(k). A constant: it gets no gradient.
         alpha: (p + 1,) floating coefficients; alpha_i scales the order-i block, so
             φ(x)·φ(y) ≈ sum_i alpha_i² (x·y)^i (eq. 3.7).
         dim: sketch size d >= 2 of every order >= 2 (any d, odd included).
@@ -37,8 +37,7 @@ def kernel_pooling(x, hash_index, hash_sign, alpha, dim):
     if alpha.shape[0] != order + 1:
         raise ValueError(f"alpha must have p + 1 = {order + 1} coefficients (orders 0..{order}), "
                          f"got {alpha.shape[0]}")
-    require_cuda_build(check_same_device(x=x, hash_index=hash_index, hash_sign=hash_sign,
-                                         alpha=alpha))
+    check_devices(x=x, hash_index=hash_index, hash_sign=hash_sign, alpha=alpha)
     dtype = compute_dtype(x.dtype)
     features, alpha = x.to(dtype).contiguous(), alpha.to(dtype)
     n = x.shape[0]
@@ -60,7 +59,7 @@ def compact_bilinear_pooling(x, hash_index, hash_sign, dim):
     if order != 2:
         raise ValueError(f"compact bilinear pooling takes two sketches: hash_index must be "
                          f"(2, C), got shape {tuple(hash_index.shape)}")
-    require_cuda_build(check_same_device(x=x, hash_index=hash_index, hash_sign=hash_sign))
+    check_devices(x=x, hash_index=hash_index, hash_sign=hash_sign)
     dtype = compute_dtype(x.dtype)
     pooled = _kernel_pooling(x.to(dtype).contiguous(), hash_index, hash_sign.to(dtype), dim)
     return pooled[:, 0].to(x.dtype)
@@ -93,6 +92,7 @@ def rbf_alpha(gamma, order):
     Returns (order + 1,) float64.
     """
     check_number("gamma", gamma, low=0, low_open=True)
+    check_int("order", order, 0)
     i = torch.arange(order + 1, dtype=torch.float64)
     log_alpha_sq = -2.0 * gamma + i * math.log(2.0 * gamma) - torch.lgamma(i + 1)
     return torch.exp(0.5 * log_alpha_sq)
@@ -124,10 +124,30 @@ def signed_sqrt(x, eps=1e-12):
     """sign(x)·(sqrt(|x| + eps) - sqrt(eps)): the signed square root with a finite gradient.
 
     The plain sign(x)·sqrt(|x|) has an infinite derivative at 0 that turns into NaN
-    (cbp #1); here the derivative is 1 / (2 sqrt(|x| + eps)) <= 1 / (2 sqrt(eps)) and the value
-    is off by at most sqrt(eps) = 1e-6. Any shape; twice differentiable.
+    (cbp #1); here the derivative is 1 / (2 sqrt(|x| + eps)) everywhere, 0 included (at most
+    1 / (2 sqrt(eps)) = 5e5 with the default eps), and the value is off by at most
+    sqrt(eps) = 1e-6. Any shape; twice differentiable. (Finite differences with a step much
+    larger than eps see a smaller slope at exactly 0: the curvature there is 1 / eps^1.5.)
     """
-    return torch.sign(x) * (torch.sqrt(x.abs() + eps) - math.sqrt(eps))
+    return _SignedSqrt.apply(x, eps)
+
+
+class _SignedSqrt(torch.autograd.Function):
+    """Autograd through sign(x) would give 0 at x = 0, not the function's slope there."""
+
+    @staticmethod
+    def forward(x, eps):
+        return torch.sign(x) * (torch.sqrt(x.abs() + eps) - math.sqrt(eps))
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):
+        ctx.save_for_backward(inputs[0])
+        ctx.eps = inputs[1]
+
+    @staticmethod
+    def backward(ctx, grad):
+        (x,) = ctx.saved_tensors
+        return grad / (2 * torch.sqrt(x.abs() + ctx.eps)), None
 
 
 def _check_sketch_args(x, hash_index, hash_sign, dim, min_order):

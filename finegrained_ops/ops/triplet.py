@@ -14,13 +14,15 @@ positive its negatives in index order. A negative index >= B refers to
 import torch
 import torch.nn.functional as F
 
-from .._checks import (FLOATING, check_choice, check_int, check_number, check_same_device,
-                       check_tensor, compute_dtype)
-from .._native import _C, require_cuda_build
+from .._checks import (FLOATING, check_choice, check_int, check_number, check_tensor,
+                       compute_dtype)
+from .._native import _C, check_devices
 from ._autograd import register_precomputed_gradient
 
 NEGATIVES = tuple(_C.choices["triplet.negatives"])  # the names the native code parses
 REDUCTIONS = tuple(_C.choices["triplet.reduction"])
+
+
 def triplet_margin_loss(emb, labels, margin=0.2, negatives="violating", positive_fraction=1.0,
                         extra_negatives=None, extra_negative_labels=None,
                         reduction="mean_nonzero", squared=True, normalize=True):
@@ -64,8 +66,8 @@ def mine_triplets(emb, labels, margin=0.2, negatives="violating", positive_fract
 
     Arguments as in :func:`triplet_margin_loss`. max_triplets: when more triplets are mined,
     keep a uniform random subset of this size (without replacement, drawn natively from a seed
-    taken from ``generator``), still in the documented order; the full set is never
-    materialised.
+    taken from ``generator``, or from the global RNG when it is None), still in the documented
+    order; the full set is never materialised.
     Returns three (T,) int64 tensors on emb's device; a negative index >= B is an extra.
     """
     with torch.no_grad():
@@ -79,6 +81,23 @@ def mine_triplets(emb, labels, margin=0.2, negatives="violating", positive_fract
                              extra, extra_labels, float(margin), negatives,
                              float(positive_fraction), bool(squared),
                              -1 if max_triplets is None else max_triplets, -1, seed, 0)
+
+
+def count_triplets(emb, labels, margin=0.2, negatives="violating", positive_fraction=1.0,
+                   extra_negatives=None, extra_negative_labels=None, squared=True,
+                   normalize=True):
+    """How many triplets each anchor mines, without forming them: (B,) int64 on emb's device.
+
+    Arguments as in :func:`triplet_margin_loss`. The counts are those of :func:`mine_triplets`
+    (their sum is its length): e.g. to log how many triplets still violate the margin.
+    """
+    with torch.no_grad():
+        x, labels, extra, extra_labels = _prepare(emb, labels, margin, negatives,
+                                                  positive_fraction, extra_negatives,
+                                                  extra_negative_labels, normalize)
+        return _triplet_count(x, labels, torch.arange(x.shape[0], device=x.device), x, labels,
+                              extra, extra_labels, float(margin), negatives,
+                              float(positive_fraction), bool(squared))
 
 
 def mine_from_bank(query_emb, query_labels, bank_emb, bank_labels, per_anchor=1, margin=0.2,
@@ -122,8 +141,7 @@ def mine_from_bank(query_emb, query_labels, bank_emb, bank_labels, per_anchor=1,
         if query_indices.shape[0] != query.shape[0]:
             raise ValueError(f"query_indices has {query_indices.shape[0]} entries for "
                              f"{query.shape[0]} queries")
-        require_cuda_build(check_same_device(query_emb=query, bank_emb=bank,
-                                             query_indices=query_indices))
+        check_devices(query_emb=query, bank_emb=bank, query_indices=query_indices)
         if per_anchor is not None:
             check_int("per_anchor", per_anchor)
         if chunk_size is None:
@@ -173,8 +191,8 @@ def _prepare(emb, labels, margin, negatives, positive_fraction, extra, extra_lab
         raise ValueError(f"extra_negatives must have D={emb.shape[1]} columns, got shape "
                          f"{tuple(extra.shape)}")
     _check_labels("extra_negative_labels", extra_labels, extra.shape[0])
-    require_cuda_build(check_same_device(**{name: emb, "labels": labels, "extra_negatives": extra,
-                                            "extra_negative_labels": extra_labels}))
+    check_devices(**{name: emb, "labels": labels, "extra_negatives": extra,
+                     "extra_negative_labels": extra_labels})
     dtype = compute_dtype(emb.dtype)
     emb, extra = emb.to(dtype), extra.to(dtype)
     if normalize:

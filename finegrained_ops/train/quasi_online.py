@@ -4,7 +4,7 @@ negatives mined for them against that (stale) feature bank."""
 import torch
 from torch.utils.data import Sampler
 
-from .._checks import make_generator
+from .._checks import check_int, make_generator
 from ..data.samplers import PKBatchSampler
 from ..ops.triplet import mine_from_bank
 
@@ -33,8 +33,7 @@ class QuasiOnlineBatchSampler(Sampler):
                  positive_fraction=0.6, num_batches=None, seed=0, num_replicas=None, rank=None):
         self.anchors = PKBatchSampler(labels, p, k, num_batches=num_batches, seed=seed,
                                       num_replicas=num_replicas, rank=rank)
-        if not (isinstance(refresh_every, int) and refresh_every >= 1):
-            raise ValueError(f"refresh_every must be an int >= 1, got {refresh_every!r}")
+        check_int("refresh_every", refresh_every)
         self.labels = self.anchors.labels
         self.embed_fn, self.refresh_every = embed_fn, refresh_every
         self.per_anchor, self.margin, self.positive_fraction = per_anchor, margin, positive_fraction
