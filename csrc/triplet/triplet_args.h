@@ -30,7 +30,7 @@ struct TripletArgs {
   at::Tensor positive_counts;          // kCount, read by kWrite: (Q, max positives) int64
   at::Tensor row_loss;                 // kLoss: (Q,) float64
   at::Tensor row_nonzero, row_mined;   // kLoss: (Q,) int64
-  at::Tensor weights;                  // kLoss: (Q, R + E) zeros in dist's dtype
+  at::Tensor weights;                  // kLoss: (Q, N + E) zeros in dist's dtype
   at::Tensor first_rank, slot_begin;   // kWrite: (Q,), (Q + 1,) int64
   at::Tensor ranks;                    // kWrite: selected ranks, or undefined for all
   int64_t anchor_offset = 0;

@@ -39,13 +39,13 @@ struct AnchorCandidates {
   const T* pos_dist;         // kept positives sorted by (distance, index)
   const int64_t* pos_index;  // their candidate indices
   int64_t num_pos;
-  const T* dist;             // (num_refs,) the anchor's distance to every candidate
-  const int64_t* labels;     // (num_refs,) candidate labels: labelled refs, then extras
-  int64_t num_labelled;      // candidates [0, num_labelled) are labelled refs
-  int64_t num_refs;
+  const T* dist;             // (num_candidates,) the anchor's distance to every candidate
+  const int64_t* labels;     // (num_candidates,) the bank's labels, then the extras'
+  int64_t num_labelled;      // candidates [0, num_labelled) are the labelled bank
+  int64_t num_candidates;
   int64_t label;             // the anchor's label
 
-  // A labelled ref of another class, or an extra negative of this anchor's class.
+  // A bank row of another class, or an extra negative of this anchor's class.
   FGO_HOST_DEVICE bool negative(int64_t n) const {
     return (labels[n] == label) != (n < num_labelled);
   }
@@ -142,7 +142,7 @@ FGO_HOST_DEVICE int64_t farthest_positive(const AnchorCandidates<T>& c) {
 template <typename T>
 FGO_HOST_DEVICE int64_t nearest_negative(const AnchorCandidates<T>& c) {
   int64_t best = -1;
-  for (int64_t n = 0; n < c.num_refs; ++n) {
+  for (int64_t n = 0; n < c.num_candidates; ++n) {
     if (c.negative(n) && (best < 0 || c.dist[n] < c.dist[best])) best = n;
   }
   return best;
@@ -160,7 +160,7 @@ FGO_HOST_DEVICE int64_t count_mined(const AnchorCandidates<T>& c, int64_t rule, 
     return 1;
   }
   int64_t negatives = 0;
-  for (int64_t n = 0; n < c.num_refs; ++n) {
+  for (int64_t n = 0; n < c.num_candidates; ++n) {
     if (!c.negative(n)) continue;
     ++negatives;
     if (rule == kAll) continue;
@@ -197,7 +197,7 @@ FGO_HOST_DEVICE void accumulate_loss(const AnchorCandidates<T>& c, int64_t rule,
     }
   } else if (c.num_pos > 0) {
     int64_t negatives = 0;
-    for (int64_t n = 0; n < c.num_refs; ++n) {
+    for (int64_t n = 0; n < c.num_candidates; ++n) {
       if (!c.negative(n)) continue;
       ++negatives;
       const PositiveRange r = loss_range(c, c.dist[n], rule, margin);
@@ -224,7 +224,8 @@ FGO_HOST_DEVICE void accumulate_loss(const AnchorCandidates<T>& c, int64_t rule,
 }
 
 // Writes the anchor's triplets: every one when p.ranks == nullptr, else those whose ranks
-// are p.ranks[slot_begin[a] .. slot_begin[a+1]) (validated: sorted, within the anchor).
+// are p.ranks[slot_begin[a] .. slot_begin[a+1]) (sorted and within the anchor, as
+// triplet_mine.cpp draws them).
 // cnt: the kept positives' triplet counts from the count pass.
 template <typename T>
 FGO_HOST_DEVICE void write_mined(const AnchorCandidates<T>& c, const RowsParams<T>& p,
@@ -236,7 +237,7 @@ FGO_HOST_DEVICE void write_mined(const AnchorCandidates<T>& c, const RowsParams<
   for (int64_t j = 0; j < c.num_pos && slot < slot_end; rank += cnt[j], ++j) {
     if (cnt[j] == 0 || (p.ranks && p.ranks[slot] >= rank + cnt[j])) continue;
     int64_t r = rank;  // rank of the next mined negative of j
-    for (int64_t n = 0; n < c.num_refs && slot < slot_end && r < rank + cnt[j]; ++n) {
+    for (int64_t n = 0; n < c.num_candidates && slot < slot_end && r < rank + cnt[j]; ++n) {
       if (!c.negative(n)) continue;
       if (p.rule == kHardest ? n != hardest_n : !mines(p.rule, c.pos_dist[j], c.dist[n], p.margin)) {
         continue;

@@ -32,21 +32,23 @@ def local_positive_count(num_positives, positive_fraction):
     return min(num_positives, max(1, math.ceil(positive_fraction * num_positives - 1e-9)))
 
 
-def candidate_masks(dist, query_labels, query_self, ref_labels, extra_labels, positive_fraction):
-    """(Q, R + E) bool masks of each anchor's kept positives and its negatives.
+def candidate_masks(dist, query_labels, query_indices, bank_labels, extra_negative_labels,
+                    positive_fraction):
+    """(Q, N + E) bool masks of each anchor's kept positives and its negatives.
 
-    dist: (Q, R + E) distances to refs then extras; query_self: (Q,) the anchor's own ref
-    index or -1. Extra negatives are negatives of the anchors whose label they carry.
+    dist: (Q, N + E) distances to the bank, then the extra negatives; query_indices: (Q,) each
+    anchor's own index in the bank, or -1. Extra negatives are negatives of the anchors whose
+    label they carry.
     """
     positive = torch.zeros(dist.shape, dtype=torch.bool)
-    refs, d = ref_labels.tolist(), dist.tolist()
-    for a, (label, own) in enumerate(zip(query_labels.tolist(), query_self.tolist())):
-        same = [j for j, ref in enumerate(refs) if ref == label and j != own]
+    bank, d = bank_labels.tolist(), dist.tolist()
+    for a, (label, own) in enumerate(zip(query_labels.tolist(), query_indices.tolist())):
+        same = [j for j, other in enumerate(bank) if other == label and j != own]
         same.sort(key=lambda j: (d[a][j], j))
         for j in same[:local_positive_count(len(same), positive_fraction)]:
             positive[a, j] = True
-    negative = torch.cat([query_labels[:, None] != ref_labels[None, :],
-                          query_labels[:, None] == extra_labels[None, :]], dim=1)
+    negative = torch.cat([query_labels[:, None] != bank_labels[None, :],
+                          query_labels[:, None] == extra_negative_labels[None, :]], dim=1)
     return positive, negative
 
 
@@ -108,9 +110,9 @@ def mine_from_bank(query_emb, query_labels, bank_emb, bank_labels, margin=0.2,
     bank, extra = _prepare(bank_emb, extra_negatives, normalize)
     if query_indices is None:
         query_indices = torch.full((query.shape[0],), -1, dtype=torch.int64)
-    refs = torch.cat([bank, extra])
+    candidates = torch.cat([bank, extra])
     with torch.no_grad():
-        dist = pairwise_distances(query, refs, squared)
+        dist = pairwise_distances(query, candidates, squared)
     positive, negative = candidate_masks(dist, query_labels, query_indices, bank_labels,
                                          _extra_labels(extra_negative_labels, bank_labels),
                                          positive_fraction)
@@ -138,10 +140,10 @@ def triplet_margin_loss(emb, labels, margin=0.2, negatives="violating", positive
     a, p, n = mine_triplets(emb, labels, margin, negatives, positive_fraction, extra_negatives,
                             extra_negative_labels, squared, normalize)
     x, extra = _prepare(emb, extra_negatives, normalize)
-    refs = torch.cat([x, extra])
+    candidates = torch.cat([x, extra])
 
     def dist(i, j):
-        d = ((x[i] - refs[j]) ** 2).sum(-1)
+        d = ((x[i] - candidates[j]) ** 2).sum(-1)
         return d if squared else _root(d)
 
     losses = F.relu(dist(a, p) - dist(a, n) + margin)
