@@ -20,6 +20,16 @@ def check_gradients(fn, inputs, gradgrad=False, **kwargs):
     return True
 
 
+def assert_relative_close(actual, expected, tol):
+    """max |a - e| <= tol * max |e|: an error measured against the result's own scale (its
+    largest entry), for results summed in different orders or on different devices."""
+    if not expected.numel():
+        return
+    scale = max(expected.abs().max().item(), torch.finfo(expected.dtype).tiny)
+    err = (actual.to(expected.dtype) - expected).abs().max().item()
+    assert err <= tol * scale, f"relative error {err / scale:.3g} > {tol}"
+
+
 def free_port():
     """A free TCP port on localhost for a torch.distributed rendezvous."""
     with socket.socket() as s:

@@ -12,7 +12,7 @@ from finegrained_ops.nn import CompactBilinearPooling, KernelPooling
 from finegrained_ops.ops.kernel_pooling import _kernel_pooling, _kernel_pooling_backward
 from finegrained_ops.reference import kernel_pooling as reference
 
-from .helpers import check_gradients
+from .helpers import assert_relative_close, check_gradients
 
 
 def random_problem(n, locations, channels, dim, order, seed, dtype=torch.float64, device="cpu"):
@@ -37,13 +37,6 @@ def native_and_reference(x, hash_index, hash_sign, alpha, dim, compute_dtype=Non
     (ya.to(ref_dtype) * upstream).sum().backward()
     (yb * upstream).sum().backward()
     return (ya, xa.grad, aa.grad), (yb, xb.grad, ab.grad)
-
-
-def assert_relative_close(actual, expected, tol):
-    """max |a - e| <= tol * max |e| (the scale of a sketch block is its largest entry)."""
-    scale = expected.abs().max().item()
-    err = (actual.to(expected.dtype) - expected).abs().max().item()
-    assert err <= tol * max(scale, 1e-30), f"relative error {err / max(scale, 1e-30):.3g} > {tol}"
 
 
 @given(n=st.integers(1, 3), locations=st.integers(1, 20), channels=st.integers(1, 24),

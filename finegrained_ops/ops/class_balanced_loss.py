@@ -118,14 +118,12 @@ def _check_beta(beta):
 def _counts_tensor(samples_per_class, device=None):
     """(C,) counts, C >= 1: as given if a tensor of integers or reals, else float64 on
     `device`. Booleans and complex numbers are not counts."""
-    counts = samples_per_class
-    if not isinstance(counts, torch.Tensor):
-        values = torch.as_tensor(counts)
-        if values.dtype == torch.bool or values.is_complex():
-            raise TypeError(f"samples_per_class must hold numbers of samples, got {values.dtype}")
-        counts = values.to(device=device, dtype=torch.float64)
+    given_tensor = isinstance(samples_per_class, torch.Tensor)
+    counts = torch.as_tensor(samples_per_class)
     if counts.dtype == torch.bool or counts.is_complex():
         raise TypeError(f"samples_per_class must hold numbers of samples, got {counts.dtype}")
+    if not given_tensor:
+        counts = counts.to(device=device, dtype=torch.float64)
     if counts.dim() != 1 or counts.numel() == 0:
         raise ValueError(f"samples_per_class must be 1-D (C,) with C >= 1, got shape "
                          f"{tuple(counts.shape)}")

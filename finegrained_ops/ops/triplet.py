@@ -71,16 +71,12 @@ def mine_triplets(emb, labels, margin=0.2, negatives="violating", positive_fract
     Returns three (T,) int64 tensors on emb's device; a negative index >= B is an extra.
     """
     with torch.no_grad():
-        x, labels, extra, extra_labels = _prepare(emb, labels, margin, negatives,
-                                                  positive_fraction, extra_negatives,
-                                                  extra_negative_labels, normalize)
+        problem = _in_batch_problem(emb, labels, margin, negatives, positive_fraction,
+                                    extra_negatives, extra_negative_labels, squared, normalize)
         if max_triplets is not None:
             check_int("max_triplets", max_triplets)
         seed = _draw_seed(generator) if max_triplets is not None else 0
-        return _triplet_mine(x, labels, torch.arange(x.shape[0], device=x.device), x, labels,
-                             extra, extra_labels, float(margin), negatives,
-                             float(positive_fraction), bool(squared),
-                             -1 if max_triplets is None else max_triplets, -1, seed, 0)
+        return _triplet_mine(*problem, -1 if max_triplets is None else max_triplets, -1, seed, 0)
 
 
 def count_triplets(emb, labels, margin=0.2, negatives="violating", positive_fraction=1.0,
@@ -92,12 +88,19 @@ def count_triplets(emb, labels, margin=0.2, negatives="violating", positive_frac
     (their sum is its length): e.g. to log how many triplets still violate the margin.
     """
     with torch.no_grad():
-        x, labels, extra, extra_labels = _prepare(emb, labels, margin, negatives,
-                                                  positive_fraction, extra_negatives,
-                                                  extra_negative_labels, normalize)
-        return _triplet_count(x, labels, torch.arange(x.shape[0], device=x.device), x, labels,
-                              extra, extra_labels, float(margin), negatives,
-                              float(positive_fraction), bool(squared))
+        return _triplet_count(*_in_batch_problem(emb, labels, margin, negatives,
+                                                 positive_fraction, extra_negatives,
+                                                 extra_negative_labels, squared, normalize))
+
+
+def _in_batch_problem(emb, labels, margin, negatives, positive_fraction, extra, extra_labels,
+                      squared, normalize):
+    """The arguments of the native count and mining passes for in-batch mining: the batch is
+    both the queries (each its own index in the bank) and the bank."""
+    x, labels, extra, extra_labels = _prepare(emb, labels, margin, negatives, positive_fraction,
+                                              extra, extra_labels, normalize)
+    return (x, labels, torch.arange(x.shape[0], device=x.device), x, labels, extra, extra_labels,
+            float(margin), negatives, float(positive_fraction), bool(squared))
 
 
 def mine_from_bank(query_emb, query_labels, bank_emb, bank_labels, per_anchor=1, margin=0.2,

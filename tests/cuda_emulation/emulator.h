@@ -18,7 +18,6 @@
 // Built-in variables; the emulator sets them before it resumes a CUDA thread.
 inline thread_local uint3 threadIdx, blockIdx;
 inline thread_local dim3 blockDim, gridDim;
-inline constexpr int warpSize = 32;
 
 namespace fgo::emu {
 
@@ -110,11 +109,6 @@ cudaError_t cudaPeekAtLastError();
 const char* cudaGetErrorString(cudaError_t error);
 
 inline void __syncthreads() { fgo::emu::block_barrier(); }
-inline void __threadfence() {}
-inline void __syncwarp(unsigned mask = 0xffffffffu) {
-  uint64_t lanes[32];
-  fgo::emu::warp_exchange(mask, 0, lanes);
-}
 
 template <typename T>
 T __shfl_sync(unsigned mask, T value, int source_lane, int width = 32) {
@@ -145,7 +139,6 @@ inline unsigned __ballot_sync(unsigned mask, int predicate) {
   }
   return ballot;
 }
-inline int __any_sync(unsigned mask, int predicate) { return __ballot_sync(mask, predicate) != 0; }
 inline int __all_sync(unsigned mask, int predicate) {
   uint64_t lanes[32];
   const unsigned arrived = fgo::emu::warp_exchange(mask, predicate != 0, lanes);
@@ -155,51 +148,11 @@ inline int __all_sync(unsigned mask, int predicate) {
   return 1;
 }
 
-template <typename T>
-T __ldg(const T* address) {
-  return *address;
-}
-inline int __popc(unsigned x) { return __builtin_popcount(x); }
-inline int __popcll(unsigned long long x) { return __builtin_popcountll(x); }
-inline int __ffs(int x) { return __builtin_ffs(x); }
-inline int __clz(int x) { return x == 0 ? 32 : __builtin_clz(static_cast<unsigned>(x)); }
-
-// Only one CUDA thread runs at a time and none is switched out inside these, so each is atomic.
-// (Which types each accepts is nvcc's to check: `make cuda-check` compiles every kernel.)
-namespace fgo::emu {
-template <typename T, typename Update>
-T fetch_update(T* address, Update update) {
-  const T old = *address;
-  *address = update(old);
-  return old;
-}
-}  // namespace fgo::emu
-
+// Only one CUDA thread runs at a time and none is switched out inside it, so this is atomic.
+// (Which types it accepts is nvcc's to check: `make cuda-check` compiles every kernel.)
 template <typename T>
 T atomicAdd(T* address, T value) {
-  return fgo::emu::fetch_update(address, [&](T old) { return old + value; });
-}
-template <typename T>
-T atomicSub(T* address, T value) {
-  return fgo::emu::fetch_update(address, [&](T old) { return old - value; });
-}
-template <typename T>
-T atomicMax(T* address, T value) {
-  return fgo::emu::fetch_update(address, [&](T old) { return old < value ? value : old; });
-}
-template <typename T>
-T atomicMin(T* address, T value) {
-  return fgo::emu::fetch_update(address, [&](T old) { return value < old ? value : old; });
-}
-template <typename T>
-T atomicExch(T* address, T value) {
-  return fgo::emu::fetch_update(address, [&](T) { return value; });
-}
-template <typename T>
-T atomicCAS(T* address, T compare, T value) {
-  return fgo::emu::fetch_update(address, [&](T old) { return old == compare ? value : old; });
-}
-template <typename T>
-T atomicOr(T* address, T value) {
-  return fgo::emu::fetch_update(address, [&](T old) { return old | value; });
+  const T old = *address;
+  *address = old + value;
+  return old;
 }
