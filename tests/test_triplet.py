@@ -333,6 +333,7 @@ def _distributed_worker(rank, world, port, emb, labels, results):
         loss = criterion(shard, shard_labels)
         loss.backward()
         results[rank] = (loss.detach(), shard.grad, criterion.mine(shard.detach(), shard_labels))
+        dist.barrier()  # no rank tears gloo down while the other still talks to it
     finally:
         dist.destroy_process_group()
 
