@@ -176,6 +176,7 @@ KP_SHAPES = [  # N, L, C, d, p
     (4, 1, 16, 64, 3),     # one location per image
     (1, 3, 40, 1100, 4),   # one location per chunk
     (2, 5, 8, 2, 2),       # the smallest sketch
+    (2, 11, 12, 16, 14),   # order 14: 7 location groups per product block in float64, 8 in float32
     (2, 9, 0, 32, 3),      # no channels: zero features, an empty gradient
     (0, 4, 8, 16, 3),      # no images
 ]
@@ -209,6 +210,13 @@ def test_kernel_pooling(emulation, shape, dtype):
     cpu, cuda = run_three_ways(
         emulation, lambda: kernel_pooling_forward_backward(x, h, s, alpha, dim, grad), n > 0)
     assert_all(cpu, cuda)
+
+
+def test_kernel_pooling_order_beyond_the_shared_memory_is_refused(emulation):
+    x, h, s, alpha, _ = kernel_pooling_problem(1, 2, 4, 2, 98, torch.float64)
+    with emulated_cuda(emulation, launches=False), pytest.raises(
+            RuntimeError, match="order p must be at most 97 in Double, got 98"):
+        fo.kernel_pooling(x, h, s, alpha, 2)
 
 
 @settings(max_examples=15)
@@ -293,6 +301,29 @@ def test_bank_mining(emulation, per_anchor, chunk_size):
 
     cpu, cuda = run_three_ways(emulation, mine)
     assert_all(cpu, cuda)
+
+
+@pytest.mark.parametrize("rule", RULES)
+def test_triplet_ties_and_many_positives(emulation, rule):
+    """Integer embeddings on a small grid: exact distances with many ties (the order by
+    (distance, index) decides), and about 60 positives per anchor, so the warp ranks and scans
+    them over several 32-lane tiles."""
+    g = torch.Generator().manual_seed(5)
+    emb = torch.randint(-1, 2, (190, 3), generator=g).double()
+    labels = torch.randint(3, (190,), generator=g)
+    none = emb[:0]
+    options = dict(negatives=rule, squared=True, normalize=False, margin=1.5,
+                   positive_fraction=0.7)
+
+    def run():
+        return (*triplet_loss_and_grads(emb, labels, none, labels[:0], **options),
+                *fo.mine_triplets(emb, labels, **options),
+                *fo.mine_triplets(emb, labels, max_triplets=3000,
+                                  generator=torch.Generator().manual_seed(1), **options))
+
+    cpu, cuda = run_three_ways(emulation, run)
+    assert_all(cpu, cuda)
+    assert cpu[3].numel() > 0
 
 
 def test_triplet_refuses_overflowed_distances_on_both_devices(emulation):

@@ -6,6 +6,7 @@
 
 #include "class_balanced_loss/class_balanced_loss_args.h"
 #include "common/device.h"
+#include "common/value_check.h"
 
 namespace fgo {
 namespace {
@@ -16,29 +17,28 @@ at::Tensor class_weights(const at::Tensor& n, double beta) {
   return w * (static_cast<double>(n.numel()) / w.sum());
 }
 
-// Every value check in one host round trip (one sync on CUDA), then specific messages.
+// The values of target and counts, without a host sync on CUDA (common/value_check.h).
 void check_values(const at::Tensor& logits, const at::Tensor& target,
                   const at::Tensor& counts, bool multi_hot, int64_t ignore_index) {
   const int64_t num_classes = logits.size(1);
-  at::Tensor bad_target;
   if (multi_hot) {
-    bad_target = ((target < 0) | (target > 1) | at::isnan(target)).any();
+    check_value(((target >= 0) & (target <= 1)).all(),
+                "class_balanced_loss: multi-hot target values must be in [0, 1] (and not NaN)",
+                [] { return ""; });
   } else {
-    bad_target = (((target < 0) | (target >= num_classes)) & (target != ignore_index)).any();
+    check_value((((target >= 0) & (target < num_classes)) | (target == ignore_index)).all(),
+                "class_balanced_loss: target class indices must be in [0, " +
+                    std::to_string(num_classes) + ") or equal ignore_index=" +
+                    std::to_string(ignore_index),
+                [&] {
+                  return c10::str("; got min ", target.min().item<int64_t>(), ", max ",
+                                  target.max().item<int64_t>());
+                });
   }
-  const at::Tensor bad_counts = ((counts <= 0) | at::isnan(counts) | at::isinf(counts)).any();
-  const at::Tensor flags = at::stack({bad_target, bad_counts}).cpu();
-  const bool* f = flags.data_ptr<bool>();
-  if (multi_hot) {
-    TORCH_CHECK(!f[0], "class_balanced_loss: multi-hot target values must be in [0, 1] "
-                "(and not NaN)");
-  } else {
-    TORCH_CHECK(!f[0], "class_balanced_loss: target class indices must be in [0, ", num_classes,
-                ") or equal ignore_index=", ignore_index, "; got min ", target.min().item<int64_t>(),
-                ", max ", target.max().item<int64_t>());
-  }
-  TORCH_CHECK(!f[1], "class_balanced_loss: samples_per_class must be finite and > 0 for every "
-              "class (a class with no samples has no effective number); got ", counts);
+  check_value(((counts > 0) & at::isfinite(counts)).all(),
+              "class_balanced_loss: samples_per_class must be finite and > 0 for every class (a "
+              "class with no samples has no effective number)",
+              [&] { return c10::str("; got ", counts); });
 }
 
 }  // namespace

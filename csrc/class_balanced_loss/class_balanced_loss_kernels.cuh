@@ -72,7 +72,9 @@ __device__ __forceinline__ bool row_weight(const RowsParams<scalar_t>& p, int64_
                                            int64_t* y, scalar_t* w, scalar_t* positives) {
   if (p.soft_target == nullptr) {
     *y = p.labels[row];
-    if (*y == p.ignore_index) return false;
+    // An index out of range is refused by a device-side assertion that does not stop this
+    // kernel: such a row is skipped like an ignored one, so no memory outside is read.
+    if (*y == p.ignore_index || *y < 0 || *y >= p.c) return false;
     *w = p.class_weights[*y];
     *positives = scalar_t(1);
     return true;
@@ -136,19 +138,42 @@ __device__ __forceinline__ void finish_row(const RowsParams<scalar_t>& p, const 
   }
 }
 
+constexpr int kUnroll = 4;
+
+// Calls f(j, z[j]) for the row elements j = lane, lane + kThreadsPerRow, ... in that order,
+// the loads of kUnroll iterations issued together (independent loads in flight, not one).
+template <int kThreadsPerRow, typename scalar_t, typename F>
+__device__ __forceinline__ void for_each_logit(const scalar_t* __restrict__ z, int64_t c,
+                                               int lane, const F& f) {
+  for (int64_t base = lane; base < c; base += kUnroll * kThreadsPerRow) {
+    scalar_t v[kUnroll];
+#pragma unroll
+    for (int u = 0; u < kUnroll; ++u) {
+      const int64_t j = base + u * kThreadsPerRow;
+      v[u] = j < c ? z[j] : scalar_t(0);
+    }
+#pragma unroll
+    for (int u = 0; u < kUnroll; ++u) {
+      const int64_t j = base + u * kThreadsPerRow;
+      if (j < c) f(j, v[u]);
+    }
+  }
+}
+
 template <typename scalar_t, int kThreadsPerRow, bool kFocal>
 __global__ void __launch_bounds__(kBlockThreads) sigmoid_rows_kernel(RowsParams<scalar_t> p) {
   Row<scalar_t> r;
   if (!start_row<kThreadsPerRow>(p, &r)) return;
-  const scalar_t* z = p.logits + r.row * p.c;
-  const scalar_t* t = p.soft_target == nullptr ? nullptr : p.soft_target + r.row * p.c;
+  const scalar_t* __restrict__ t =
+      p.soft_target == nullptr ? nullptr : p.soft_target + r.row * p.c;
+  scalar_t* __restrict__ grad = p.grad == nullptr ? nullptr : p.grad + r.row * p.c;
   scalar_t acc = 0;
-  for (int64_t j = r.lane; j < p.c; j += kThreadsPerRow) {
+  for_each_logit<kThreadsPerRow>(p.logits + r.row * p.c, p.c, r.lane, [&](int64_t j, scalar_t z) {
     const scalar_t tj = t != nullptr ? t[j] : scalar_t(j == r.y ? 1 : 0);
-    const auto terms = sigmoid_terms<scalar_t, ScalarOps, kFocal>(z[j], tj, p.gamma);
+    const auto terms = sigmoid_terms<scalar_t, ScalarOps, kFocal>(z, tj, p.gamma);
     acc += terms.loss;
-    if (p.grad != nullptr) p.grad[r.row * p.c + j] = r.w * terms.grad;
-  }
+    if (grad != nullptr) grad[j] = r.w * terms.grad;
+  });
   finish_row<scalar_t>(p, r, row_reduce<kThreadsPerRow>(acc, Sum()));
 }
 
@@ -156,18 +181,19 @@ template <typename scalar_t, int kThreadsPerRow>
 __global__ void __launch_bounds__(kBlockThreads) softmax_rows_kernel(RowsParams<scalar_t> p) {
   Row<scalar_t> r;
   if (!start_row<kThreadsPerRow>(p, &r)) return;
-  const scalar_t* z = p.logits + r.row * p.c;
+  const scalar_t* __restrict__ z = p.logits + r.row * p.c;
   scalar_t zmax = -INFINITY;
-  for (int64_t j = r.lane; j < p.c; j += kThreadsPerRow) zmax = Max()(zmax, z[j]);
+  for_each_logit<kThreadsPerRow>(z, p.c, r.lane, [&](int64_t, scalar_t zj) { zmax = Max()(zmax, zj); });
   zmax = row_reduce<kThreadsPerRow>(zmax, Max());
   scalar_t sum = 0;
-  for (int64_t j = r.lane; j < p.c; j += kThreadsPerRow) sum += ::exp(z[j] - zmax);
+  for_each_logit<kThreadsPerRow>(z, p.c, r.lane, [&](int64_t, scalar_t zj) { sum += ::exp(zj - zmax); });
   sum = row_reduce<kThreadsPerRow>(sum, Sum());
   if (p.grad != nullptr) {
+    scalar_t* __restrict__ grad = p.grad + r.row * p.c;
     const scalar_t scale = r.w / sum;
-    for (int64_t j = r.lane; j < p.c; j += kThreadsPerRow) {
-      p.grad[r.row * p.c + j] = scale * ::exp(z[j] - zmax) - (j == r.y ? r.w : scalar_t(0));
-    }
+    for_each_logit<kThreadsPerRow>(z, p.c, r.lane, [&](int64_t j, scalar_t zj) {
+      grad[j] = scale * ::exp(zj - zmax) - (j == r.y ? r.w : scalar_t(0));
+    });
   }
   finish_row<scalar_t>(p, r, zmax + ::log(sum) - z[r.y]);
 }

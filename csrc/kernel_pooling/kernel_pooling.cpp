@@ -3,6 +3,7 @@
 #include <ATen/ATen.h>
 
 #include "common/device.h"
+#include "common/value_check.h"
 #include "kernel_pooling/kernel_pooling_args.h"
 
 namespace fgo {
@@ -27,20 +28,16 @@ KernelPoolingArgs check_inputs(const char* op, const at::Tensor& x, const at::Te
   TORCH_CHECK(hash_index.device() == x.device() && hash_sign.device() == x.device(), op,
               ": x, hash_index and hash_sign must be on one device");
 
-  // Hash values, before any kernel indexes memory with them. On CUDA a device-side assertion:
-  // no host sync in the step (a bad value stops the CUDA context with this message instead).
-  const at::Tensor bad_index = ((hash_index < 0) | (hash_index >= dim)).any();
-  const at::Tensor bad_sign = (hash_sign.abs() != 1).any();
-  if (x.is_cuda()) {
-    at::_assert_async(at::logical_not(bad_index | bad_sign),
-                      std::string(op) + ": hash_index values must be in [0, dim) and hash_sign "
-                      "values +1 or -1");
-  } else {
-    TORCH_CHECK(!bad_index.item<bool>(), op, ": hash_index values must be in [0, dim=", dim,
-                "), got min ", hash_index.min().item<int64_t>(), ", max ",
-                hash_index.max().item<int64_t>());
-    TORCH_CHECK(!bad_sign.item<bool>(), op, ": hash_sign values must be +1 or -1");
-  }
+  // Hash values, before any kernel indexes memory with them (common/value_check.h).
+  check_value(((hash_index >= 0) & (hash_index < dim)).all(),
+              std::string(op) + ": hash_index values must be in [0, dim=" + std::to_string(dim) +
+                  ")",
+              [&] {
+                return c10::str(", got min ", hash_index.min().item<int64_t>(), ", max ",
+                                hash_index.max().item<int64_t>());
+              });
+  check_value((hash_sign.abs() == 1).all(), std::string(op) + ": hash_sign values must be +1 or -1",
+              [] { return ""; });
   return {x.contiguous(), hash_index.contiguous(), hash_sign.contiguous(), dim};
 }
 

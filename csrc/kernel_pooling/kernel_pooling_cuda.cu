@@ -93,6 +93,10 @@ at::Tensor pool_spectra(Cuda, const KernelPoolingArgs& a) {
   const cudaStream_t stream = c10::cuda::getCurrentCUDAStream();
   at::Tensor pooled = at::zeros({a.x.size(0), a.order() - 1, a.bins()}, a.spectra_options());
   AT_DISPATCH_FLOATING_TYPES(a.x.scalar_type(), "kernel_pooling_cuda", [&] {
+    TORCH_CHECK(kp::cuda::product_groups<scalar_t>(a.order()) >= 1,
+                "kernel_pooling (CUDA): the order p must be at most ",
+                (int64_t(48) << 10) / (kp::cuda::kProductBins * 2 * sizeof(scalar_t)) + 1,
+                " in ", a.x.scalar_type(), ", got ", a.order());
     ChunkedSketches<scalar_t> chunks(a, /*with_adjoint=*/false);
     scalar_t* out = complex_scalars<scalar_t>(pooled);
     chunks.for_each_chunk(stream, [&](int64_t first, int64_t rows, const scalar_t* spectra) {

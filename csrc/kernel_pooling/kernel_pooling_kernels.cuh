@@ -59,25 +59,60 @@ count_sketch_kernel(SketchParams<T> p, const T* x, int64_t rows, T* sketch) {
   }
 }
 
-// pooled[n][i][k] += sum over the chunk's locations of image n of (F_1 ... F_i)[k]. One
-// thread per (image, bin) walks that image's locations in order.
+// pooled[n][i][k] += sum over the chunk's locations of image n of (F_1 ... F_i)[k].
+// A block owns kProductBins consecutive bins of one image (blockIdx.x = image * tiles + tile);
+// its `groups` warps split the image's locations (group g takes every groups-th one, in
+// order), each lane one bin, running the product chain in registers and adding to its own
+// partial sums in shared memory. The partial sums are then added in group order: one writer
+// per output and a fixed order, so no atomics and bitwise reproducible.
+constexpr int kProductBins = 32;
+
 template <typename T>
 __global__ void __launch_bounds__(kBlockThreads)
-accumulate_products_kernel(SketchParams<T> p, const T* spectra, int64_t first_row, int64_t rows,
-                           T* pooled) {
-  const int64_t first_image = first_row / p.locations;
-  const int64_t images = (first_row + rows - 1) / p.locations - first_image + 1;
-  for (int64_t i = grid_start(); i < images * p.bins; i += grid_stride()) {
-    const int64_t k = i % p.bins, n = first_image + i / p.bins;
-    const int64_t begin = n * p.locations > first_row ? n * p.locations : first_row;
-    const int64_t end = (n + 1) * p.locations < first_row + rows ? (n + 1) * p.locations
-                                                                  : first_row + rows;
-    T* q = pooled + (n * (p.order - 1) * p.bins + k) * 2;
-    for (int64_t r = begin; r < end; ++r) {
+accumulate_products_kernel(SketchParams<T> p, const T* __restrict__ spectra, int64_t first_row,
+                           int64_t rows, T* __restrict__ pooled) {
+  extern __shared__ unsigned char shared_bytes[];
+  T* partial = reinterpret_cast<T*>(shared_bytes);  // [group][order - 1][kProductBins][2]
+  const int64_t tiles = (p.bins + kProductBins - 1) / kProductBins;
+  const int64_t n = first_row / p.locations + blockIdx.x / tiles;
+  const int64_t k = (blockIdx.x % tiles) * kProductBins + threadIdx.x % kProductBins;
+  const int groups = static_cast<int>(blockDim.x) / kProductBins;
+  const int group = static_cast<int>(threadIdx.x) / kProductBins;
+  const int64_t products = p.order - 1;
+  T* mine = partial + (group * products * kProductBins + threadIdx.x % kProductBins) * 2;
+  for (int64_t t = 0; t < products; ++t) {
+    mine[t * kProductBins * 2] = T(0);
+    mine[t * kProductBins * 2 + 1] = T(0);
+  }
+  const int64_t begin = n * p.locations > first_row ? n * p.locations : first_row;
+  const int64_t end = (n + 1) * p.locations < first_row + rows ? (n + 1) * p.locations
+                                                                : first_row + rows;
+  if (k < p.bins) {
+    for (int64_t r = begin + group; r < end; r += groups) {
       const T* f = spectra + ((r - first_row) * p.order * p.bins + k) * 2;
-      accumulate_products<ScalarBins<T>>(f, 2 * p.bins, p.order, q, 2 * p.bins);
+      accumulate_products<ScalarBins<T>>(f, 2 * p.bins, p.order, mine, 2 * kProductBins);
     }
   }
+  __syncthreads();
+  for (int64_t i = threadIdx.x; i < products * kProductBins; i += blockDim.x) {
+    const int64_t t = i / kProductBins, bin = (blockIdx.x % tiles) * kProductBins + i % kProductBins;
+    if (bin >= p.bins) continue;
+    Complex<T> sum{T(0), T(0)};
+    for (int g = 0; g < groups; ++g) {
+      sum = sum + ScalarBins<T>::load(partial + ((g * products + t) * kProductBins + i % kProductBins) * 2);
+    }
+    T* q = pooled + ((n * products + t) * p.bins + bin) * 2;
+    ScalarBins<T>::store(q, ScalarBins<T>::load(q) + sum);
+  }
+}
+
+// Location groups of a product block: as many as the shared memory holds, up to a full block.
+template <typename T>
+int product_groups(int64_t order) {
+  const int64_t per_group = (order - 1) * kProductBins * 2 * static_cast<int64_t>(sizeof(T));
+  const int64_t groups = (int64_t(48) << 10) / per_group;
+  const int64_t most = kBlockThreads / kProductBins;
+  return static_cast<int>(groups < most ? groups : most);
 }
 
 // adjoint = d(loss)/d(spectra) of every location and bin of the chunk, from grad (the
@@ -104,7 +139,10 @@ sketch_adjoint_kernel(SketchParams<T> p, const T* dsketch, int64_t rows, T* dx) 
     const T* d = dsketch + r * p.order * p.dim;
     T acc = 0;
     for (int64_t t = 0; t < p.order; ++t) {
-      acc += p.hash_sign[t * p.channels + k] * d[t * p.dim + p.hash_index[t * p.channels + k]];
+      // A hash value out of range is refused by a device-side assertion that does not stop
+      // this kernel: it reads nothing then.
+      const int64_t h = p.hash_index[t * p.channels + k];
+      if (h >= 0 && h < p.dim) acc += p.hash_sign[t * p.channels + k] * d[t * p.dim + h];
     }
     dx[i] = acc;
   }
@@ -127,13 +165,19 @@ cudaError_t launch_count_sketch(const SketchParams<T>& p, const T* x, int64_t ro
   return launch_over(rows * p.order * p.dim, stream, count_sketch_kernel<T>, p, x, rows, sketch);
 }
 
+// Needs product_groups<T>(p.order) >= 1 (orders up to 97 in float64), checked by the caller.
 template <typename T>
 cudaError_t launch_accumulate_products(const SketchParams<T>& p, const T* spectra,
                                        int64_t first_row, int64_t rows, T* pooled,
                                        cudaStream_t stream) {
+  if (rows == 0) return cudaSuccess;
   const int64_t images = (first_row + rows - 1) / p.locations - first_row / p.locations + 1;
-  return launch_over(images * p.bins, stream, accumulate_products_kernel<T>, p, spectra,
-                     first_row, rows, pooled);
+  const int64_t tiles = (p.bins + kProductBins - 1) / kProductBins;
+  const int groups = product_groups<T>(p.order);
+  const size_t shared = static_cast<size_t>(groups) * (p.order - 1) * kProductBins * 2 * sizeof(T);
+  accumulate_products_kernel<T><<<static_cast<unsigned>(images * tiles), groups * kProductBins,
+                                  shared, stream>>>(p, spectra, first_row, rows, pooled);
+  return cudaGetLastError();
 }
 
 template <typename T>

@@ -29,7 +29,7 @@ struct SortedPositives {
       if (c.positive(n, self)) index.push_back(n);
     }
     const T* d = c.dist;
-    const auto nearer = [d](int64_t i, int64_t j) { return d[i] < d[j] || (d[i] == d[j] && i < j); };
+    const auto nearer = [d](int64_t i, int64_t j) { return triplet::nearer(d[i], i, d[j], j); };
     const int64_t keep = triplet::kept_positives(static_cast<int64_t>(index.size()), fraction);
     if (keep < static_cast<int64_t>(index.size())) {
       std::nth_element(index.begin(), index.begin() + keep, index.end(), nearer);

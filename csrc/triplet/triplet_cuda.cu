@@ -5,6 +5,9 @@
 #include <c10/cuda/CUDAGuard.h>
 #include <c10/cuda/CUDAStream.h>
 
+#include <algorithm>
+#include <limits>
+
 #include "triplet/triplet_args.h"
 #include "triplet/triplet_kernels.cuh"
 
@@ -22,31 +25,33 @@ void triplet_rows(Cuda, const TripletArgs& rows) {
   const TripletCandidates& c = rows.candidates;
   const c10::cuda::CUDAGuard guard(c.dist.device());
   const cudaStream_t stream = c10::cuda::getCurrentCUDAStream();
-  const int64_t r = c.num_labelled;
-  // Each row's positives first, in (distance, index) order: a stable sort by distance, then a
-  // stable sort by "is not a positive". Positives are told by label, as on the CPU, never by
-  // distance: a positive's own distance may be +inf (float32 overflow without normalising).
-  const at::Tensor positive = at::cat(
-      {(c.query_labels.unsqueeze(1) == c.labels.narrow(0, 0, r).unsqueeze(0)) &
-           (at::arange(r, c.labels.options()).unsqueeze(0) != c.query_indices.unsqueeze(1)),
-       at::zeros({c.dist.size(0), c.dist.size(1) - r}, c.labels.options().dtype(at::kBool))},
-      1);
-  const auto [by_distance, distance_order] =
-      at::sort(c.dist, /*stable=*/true, /*dim=*/1, /*descending=*/false);
-  const at::Tensor not_positive = at::logical_not(positive).gather(1, distance_order).to(at::kByte);
-  const at::Tensor positives_first =
-      std::get<1>(at::sort(not_positive, /*stable=*/true, /*dim=*/1, /*descending=*/false));
-  const at::Tensor pos_index = distance_order.gather(1, positives_first);
-  const at::Tensor pos_dist = by_distance.gather(1, positives_first);
+  const int64_t q = c.dist.size(0), r = c.num_labelled;
+  TORCH_CHECK(r <= std::numeric_limits<int32_t>::max(),
+              "triplet (CUDA): at most 2^31 - 1 bank rows, got ", r);
+  TORCH_CHECK(rows.pass != triplet::kLoss || c.dist.scalar_type() != at::kFloat ||
+                  c.dist.size(1) <= (int64_t(1) << 24),
+              "triplet_margin_loss (CUDA, float32): at most 2^24 candidates per anchor, got ",
+              c.dist.size(1), "; use float64");
+  // The bank grouped by label: each anchor's positives are one range of label_order.
+  const auto [sorted_labels, label_order] =
+      at::sort(c.labels.narrow(0, 0, r), /*stable=*/true, /*dim=*/0, /*descending=*/false);
+  const at::Tensor label_begin =
+      at::searchsorted(sorted_labels, c.query_labels, /*out_int32=*/false, /*right=*/false);
+  const at::Tensor label_end =
+      at::searchsorted(sorted_labels, c.query_labels, /*out_int32=*/false, /*right=*/true);
+  const at::Tensor sorted_positives =
+      at::empty({q, std::max<int64_t>(r, 1)}, c.labels.options().dtype(at::kInt));
   AT_DISPATCH_FLOATING_TYPES(c.dist.scalar_type(), "triplet_rows_cuda", [&] {
-    triplet::cuda::SortedRows<scalar_t> s;
-    s.pos_dist = pos_dist.data_ptr<scalar_t>();
-    s.pos_index = pos_index.data_ptr<int64_t>();
+    triplet::cuda::AnchorRows<scalar_t> s;
     s.dist = c.dist.data_ptr<scalar_t>();
     s.labels = c.labels.data_ptr<int64_t>();
     s.query_labels = c.query_labels.data_ptr<int64_t>();
     s.query_indices = c.query_indices.data_ptr<int64_t>();
-    s.rows = c.dist.size(0);
+    s.label_order = label_order.data_ptr<int64_t>();
+    s.label_begin = label_begin.data_ptr<int64_t>();
+    s.label_end = label_end.data_ptr<int64_t>();
+    s.sorted_positives = sorted_positives.data_ptr<int32_t>();
+    s.rows = q;
     s.stride = c.dist.size(1);
     s.num_labelled = r;
     s.positive_fraction = c.positive_fraction;

@@ -2,9 +2,17 @@
 // CUDA kernels of triplet mining / loss. Raw pointers, sizes and a stream only: this file
 // needs no torch header, so `make cuda-check` compiles it on machines without a CUDA torch.
 //
-// The launcher sorts every anchor's positives with ATen's segmented sort; then one thread
-// runs one anchor through triplet_math.h, the same code as the CPU. An anchor costs
-// O(N log P + P), each writes only its own outputs: no atomics, bitwise reproducible.
+// One warp per anchor, kWarps anchors per block. The warp
+//  1. ranks the anchor's positives (the bank rows of its label, found through the bank
+//     grouped by label) by (distance, index): each lane counts, for its strided positives,
+//     how many come before them, and writes the kept ones' bank indices to the anchor's
+//     scratch row at their rank. O(P^2 / 32) per lane; no row of the distance matrix is sorted;
+//  2. strides the candidates with its lanes (coalesced reads of the distance row) through the
+//     per-negative math of triplet_math.h: binary searches in the sorted positives and
+//     difference-array updates by atomics (int64 counts; float weights of integer values
+//     below 2^24, exact and so independent of the order the atomics land in);
+//  3. scans the difference array and reduces the loss by fixed shuffle trees.
+// Nothing depends on the schedule: results are bitwise reproducible.
 
 #include <cuda_runtime.h>
 
@@ -16,43 +24,285 @@ namespace fgo {
 namespace triplet {
 namespace cuda {
 
-constexpr int kThreads = 128;
+constexpr int kWarps = 4;  // anchors per block
+constexpr unsigned kFullMask = 0xffffffffu;
 
-// Row a's candidates are pos_*[a * stride .. ), its P positives first in (distance, index)
-// order; the kernel counts P and keeps the nearest kept_positives(P, fraction) of them.
+// The rows of a pass and the bank grouped by label.
 template <typename T>
-struct SortedRows {
-  const T* pos_dist;
-  const int64_t* pos_index;
-  const T* dist;                // (rows, stride)
-  const int64_t* labels;        // (stride,) candidates' labels
-  const int64_t* query_labels;  // (rows,)
-  const int64_t* query_indices;  // (rows,)
+struct AnchorRows {
+  const T* dist;                 // (rows, stride) distances to the bank, then the extras
+  const int64_t* labels;         // (stride,) candidates' labels
+  const int64_t* query_labels;   // (rows,)
+  const int64_t* query_indices;  // (rows,) each anchor's own bank index, or -1
+  const int64_t* label_order;    // (num_labelled,) bank indices sorted by (label, index)
+  const int64_t* label_begin;    // (rows,) the anchor's label's range in label_order
+  const int64_t* label_end;      // (rows,)
+  int32_t* sorted_positives;     // (rows, num_labelled) scratch: kept positives, nearest first
   int64_t rows, stride, num_labelled;
   double positive_fraction;
 };
 
+// d_ap[j], the distance to the j-th nearest kept positive, read through the scratch row.
 template <typename T>
-__global__ void triplet_rows_kernel(SortedRows<T> s, RowsParams<T> p) {
-  const int64_t a = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
-  if (a >= s.rows) return;
-  const int64_t row = a * s.stride;
-  AnchorCandidates<T> c{s.pos_dist + row, s.pos_index + row, 0,           s.dist + row,
-                        s.labels,         s.num_labelled,    s.stride,    s.query_labels[a]};
-  int64_t num_positives = 0;
-  for (int64_t n = 0; n < s.num_labelled; ++n) {
-    num_positives += c.positive(n, s.query_indices[a]);
+struct SortedPositives {
+  const T* dist;
+  const int32_t* index;
+  __device__ __forceinline__ T operator[](int64_t j) const { return dist[index[j]]; }
+};
+
+__device__ __forceinline__ int lane_id() { return static_cast<int>(threadIdx.x % 32); }
+
+// Butterfly sum: every lane ends with the same bits (each step adds a pair in both orders).
+template <typename V>
+__device__ __forceinline__ V warp_sum(V v) {
+  for (int offset = 16; offset > 0; offset >>= 1) v += __shfl_xor_sync(kFullMask, v, offset);
+  return v;
+}
+
+// Inclusive prefix sum over the lanes.
+template <typename V>
+__device__ __forceinline__ V warp_inclusive_scan(V v) {
+  for (int offset = 1; offset < 32; offset <<= 1) {
+    const V below = __shfl_up_sync(kFullMask, v, offset);
+    if (lane_id() >= offset) v += below;
   }
-  c.num_pos = kept_positives(num_positives, s.positive_fraction);
-  run_anchor(p, a, c);
+  return v;
+}
+
+__device__ __forceinline__ void add_count(int64_t* address, int64_t value) {
+  atomicAdd(reinterpret_cast<unsigned long long*>(address), static_cast<unsigned long long>(value));
+}
+
+// Writes the anchor's kept positives, nearest first, to `sorted`; returns how many.
+template <typename T>
+__device__ int64_t sort_positives(const AnchorRows<T>& s, int64_t a, const T* dist,
+                                  int32_t* sorted) {
+  const int64_t begin = s.label_begin[a], end = s.label_end[a], self = s.query_indices[a];
+  int64_t count = 0;
+  for (int64_t e = begin + lane_id(); e < end; e += 32) count += s.label_order[e] != self;
+  const int64_t kept = kept_positives(warp_sum(count), s.positive_fraction);
+  for (int64_t e = begin + lane_id(); e < end; e += 32) {
+    const int64_t n = s.label_order[e];
+    if (n == self) continue;
+    const T d = dist[n];
+    int64_t rank = 0;
+    for (int64_t f = begin; f < end; ++f) {
+      const int64_t m = s.label_order[f];
+      rank += m != self && nearer(dist[m], m, d, n);
+    }
+    if (rank < kept) sorted[rank] = static_cast<int32_t>(n);
+  }
+  __syncwarp();
+  return kept;
+}
+
+// The nearest negative, first index among equal distances (as the CPU); -1 when none.
+template <typename T>
+__device__ int64_t nearest_negative_of_warp(const AnchorCandidates<T>& c) {
+  int64_t best = -1;
+  T best_d = T(0);
+  for (int64_t n = lane_id(); n < c.num_candidates; n += 32) {
+    if (c.negative(n) && (best < 0 || nearer(c.dist[n], n, best_d, best))) {
+      best = n;
+      best_d = c.dist[n];
+    }
+  }
+  for (int offset = 16; offset > 0; offset >>= 1) {
+    const int64_t other = __shfl_xor_sync(kFullMask, best, offset);
+    const T other_d = __shfl_xor_sync(kFullMask, best_d, offset);
+    if (other >= 0 && (best < 0 || nearer(other_d, other, best_d, best))) {
+      best = other;
+      best_d = other_d;
+    }
+  }
+  return best;
+}
+
+// kCount: cnt[j] = triplets of the j-th kept positive (cnt zeroed by the launcher).
+template <typename T>
+__device__ void count_anchor(const RowsParams<T>& p, int64_t a, const AnchorCandidates<T>& c,
+                             const SortedPositives<T>& d_ap, int64_t kept) {
+  int64_t* cnt = p.positive_counts + a * p.positive_stride;
+  if (p.rule == kHardest) {
+    const int64_t n = nearest_negative_of_warp(c);
+    if (lane_id() == 0) {
+      const bool found = n >= 0 && kept > 0;
+      if (found) cnt[farthest_positive(d_ap, kept)] = 1;
+      p.counts[a] = found ? 1 : 0;
+    }
+    return;
+  }
+  int64_t negatives = 0;
+  for (int64_t n = lane_id(); n < c.num_candidates; n += 32) {
+    if (!c.negative(n)) continue;
+    ++negatives;
+    if (p.rule == kAll) continue;
+    const PositiveRange r = loss_range(d_ap, kept, c.dist[n], p.rule, p.margin);
+    if (r.size() == 0) continue;
+    add_count(cnt + r.begin, 1);
+    if (r.end < kept) add_count(cnt + r.end, -1);
+  }
+  negatives = warp_sum(negatives);
+  __syncwarp();
+  int64_t carry = 0, total = 0;
+  for (int64_t base = 0; base < kept; base += 32) {
+    const int64_t j = base + lane_id();
+    int64_t running = negatives;
+    if (p.rule != kAll) running = carry + warp_inclusive_scan(j < kept ? cnt[j] : int64_t(0));
+    if (j < kept) {
+      cnt[j] = running;
+      total += running;
+    }
+    carry = __shfl_sync(kFullMask, running, 31);
+  }
+  total = warp_sum(total);
+  if (lane_id() == 0) p.counts[a] = total;
+}
+
+// kLoss: the anchor's loss and the weights of d(a, .) (weight row zeroed by the launcher).
+template <typename T>
+__device__ void loss_anchor(const RowsParams<T>& p, int64_t a, const AnchorCandidates<T>& c,
+                            const SortedPositives<T>& d_ap, int64_t kept) {
+  T* w = p.weights + a * p.weight_stride;
+  if (p.rule == kHardest) {
+    const int64_t n = nearest_negative_of_warp(c);
+    if (lane_id() == 0) {
+      const int64_t j = farthest_positive(d_ap, kept);
+      const bool mined = j >= 0 && n >= 0, nonzero = mined && violates(d_ap[j], c.dist[n], p.margin);
+      p.row_loss[a] = nonzero ? static_cast<double>(d_ap[j]) - static_cast<double>(c.dist[n]) +
+                                    static_cast<double>(p.margin)
+                              : 0.0;
+      p.row_nonzero[a] = nonzero ? 1 : 0;
+      p.row_mined[a] = mined ? 1 : 0;
+      if (nonzero) {
+        w[d_ap.index[j]] = T(1);
+        w[n] = T(-1);
+      }
+    }
+    return;
+  }
+  double loss = 0.0;
+  int64_t negatives = 0, nonzero = 0;
+  if (kept > 0) {
+    for (int64_t n = lane_id(); n < c.num_candidates; n += 32) {
+      if (!c.negative(n)) continue;
+      ++negatives;
+      const PositiveRange r = loss_range(d_ap, kept, c.dist[n], p.rule, p.margin);
+      const int64_t cover = r.size();
+      if (cover == 0) continue;
+      loss -= static_cast<double>(cover) * static_cast<double>(c.dist[n]);
+      w[n] = -static_cast<T>(cover);
+      atomicAdd(w + d_ap.index[r.begin], T(1));
+      if (r.end < kept) atomicAdd(w + d_ap.index[r.end], T(-1));
+    }
+  }
+  __syncwarp();
+  T carry = 0;
+  for (int64_t base = 0; base < kept; base += 32) {
+    const int64_t j = base + lane_id();
+    const T running = carry + warp_inclusive_scan(j < kept ? w[d_ap.index[j]] : T(0));
+    if (j < kept) {
+      w[d_ap.index[j]] = running;
+      loss += static_cast<double>(running) *
+              (static_cast<double>(d_ap[j]) + static_cast<double>(p.margin));
+      nonzero += static_cast<int64_t>(running);
+    }
+    carry = __shfl_sync(kFullMask, running, 31);
+  }
+  loss = warp_sum(loss);
+  nonzero = warp_sum(nonzero);
+  negatives = warp_sum(negatives);
+  if (lane_id() == 0) {
+    p.row_loss[a] = loss;
+    p.row_nonzero[a] = nonzero;
+    p.row_mined[a] = p.rule == kAll ? kept * negatives : nonzero;
+  }
+}
+
+// kWrite: the anchor's (selected) triplets, positives nearest first and each one's negatives
+// in index order; a tile of 32 candidates numbers its mined ones by a ballot.
+template <typename T>
+__device__ void write_anchor(const RowsParams<T>& p, int64_t a, const AnchorCandidates<T>& c,
+                             const SortedPositives<T>& d_ap, int64_t kept) {
+  const int64_t* cnt = p.positive_counts + a * p.positive_stride;
+  const int64_t first_slot = p.slot_begin[a], slot_end = p.slot_begin[a + 1];
+  const int64_t first_rank = p.first_rank[a];
+  // The slot holding rank r, or -1 when r is not selected (ranks sorted; slots from `from`).
+  const auto slot_of = [&](int64_t r, int64_t from) -> int64_t {
+    if (p.ranks == nullptr) return first_slot + (r - first_rank);
+    const int64_t s = from + first_true(slot_end - from, [&](int64_t i) {
+                        return p.ranks[from + i] >= r;
+                      });
+    return s < slot_end && p.ranks[s] == r ? s : -1;
+  };
+  const auto write = [&](int64_t slot, int64_t positive, int64_t negative) {
+    if (slot < first_slot || slot >= slot_end) return;
+    p.out_anchor[slot] = a + p.anchor_offset;
+    p.out_positive[slot] = positive;
+    p.out_negative[slot] = negative;
+  };
+  if (p.rule == kHardest) {
+    const int64_t n = nearest_negative_of_warp(c);
+    const int64_t j = farthest_positive(d_ap, kept);
+    if (lane_id() == 0 && n >= 0 && j >= 0 && cnt[j] > 0) {
+      write(slot_of(first_rank, first_slot), d_ap.index[j], n);
+    }
+    return;
+  }
+  int64_t slot = first_slot;  // the first slot not yet written (warp-uniform)
+  int64_t rank = first_rank;  // rank of positive j's first triplet
+  for (int64_t j = 0; j < kept && slot < slot_end; rank += cnt[j], ++j) {
+    const int64_t end_rank = rank + cnt[j];
+    if (cnt[j] == 0 || (p.ranks != nullptr && p.ranks[slot] >= end_rank)) continue;
+    const T d = d_ap[j];
+    int64_t next = rank;  // rank of the next mined negative of j
+    for (int64_t base = 0; base < c.num_candidates && next < end_rank; base += 32) {
+      const int64_t n = base + lane_id();
+      const bool mined = n < c.num_candidates && c.negative(n) && mines(p.rule, d, c.dist[n], p.margin);
+      const unsigned ballot = __ballot_sync(kFullMask, mined);
+      if (mined) {
+        const int64_t r = next + __popc(ballot & ((1u << lane_id()) - 1u));
+        if (r < end_rank) write(slot_of(r, slot), d_ap.index[j], n);
+      }
+      next += __popc(ballot);
+      if (p.ranks == nullptr) {
+        slot = first_slot + (next - first_rank);
+      } else {
+        slot += first_true(slot_end - slot, [&](int64_t i) { return p.ranks[slot + i] >= next; });
+      }
+    }
+  }
 }
 
 template <typename T>
-cudaError_t launch_triplet_rows(const SortedRows<T>& s, const RowsParams<T>& p,
+__global__ void __launch_bounds__(kWarps * 32) triplet_rows_kernel(AnchorRows<T> s,
+                                                                   RowsParams<T> p) {
+  const int64_t a = static_cast<int64_t>(blockIdx.x) * kWarps + threadIdx.x / 32;
+  if (a >= s.rows) return;  // the whole warp
+  const T* dist = s.dist + a * s.stride;
+  int32_t* sorted = s.sorted_positives + a * s.num_labelled;
+  const int64_t kept = sort_positives(s, a, dist, sorted);
+  const AnchorCandidates<T> c{nullptr, nullptr,        0,        dist,
+                              s.labels, s.num_labelled, s.stride, s.query_labels[a]};
+  const SortedPositives<T> d_ap{dist, sorted};
+  switch (p.pass) {
+    case kCount:
+      count_anchor(p, a, c, d_ap, kept);
+      break;
+    case kLoss:
+      loss_anchor(p, a, c, d_ap, kept);
+      break;
+    default:
+      write_anchor(p, a, c, d_ap, kept);
+  }
+}
+
+template <typename T>
+cudaError_t launch_triplet_rows(const AnchorRows<T>& s, const RowsParams<T>& p,
                                 cudaStream_t stream) {
   if (s.rows == 0) return cudaSuccess;
-  const int64_t blocks = (s.rows + kThreads - 1) / kThreads;
-  triplet_rows_kernel<T><<<static_cast<unsigned>(blocks), kThreads, 0, stream>>>(s, p);
+  const int64_t blocks = (s.rows + kWarps - 1) / kWarps;
+  triplet_rows_kernel<T><<<static_cast<unsigned>(blocks), kWarps * 32, 0, stream>>>(s, p);
   return cudaGetLastError();
 }
 

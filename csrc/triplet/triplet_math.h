@@ -98,6 +98,15 @@ FGO_HOST_DEVICE bool mines(int64_t rule, T d_ap, T d_an, T margin) {
   return violates(d_ap, d_an, margin) && (rule != kSemihard || d_an > d_ap);
 }
 
+// The order of candidates by (distance, index): a strict total order even with NaN (last),
+// so that ranks computed from it are a permutation whatever the values.
+template <typename T>
+FGO_HOST_DEVICE bool nearer(T d_i, int64_t i, T d_j, int64_t j) {
+  const bool nan_i = d_i != d_i, nan_j = d_j != d_j;
+  if (nan_i || nan_j) return nan_i == nan_j ? i < j : nan_j;
+  return d_i < d_j || (d_i == d_j && i < j);
+}
+
 struct PositiveRange {
   int64_t begin, end;
   FGO_HOST_DEVICE int64_t size() const { return end > begin ? end - begin : 0; }
@@ -116,26 +125,26 @@ FGO_HOST_DEVICE int64_t first_true(int64_t n, Pred pred) {
 
 // The kept positives j whose triplet (j, n) has a positive hinge and is kept by the rule
 // ('all' and 'hardest' count as 'violating' here: only positive hinges carry loss).
-template <typename T>
-FGO_HOST_DEVICE PositiveRange loss_range(const AnchorCandidates<T>& c, T d_an, int64_t rule,
-                                         T margin) {
-  const T* d_ap = c.pos_dist;
+// d_ap[j] (a pointer, or any indexable) is the distance to the j-th nearest kept positive.
+template <typename T, typename Distances>
+FGO_HOST_DEVICE PositiveRange loss_range(const Distances& d_ap, int64_t num_pos, T d_an,
+                                         int64_t rule, T margin) {
   const int64_t begin =
-      first_true(c.num_pos, [=](int64_t j) { return violates(d_ap[j], d_an, margin); });
+      first_true(num_pos, [&](int64_t j) { return violates(T(d_ap[j]), d_an, margin); });
   // semihard also needs d_ap < d_an: j below the first positive not nearer than n
   const int64_t end = rule == kSemihard
-                          ? first_true(c.num_pos, [=](int64_t j) { return !(d_ap[j] < d_an); })
-                          : c.num_pos;
+                          ? first_true(num_pos, [&](int64_t j) { return !(T(d_ap[j]) < d_an); })
+                          : num_pos;
   return {begin, end};
 }
 
 // 'hardest': the farthest kept positive (first index among equal distances, as torch.max
 // picks) and the nearest negative (first index among equal distances); -1 when absent.
-template <typename T>
-FGO_HOST_DEVICE int64_t farthest_positive(const AnchorCandidates<T>& c) {
-  if (c.num_pos == 0) return -1;
-  int64_t j = c.num_pos - 1;
-  while (j > 0 && c.pos_dist[j - 1] == c.pos_dist[j]) --j;
+template <typename Distances>
+FGO_HOST_DEVICE int64_t farthest_positive(const Distances& d_ap, int64_t num_pos) {
+  if (num_pos == 0) return -1;
+  int64_t j = num_pos - 1;
+  while (j > 0 && d_ap[j - 1] == d_ap[j]) --j;
   return j;
 }
 
@@ -156,7 +165,7 @@ FGO_HOST_DEVICE int64_t count_mined(const AnchorCandidates<T>& c, int64_t rule, 
   if (c.num_pos == 0) return 0;
   if (rule == kHardest) {
     if (nearest_negative(c) < 0) return 0;
-    cnt[farthest_positive(c)] = 1;
+    cnt[farthest_positive(c.pos_dist, c.num_pos)] = 1;
     return 1;
   }
   int64_t negatives = 0;
@@ -164,7 +173,7 @@ FGO_HOST_DEVICE int64_t count_mined(const AnchorCandidates<T>& c, int64_t rule, 
     if (!c.negative(n)) continue;
     ++negatives;
     if (rule == kAll) continue;
-    const PositiveRange r = loss_range(c, c.dist[n], rule, margin);
+    const PositiveRange r = loss_range(c.pos_dist, c.num_pos, c.dist[n], rule, margin);
     if (r.size() == 0) continue;
     ++cnt[r.begin];  // difference array
     if (r.end < c.num_pos) --cnt[r.end];
@@ -187,7 +196,7 @@ FGO_HOST_DEVICE void accumulate_loss(const AnchorCandidates<T>& c, int64_t rule,
   double loss = 0.0;
   int64_t nonzero = 0, mined = 0;
   if (rule == kHardest) {
-    const int64_t j = farthest_positive(c), n = j < 0 ? -1 : nearest_negative(c);
+    const int64_t j = farthest_positive(c.pos_dist, c.num_pos), n = j < 0 ? -1 : nearest_negative(c);
     mined = n >= 0 ? 1 : 0;
     if (n >= 0 && violates(c.pos_dist[j], c.dist[n], margin)) {
       loss = static_cast<double>(c.pos_dist[j]) - static_cast<double>(c.dist[n]) + margin;
@@ -200,7 +209,7 @@ FGO_HOST_DEVICE void accumulate_loss(const AnchorCandidates<T>& c, int64_t rule,
     for (int64_t n = 0; n < c.num_candidates; ++n) {
       if (!c.negative(n)) continue;
       ++negatives;
-      const PositiveRange r = loss_range(c, c.dist[n], rule, margin);
+      const PositiveRange r = loss_range(c.pos_dist, c.num_pos, c.dist[n], rule, margin);
       const int64_t cover = r.size();
       if (cover == 0) continue;
       loss -= static_cast<double>(cover) * static_cast<double>(c.dist[n]);

@@ -2,6 +2,8 @@
 // over its anchors: what the loss (triplet_loss.cpp) and mining (triplet_mine.cpp) share.
 #include "triplet/triplet_problem.h"
 
+#include "common/value_check.h"
+
 #include <ATen/ATen.h>
 
 #include <algorithm>
@@ -72,20 +74,21 @@ TripletCandidates build_candidates(const at::Tensor& query, const at::Tensor& qu
   c.labels = at::cat({bank_labels, extra_labels});
   c.num_labelled = bank.size(0);
   c.positive_fraction = positive_fraction;
-  // The values, in one host round trip: the distances must be finite (a NaN or Inf
-  // embedding, or finite ones whose squares overflow the dtype, would make the mining
-  // meaningless), and each query's index in the bank must be one of the bank's, or -1.
-  const at::Tensor flags =
-      at::stack({at::isfinite(c.dist).all().logical_not(),
-                 ((c.query_indices < -1) | (c.query_indices >= bank.size(0))).any()})
-          .cpu();
-  const bool* bad = flags.data_ptr<bool>();
-  TORCH_CHECK(!bad[0], "triplet: the embeddings must be finite and their squared distances must "
-              "fit in ", query.scalar_type(), " (found NaN or Inf; normalise the embeddings or "
-              "use float64)");
-  TORCH_CHECK(!bad[1], "triplet: query_indices must be -1 or an index into bank_emb's ",
-              bank.size(0), " rows, got values in [", c.query_indices.min().item<int64_t>(), ", ",
-              c.query_indices.max().item<int64_t>(), "]");
+  // The distances must be finite (a NaN or Inf embedding, or finite ones whose squares
+  // overflow the dtype, would make the mining meaningless), and each query's index in the
+  // bank must be one of the bank's, or -1. No host sync on CUDA (common/value_check.h).
+  check_value(at::isfinite(c.dist).all(),
+              std::string("triplet: the embeddings must be finite and their squared distances "
+                          "must fit in ") + c10::toString(query.scalar_type()) +
+                  " (found NaN or Inf; normalise the embeddings or use float64)",
+              [] { return ""; });
+  check_value(((c.query_indices >= -1) & (c.query_indices < bank.size(0))).all(),
+              "triplet: query_indices must be -1 or an index into bank_emb's " +
+                  std::to_string(bank.size(0)) + " rows",
+              [&] {
+                return c10::str(", got values in [", c.query_indices.min().item<int64_t>(), ", ",
+                                c.query_indices.max().item<int64_t>(), "]");
+              });
   return c;
 }
 

@@ -19,8 +19,8 @@ triplet::Rule check_problem(const char* op, const at::Tensor& query,
                             const at::Tensor& extra_labels, double margin,
                             const std::string& negatives, double positive_fraction);
 
-// Distances from every query to the bank, then the extras (one GEMM), and the labels; then
-// the values, in one host round trip: finite distances, query_indices in [-1, N).
+// Distances from every query to the bank, then the extras, and the labels; then the values
+// (finite distances, query_indices in [-1, N)), without a host sync on CUDA.
 TripletCandidates build_candidates(const at::Tensor& query, const at::Tensor& query_labels,
                                    const at::Tensor& query_indices, const at::Tensor& bank,
                                    const at::Tensor& bank_labels, const at::Tensor& extra,

@@ -148,6 +148,15 @@ inline int __all_sync(unsigned mask, int predicate) {
   return 1;
 }
 
+// A warp barrier: the lanes of `mask` wait for each other (their earlier writes are then
+// visible to one another, as __syncwarp orders memory on the device).
+inline void __syncwarp(unsigned mask = 0xffffffffu) {
+  uint64_t lanes[32];
+  fgo::emu::warp_exchange(mask, 0, lanes);
+}
+
+inline int __popc(unsigned bits) { return __builtin_popcount(bits); }
+
 // Only one CUDA thread runs at a time and none is switched out inside it, so this is atomic.
 // (Which types it accepts is nvcc's to check: `make cuda-check` compiles every kernel.)
 template <typename T>
