@@ -31,12 +31,14 @@ void bind_ops(pybind11::module_& m) {
     return d;
   }, "Facts fixed when the extension was compiled (versions, CUDA, OpenMP) as a dict.");
 
+  m.def("class_balanced_weights", &fgo::class_balanced_weights,
+        "(C,) float64 class weights (1 - beta) / (1 - beta^n), normalised to sum to C.",
+        py::arg("samples_per_class"), py::arg("beta"), py::call_guard<py::gil_scoped_release>());
   m.def("class_balanced_loss_forward", &fgo::class_balanced_loss_forward,
-        "Fused class-balanced softmax/sigmoid/focal loss: (loss, grad of the summed loss, norm).",
-        py::arg("logits"), py::arg("target"), py::arg("samples_per_class"), py::arg("beta"),
-        py::arg("gamma"), py::arg("loss_type"), py::arg("reduction"), py::arg("ignore_index"),
-        py::arg("compute_grad"),
-        py::call_guard<py::gil_scoped_release>());
+        "Fused class-weighted softmax/sigmoid/focal loss: (loss, grad of the summed loss, norm).",
+        py::arg("logits"), py::arg("target"), py::arg("class_weights"), py::arg("gamma"),
+        py::arg("loss_type"), py::arg("reduction"), py::arg("ignore_index"),
+        py::arg("compute_grad"), py::call_guard<py::gil_scoped_release>());
 
   m.def("kernel_pooling_forward", &fgo::kernel_pooling_forward,
         "Pooled tensor-sketch blocks of orders 2..p of kernel pooling: (N, p-1, dim).",

@@ -1,4 +1,6 @@
 """Native class-balanced loss vs the reference, gradients, edge cases and bad input."""
+import pickle
+
 import pytest
 import torch
 from hypothesis import given
@@ -228,6 +230,22 @@ def test_module_state_dict_and_half():
     assert same_beta(logits, target).item() == crit(logits, target).item()
 
 
+def test_module_computes_its_weights_once_and_refreshes_them():
+    crit = ClassBalancedLoss([100, 10, 1], beta=0.99, loss_type="softmax")
+    assert torch.equal(crit.class_weights, fo.class_balanced_weights([100, 10, 1], 0.99))
+    assert "class_weights" not in crit.state_dict()
+    crit.beta = 0.9  # e.g. deferred re-weighting switching beta during training
+    crit.samples_per_class[2] = 50
+    crit.refresh_weights()
+    logits, target, _ = random_problem(5, 3, 1)
+    expected = fo.class_balanced_loss(logits, target, [100, 10, 50], beta=0.9, loss_type="softmax")
+    assert torch.equal(crit(logits, target), expected)
+    assert torch.equal(pickle.loads(pickle.dumps(crit))(logits, target), expected)
+    assert crit.double().class_weights.dtype == torch.float64
+    with pytest.raises(ValueError, match="beta"):
+        crit.beta = 1.0
+
+
 def test_sigmoid_bias_init_gives_prior_one_over_c():
     b = sigmoid_bias_init(10)
     assert torch.sigmoid(torch.tensor(b)).item() == pytest.approx(0.1)
@@ -245,8 +263,9 @@ def test_torch_compile_fullgraph_and_opcheck():
     from finegrained_ops.ops.class_balanced_loss import _class_balanced_loss
     for reduction in REDUCTIONS:
         torch.library.opcheck(_class_balanced_loss,
-                              (logits.clone().requires_grad_(), target, counts.double(), 0.99, 0.5,
-                               "focal", reduction, -100, True))
+                              (logits.clone().requires_grad_(), target,
+                               fo.class_balanced_weights(counts, 0.99), 0.5, "focal", reduction,
+                               -100, True))
 
 
 @pytest.mark.parametrize("kwargs, error, match", [
@@ -282,14 +301,14 @@ def test_native_entry_checks_its_own_preconditions():
     from finegrained_ops._native import _C
     z = torch.zeros(2, 3)
     with pytest.raises(RuntimeError, match="must be in"):
-        _C.class_balanced_loss_forward(z, torch.tensor([0, 99]), torch.ones(3), 0.9, 0.5,
+        _C.class_balanced_loss_forward(z, torch.tensor([0, 99]), torch.ones(3), 0.5,
                                        "focal", "mean", -100, True)
     with pytest.raises(RuntimeError, match="float32 or float64"):
-        _C.class_balanced_loss_forward(z.half(), torch.tensor([0, 1]), torch.ones(3), 0.9, 0.5,
+        _C.class_balanced_loss_forward(z.half(), torch.tensor([0, 1]), torch.ones(3), 0.5,
                                        "focal", "mean", -100, True)
     with pytest.raises(RuntimeError, match="loss_type"):
-        _C.class_balanced_loss_forward(z, torch.tensor([0, 1]), torch.ones(3), 0.9, 0.5,
+        _C.class_balanced_loss_forward(z, torch.tensor([0, 1]), torch.ones(3), 0.5,
                                        "huber", "mean", -100, True)
     with pytest.raises(RuntimeError, match="one entry per class"):
-        _C.class_balanced_loss_forward(z, torch.tensor([0, 1]), torch.ones(4), 0.9, 0.5,
+        _C.class_balanced_loss_forward(z, torch.tensor([0, 1]), torch.ones(4), 0.5,
                                        "focal", "mean", -100, True)

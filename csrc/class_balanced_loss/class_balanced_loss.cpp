@@ -11,42 +11,49 @@
 namespace fgo {
 namespace {
 
-// w_c = (1 - beta) / (1 - beta^n_c), normalised to sum to C; n is float64 counts.
-at::Tensor class_weights(const at::Tensor& n, double beta) {
-  const at::Tensor w = (1.0 - beta) / (1.0 - at::pow(beta, n));
-  return w * (static_cast<double>(n.numel()) / w.sum());
-}
-
-// The values of target and counts, without a host sync on CUDA (common/value_check.h).
-void check_values(const at::Tensor& logits, const at::Tensor& target,
-                  const at::Tensor& counts, bool multi_hot, int64_t ignore_index) {
-  const int64_t num_classes = logits.size(1);
+// The values of the target, without a host sync on CUDA (common/value_check.h).
+void check_target(const at::Tensor& target, int64_t num_classes, bool multi_hot,
+                  int64_t ignore_index) {
   if (multi_hot) {
     check_value(((target >= 0) & (target <= 1)).all(),
                 "class_balanced_loss: multi-hot target values must be in [0, 1] (and not NaN)",
                 [] { return ""; });
-  } else {
-    check_value((((target >= 0) & (target < num_classes)) | (target == ignore_index)).all(),
-                "class_balanced_loss: target class indices must be in [0, " +
-                    std::to_string(num_classes) + ") or equal ignore_index=" +
-                    std::to_string(ignore_index),
-                [&] {
-                  return c10::str("; got min ", target.min().item<int64_t>(), ", max ",
-                                  target.max().item<int64_t>());
-                });
+    return;
   }
-  check_value(((counts > 0) & at::isfinite(counts)).all(),
-              "class_balanced_loss: samples_per_class must be finite and > 0 for every class (a "
-              "class with no samples has no effective number)",
-              [&] { return c10::str("; got ", counts); });
+  check_value((((target >= 0) & (target < num_classes)) | (target == ignore_index)).all(),
+              "class_balanced_loss: target class indices must be in [0, " +
+                  std::to_string(num_classes) + ") or equal ignore_index=" +
+                  std::to_string(ignore_index),
+              [&] {
+                return c10::str("; got min ", target.min().item<int64_t>(), ", max ",
+                                target.max().item<int64_t>());
+              });
 }
 
 }  // namespace
 
+at::Tensor class_balanced_weights(const at::Tensor& samples_per_class, double beta) {
+  TORCH_CHECK(samples_per_class.dim() == 1 && samples_per_class.size(0) >= 1,
+              "class_balanced_weights: samples_per_class must be (C,) with C >= 1, got shape ",
+              samples_per_class.sizes());
+  TORCH_CHECK(!samples_per_class.is_complex() && samples_per_class.scalar_type() != at::kBool,
+              "class_balanced_weights: samples_per_class must hold numbers of samples, got ",
+              samples_per_class.scalar_type());
+  TORCH_CHECK(beta >= 0.0 && beta < 1.0, "class_balanced_weights: beta must be in [0, 1), got ",
+              beta);
+  const at::Tensor n = samples_per_class.to(at::kDouble);
+  check_value(((n > 0) & at::isfinite(n)).all(),
+              "class_balanced_loss: samples_per_class must be finite and > 0 for every class (a "
+              "class with no samples has no effective number)",
+              [&] { return c10::str("; got ", n); });
+  const at::Tensor w = (1.0 - beta) / (1.0 - at::pow(beta, n));
+  return w * (static_cast<double>(n.numel()) / w.sum());
+}
+
 std::tuple<at::Tensor, at::Tensor, at::Tensor> class_balanced_loss_forward(
-    const at::Tensor& logits, const at::Tensor& target, const at::Tensor& samples_per_class,
-    double beta, double gamma, const std::string& loss_type_name,
-    const std::string& reduction_name, int64_t ignore_index, bool compute_grad) {
+    const at::Tensor& logits, const at::Tensor& target, const at::Tensor& class_weights,
+    double gamma, const std::string& loss_type_name, const std::string& reduction_name,
+    int64_t ignore_index, bool compute_grad) {
   TORCH_CHECK(logits.dim() == 2, "class_balanced_loss: logits must be (N, C), got ",
               logits.sizes());
   TORCH_CHECK(logits.scalar_type() == at::kFloat || logits.scalar_type() == at::kDouble,
@@ -56,7 +63,6 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> class_balanced_loss_forward(
                                               kClassBalancedLossTypes);
   const cb::Reduction reduction = parse_choice("class_balanced_loss", "reduction",
                                                reduction_name, kClassBalancedReductions);
-  TORCH_CHECK(beta >= 0.0 && beta < 1.0, "class_balanced_loss: beta must be in [0, 1), got ", beta);
   TORCH_CHECK(gamma >= 0.0 && std::isfinite(gamma),
               "class_balanced_loss: gamma must be finite and >= 0, got ", gamma);
   const int64_t n = logits.size(0), c = logits.size(1);
@@ -73,19 +79,20 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> class_balanced_loss_forward(
                 "class_balanced_loss: target must be int64 (N,) class indices with N=", n,
                 ", got ", target.scalar_type(), " ", target.sizes());
   }
-  TORCH_CHECK(samples_per_class.dim() == 1 && samples_per_class.size(0) == c,
-              "class_balanced_loss: samples_per_class must have one entry per class (", c,
-              "), got shape ", samples_per_class.sizes());
-  TORCH_CHECK(target.device() == logits.device() && samples_per_class.device() == logits.device(),
-              "class_balanced_loss: logits, target and samples_per_class must be on one device");
-
-  const at::Tensor counts = samples_per_class.to(at::kDouble);
-  check_values(logits, target, counts, multi_hot, ignore_index);
+  TORCH_CHECK(class_weights.dim() == 1 && class_weights.size(0) == c &&
+                  (class_weights.scalar_type() == at::kDouble ||
+                   class_weights.scalar_type() == logits.scalar_type()),
+              "class_balanced_loss: class_weights must be float64 or logits' dtype with one "
+              "entry per class (", c, "), got ", class_weights.scalar_type(), " ",
+              class_weights.sizes());
+  TORCH_CHECK(target.device() == logits.device() && class_weights.device() == logits.device(),
+              "class_balanced_loss: logits, target and class_weights must be on one device");
+  check_target(target, c, multi_hot, ignore_index);
 
   ClassBalancedLossArgs args;
   args.logits = logits.contiguous();
   args.target = target.contiguous();
-  args.class_weights = class_weights(counts, beta).to(logits.scalar_type());
+  args.class_weights = class_weights.to(logits.scalar_type()).contiguous();
   args.loss_type = (loss_type == cb::kFocal && gamma == 0.0) ? cb::kSigmoid : loss_type;
   args.ignore_index = ignore_index;
   args.gamma = gamma;

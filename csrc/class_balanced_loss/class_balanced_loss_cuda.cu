@@ -18,7 +18,7 @@ void class_balanced_loss_rows(Cuda, const ClassBalancedLossArgs& a) {
     p.logits = a.logits.data_ptr<scalar_t>();
     p.labels = a.multi_hot ? nullptr : a.target.data_ptr<int64_t>();
     p.soft_target = a.multi_hot ? a.target.data_ptr<scalar_t>() : nullptr;
-    p.class_weights = a.class_weights.contiguous().data_ptr<scalar_t>();
+    p.class_weights = a.class_weights.data_ptr<scalar_t>();
     p.n = a.logits.size(0);
     p.c = a.logits.size(1);
     p.ignore_index = a.ignore_index;

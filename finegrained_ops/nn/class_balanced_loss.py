@@ -4,16 +4,21 @@ import math
 import torch
 from torch import nn
 
-from .._checks import check_int
+from .._checks import check_int, check_number
 from ..ops.class_balanced_loss import (_counts_tensor, check_counts_positive,
-                                        check_hyperparameters, class_balanced_loss)
+                                        check_hyperparameters, class_balanced_weights,
+                                        class_weighted_loss)
 
 
 class ClassBalancedLoss(nn.Module):
     """Class-balanced focal / sigmoid / softmax loss (thesis ch. 5) as a module.
 
     The per-class counts are an int64 buffer: they move with ``.to(device)``, survive
-    ``state_dict()`` and are not rounded by ``.half()``.
+    ``state_dict()`` and are not rounded by ``.half()``. The class weights derived from them
+    and ``beta`` are computed once, not on every call: a float64 buffer ``class_weights``
+    (not saved in the state dict), recomputed when ``beta`` is set, a state dict is loaded or
+    the module is moved or cast. After editing ``samples_per_class`` in place, call
+    :meth:`refresh_weights`.
 
     Args:
         samples_per_class: (C,) training samples of each class, all > 0.
@@ -38,16 +43,43 @@ class ClassBalancedLoss(nn.Module):
         check_counts_positive(counts)
         check_hyperparameters(beta, gamma, loss_type, reduction)
         self.register_buffer("samples_per_class", counts.to(torch.int64).clone())
-        self.beta, self.gamma, self.loss_type = beta, gamma, loss_type
+        self.register_buffer("class_weights", None, persistent=False)
+        self._beta = beta
+        self.gamma, self.loss_type = gamma, loss_type
         self.reduction, self.ignore_index = reduction, ignore_index
+        self.refresh_weights()
+        self.register_load_state_dict_post_hook(_refresh_after_load)
+
+    @property
+    def beta(self):
+        return self._beta
+
+    @beta.setter
+    def beta(self, value):
+        check_number("beta", value, low=0, high=1, high_open=True)
+        self._beta = value
+        self.refresh_weights()
+
+    def refresh_weights(self):
+        """Recomputes ``class_weights`` (C,) float64 from ``samples_per_class`` and ``beta``."""
+        self.class_weights = class_balanced_weights(self.samples_per_class, self._beta)
+
+    def _apply(self, fn, *args, **kwargs):
+        super()._apply(fn, *args, **kwargs)
+        self.refresh_weights()  # float64 on the new device, whatever the cast
+        return self
 
     def forward(self, logits, target):
-        return class_balanced_loss(logits, target, self.samples_per_class, self.beta, self.gamma,
-                                   self.loss_type, self.reduction, self.ignore_index)
+        return class_weighted_loss(logits, target, self.class_weights, self.gamma, self.loss_type,
+                                   self.reduction, self.ignore_index)
 
     def extra_repr(self):
         return (f"num_classes={self.samples_per_class.numel()}, beta={self.beta}, "
                 f"gamma={self.gamma}, loss_type={self.loss_type!r}, reduction={self.reduction!r}")
+
+
+def _refresh_after_load(module, incompatible_keys):
+    module.refresh_weights()  # a function, not a lambda: the module stays picklable
 
 
 def sigmoid_bias_init(num_classes):

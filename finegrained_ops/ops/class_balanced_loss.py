@@ -28,13 +28,13 @@ def effective_number(samples_per_class, beta):
 def class_balanced_weights(samples_per_class, beta):
     """Class weights (1 - beta) / (1 - beta^n_c), normalised so they sum to C (eq. 5.6).
 
-    samples_per_class: (C,) counts > 0. Returns (C,) float64.
+    samples_per_class: (C,) counts > 0 (tensor or sequence). Returns (C,) float64, on the
+    counts' device when a tensor is given: the weights the loss applies, bit for bit.
     """
     counts = _counts_tensor(samples_per_class)
     _check_beta(beta)
     check_counts_positive(counts)
-    weights = 1.0 / effective_number(counts, beta)
-    return weights * (counts.numel() / weights.sum())
+    return _class_balanced_weights(counts, float(beta))
 
 
 def class_balanced_loss(logits, target, samples_per_class, beta=0.9999, gamma=0.5,
@@ -62,6 +62,17 @@ def class_balanced_loss(logits, target, samples_per_class, beta=0.9999, gamma=0.
     """
     check_hyperparameters(beta, gamma, loss_type, reduction)
     check_tensor("logits", logits, dim=2, dtypes=FLOATING)
+    counts = _counts_tensor(samples_per_class, device=logits.device)
+    return class_weighted_loss(logits, target, _class_balanced_weights(counts, float(beta)),
+                               gamma, loss_type, reduction, ignore_index,
+                               weights_name="samples_per_class")
+
+
+def class_weighted_loss(logits, target, class_weights, gamma, loss_type, reduction,
+                        ignore_index, weights_name="class_weights"):
+    """class_balanced_loss with the class weights given: (C,) float64 or logits' dtype, as
+    class_balanced_weights returns them (nn.ClassBalancedLoss keeps them computed once)."""
+    check_tensor("logits", logits, dim=2, dtypes=FLOATING)
     check_tensor("target", target)
     n, c = logits.shape
     if target.dim() == 1:
@@ -80,19 +91,18 @@ def class_balanced_loss(logits, target, samples_per_class, beta=0.9999, gamma=0.
     else:
         raise ValueError(f"target must be (N,) class indices or (N, C) multi-hot, got shape "
                          f"{tuple(target.shape)}")
-    counts = _counts_tensor(samples_per_class, device=logits.device)
-    if counts.shape != (c,):
-        raise ValueError(f"samples_per_class must have C={c} entries, got shape "
-                         f"{tuple(counts.shape)}")
-    check_devices(logits=logits, target=target, samples_per_class=counts)
+    if class_weights.shape != (c,):
+        raise ValueError(f"{weights_name} must have C={c} entries, got shape "
+                         f"{tuple(class_weights.shape)}")
+    check_devices(logits=logits, target=target, **{weights_name: class_weights})
 
     dtype = compute_dtype(logits.dtype)
     z = logits.to(dtype)
     if target.dim() == 2:
         target = target.to(dtype)
     compute_grad = torch.is_grad_enabled() and logits.requires_grad
-    loss, _, _ = _class_balanced_loss(z, target, counts, float(beta), float(gamma),
-                                      loss_type, reduction, int(ignore_index), compute_grad)
+    loss, _, _ = _class_balanced_loss(z, target, class_weights, float(gamma), loss_type,
+                                      reduction, int(ignore_index), compute_grad)
     return loss.to(logits.dtype)
 
 
@@ -130,18 +140,26 @@ def _counts_tensor(samples_per_class, device=None):
     return counts
 
 
+@torch.library.custom_op("finegrained_ops::class_balanced_weights", mutates_args=())
+def _class_balanced_weights(samples_per_class: torch.Tensor, beta: float) -> torch.Tensor:
+    return _C.class_balanced_weights(samples_per_class, beta)
+
+
+@_class_balanced_weights.register_fake
+def _(samples_per_class, beta):
+    return samples_per_class.new_empty(samples_per_class.shape, dtype=torch.float64)
+
+
 @torch.library.custom_op("finegrained_ops::class_balanced_loss", mutates_args=())
-def _class_balanced_loss(logits: torch.Tensor, target: torch.Tensor,
-                         samples_per_class: torch.Tensor, beta: float, gamma: float,
-                         loss_type: str, reduction: str, ignore_index: int,
+def _class_balanced_loss(logits: torch.Tensor, target: torch.Tensor, class_weights: torch.Tensor,
+                         gamma: float, loss_type: str, reduction: str, ignore_index: int,
                          compute_grad: bool) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    return tuple(_C.class_balanced_loss_forward(logits, target, samples_per_class, beta, gamma,
-                                                loss_type, reduction, ignore_index, compute_grad))
+    return tuple(_C.class_balanced_loss_forward(logits, target, class_weights, gamma, loss_type,
+                                                reduction, ignore_index, compute_grad))
 
 
 @_class_balanced_loss.register_fake
-def _(logits, target, samples_per_class, beta, gamma, loss_type, reduction, ignore_index,
-      compute_grad):
+def _(logits, target, class_weights, gamma, loss_type, reduction, ignore_index, compute_grad):
     n = logits.shape[0]
     loss = logits.new_empty((n,) if reduction == "none" else ())
     grad = torch.empty_like(logits) if compute_grad else logits.new_empty((0,))
@@ -149,4 +167,4 @@ def _(logits, target, samples_per_class, beta, gamma, loss_type, reduction, igno
 
 
 register_precomputed_gradient(_class_balanced_loss, "class_balanced_loss", grad_inputs=(0,),
-                              per_sample=lambda inputs: inputs[6] == "none")
+                              per_sample=lambda inputs: inputs[5] == "none")

@@ -119,7 +119,8 @@ def mine_from_bank(query_emb, query_labels, bank_emb, bank_labels, per_anchor=1,
             query depends only on the seed and its index, not on chunk_size). None: all.
         query_indices: (Q,) int64 bank index of each query (excluded from its positives) or
             -1; defaults to arange(Q) when ``query_emb is bank_emb``, else to -1.
-        chunk_size: queries per chunk; default keeps a chunk's distance matrix near 16M entries.
+        chunk_size: queries per chunk; the default keeps a chunk's distance matrix near 16M
+            entries on the CPU and 64M on CUDA (enough anchors, one warp each, to fill a GPU).
         Other arguments as in :func:`triplet_margin_loss`.
 
     Returns:
@@ -148,7 +149,8 @@ def mine_from_bank(query_emb, query_labels, bank_emb, bank_labels, per_anchor=1,
         if per_anchor is not None:
             check_int("per_anchor", per_anchor)
         if chunk_size is None:
-            chunk_size = max(1, (1 << 24) // max(1, bank.shape[0] + extra.shape[0]))
+            entries = 1 << (26 if query.is_cuda else 24)
+            chunk_size = max(1, entries // max(1, bank.shape[0] + extra.shape[0]))
         check_int("chunk_size", chunk_size)
         seed = _draw_seed(generator) if per_anchor else 0
         parts = []
