@@ -18,12 +18,13 @@ endif
 NVCC ?= nvcc
 CUDA_ARCH ?= sm_90
 
-.PHONY: help install build test cuda-check gpu-check demo bench info clean
+.PHONY: help install build test sanitize cuda-check gpu-check demo bench info clean
 
 help:
 	@echo "make install     install pinned torch + dependencies, build the extension (editable)"
 	@echo "make build       rebuild the native extension in place (incremental)"
 	@echo "make test        install, compile-check CUDA sources (if nvcc), run pytest"
+	@echo "make sanitize    the op tests and the CUDA emulation under ASan + UBSan (tools/sanitize.py)"
 	@echo "make cuda-check  compile every CUDA source with nvcc for $(CUDA_ARCH)"
 	@echo "make gpu-check OUT=dir [DRY_RUN=1]  the GPU validation run (tools/gpu_check.py)"
 	@echo "make demo        install, then run the end-to-end demo on bundled data"
@@ -68,6 +69,10 @@ gpu-check: $(if $(DRY_RUN),install)
 test: install
 	@if command -v $(NVCC) >/dev/null 2>&1; then $(MAKE) --no-print-directory cuda-check; fi
 	$(PYTHON) -m pytest -q
+
+# A separate ASan + UBSan build in build/sanitize/; fails on any report touching csrc/.
+sanitize: install
+	$(PYTHON) tools/sanitize.py
 
 demo: install
 	$(PYTHON) -m finegrained_ops demo

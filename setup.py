@@ -8,6 +8,8 @@ Switches (environment variables):
     FINEGRAINED_OPS_FORCE_CPU=1   build the CPU kernels only
     TORCH_CUDA_ARCH_LIST          CUDA architectures; unset: those of the visible GPUs, or
                                   PORTABLE_CUDA_ARCHS when none is visible (see README)
+    FINEGRAINED_OPS_SANITIZE_FLAGS  extra compile and link flags of the C++ code
+                                  (tools/sanitize.py: -fsanitize=address,undefined ...)
 """
 import glob
 import os
@@ -109,8 +111,10 @@ def extension():
         ("FGO_VERSION", f'"{read_version()}"'),
         ("FGO_TORCH_VERSION", f'"{torch.__version__}"'),
     ]
-    cxx_flags = ["-O3"] + cpu_simd_flags()  # torch adds the C++ standard its headers need
-    link_flags = []
+    sanitize = os.environ.get("FINEGRAINED_OPS_SANITIZE_FLAGS", "").split()
+    # torch adds the C++ standard its headers need
+    cxx_flags = ["-O1" if sanitize else "-O3"] + cpu_simd_flags() + sanitize
+    link_flags = list(sanitize)
     if torch_uses_openmp():
         # at::parallel_for is an inline `#pragma omp parallel`: without -fopenmp it runs serially.
         cxx_flags.append("-fopenmp")

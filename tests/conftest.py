@@ -13,6 +13,8 @@ settings.register_profile(
     "ci", deadline=None, max_examples=40, derandomize=True,
     suppress_health_check=[HealthCheck.too_slow])
 settings.register_profile("thorough", deadline=None, max_examples=400)
+# make sanitize (tools/sanitize.py): the same tests, fewer examples, under ASan + UBSan.
+settings.register_profile("sanitize", parent=settings.get_profile("ci"), max_examples=8)
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
 
 CUDA_OK = BUILD_INFO["with_cuda"] and torch.cuda.is_available()

@@ -35,8 +35,8 @@ scalar_t sum_lanes(const at::vec::Vectorized<scalar_t>& v, int64_t lanes) {
 }
 
 // Sigmoid / focal terms of one row, weighted by w. `t` is the multi-hot target row, or
-// nullptr for a class-index target `y` (t = 0 everywhere, then the y entry is redone with
-// t = 1). Writes w * dloss/dz into g when g is non-null; returns the weighted row loss.
+// nullptr for a class-index target `y` (t is then one-hot at y, built for y's vector only).
+// Writes w * dloss/dz into g when g is non-null; returns the weighted row loss.
 template <typename scalar_t, bool kFocal>
 scalar_t sigmoid_row(const scalar_t* z, const scalar_t* t, int64_t y, int64_t c, scalar_t w,
                      scalar_t gamma, scalar_t* g) {
@@ -49,7 +49,16 @@ scalar_t sigmoid_row(const scalar_t* z, const scalar_t* t, int64_t y, int64_t c,
   for (int64_t j = 0; j < c; j += kLanes) {
     const int64_t lanes = std::min(kLanes, c - j);
     const Vec zv = lanes == kLanes ? Vec::loadu(z + j) : Vec::loadu(z + j, lanes);
-    const Vec tv = t == nullptr ? zero : (lanes == kLanes ? Vec::loadu(t + j) : Vec::loadu(t + j, lanes));
+    Vec tv = zero;
+    if (t != nullptr) {
+      tv = lanes == kLanes ? Vec::loadu(t + j) : Vec::loadu(t + j, lanes);
+    } else if (y >= j && y < j + lanes) {
+      // The true class's own term, not a t = 0 term corrected afterwards: that correction
+      // (subtracting softplus(z_y) from the row sum) cancels catastrophically for large z_y.
+      scalar_t one_hot[kLanes] = {};
+      one_hot[y - j] = scalar_t(1);
+      tv = Vec::loadu(one_hot);
+    }
     const auto r = cb::sigmoid_terms<Vec, Ops, kFocal>(zv, tv, gv);
     if (lanes == kLanes) {
       acc = acc + r.loss;
@@ -59,15 +68,7 @@ scalar_t sigmoid_row(const scalar_t* z, const scalar_t* t, int64_t y, int64_t c,
       if (g != nullptr) (r.grad * wv).store(g + j, lanes);
     }
   }
-  scalar_t row = sum_lanes(acc, kLanes) + tail_sum;
-  if (t == nullptr) {  // the true class: replace its t = 0 term by the t = 1 term
-    const Vec zy(z[y]);
-    const auto neg = cb::sigmoid_terms<Vec, Ops, kFocal>(zy, zero, gv);
-    const auto pos = cb::sigmoid_terms<Vec, Ops, kFocal>(zy, Vec(1), gv);
-    row += sum_lanes(pos.loss, 1) - sum_lanes(neg.loss, 1);
-    if (g != nullptr) g[y] = w * sum_lanes(pos.grad, 1);
-  }
-  return w * row;
+  return w * (sum_lanes(acc, kLanes) + tail_sum);
 }
 
 // Softmax cross-entropy of one row with true class y, weighted by w. The gradient buffer

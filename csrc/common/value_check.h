@@ -4,7 +4,7 @@
 // the message is completed by details() (extremes, counts), evaluated only on failure. On CUDA
 // the check is a device-side assertion queued on the stream (torch._assert_async): no host
 // sync, so a training step can be captured in a CUDA graph; a failing value stops the CUDA
-// context with `message` at the next synchronisation. Kernels stay memory-safe on such values.
+// context at the next synchronisation, with `message` in the device-assert report. Kernels stay memory-safe on such values.
 #include <ATen/ATen.h>
 
 #include <string>
@@ -18,9 +18,10 @@ void check_value(Cpu, const at::Tensor& ok, const std::string& message, const De
   TORCH_CHECK(ok.item<bool>(), message, details());
 }
 
+// torch copies the message into the assert kernel's 256-byte buffer (older versions drop it).
 template <typename Details>
 void check_value(Cuda, const at::Tensor& ok, const std::string& message, const Details&) {
-  at::_assert_async(ok, message);
+  at::_assert_async(ok, message.substr(0, 250));
 }
 
 // check_value on ok's device.

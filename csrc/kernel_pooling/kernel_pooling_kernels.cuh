@@ -173,7 +173,9 @@ cudaError_t launch_accumulate_products(const SketchParams<T>& p, const T* spectr
   if (rows == 0) return cudaSuccess;
   const int64_t images = (first_row + rows - 1) / p.locations - first_row / p.locations + 1;
   const int64_t tiles = (p.bins + kProductBins - 1) / kProductBins;
-  const int groups = product_groups<T>(p.order);
+  // No more groups than an image has locations (idle warps would only wait at the barrier).
+  const int most = product_groups<T>(p.order);
+  const int groups = p.locations < most ? static_cast<int>(p.locations) : most;
   const size_t shared = static_cast<size_t>(groups) * (p.order - 1) * kProductBins * 2 * sizeof(T);
   accumulate_products_kernel<T><<<static_cast<unsigned>(images * tiles), groups * kProductBins,
                                   shared, stream>>>(p, spectra, first_row, rows, pooled);

@@ -39,8 +39,11 @@ void triplet_rows(Cuda, const TripletArgs& rows) {
       at::searchsorted(sorted_labels, c.query_labels, /*out_int32=*/false, /*right=*/false);
   const at::Tensor label_end =
       at::searchsorted(sorted_labels, c.query_labels, /*out_int32=*/false, /*right=*/true);
-  const at::Tensor sorted_positives =
-      at::empty({q, std::max<int64_t>(r, 1)}, c.labels.options().dtype(at::kInt));
+  // Room for any anchor's positives: the largest class when the count pass measured it.
+  const int64_t capacity =
+      std::max<int64_t>(rows.positive_counts.defined() ? rows.positive_counts.size(1) : r, 1);
+  const at::Tensor sorted_index = at::empty({q, capacity}, c.labels.options().dtype(at::kInt));
+  const at::Tensor sorted_dist = at::empty({q, capacity}, c.dist.options());
   AT_DISPATCH_FLOATING_TYPES(c.dist.scalar_type(), "triplet_rows_cuda", [&] {
     triplet::cuda::AnchorRows<scalar_t> s;
     s.dist = c.dist.data_ptr<scalar_t>();
@@ -50,7 +53,9 @@ void triplet_rows(Cuda, const TripletArgs& rows) {
     s.label_order = label_order.data_ptr<int64_t>();
     s.label_begin = label_begin.data_ptr<int64_t>();
     s.label_end = label_end.data_ptr<int64_t>();
-    s.sorted_positives = sorted_positives.data_ptr<int32_t>();
+    s.sorted_index = sorted_index.data_ptr<int32_t>();
+    s.sorted_dist = sorted_dist.data_ptr<scalar_t>();
+    s.capacity = capacity;
     s.rows = q;
     s.stride = c.dist.size(1);
     s.num_labelled = r;

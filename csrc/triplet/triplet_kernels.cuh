@@ -4,8 +4,8 @@
 //
 // One warp per anchor, kWarps anchors per block. The warp
 //  1. ranks the anchor's positives (the bank rows of its label, found through the bank
-//     grouped by label) by (distance, index): each lane counts, for its strided positives,
-//     how many come before them, and writes the kept ones' bank indices to the anchor's
+//     grouped by label) by (distance, index): each lane counts, for its positives, how many
+//     come before them, and writes the kept ones (bank index, distance) to the anchor's
 //     scratch row at their rank. O(P^2 / 32) per lane; no row of the distance matrix is sorted;
 //  2. strides the candidates with its lanes (coalesced reads of the distance row) through the
 //     per-negative math of triplet_math.h: binary searches in the sorted positives and
@@ -37,17 +37,21 @@ struct AnchorRows {
   const int64_t* label_order;    // (num_labelled,) bank indices sorted by (label, index)
   const int64_t* label_begin;    // (rows,) the anchor's label's range in label_order
   const int64_t* label_end;      // (rows,)
-  int32_t* sorted_positives;     // (rows, num_labelled) scratch: kept positives, nearest first
+  // Scratch, (rows, capacity) with capacity >= any anchor's positives: the kept positives'
+  // bank indices and distances, nearest first.
+  int32_t* sorted_index;
+  T* sorted_dist;
+  int64_t capacity;
   int64_t rows, stride, num_labelled;
   double positive_fraction;
 };
 
-// d_ap[j], the distance to the j-th nearest kept positive, read through the scratch row.
+// An anchor's kept positives, nearest first: d_ap[j] is the distance to the j-th.
 template <typename T>
 struct SortedPositives {
-  const T* dist;
-  const int32_t* index;
-  __device__ __forceinline__ T operator[](int64_t j) const { return dist[index[j]]; }
+  T* dist;
+  int32_t* index;
+  __device__ __forceinline__ T operator[](int64_t j) const { return dist[j]; }
 };
 
 __device__ __forceinline__ int lane_id() { return static_cast<int>(threadIdx.x % 32); }
@@ -73,24 +77,41 @@ __device__ __forceinline__ void add_count(int64_t* address, int64_t value) {
   atomicAdd(reinterpret_cast<unsigned long long*>(address), static_cast<unsigned long long>(value));
 }
 
-// Writes the anchor's kept positives, nearest first, to `sorted`; returns how many.
+// Writes the anchor's kept positives, nearest first, to `out`; returns how many. A lane ranks
+// its positives by (distance, index) against tiles of 32, each loaded coalesced by the warp
+// and broadcast lane by lane: O(P^2 / 32) shuffles per lane, no sort.
 template <typename T>
 __device__ int64_t sort_positives(const AnchorRows<T>& s, int64_t a, const T* dist,
-                                  int32_t* sorted) {
+                                  const SortedPositives<T>& out) {
   const int64_t begin = s.label_begin[a], end = s.label_end[a], self = s.query_indices[a];
+  // Position e of the label's range as (bank index, distance); `self` marks no positive.
+  const auto load = [&](int64_t e, int64_t* n, T* d) {
+    *n = e < end ? s.label_order[e] : self;
+    *d = *n != self ? dist[*n] : T(0);
+  };
   int64_t count = 0;
   for (int64_t e = begin + lane_id(); e < end; e += 32) count += s.label_order[e] != self;
   const int64_t kept = kept_positives(warp_sum(count), s.positive_fraction);
-  for (int64_t e = begin + lane_id(); e < end; e += 32) {
-    const int64_t n = s.label_order[e];
-    if (n == self) continue;
-    const T d = dist[n];
+  for (int64_t own = begin; own < end; own += 32) {
+    int64_t n;
+    T d;
+    load(own + lane_id(), &n, &d);
     int64_t rank = 0;
-    for (int64_t f = begin; f < end; ++f) {
-      const int64_t m = s.label_order[f];
-      rank += m != self && nearer(dist[m], m, d, n);
+    for (int64_t tile = begin; tile < end; tile += 32) {
+      int64_t m;
+      T dm;
+      load(tile + lane_id(), &m, &dm);
+      const int64_t width = end - tile < 32 ? end - tile : 32;
+      for (int i = 0; i < width; ++i) {
+        const int64_t mi = __shfl_sync(kFullMask, m, i);
+        const T di = __shfl_sync(kFullMask, dm, i);
+        rank += mi != self && nearer(di, mi, d, n);
+      }
     }
-    if (rank < kept) sorted[rank] = static_cast<int32_t>(n);
+    if (n != self && rank < kept) {
+      out.index[rank] = static_cast<int32_t>(n);
+      out.dist[rank] = d;
+    }
   }
   __syncwarp();
   return kept;
@@ -256,7 +277,10 @@ __device__ void write_anchor(const RowsParams<T>& p, int64_t a, const AnchorCand
     if (cnt[j] == 0 || (p.ranks != nullptr && p.ranks[slot] >= end_rank)) continue;
     const T d = d_ap[j];
     int64_t next = rank;  // rank of the next mined negative of j
-    for (int64_t base = 0; base < c.num_candidates && next < end_rank; base += 32) {
+    // Until j's triplets are all numbered, or (sampling) none of the rest is selected.
+    for (int64_t base = 0; base < c.num_candidates && next < end_rank && slot < slot_end &&
+                           (p.ranks == nullptr || p.ranks[slot] < end_rank);
+         base += 32) {
       const int64_t n = base + lane_id();
       const bool mined = n < c.num_candidates && c.negative(n) && mines(p.rule, d, c.dist[n], p.margin);
       const unsigned ballot = __ballot_sync(kFullMask, mined);
@@ -280,11 +304,11 @@ __global__ void __launch_bounds__(kWarps * 32) triplet_rows_kernel(AnchorRows<T>
   const int64_t a = static_cast<int64_t>(blockIdx.x) * kWarps + threadIdx.x / 32;
   if (a >= s.rows) return;  // the whole warp
   const T* dist = s.dist + a * s.stride;
-  int32_t* sorted = s.sorted_positives + a * s.num_labelled;
-  const int64_t kept = sort_positives(s, a, dist, sorted);
+  const SortedPositives<T> d_ap{s.sorted_dist + a * s.capacity,
+                                s.sorted_index + a * s.capacity};
+  const int64_t kept = sort_positives(s, a, dist, d_ap);
   const AnchorCandidates<T> c{nullptr, nullptr,        0,        dist,
                               s.labels, s.num_labelled, s.stride, s.query_labels[a]};
-  const SortedPositives<T> d_ap{dist, sorted};
   switch (p.pass) {
     case kCount:
       count_anchor(p, a, c, d_ap, kept);
@@ -302,6 +326,7 @@ cudaError_t launch_triplet_rows(const AnchorRows<T>& s, const RowsParams<T>& p,
                                 cudaStream_t stream) {
   if (s.rows == 0) return cudaSuccess;
   const int64_t blocks = (s.rows + kWarps - 1) / kWarps;
+  if (blocks > 0x7fffffff) return cudaErrorInvalidConfiguration;
   triplet_rows_kernel<T><<<static_cast<unsigned>(blocks), kWarps * 32, 0, stream>>>(s, p);
   return cudaGetLastError();
 }

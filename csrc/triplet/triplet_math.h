@@ -152,7 +152,7 @@ template <typename T>
 FGO_HOST_DEVICE int64_t nearest_negative(const AnchorCandidates<T>& c) {
   int64_t best = -1;
   for (int64_t n = 0; n < c.num_candidates; ++n) {
-    if (c.negative(n) && (best < 0 || c.dist[n] < c.dist[best])) best = n;
+    if (c.negative(n) && (best < 0 || nearer(c.dist[n], n, c.dist[best], best))) best = n;
   }
   return best;
 }

@@ -54,6 +54,9 @@ class SuperClassInstanceLoss(nn.Module):
         self.register_buffer("position_in_super", position)
 
     def forward(self, features, target):
+        if not (isinstance(target, (tuple, list)) and len(target) == 2):
+            raise TypeError("target must be a pair (super_labels (B,), instance_ids (B,)), got "
+                            f"{type(target).__name__}")
         super_labels, instance_ids = target
         check_tensor("features", features, dim=2)
         n, dim = self.instance_weight.shape

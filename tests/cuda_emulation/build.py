@@ -25,8 +25,10 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parents[1]
 CSRC = ROOT / "csrc"
-BUILD = ROOT / "build" / "cuda-emulation"
-NAME = "finegrained_ops_cuda_emulation"
+# make sanitize (tools/sanitize.py) builds a separate copy with the sanitizers.
+SANITIZE_FLAGS = os.environ.get("FINEGRAINED_OPS_SANITIZE_FLAGS", "").split()
+BUILD = ROOT / "build" / ("sanitize/cuda-emulation" if SANITIZE_FLAGS else "cuda-emulation")
+NAME = "finegrained_ops_cuda_emulation" + ("_sanitized" if SANITIZE_FLAGS else "")
 # Small kernel-pooling chunks, so that the emulation's shapes span several chunks.
 KP_CHUNK_SCALARS = 4096
 
@@ -134,7 +136,8 @@ def load(verbose=False):
         extra_cflags=["-O1", "-DWITH_CUDA", "-DFGO_CUDA_EMULATION",
                       f"-DFGO_KP_CUDA_CHUNK_SCALARS={KP_CHUNK_SCALARS}",
                       '-DFGO_VERSION=\\"emulated\\"', '-DFGO_TORCH_VERSION=\\"emulated\\"',
-                      '-DFGO_CUDA_ARCH_LIST=\\"emulated\\"'],
+                      '-DFGO_CUDA_ARCH_LIST=\\"emulated\\"', *SANITIZE_FLAGS],
+        extra_ldflags=SANITIZE_FLAGS,
         build_directory=str(BUILD / "obj"),
         verbose=verbose,
     )

@@ -1,6 +1,9 @@
 // CUDA emulation runtime: launches, fibers for the CUDA threads of a block, barriers and warp
 // collectives that either complete or fail the launch (see emulator.h).
 #include <cuda_runtime.h>
+#if defined(__SANITIZE_ADDRESS__)
+#include <sanitizer/common_interface_defs.h>
+#endif
 #include <sys/mman.h>
 #include <ucontext.h>
 #include <unistd.h>
@@ -70,11 +73,38 @@ char* new_stack() {
   return static_cast<char*>(base) + page;
 }
 
+// AddressSanitizer must be told of every switch between the scheduler's stack and a fiber's
+// (make sanitize builds the emulation with it), or it takes the fiber stacks for corruption.
+#if defined(__SANITIZE_ADDRESS__)
+const void* scheduler_stack = nullptr;
+size_t scheduler_stack_bytes = 0;
+void* fiber_fake_stack = nullptr;
+
+void entered_fiber() {
+  __sanitizer_finish_switch_fiber(fiber_fake_stack, &scheduler_stack, &scheduler_stack_bytes);
+}
+void leave_fiber(bool exiting) {
+  __sanitizer_start_switch_fiber(exiting ? nullptr : &fiber_fake_stack, scheduler_stack,
+                                 scheduler_stack_bytes);
+}
+void switch_into(ucontext_t* from, ucontext_t* to, const char* stack) {
+  void* fake_stack = nullptr;
+  __sanitizer_start_switch_fiber(&fake_stack, stack, kStackBytes);
+  swapcontext(from, to);
+  __sanitizer_finish_switch_fiber(fake_stack, nullptr, nullptr);
+}
+#else
+void entered_fiber() {}
+void leave_fiber(bool) {}
+void switch_into(ucontext_t* from, ucontext_t* to, const char*) { swapcontext(from, to); }
+#endif
+
 void record_failure(const std::string& message) {
   if (block.error.empty()) block.error = message;
 }
 
 void fiber_main() {
+  entered_fiber();
   Fiber& self = block.fibers[block.current];
   try {
     (*block.body)();
@@ -83,6 +113,7 @@ void fiber_main() {
     record_failure(std::string("thread ") + str(self.index) + " threw: " + e.what());
   }
   self.wait = Wait::kDone;
+  leave_fiber(/*exiting=*/true);
 }  // returns to uc_link, the scheduler
 
 void resume(unsigned i) {
@@ -91,14 +122,16 @@ void resume(unsigned i) {
   threadIdx = f.index;
   f.wait = Wait::kRunnable;
   f.started = true;
-  swapcontext(&block.scheduler, &f.context);
+  switch_into(&block.scheduler, &f.context, f.stack);
 }
 
 // Called in a CUDA thread: wait until the scheduler releases it.
 void wait_for(Wait wait) {
   Fiber& self = block.fibers[block.current];
   self.wait = wait;
+  leave_fiber(/*exiting=*/false);
   swapcontext(&self.context, &block.scheduler);
+  entered_fiber();
   if (!block.error.empty()) throw Abort{};
 }
 
