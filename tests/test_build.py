@@ -105,27 +105,3 @@ def test_native_ops_release_the_gil():
     worker.join()
     inside = [sum(begin < t < end for t in readings) for begin, end in calls]
     assert max(inside) >= 3, inside
-
-
-def test_a_forked_child_runs_ops_with_one_thread():
-    """The documented workaround for GNU OpenMP's pool not surviving fork(): the child sets
-    one thread first. (A child using two threads can hang: that is torch's, not ours.)"""
-    import subprocess
-    import sys
-    import textwrap
-
-    script = textwrap.dedent("""
-        import os, torch, finegrained_ops as fo
-        torch.set_num_threads(2)
-        emb, labels = torch.randn(256, 16), torch.randint(0, 8, (256,))
-        fo.triplet_margin_loss(emb, labels)
-        pid = os.fork()
-        if pid == 0:
-            torch.set_num_threads(1)
-            fo.triplet_margin_loss(emb, labels)
-            os._exit(0)
-        _, status = os.waitpid(pid, 0)
-        raise SystemExit(os.waitstatus_to_exitcode(status))
-    """)
-    run = subprocess.run([sys.executable, "-c", script], timeout=120, capture_output=True)
-    assert run.returncode == 0, run.stderr.decode()[-2000:]

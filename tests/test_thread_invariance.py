@@ -1,11 +1,20 @@
-"""Which results are bitwise independent of the number of CPU threads (docs/semantics.md §1).
+"""Which results are bitwise independent of the number of CPU threads, and that every op gives
+the same bits in DataLoader workers (fork and spawn) and in a forked child as in the parent
+at the same thread count (docs/semantics.md §1).
 
 Invariant: the mined triplets and their counts (the CPU distances are summed in a fixed order
 by one thread each), the triplet loss value, and the class-balanced loss with its gradient.
 Not invariant: kernel pooling and the triplet loss's gradient go through torch's CPU FFTs and
 GEMMs, which split batched work across threads; for a fixed thread count they are still
-bitwise reproducible (the determinism tests of each op).
+bitwise reproducible (the determinism tests of each op). DataLoader workers run one thread
+(torch sets it), so those two differ there from a parent running more: that is the difference
+a worker once showed, and the process tests below pin it to the thread count alone.
 """
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
 import pytest
 import torch
 
@@ -69,3 +78,75 @@ def test_class_balanced_loss_and_gradient(across_threads, loss_type):
         return loss.detach(), z.grad
 
     assert_all_equal(across_threads(run))
+
+
+def op_results():
+    """Every op, forward and backward, on fixed inputs: name -> tensor."""
+    g = torch.Generator().manual_seed(7)
+    emb, labels = torch.randn(200, 16, generator=g), torch.randint(0, 10, (200,), generator=g)
+    x = torch.randn(3, 49, 32, generator=g).requires_grad_()
+    hash_index, hash_sign = fo.draw_hashes(32, 64, 3, seed=1)
+    logits = torch.randn(50, 20, generator=g).requires_grad_()
+    target, counts = torch.randint(0, 20, (50,), generator=g), torch.arange(1, 21)
+    e = emb.clone().requires_grad_()
+    triplet = fo.triplet_margin_loss(e, labels, negatives="all")
+    pooled = fo.kernel_pooling(x, hash_index, hash_sign, torch.ones(4), 64)
+    cb = fo.class_balanced_loss(logits, target, counts)
+    out = dict(zip(("anchor", "positive", "negative"), fo.mine_triplets(emb, labels)))
+    out |= {"triplet": triplet, "triplet_grad": torch.autograd.grad(triplet, e)[0],
+            "pooling": pooled, "pooling_grad": torch.autograd.grad(pooled.sum(), x)[0],
+            "cb": cb, "cb_grad": torch.autograd.grad(cb, logits)[0]}
+    return {k: v.detach() for k, v in out.items()}
+
+
+class OpResults(torch.utils.data.Dataset):
+    """Each item: op_results() computed in the worker process."""
+
+    def __len__(self):
+        return 1
+
+    def __getitem__(self, index):
+        return op_results()
+
+
+def assert_same_results(actual, expected):
+    assert actual.keys() == expected.keys()
+    for name in expected:
+        assert torch.equal(actual[name], expected[name]), name
+
+
+@pytest.fixture(scope="module")
+def one_thread_results():
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        return op_results()
+    finally:
+        torch.set_num_threads(previous)
+
+
+@pytest.mark.parametrize("context", ["fork", "spawn"])
+def test_dataloader_workers_give_the_parents_bits(one_thread_results, context):
+    op_results()  # the parent has used every op (and OpenMP) before the workers start
+    loader = torch.utils.data.DataLoader(OpResults(), batch_size=None, num_workers=1,
+                                         multiprocessing_context=context)
+    assert_same_results(next(iter(loader)), one_thread_results)
+
+
+def test_a_forked_child_gives_the_parents_bits(one_thread_results, tmp_path):
+    script = textwrap.dedent(f"""
+        import os, sys, torch
+        sys.path.insert(0, {str(Path(__file__).resolve().parents[1])!r})
+        from tests.test_thread_invariance import op_results
+        op_results()
+        pid = os.fork()
+        if pid == 0:
+            torch.set_num_threads(1)  # GNU OpenMP's pool does not survive fork (README)
+            torch.save(op_results(), {str(tmp_path / "child.pt")!r})
+            os._exit(0)
+        _, status = os.waitpid(pid, 0)
+        raise SystemExit(os.waitstatus_to_exitcode(status))
+    """)
+    run = subprocess.run([sys.executable, "-c", script], timeout=300, capture_output=True)
+    assert run.returncode == 0, run.stderr.decode()[-2000:]
+    assert_same_results(torch.load(tmp_path / "child.pt"), one_thread_results)
