@@ -113,7 +113,7 @@ def extension():
     ]
     sanitize = os.environ.get("FINEGRAINED_OPS_SANITIZE_FLAGS", "").split()
     # torch adds the C++ standard its headers need
-    cxx_flags = ["-O1" if sanitize else "-O3"] + cpu_simd_flags() + sanitize
+    cxx_flags = ["-O3"] + cpu_simd_flags() + sanitize
     link_flags = list(sanitize)
     if torch_uses_openmp():
         # at::parallel_for is an inline `#pragma omp parallel`: without -fopenmp it runs serially.
