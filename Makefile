@@ -26,7 +26,7 @@ help:
 	@echo "make test        install, compile-check CUDA sources (if nvcc), run pytest"
 	@echo "make sanitize    the op tests and the CUDA emulation under ASan + UBSan (tools/sanitize.py)"
 	@echo "make cuda-check  compile every CUDA source with nvcc for $(CUDA_ARCH)"
-	@echo "make gpu-check OUT=dir [DRY_RUN=1]  the GPU validation run (tools/gpu_check.py)"
+	@echo "make gpu-check OUT=dir [DRY_RUN=1] [BENCH=full]  the GPU validation run (tools/gpu_check.py)"
 	@echo "make demo        install, then run the end-to-end demo on bundled data"
 	@echo "make bench       install, then run the benchmark suite"
 
@@ -64,7 +64,7 @@ cuda-check:
 OUT ?= gpu-check
 GPU_CHECK_PYTHON := $(if $(DRY_RUN)$(wildcard .venv/bin/python)$(VIRTUAL_ENV)$(CONDA_PREFIX),$(PYTHON),python3)
 gpu-check: $(if $(DRY_RUN),install)
-	$(GPU_CHECK_PYTHON) tools/gpu_check.py --out $(OUT) $(if $(DRY_RUN),--dry-run)
+	$(GPU_CHECK_PYTHON) tools/gpu_check.py --out $(OUT) $(if $(DRY_RUN),--dry-run) $(if $(BENCH),--bench $(BENCH))
 
 test: install
 	@if command -v $(NVCC) >/dev/null 2>&1; then $(MAKE) --no-print-directory cuda-check; fi

@@ -14,6 +14,7 @@ import ctypes
 import multiprocessing as mp
 import os
 import platform
+import queue as queue_module
 import re
 import resource
 import statistics
@@ -124,7 +125,14 @@ def measure_many(jobs, device="cpu"):
             del os.environ["MALLOC_MMAP_THRESHOLD_"]
         else:
             os.environ["MALLOC_MMAP_THRESHOLD_"] = previous
-    result = queue.get()
+    while True:  # a child that dies (an exception, the OOM killer) must not hang the suite
+        try:
+            result = queue.get(timeout=1.0)
+            break
+        except queue_module.Empty:
+            if not proc.is_alive():
+                raise RuntimeError(f"the benchmark process exited with code {proc.exitcode} "
+                                   "before reporting (its traceback is printed above)")
     proc.join()
     return result
 

@@ -5,6 +5,8 @@ import os
 import subprocess
 import sys
 
+import pytest
+
 
 def test_bench_quick_writes_json_markdown_and_plots(tmp_path):
     out = tmp_path / "bench"
@@ -32,3 +34,14 @@ def test_bench_quick_writes_json_markdown_and_plots(tmp_path):
     bad = subprocess.run([sys.executable, "-m", "finegrained_ops", "bench", "--ops", "nope"],
                          capture_output=True, text=True)
     assert bad.returncode == 2 and "invalid choice" in bad.stderr
+
+
+def _setup_that_fails(device):
+    raise ValueError("a planted failure in the benchmark child")
+
+
+def test_a_benchmark_child_that_dies_raises_instead_of_hanging():
+    """The GPU run found the parent waiting forever on a child that had raised."""
+    from benchmarks.harness import measure
+    with pytest.raises(RuntimeError, match="exited with code 1 before reporting"):
+        measure(_setup_that_fails)

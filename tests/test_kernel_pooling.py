@@ -346,7 +346,7 @@ def test_locations_spanning_launcher_chunks_match_the_cpu(device, dtype):
                        dtype=dtype)
     results = []
     for where in ("cpu", device):
-        xd = x.to(where).requires_grad_()
+        xd = x.detach().to(where).requires_grad_()
         y = fo.kernel_pooling(xd, h.to(where), s.to(where), alpha.to(where), 4096)
         y.backward(grad.to(where))
         results.append((y.detach().cpu(), xd.grad.cpu()))

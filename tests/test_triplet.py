@@ -62,6 +62,22 @@ def test_native_matches_reference_on_each_device(device, rule, fraction, reducti
                                 seed)
 
 
+def test_reference_runs_on_each_device(device):
+    """The spec runs where the data is (the GPU benchmark times it there): triplets come back
+    on the input's device and the loss equals the CPU's."""
+    emb, labels, extra, extra_labels = random_batch(30, 4, 5, 4, seed=0)
+    kw = extra_kwargs(extra.to(device), extra_labels.to(device))
+    mined = reference.mine_triplets(emb.to(device), labels.to(device), **kw)
+    bank = reference.mine_from_bank(emb[:7].to(device), labels[:7].to(device), emb.to(device),
+                                    labels.to(device), **kw)
+    assert all(t.device == device for t in (*mined, *bank))
+    assert_triplets_equal(mined, reference.mine_triplets(
+        emb, labels, **extra_kwargs(extra, extra_labels)))
+    loss = reference.triplet_margin_loss(emb.to(device), labels.to(device), **kw)
+    torch.testing.assert_close(loss.cpu(), reference.triplet_margin_loss(
+        emb, labels, **extra_kwargs(extra, extra_labels)), rtol=1e-12, atol=0)
+
+
 def check_against_reference(device, b, num_classes, d, num_extra, rule, fraction, margin,
                             reduction, squared, seed):
     """Mined triplets equal exactly (order included); loss and gradients to 1e-10 (float64)."""
@@ -184,7 +200,7 @@ def test_several_blocks_sampling_and_bank_mining_match_the_cpu(device, rule):
     emb, labels, extra, extra_labels = random_batch(517, 20, 16, 9, seed=4)
 
     def run(where):
-        e, x = emb.to(where).requires_grad_(), extra.to(where).requires_grad_()
+        e, x = emb.detach().to(where).requires_grad_(), extra.detach().to(where).requires_grad_()
         y, ey = labels.to(where), extra_labels.to(where)
         loss = fo.triplet_margin_loss(e, y, negatives=rule, positive_fraction=0.6,
                                       extra_negatives=x, extra_negative_labels=ey)

@@ -21,7 +21,8 @@ for header in $(cd csrc && find . -name '*_kernels.cuh' | sort); do
   stale "${tu%.cu}.o" || continue
   printf '#include "%s"\n' "$header" > "$tu"
   echo "nvcc $arch: csrc/$header"
-  "$nvcc" -std=c++20 -arch="$arch" -Icsrc -DFGO_CUDA_CHECK -c "$tu" -o "${tu%.cu}.o"
+  # C++17: the oldest standard a supported torch builds extensions with (2.11; 2.13 uses 20).
+  "$nvcc" -std=c++17 -arch="$arch" -Icsrc -DFGO_CUDA_CHECK -c "$tu" -o "${tu%.cu}.o"
 done
 
 if ! includes=$("$python" -c 'import sysconfig; from torch.utils.cpp_extension import include_paths

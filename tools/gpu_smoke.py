@@ -7,9 +7,14 @@ triplet loss at B=1024 and bank mining 50 000 x 1024 queries; the class-balanced
 512 x 8142 with index, multi-hot and soft targets) and times the device. `tiny` reaches every
 CUDA kernel (both dtypes, both class-balanced row layouts) in a few small calls: the workload
 compute-sanitizer runs. Floating results are compared by their largest error relative to the
-CPU result's largest magnitude; mined triplets by the share of anchors whose triplets agree
-(float32 GEMMs on two devices may round a near-tie apart, which changes that anchor only).
-Exit status 1 if any case fails.
+CPU result's largest magnitude; mined triplets by the share of anchors whose triplets agree.
+
+At full scale the triplet cases run in float64. In float32 the two devices' GEMMs round
+distances differently, and at these sizes that flips near-ties of the mining rules: on the CPU
+alone, nudging the inputs by one ulp changes 48% of the anchors' sampled bank triplets
+(50 000 x 1024) and the semihard loss gradient by 3.5e-4 of its scale (B = 1024), the very
+figures a float32 GPU run showed (benchmarks/results/h100-2026-11-27/). Such a comparison tests
+rounding, not the kernels. Exit status 1 if any case fails.
 """
 import argparse
 import statistics
@@ -21,7 +26,8 @@ import torch
 import finegrained_ops as fo
 
 SCALED_TOLERANCE = {torch.float32: 1e-4, torch.float64: 1e-10}
-MIN_AGREEING_ANCHORS = 0.99
+# float32: a near-tie may round apart on the two devices and change that anchor's triplets.
+MIN_AGREEING_ANCHORS = {torch.float32: 0.99, torch.float64: 1.0}
 
 
 def synchronize(device):
@@ -70,7 +76,7 @@ def kernel_pooling_case(n, locations, channels, dim, order, dtype):
     upstream = torch.randn(n, 1 + channels + (order - 1) * dim, generator=g, dtype=dtype)
 
     def run(device):
-        xd = x.to(device).requires_grad_()
+        xd = x.detach().to(device).requires_grad_()
         y = fo.kernel_pooling(xd, h.to(device), s.to(device, dtype), alpha.to(device), dim)
         y.backward(upstream.to(device))
         return [y.detach(), xd.grad]
@@ -84,7 +90,7 @@ def triplet_case(b, dim, classes, dtype):
     labels = torch.randint(classes, (b,), generator=g)
 
     def run(device):
-        e = emb.to(device).requires_grad_()
+        e = emb.detach().to(device).requires_grad_()
         loss = fo.triplet_margin_loss(e, labels.to(device), negatives="semihard")
         loss.backward()
         return [loss.detach(), e.grad]
@@ -92,7 +98,8 @@ def triplet_case(b, dim, classes, dtype):
     def mine(device):  # all of them: a sample's ranks would shift with any anchor's count
         return fo.mine_triplets(emb.to(device), labels.to(device), negatives="semihard")
 
-    return f"triplet loss B={b} D={dim} {dtype}", run, [("mine_triplets", mine, b)]
+    return (f"triplet loss B={b} D={dim} {dtype}", run,
+            [("mine_triplets", mine, b, MIN_AGREEING_ANCHORS[dtype])])
 
 
 def bank_case(bank_size, queries, dim, classes, dtype):
@@ -106,7 +113,8 @@ def bank_case(bank_size, queries, dim, classes, dtype):
                                  query_indices=torch.arange(queries, device=device),
                                  generator=torch.Generator().manual_seed(0))
 
-    return f"mine_from_bank {bank_size}x{queries} {dtype}", None, [("mine_from_bank", mine, queries)]
+    return (f"mine_from_bank {bank_size}x{queries} {dtype}", None,
+            [("mine_from_bank", mine, queries, MIN_AGREEING_ANCHORS[dtype])])
 
 
 def class_balanced_case(n, c, loss_type, target_kind, dtype):
@@ -121,7 +129,7 @@ def class_balanced_case(n, c, loss_type, target_kind, dtype):
             target = target * torch.rand(n, c, generator=g, dtype=dtype)
 
     def run(device):
-        z = logits.to(device).requires_grad_()
+        z = logits.detach().to(device).requires_grad_()
         loss = fo.class_balanced_loss(z, target.to(device), counts.to(device), gamma=2.0,
                                       loss_type=loss_type)
         loss.backward()
@@ -133,8 +141,8 @@ def class_balanced_case(n, c, loss_type, target_kind, dtype):
 def cases(scale):
     if scale == "full":
         yield kernel_pooling_case(32, 28 * 28, 512, 4096, 4, torch.float32)
-        yield triplet_case(1024, 128, 100, torch.float32)
-        yield bank_case(50_000, 1024, 128, 500, torch.float32)
+        yield triplet_case(1024, 128, 100, torch.float64)
+        yield bank_case(50_000, 1024, 128, 500, torch.float64)
         for loss_type, target_kind in [("softmax", "index"), ("focal", "index"),
                                        ("focal", "multi_hot"), ("sigmoid", "soft")]:
             yield class_balanced_case(512, 8142, loss_type, target_kind, torch.float32)
@@ -168,13 +176,13 @@ def main(argv=None):
             error = max(scaled_error(e, a) for e, a in zip(expected, actual))
             checks.append((name, f"scaled error {error:.1e}", ms,
                            error <= SCALED_TOLERANCE[expected[0].dtype]))
-        for mine_name, mine, anchors in mines:
+        for mine_name, mine, anchors, min_agreement in mines:
             expected = mine(torch.device("cpu"))
             actual, ms = timed(lambda: mine(device), device, repeats)
             agreement = anchor_agreement(expected, actual, anchors)
             checks.append((f"  {mine_name} ({expected[0].numel()} triplets)",
                            f"anchors agree {100 * agreement:.2f}%", ms,
-                           agreement >= MIN_AGREEING_ANCHORS))
+                           agreement >= min_agreement))
         for label, check, ms, ok in checks:
             failures += not ok
             print(f"{label:<58} {check:>22} {ms:>10.2f}  {'ok' if ok else 'FAIL'}")

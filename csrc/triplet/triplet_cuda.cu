@@ -7,6 +7,7 @@
 
 #include <algorithm>
 #include <limits>
+#include <tuple>
 
 #include "triplet/triplet_args.h"
 #include "triplet/triplet_kernels.cuh"
@@ -33,7 +34,10 @@ void triplet_rows(Cuda, const TripletArgs& rows) {
               "triplet_margin_loss (CUDA, float32): at most 2^24 candidates per anchor, got ",
               c.dist.size(1), "; use float64");
   // The bank grouped by label: each anchor's positives are one range of label_order.
-  const auto [sorted_labels, label_order] =
+  // std::tie, not a structured binding: the lambda below captures label_order, which C++17
+  // (torch 2.11's standard) does not allow for a binding.
+  at::Tensor sorted_labels, label_order;
+  std::tie(sorted_labels, label_order) =
       at::sort(c.labels.narrow(0, 0, r), /*stable=*/true, /*dim=*/0, /*descending=*/false);
   const at::Tensor label_begin =
       at::searchsorted(sorted_labels, c.query_labels, /*out_int32=*/false, /*right=*/false);

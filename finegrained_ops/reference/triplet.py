@@ -53,8 +53,10 @@ def candidate_masks(dist, query_labels, query_indices, bank_labels, extra_negati
 
 
 def mine_candidates(dist, positive, negative, margin, negatives):
-    """(anchor, positive, negative) int64 of every mined triplet, in the documented order."""
-    dist = dist.detach().cpu()
+    """(anchor, positive, negative) int64 of every mined triplet, in the documented order,
+    on dist's device. The reference mines on the CPU whatever the device."""
+    device = dist.device
+    dist, positive, negative = dist.detach().cpu(), positive.cpu(), negative.cpu()
     if negatives == "hardest":
         positive, negative = _hardest(dist, positive, negative)
     d_ap, d_an = dist[:, :, None], dist[:, None, :]
@@ -69,7 +71,7 @@ def mine_candidates(dist, positive, negative, margin, negatives):
     order = torch.arange(a.numel())
     for key in (n, p, dist[a, p], a):
         order = order[torch.sort(key[order], stable=True).indices]
-    return a[order], p[order], n[order]
+    return a[order].to(device), p[order].to(device), n[order].to(device)
 
 
 def _hardest(dist, positive, negative):
@@ -109,7 +111,7 @@ def mine_from_bank(query_emb, query_labels, bank_emb, bank_labels, margin=0.2,
     query, _ = _prepare(query_emb, None, normalize)
     bank, extra = _prepare(bank_emb, extra_negatives, normalize)
     if query_indices is None:
-        query_indices = torch.full((query.shape[0],), -1, dtype=torch.int64)
+        query_indices = torch.full((query.shape[0],), -1, dtype=torch.int64, device=query.device)
     candidates = torch.cat([bank, extra])
     with torch.no_grad():
         dist = pairwise_distances(query, candidates, squared)
@@ -125,7 +127,7 @@ def mine_triplets(emb, labels, margin=0.2, negatives="violating", positive_fract
     """In-batch mining: every triplet of the batch (a negative index >= B is an extra)."""
     return mine_from_bank(emb, labels, emb, labels, margin, negatives, positive_fraction,
                           extra_negatives, extra_negative_labels,
-                          torch.arange(emb.shape[0]), squared, normalize)
+                          torch.arange(emb.shape[0], device=emb.device), squared, normalize)
 
 
 def triplet_margin_loss(emb, labels, margin=0.2, negatives="violating", positive_fraction=1.0,
