@@ -115,8 +115,10 @@ def main():
         sys.exit(f"sanitize: the tests would not import the sanitized build: {probe.stdout}"
                  f"{probe.stderr}")
     deselect = [arg for case in DESELECTED for arg in ("--deselect", case)]
-    tests = run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", *TESTS,
-                 *deselect, *pytest_args], cwd=site, env=env)
+    # --rootdir: node ids relative to the copy (tests/...), which DESELECTED names; without it
+    # pytest roots them at the repository's pyproject.toml and no deselection matches.
+    tests = run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "--rootdir",
+                 site, *TESTS, *deselect, *pytest_args], cwd=site, env=env)
     ours, theirs = reports()
     for report in theirs:
         print(f"sanitize: report outside our code (not failed):\n{report}")
