@@ -1,7 +1,7 @@
 // Every native entry point of finegrained_ops, bound for module.cpp (and for the CUDA
-// emulation's module, tests/cuda_emulation). Python wraps each in a torch.library custom op
-// (finegrained_ops/ops/), so validation, fake tensors and autograd live there and
-// torch.compile can trace through them.
+// emulation's module, tests/cuda_emulation). The library calls them as torch.library ops
+// (<op>/<op>_op.cpp, with their autograd); these bindings are the direct calls the tests and
+// the emulation make.
 #include "bindings.h"
 
 #include <torch/extension.h>

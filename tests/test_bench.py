@@ -45,3 +45,11 @@ def test_a_benchmark_child_that_dies_raises_instead_of_hanging():
     from benchmarks.harness import measure
     with pytest.raises(RuntimeError, match="exited with code 1 before reporting"):
         measure(_setup_that_fails)
+
+
+def test_host_overhead_runs():
+    run = subprocess.run([sys.executable, "-m", "benchmarks.host_overhead", "--steps", "20"],
+                         capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stderr[-3000:]
+    rows = run.stdout.splitlines()[1:]
+    assert len(rows) == 3 and all(float(r.split()[-1]) > 0 for r in rows)

@@ -13,7 +13,7 @@ blocks run in reverse order: no kernel may depend on the schedule. The emulator'
 (barriers, shuffles, launch limits) are tested first.
 """
 import contextlib
-import sys
+import warnings
 
 import pytest
 import torch
@@ -21,7 +21,6 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import finegrained_ops as fo
-from finegrained_ops import _native
 
 from .cuda_emulation import build
 from .helpers import assert_relative_close
@@ -38,14 +37,28 @@ def emulation():
     return build.load()
 
 
+# Each op of finegrained_ops and the emulation's entry point that runs its CUDA path.
+EMULATED_ENTRY_POINTS = {
+    "class_balanced_weights": "class_balanced_weights",
+    "class_balanced_loss": "class_balanced_loss_forward",
+    "kernel_pooling": "kernel_pooling_forward",
+    "kernel_pooling_backward": "kernel_pooling_backward",
+    "triplet_margin_loss": "triplet_margin_loss_forward",
+    "triplet_count": "triplet_count",
+    "triplet_mine": "triplet_mine",
+}
+
+
 @contextlib.contextmanager
 def emulated_cuda(emulation, reverse=False, launches=True):
-    """Every op of finegrained_ops runs the emulated CUDA path (on CPU tensors) inside; unless
-    `launches` is False (empty inputs), it must launch a kernel."""
-    native = _native._C
-    modules = [m for m in list(sys.modules.values()) if getattr(m, "_C", None) is native]
-    for module in modules:
-        module._C = emulation
+    """Every op of finegrained_ops runs the emulated CUDA path (on CPU tensors) inside: the
+    emulation's entry points temporarily replace the ops' CPU kernels in the dispatcher, below
+    the ops' own autograd. Unless `launches` is False (empty inputs), a kernel must launch."""
+    override = torch.library.Library("finegrained_ops", "IMPL")
+    with warnings.catch_warnings():  # the override is the point
+        warnings.filterwarnings("ignore", "(?s).*Overriding a previously registered kernel")
+        for op, entry_point in EMULATED_ENTRY_POINTS.items():
+            override.impl(op, getattr(emulation, entry_point), "CPU")
     emulation.set_reverse_order(reverse)
     emulation.take_launches()
     try:
@@ -53,8 +66,7 @@ def emulated_cuda(emulation, reverse=False, launches=True):
         assert bool(emulation.take_launches()) == launches
     finally:
         emulation.set_reverse_order(False)
-        for module in modules:
-            module._C = native
+        override._destroy()  # the real CPU kernels are back
 
 
 def run_three_ways(emulation, fn, launches=True):

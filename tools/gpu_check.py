@@ -1,5 +1,5 @@
-"""The GPU validation run in one call: build, CUDA tests, CUDA-vs-CPU smoke, compute-sanitizer,
-quick GPU benchmark; every log and a one-screen summary under OUT.
+"""The GPU validation run in one call: build, CUDA tests, CUDA-vs-CPU smoke, host overhead per
+call, compute-sanitizer, GPU benchmark; every log and a one-screen summary under OUT.
 
     make gpu-check OUT=dir [DRY_RUN=1]         (python tools/gpu_check.py --out dir [--dry-run])
 
@@ -65,6 +65,8 @@ def steps(python, out, have_gpu, dry_run, bench):
            90)
     if not have_gpu:
         yield "smoke harness (cpu vs cpu)", tiny + ["--device", "cpu"], "", {}, 90
+    yield ("host overhead", [python, "-m", "benchmarks.host_overhead", "--device",
+                             "cuda" if have_gpu else "cpu", "--steps", "500"], "", {}, 60)
     for tool in ("memcheck", "racecheck"):
         command = [sanitizer, "--tool", tool, "--error-exitcode", "1", *tiny]
         # Without the caching allocator every tensor is its own allocation, so an access past

@@ -1,14 +1,13 @@
 """Class-balanced softmax / sigmoid / focal loss (thesis ch. 5; docs/semantics.md §4).
 
 The native forward computes the loss and d(loss)/d(logits) in one fused pass and saves the
-gradient; the backward only scales it by grad_output (ops/_autograd.py), reading the logits
-once instead of twice.
+gradient; the backward only scales it by grad_output (csrc/common/precomputed_gradient.h),
+reading the logits once instead of twice.
 """
 import torch
 
 from .._checks import FLOATING, check_choice, check_number, check_tensor, compute_dtype
 from .._native import _C, check_devices
-from ._autograd import register_precomputed_gradient
 
 LOSS_TYPES = tuple(_C.choices["class_balanced_loss.loss_type"])  # the names the native code parses
 REDUCTIONS = tuple(_C.choices["class_balanced_loss.reduction"])
@@ -140,31 +139,20 @@ def _counts_tensor(samples_per_class, device=None):
     return counts
 
 
-@torch.library.custom_op("finegrained_ops::class_balanced_weights", mutates_args=())
-def _class_balanced_weights(samples_per_class: torch.Tensor, beta: float) -> torch.Tensor:
-    return _C.class_balanced_weights(samples_per_class, beta)
+# The ops are defined in C++ with their device kernels and autograd
+# (csrc/class_balanced_loss/class_balanced_loss_op.cpp); their fake kernels are here.
+_class_balanced_weights = torch.ops.finegrained_ops.class_balanced_weights.default
+_class_balanced_loss = torch.ops.finegrained_ops.class_balanced_loss.default
 
 
-@_class_balanced_weights.register_fake
+@torch.library.register_fake("finegrained_ops::class_balanced_weights")
 def _(samples_per_class, beta):
     return samples_per_class.new_empty(samples_per_class.shape, dtype=torch.float64)
 
 
-@torch.library.custom_op("finegrained_ops::class_balanced_loss", mutates_args=())
-def _class_balanced_loss(logits: torch.Tensor, target: torch.Tensor, class_weights: torch.Tensor,
-                         gamma: float, loss_type: str, reduction: str, ignore_index: int,
-                         compute_grad: bool) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    return tuple(_C.class_balanced_loss_forward(logits, target, class_weights, gamma, loss_type,
-                                                reduction, ignore_index, compute_grad))
-
-
-@_class_balanced_loss.register_fake
+@torch.library.register_fake("finegrained_ops::class_balanced_loss")
 def _(logits, target, class_weights, gamma, loss_type, reduction, ignore_index, compute_grad):
     n = logits.shape[0]
     loss = logits.new_empty((n,) if reduction == "none" else ())
     grad = torch.empty_like(logits) if compute_grad else logits.new_empty((0,))
     return loss, grad, logits.new_empty(())
-
-
-register_precomputed_gradient(_class_balanced_loss, "class_balanced_loss", grad_inputs=(0,),
-                              per_sample=lambda inputs: inputs[5] == "none")

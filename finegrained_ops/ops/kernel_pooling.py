@@ -12,7 +12,7 @@ import torch
 
 from .._checks import (FLOATING, check_int, check_number, check_tensor, compute_dtype,
                        make_generator)
-from .._native import _C, check_devices
+from .._native import check_devices  # imported first: loading the extension registers the ops
 
 
 def kernel_pooling(x, hash_index, hash_sign, alpha, dim):
@@ -168,37 +168,17 @@ def _check_sketch_args(x, hash_index, hash_sign, dim, min_order):
     return order
 
 
-@torch.library.custom_op("finegrained_ops::kernel_pooling", mutates_args=())
-def _kernel_pooling(x: torch.Tensor, hash_index: torch.Tensor, hash_sign: torch.Tensor,
-                    dim: int) -> torch.Tensor:
-    return _C.kernel_pooling_forward(x, hash_index, hash_sign, dim)
+# The ops are defined in C++ with their device kernels and autograd
+# (csrc/kernel_pooling/kernel_pooling_op.cpp); their fake kernels are here.
+_kernel_pooling = torch.ops.finegrained_ops.kernel_pooling.default
+_kernel_pooling_backward = torch.ops.finegrained_ops.kernel_pooling_backward.default
 
 
-@_kernel_pooling.register_fake
+@torch.library.register_fake("finegrained_ops::kernel_pooling")
 def _(x, hash_index, hash_sign, dim):
     return x.new_empty((x.shape[0], hash_index.shape[0] - 1, dim))
 
 
-@torch.library.custom_op("finegrained_ops::kernel_pooling_backward", mutates_args=())
-def _kernel_pooling_backward(grad: torch.Tensor, x: torch.Tensor, hash_index: torch.Tensor,
-                             hash_sign: torch.Tensor, dim: int) -> torch.Tensor:
-    return _C.kernel_pooling_backward(grad, x, hash_index, hash_sign, dim)
-
-
-@_kernel_pooling_backward.register_fake
+@torch.library.register_fake("finegrained_ops::kernel_pooling_backward")
 def _(grad, x, hash_index, hash_sign, dim):
     return torch.empty_like(x)
-
-
-def _setup_context(ctx, inputs, output):
-    x, hash_index, hash_sign, dim = inputs
-    ctx.save_for_backward(x, hash_index, hash_sign)
-    ctx.dim = dim
-
-
-def _backward(ctx, grad):
-    x, hash_index, hash_sign = ctx.saved_tensors
-    return _kernel_pooling_backward(grad, x, hash_index, hash_sign, ctx.dim), None, None, None
-
-
-_kernel_pooling.register_autograd(_backward, setup_context=_setup_context)

@@ -17,7 +17,6 @@ import torch.nn.functional as F
 from .._checks import (FLOATING, check_choice, check_int, check_number, check_tensor,
                        compute_dtype)
 from .._native import _C, check_devices
-from ._autograd import register_precomputed_gradient
 
 NEGATIVES = tuple(_C.choices["triplet.negatives"])  # the names the native code parses
 REDUCTIONS = tuple(_C.choices["triplet.reduction"])
@@ -213,19 +212,14 @@ def _check_labels(name, labels, n):
         raise ValueError(f"{name} has {labels.shape[0]} entries but the embeddings have {n} rows")
 
 
-@torch.library.custom_op("finegrained_ops::triplet_margin_loss", mutates_args=())
-def _triplet_margin_loss(emb: torch.Tensor, labels: torch.Tensor, extra_negatives: torch.Tensor,
-                         extra_negative_labels: torch.Tensor, margin: float, negatives: str,
-                         positive_fraction: float, reduction: str, squared: bool,
-                         compute_grad: bool
-                         ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-    return tuple(_C.triplet_margin_loss_forward(emb, labels, extra_negatives,
-                                                extra_negative_labels, margin, negatives,
-                                                positive_fraction, reduction, squared,
-                                                compute_grad))
+# The ops are defined in C++ with their device kernels and the loss's autograd
+# (csrc/triplet/triplet_op.cpp); their fake kernels are here.
+_triplet_margin_loss = torch.ops.finegrained_ops.triplet_margin_loss.default
+_triplet_count = torch.ops.finegrained_ops.triplet_count.default
+_triplet_mine = torch.ops.finegrained_ops.triplet_mine.default
 
 
-@_triplet_margin_loss.register_fake
+@torch.library.register_fake("finegrained_ops::triplet_margin_loss")
 def _(emb, labels, extra_negatives, extra_negative_labels, margin, negatives, positive_fraction,
       reduction, squared, compute_grad):
     def grad_like(t):
@@ -233,39 +227,12 @@ def _(emb, labels, extra_negatives, extra_negative_labels, margin, negatives, po
     return emb.new_empty(()), grad_like(emb), grad_like(extra_negatives), emb.new_empty(())
 
 
-register_precomputed_gradient(_triplet_margin_loss, "triplet_margin_loss", grad_inputs=(0, 2))
-
-
-@torch.library.custom_op("finegrained_ops::triplet_count", mutates_args=())
-def _triplet_count(query_emb: torch.Tensor, query_labels: torch.Tensor,
-                   query_indices: torch.Tensor, bank_emb: torch.Tensor, bank_labels: torch.Tensor,
-                   extra_negatives: torch.Tensor, extra_negative_labels: torch.Tensor,
-                   margin: float, negatives: str, positive_fraction: float,
-                   squared: bool) -> torch.Tensor:
-    return _C.triplet_count(query_emb, query_labels, query_indices, bank_emb, bank_labels,
-                            extra_negatives, extra_negative_labels, margin, negatives,
-                            positive_fraction, squared)
-
-
-@_triplet_count.register_fake
+@torch.library.register_fake("finegrained_ops::triplet_count")
 def _(query_emb, *_):
     return query_emb.new_empty((query_emb.shape[0],), dtype=torch.int64)
 
 
-@torch.library.custom_op("finegrained_ops::triplet_mine", mutates_args=())
-def _triplet_mine(query_emb: torch.Tensor, query_labels: torch.Tensor,
-                  query_indices: torch.Tensor, bank_emb: torch.Tensor, bank_labels: torch.Tensor,
-                  extra_negatives: torch.Tensor, extra_negative_labels: torch.Tensor,
-                  margin: float, negatives: str, positive_fraction: float, squared: bool,
-                  max_triplets: int, per_anchor: int, seed: int, anchor_offset: int
-                  ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    return tuple(_C.triplet_mine(query_emb, query_labels, query_indices, bank_emb, bank_labels,
-                                 extra_negatives, extra_negative_labels, margin, negatives,
-                                 positive_fraction, squared, max_triplets, per_anchor, seed,
-                                 anchor_offset))
-
-
-@_triplet_mine.register_fake
+@torch.library.register_fake("finegrained_ops::triplet_mine")
 def _(query_emb, *_):
     n = torch.library.get_ctx().new_dynamic_size()
     return tuple(query_emb.new_empty((n,), dtype=torch.int64) for _ in range(3))

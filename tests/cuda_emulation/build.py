@@ -125,8 +125,10 @@ def load(verbose=False):
     """Compile (incrementally, with ninja) and import the emulation module."""
     from torch.utils.cpp_extension import load as load_extension
 
+    # Not the CPU kernels, the module or the torch.library registrations (<op>_op.cpp): the
+    # emulation's module loads beside the real one, and an op is registered once per process.
     entry_points = [p for p in sorted(CSRC.rglob("*.cpp"))
-                    if not p.name.endswith("_cpu.cpp") and p.name != "module.cpp"]
+                    if not p.name.endswith(("_cpu.cpp", "_op.cpp")) and p.name != "module.cpp"]
     (BUILD / "obj").mkdir(parents=True, exist_ok=True)
     return load_extension(
         name=NAME,

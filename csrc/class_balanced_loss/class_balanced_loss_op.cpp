@@ -1,0 +1,108 @@
+// The torch.library ops finegrained_ops::class_balanced_loss and ::class_balanced_weights:
+// schemas, device kernels and autograd. Fake (meta) kernels are registered from Python
+// (finegrained_ops/ops/class_balanced_loss.py). Compiled into the extension module only: the
+// CUDA emulation's module loads into the same process and must not register them again.
+#include <ATen/ATen.h>
+#include <torch/autograd.h>
+#include <torch/library.h>
+
+#include <string>
+#include <tuple>
+
+#include "class_balanced_loss/class_balanced_loss.h"
+#include "common/below_autograd.h"
+#include "common/precomputed_gradient.h"
+
+namespace fgo {
+namespace {
+
+using LossOutputs = std::tuple<at::Tensor, at::Tensor, at::Tensor>;
+constexpr const char* kName = "finegrained_ops::class_balanced_loss";
+
+LossOutputs loss_kernel(const at::Tensor& logits, const at::Tensor& target,
+                        const at::Tensor& class_weights, double gamma,
+                        c10::string_view loss_type, c10::string_view reduction,
+                        int64_t ignore_index, bool compute_grad) {
+  return class_balanced_loss_forward(logits, target, class_weights, gamma, std::string(loss_type),
+                                     std::string(reduction), ignore_index, compute_grad);
+}
+
+class ClassBalancedLossFunction : public torch::autograd::Function<ClassBalancedLossFunction> {
+ public:
+  static torch::autograd::variable_list forward(
+      torch::autograd::AutogradContext* ctx, const at::Tensor& logits, const at::Tensor& target,
+      const at::Tensor& class_weights, double gamma, c10::string_view loss_type,
+      c10::string_view reduction, int64_t ignore_index, bool compute_grad) {
+    auto [loss, grad, norm] = below_autograd<decltype(loss_kernel)>(
+        kName, logits, target, class_weights, gamma, loss_type, reduction, ignore_index,
+        compute_grad);
+    ctx->mark_non_differentiable({grad, norm});
+    ctx->set_materialize_grads(false);
+    ctx->save_for_backward({grad, norm, logits, target, class_weights});
+    ctx->saved_data["gamma"] = gamma;
+    ctx->saved_data["loss_type"] = std::string(loss_type);
+    ctx->saved_data["reduction"] = std::string(reduction);
+    ctx->saved_data["ignore_index"] = ignore_index;
+    return {loss, grad, norm};
+  }
+
+  static torch::autograd::variable_list backward(torch::autograd::AutogradContext* ctx,
+                                                 torch::autograd::variable_list grad_outputs) {
+    torch::autograd::variable_list result(8);
+    const at::Tensor& grad_loss = grad_outputs[0];
+    if (!grad_loss.defined() || !ctx->needs_input_grad(0)) return result;
+    const auto saved = ctx->get_saved_variables();
+    at::Tensor grad = saved[0], norm = saved[1];
+    const at::Tensor &logits = saved[2], &target = saved[3], &class_weights = saved[4];
+    const std::string loss_type = ctx->saved_data["loss_type"].toStringRef();
+    const std::string reduction = ctx->saved_data["reduction"].toStringRef();
+    if (grad.sizes() != logits.sizes()) {
+      // Recorded where compute_grad was false (a graph traced under no_grad): compute it now.
+      at::NoGradGuard no_grad;
+      std::tie(std::ignore, grad, norm) = below_autograd<decltype(loss_kernel)>(
+          kName, logits.detach(), target.detach(), class_weights.detach(),
+          ctx->saved_data["gamma"].toDouble(), loss_type, reduction,
+          ctx->saved_data["ignore_index"].toInt(), /*compute_grad=*/true);
+    }
+    result[0] = scale_precomputed_gradient(grad, grad_loss, norm, reduction == "none",
+                                           "class_balanced_loss", {logits});
+    return result;
+  }
+};
+
+LossOutputs loss_autograd(const at::Tensor& logits, const at::Tensor& target,
+                          const at::Tensor& class_weights, double gamma,
+                          c10::string_view loss_type, c10::string_view reduction,
+                          int64_t ignore_index, bool compute_grad) {
+  const auto out = ClassBalancedLossFunction::apply(logits, target, class_weights, gamma,
+                                                    loss_type, reduction, ignore_index,
+                                                    compute_grad);
+  return {out[0], out[1], out[2]};
+}
+
+}  // namespace
+
+TORCH_LIBRARY_FRAGMENT(finegrained_ops, m) {
+  m.def("class_balanced_weights(Tensor samples_per_class, float beta) -> Tensor");
+  m.def("class_balanced_loss(Tensor logits, Tensor target, Tensor class_weights, float gamma, "
+        "str loss_type, str reduction, int ignore_index, bool compute_grad) "
+        "-> (Tensor, Tensor, Tensor)");
+}
+
+TORCH_LIBRARY_IMPL(finegrained_ops, CPU, m) {
+  m.impl("class_balanced_weights", TORCH_FN(class_balanced_weights));
+  m.impl("class_balanced_loss", TORCH_FN(loss_kernel));
+}
+
+#ifdef WITH_CUDA
+TORCH_LIBRARY_IMPL(finegrained_ops, CUDA, m) {
+  m.impl("class_balanced_weights", TORCH_FN(class_balanced_weights));
+  m.impl("class_balanced_loss", TORCH_FN(loss_kernel));
+}
+#endif
+
+TORCH_LIBRARY_IMPL(finegrained_ops, Autograd, m) {
+  m.impl("class_balanced_loss", TORCH_FN(loss_autograd));
+}
+
+}  // namespace fgo

@@ -1,0 +1,72 @@
+// The torch.library ops finegrained_ops::kernel_pooling and ::kernel_pooling_backward:
+// schemas, device kernels and autograd. Fake (meta) kernels are registered from Python
+// (finegrained_ops/ops/kernel_pooling.py). Compiled into the extension module only: the CUDA
+// emulation's module loads into the same process and must not register them again.
+#include <ATen/ATen.h>
+#include <torch/autograd.h>
+#include <torch/csrc/autograd/autograd_not_implemented_fallback.h>
+#include <torch/library.h>
+
+#include "common/below_autograd.h"
+#include "kernel_pooling/kernel_pooling.h"
+
+namespace fgo {
+namespace {
+
+class KernelPoolingFunction : public torch::autograd::Function<KernelPoolingFunction> {
+ public:
+  static at::Tensor forward(torch::autograd::AutogradContext* ctx, const at::Tensor& x,
+                            const at::Tensor& hash_index, const at::Tensor& hash_sign,
+                            int64_t dim) {
+    ctx->save_for_backward({x, hash_index, hash_sign});
+    ctx->saved_data["dim"] = dim;
+    return below_autograd<decltype(kernel_pooling_forward)>("finegrained_ops::kernel_pooling",
+                                                            x, hash_index, hash_sign, dim);
+  }
+
+  static torch::autograd::variable_list backward(torch::autograd::AutogradContext* ctx,
+                                                 torch::autograd::variable_list grad_outputs) {
+    const auto saved = ctx->get_saved_variables();
+    // Through the dispatcher with autograd, whose kernel for the backward op refuses a
+    // derivative of its own (create_graph=True then raises when differentiated).
+    static const auto backward_op =
+        c10::Dispatcher::singleton()
+            .findSchemaOrThrow("finegrained_ops::kernel_pooling_backward", "")
+            .typed<decltype(kernel_pooling_backward)>();
+    at::Tensor grad_x = backward_op.call(grad_outputs[0], saved[0], saved[1], saved[2],
+                                         ctx->saved_data["dim"].toInt());
+    return {grad_x, at::Tensor(), at::Tensor(), at::Tensor()};
+  }
+};
+
+at::Tensor kernel_pooling_autograd(const at::Tensor& x, const at::Tensor& hash_index,
+                                   const at::Tensor& hash_sign, int64_t dim) {
+  return KernelPoolingFunction::apply(x, hash_index, hash_sign, dim);
+}
+
+}  // namespace
+
+TORCH_LIBRARY_FRAGMENT(finegrained_ops, m) {
+  m.def("kernel_pooling(Tensor x, Tensor hash_index, Tensor hash_sign, int dim) -> Tensor");
+  m.def("kernel_pooling_backward(Tensor grad, Tensor x, Tensor hash_index, Tensor hash_sign, "
+        "int dim) -> Tensor");
+}
+
+TORCH_LIBRARY_IMPL(finegrained_ops, CPU, m) {
+  m.impl("kernel_pooling", TORCH_FN(kernel_pooling_forward));
+  m.impl("kernel_pooling_backward", TORCH_FN(kernel_pooling_backward));
+}
+
+#ifdef WITH_CUDA
+TORCH_LIBRARY_IMPL(finegrained_ops, CUDA, m) {
+  m.impl("kernel_pooling", TORCH_FN(kernel_pooling_forward));
+  m.impl("kernel_pooling_backward", TORCH_FN(kernel_pooling_backward));
+}
+#endif
+
+TORCH_LIBRARY_IMPL(finegrained_ops, Autograd, m) {
+  m.impl("kernel_pooling", TORCH_FN(kernel_pooling_autograd));
+  m.impl("kernel_pooling_backward", torch::autograd::autogradNotImplementedFallback());
+}
+
+}  // namespace fgo

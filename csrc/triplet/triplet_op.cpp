@@ -1,0 +1,154 @@
+// The torch.library ops finegrained_ops::triplet_margin_loss, ::triplet_count and
+// ::triplet_mine: schemas, device kernels and the loss's autograd. Fake (meta) kernels are
+// registered from Python (finegrained_ops/ops/triplet.py). Compiled into the extension module
+// only: the CUDA emulation's module loads into the same process and must not register them
+// again.
+#include <ATen/ATen.h>
+#include <torch/autograd.h>
+#include <torch/library.h>
+
+#include <string>
+#include <tuple>
+
+#include "common/below_autograd.h"
+#include "common/precomputed_gradient.h"
+#include "triplet/triplet.h"
+
+namespace fgo {
+namespace {
+
+using LossOutputs = std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor>;
+constexpr const char* kLossName = "finegrained_ops::triplet_margin_loss";
+
+LossOutputs loss_kernel(const at::Tensor& emb, const at::Tensor& labels,
+                        const at::Tensor& extra_negatives,
+                        const at::Tensor& extra_negative_labels, double margin,
+                        c10::string_view negatives, double positive_fraction,
+                        c10::string_view reduction, bool squared, bool compute_grad) {
+  return triplet_margin_loss_forward(emb, labels, extra_negatives, extra_negative_labels, margin,
+                                     std::string(negatives), positive_fraction,
+                                     std::string(reduction), squared, compute_grad);
+}
+
+at::Tensor count_kernel(const at::Tensor& query_emb, const at::Tensor& query_labels,
+                        const at::Tensor& query_indices, const at::Tensor& bank_emb,
+                        const at::Tensor& bank_labels, const at::Tensor& extra_negatives,
+                        const at::Tensor& extra_negative_labels, double margin,
+                        c10::string_view negatives, double positive_fraction, bool squared) {
+  return triplet_count(query_emb, query_labels, query_indices, bank_emb, bank_labels,
+                       extra_negatives, extra_negative_labels, margin, std::string(negatives),
+                       positive_fraction, squared);
+}
+
+std::tuple<at::Tensor, at::Tensor, at::Tensor> mine_kernel(
+    const at::Tensor& query_emb, const at::Tensor& query_labels, const at::Tensor& query_indices,
+    const at::Tensor& bank_emb, const at::Tensor& bank_labels, const at::Tensor& extra_negatives,
+    const at::Tensor& extra_negative_labels, double margin, c10::string_view negatives,
+    double positive_fraction, bool squared, int64_t max_triplets, int64_t per_anchor,
+    int64_t seed, int64_t anchor_offset) {
+  return triplet_mine(query_emb, query_labels, query_indices, bank_emb, bank_labels,
+                      extra_negatives, extra_negative_labels, margin, std::string(negatives),
+                      positive_fraction, squared, max_triplets, per_anchor, seed, anchor_offset);
+}
+
+class TripletMarginLossFunction : public torch::autograd::Function<TripletMarginLossFunction> {
+ public:
+  static torch::autograd::variable_list forward(
+      torch::autograd::AutogradContext* ctx, const at::Tensor& emb, const at::Tensor& labels,
+      const at::Tensor& extra_negatives, const at::Tensor& extra_negative_labels, double margin,
+      c10::string_view negatives, double positive_fraction, c10::string_view reduction,
+      bool squared, bool compute_grad) {
+    auto [loss, grad_emb, grad_extra, norm] = below_autograd<decltype(loss_kernel)>(
+        kLossName, emb, labels, extra_negatives, extra_negative_labels, margin, negatives,
+        positive_fraction, reduction, squared, compute_grad);
+    ctx->mark_non_differentiable({grad_emb, grad_extra, norm});
+    ctx->set_materialize_grads(false);
+    ctx->save_for_backward(
+        {grad_emb, grad_extra, norm, emb, labels, extra_negatives, extra_negative_labels});
+    ctx->saved_data["margin"] = margin;
+    ctx->saved_data["negatives"] = std::string(negatives);
+    ctx->saved_data["positive_fraction"] = positive_fraction;
+    ctx->saved_data["reduction"] = std::string(reduction);
+    ctx->saved_data["squared"] = squared;
+    return {loss, grad_emb, grad_extra, norm};
+  }
+
+  static torch::autograd::variable_list backward(torch::autograd::AutogradContext* ctx,
+                                                 torch::autograd::variable_list grad_outputs) {
+    torch::autograd::variable_list result(10);
+    const at::Tensor& grad_loss = grad_outputs[0];
+    if (!grad_loss.defined()) return result;
+    const auto saved = ctx->get_saved_variables();
+    at::Tensor grad_emb = saved[0], grad_extra = saved[1], norm = saved[2];
+    const at::Tensor &emb = saved[3], &labels = saved[4], &extra = saved[5],
+                     &extra_labels = saved[6];
+    if (grad_emb.sizes() != emb.sizes()) {
+      // Recorded where compute_grad was false (a graph traced under no_grad): compute it now.
+      at::NoGradGuard no_grad;
+      std::tie(std::ignore, grad_emb, grad_extra, norm) = below_autograd<decltype(loss_kernel)>(
+          kLossName, emb.detach(), labels, extra.detach(), extra_labels,
+          ctx->saved_data["margin"].toDouble(), ctx->saved_data["negatives"].toStringRef(),
+          ctx->saved_data["positive_fraction"].toDouble(),
+          ctx->saved_data["reduction"].toStringRef(), ctx->saved_data["squared"].toBool(),
+          /*compute_grad=*/true);
+    }
+    if (ctx->needs_input_grad(0)) {
+      result[0] = scale_precomputed_gradient(grad_emb, grad_loss, norm, /*per_sample=*/false,
+                                             "triplet_margin_loss", {emb, extra});
+    }
+    if (ctx->needs_input_grad(2)) {
+      result[2] = scale_precomputed_gradient(grad_extra, grad_loss, norm, /*per_sample=*/false,
+                                             "triplet_margin_loss", {emb, extra});
+    }
+    return result;
+  }
+};
+
+LossOutputs loss_autograd(const at::Tensor& emb, const at::Tensor& labels,
+                          const at::Tensor& extra_negatives,
+                          const at::Tensor& extra_negative_labels, double margin,
+                          c10::string_view negatives, double positive_fraction,
+                          c10::string_view reduction, bool squared, bool compute_grad) {
+  const auto out = TripletMarginLossFunction::apply(emb, labels, extra_negatives,
+                                                    extra_negative_labels, margin, negatives,
+                                                    positive_fraction, reduction, squared,
+                                                    compute_grad);
+  return {out[0], out[1], out[2], out[3]};
+}
+
+}  // namespace
+
+TORCH_LIBRARY_FRAGMENT(finegrained_ops, m) {
+  m.def("triplet_margin_loss(Tensor emb, Tensor labels, Tensor extra_negatives, "
+        "Tensor extra_negative_labels, float margin, str negatives, float positive_fraction, "
+        "str reduction, bool squared, bool compute_grad) -> (Tensor, Tensor, Tensor, Tensor)");
+  m.def("triplet_count(Tensor query_emb, Tensor query_labels, Tensor query_indices, "
+        "Tensor bank_emb, Tensor bank_labels, Tensor extra_negatives, "
+        "Tensor extra_negative_labels, float margin, str negatives, float positive_fraction, "
+        "bool squared) -> Tensor");
+  m.def("triplet_mine(Tensor query_emb, Tensor query_labels, Tensor query_indices, "
+        "Tensor bank_emb, Tensor bank_labels, Tensor extra_negatives, "
+        "Tensor extra_negative_labels, float margin, str negatives, float positive_fraction, "
+        "bool squared, int max_triplets, int per_anchor, int seed, int anchor_offset) "
+        "-> (Tensor, Tensor, Tensor)");
+}
+
+TORCH_LIBRARY_IMPL(finegrained_ops, CPU, m) {
+  m.impl("triplet_margin_loss", TORCH_FN(loss_kernel));
+  m.impl("triplet_count", TORCH_FN(count_kernel));
+  m.impl("triplet_mine", TORCH_FN(mine_kernel));
+}
+
+#ifdef WITH_CUDA
+TORCH_LIBRARY_IMPL(finegrained_ops, CUDA, m) {
+  m.impl("triplet_margin_loss", TORCH_FN(loss_kernel));
+  m.impl("triplet_count", TORCH_FN(count_kernel));
+  m.impl("triplet_mine", TORCH_FN(mine_kernel));
+}
+#endif
+
+TORCH_LIBRARY_IMPL(finegrained_ops, Autograd, m) {
+  m.impl("triplet_margin_loss", TORCH_FN(loss_autograd));
+}
+
+}  // namespace fgo
