@@ -5,8 +5,8 @@ SHELL := /bin/bash
 TORCH_VERSION := 2.13.0
 # Runtime + test + benchmark dependencies; torch is pinned because an unpinned torch pulls
 # several GB of CUDA packages on a CPU machine.
-DEPS := numpy scipy pot scikit-learn tqdm matplotlib pillow pytest pytest-xdist hypothesis \
-        pytorch-metric-learning ninja setuptools wheel
+DEPS := numpy scipy pot scikit-learn tqdm matplotlib pillow pytest hypothesis pytorch-metric-learning \
+        ninja setuptools wheel
 
 # Use the active virtual/conda environment when there is one, else a local .venv.
 ifneq ($(VIRTUAL_ENV)$(CONDA_PREFIX),)
@@ -66,11 +66,9 @@ GPU_CHECK_PYTHON := $(if $(DRY_RUN)$(wildcard .venv/bin/python)$(VIRTUAL_ENV)$(C
 gpu-check: $(if $(DRY_RUN),install)
 	$(GPU_CHECK_PYTHON) tools/gpu_check.py --out $(OUT) $(if $(DRY_RUN),--dry-run) $(if $(BENCH),--bench $(BENCH))
 
-# pytest: a worker per core, a test file per worker at a time, so a module's fixtures (the
-# CUDA emulation's build) are set up once; 270 s -> 220 s on the 2-core CI machine.
 test: install
 	@if command -v $(NVCC) >/dev/null 2>&1; then $(MAKE) --no-print-directory cuda-check; fi
-	$(PYTHON) -m pytest -q -n auto --dist loadfile
+	$(PYTHON) -m pytest -q
 
 # A separate ASan + UBSan build in build/sanitize/; fails on any report touching csrc/.
 sanitize: install

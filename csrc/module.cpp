@@ -1,5 +1,5 @@
 // The extension module finegrained_ops._C.
-#include <torch/extension.h>
+#include <pybind11/pybind11.h>
 
 #include "bindings.h"
 

@@ -55,13 +55,13 @@ def emulated_cuda(emulation, reverse=False, launches=True):
     emulation's entry points temporarily replace the ops' CPU kernels in the dispatcher, below
     the ops' own autograd. Unless `launches` is False (empty inputs), a kernel must launch."""
     override = torch.library.Library("finegrained_ops", "IMPL")
-    with warnings.catch_warnings():  # the override is the point
-        warnings.filterwarnings("ignore", "(?s).*Overriding a previously registered kernel")
-        for op, entry_point in EMULATED_ENTRY_POINTS.items():
-            override.impl(op, getattr(emulation, entry_point), "CPU")
-    emulation.set_reverse_order(reverse)
-    emulation.take_launches()
     try:
+        with warnings.catch_warnings():  # the override is the point
+            warnings.filterwarnings("ignore", "(?s).*Overriding a previously registered kernel")
+            for op, entry_point in EMULATED_ENTRY_POINTS.items():
+                override.impl(op, getattr(emulation, entry_point), "CPU")
+        emulation.set_reverse_order(reverse)
+        emulation.take_launches()
         yield
         assert bool(emulation.take_launches()) == launches
     finally:

@@ -2,8 +2,8 @@
 // schemas, device kernels and autograd. Fake (meta) kernels are registered from Python
 // (finegrained_ops/ops/class_balanced_loss.py). Compiled into the extension module only: the
 // CUDA emulation's module loads into the same process and must not register them again.
-#include <ATen/ATen.h>
-#include <torch/autograd.h>
+#include <ATen/core/Tensor.h>
+#include <torch/csrc/autograd/custom_function.h>
 #include <torch/library.h>
 
 #include <string>
@@ -17,7 +17,6 @@ namespace fgo {
 namespace {
 
 using LossOutputs = std::tuple<at::Tensor, at::Tensor, at::Tensor>;
-constexpr const char* kName = "finegrained_ops::class_balanced_loss";
 
 LossOutputs loss_kernel(const at::Tensor& logits, const at::Tensor& target,
                         const at::Tensor& class_weights, double gamma,
@@ -27,14 +26,19 @@ LossOutputs loss_kernel(const at::Tensor& logits, const at::Tensor& target,
                                      std::string(reduction), ignore_index, compute_grad);
 }
 
+const c10::TypedOperatorHandle<decltype(loss_kernel)>& loss_op() {
+  static const auto op = find_op<decltype(loss_kernel)>("finegrained_ops::class_balanced_loss");
+  return op;
+}
+
 class ClassBalancedLossFunction : public torch::autograd::Function<ClassBalancedLossFunction> {
  public:
   static torch::autograd::variable_list forward(
       torch::autograd::AutogradContext* ctx, const at::Tensor& logits, const at::Tensor& target,
       const at::Tensor& class_weights, double gamma, c10::string_view loss_type,
       c10::string_view reduction, int64_t ignore_index, bool compute_grad) {
-    auto [loss, grad, norm] = below_autograd<decltype(loss_kernel)>(
-        kName, logits, target, class_weights, gamma, loss_type, reduction, ignore_index,
+    auto [loss, grad, norm] = below_autograd(
+        loss_op(), logits, target, class_weights, gamma, loss_type, reduction, ignore_index,
         compute_grad);
     ctx->mark_non_differentiable({grad, norm});
     ctx->set_materialize_grads(false);
@@ -43,6 +47,7 @@ class ClassBalancedLossFunction : public torch::autograd::Function<ClassBalanced
     ctx->saved_data["loss_type"] = std::string(loss_type);
     ctx->saved_data["reduction"] = std::string(reduction);
     ctx->saved_data["ignore_index"] = ignore_index;
+    ctx->saved_data["compute_grad"] = compute_grad;
     return {loss, grad, norm};
   }
 
@@ -56,11 +61,11 @@ class ClassBalancedLossFunction : public torch::autograd::Function<ClassBalanced
     const at::Tensor &logits = saved[2], &target = saved[3], &class_weights = saved[4];
     const std::string loss_type = ctx->saved_data["loss_type"].toStringRef();
     const std::string reduction = ctx->saved_data["reduction"].toStringRef();
-    if (grad.sizes() != logits.sizes()) {
+    if (!ctx->saved_data["compute_grad"].toBool()) {
       // Recorded where compute_grad was false (a graph traced under no_grad): compute it now.
       at::NoGradGuard no_grad;
-      std::tie(std::ignore, grad, norm) = below_autograd<decltype(loss_kernel)>(
-          kName, logits.detach(), target.detach(), class_weights.detach(),
+      std::tie(std::ignore, grad, norm) = below_autograd(
+          loss_op(), logits.detach(), target.detach(), class_weights.detach(),
           ctx->saved_data["gamma"].toDouble(), loss_type, reduction,
           ctx->saved_data["ignore_index"].toInt(), /*compute_grad=*/true);
     }

@@ -8,8 +8,8 @@
 // The autograd functions live in C++ (as torchvision's ops): a Python autograd.Function and
 // torch.library's Python layers cost several times the kernel's own host time per call
 // (benchmarks/results/h100-2026-11-27/README.md).
-#include <ATen/ATen.h>
-#include <torch/autograd.h>
+#include <ATen/core/Tensor.h>
+#include <torch/csrc/autograd/custom_function.h>
 
 #include <string>
 #include <vector>
@@ -43,9 +43,9 @@ inline at::Tensor scale_precomputed_gradient(const at::Tensor& grad, const at::T
                                              const at::Tensor& norm, bool per_sample,
                                              const std::string& op_name,
                                              at::TensorList inputs) {
-  at::Tensor scale = grad_loss / norm;
+  at::Tensor scale = grad_loss.div(norm);
   if (per_sample) scale = scale.unsqueeze(1);
-  at::Tensor result = grad * scale;
+  at::Tensor result = grad.mul(scale);
   if (at::GradMode::is_enabled()) {  // create_graph=True
     result = SecondDerivativeRefused::apply(result, op_name, inputs);
   }

@@ -2,8 +2,8 @@
 // schemas, device kernels and autograd. Fake (meta) kernels are registered from Python
 // (finegrained_ops/ops/kernel_pooling.py). Compiled into the extension module only: the CUDA
 // emulation's module loads into the same process and must not register them again.
-#include <ATen/ATen.h>
-#include <torch/autograd.h>
+#include <ATen/core/Tensor.h>
+#include <torch/csrc/autograd/custom_function.h>
 #include <torch/csrc/autograd/autograd_not_implemented_fallback.h>
 #include <torch/library.h>
 
@@ -20,8 +20,9 @@ class KernelPoolingFunction : public torch::autograd::Function<KernelPoolingFunc
                             int64_t dim) {
     ctx->save_for_backward({x, hash_index, hash_sign});
     ctx->saved_data["dim"] = dim;
-    return below_autograd<decltype(kernel_pooling_forward)>("finegrained_ops::kernel_pooling",
-                                                            x, hash_index, hash_sign, dim);
+    static const auto op = find_op<decltype(kernel_pooling_forward)>(
+        "finegrained_ops::kernel_pooling");
+    return below_autograd(op, x, hash_index, hash_sign, dim);
   }
 
   static torch::autograd::variable_list backward(torch::autograd::AutogradContext* ctx,
@@ -29,10 +30,8 @@ class KernelPoolingFunction : public torch::autograd::Function<KernelPoolingFunc
     const auto saved = ctx->get_saved_variables();
     // Through the dispatcher with autograd, whose kernel for the backward op refuses a
     // derivative of its own (create_graph=True then raises when differentiated).
-    static const auto backward_op =
-        c10::Dispatcher::singleton()
-            .findSchemaOrThrow("finegrained_ops::kernel_pooling_backward", "")
-            .typed<decltype(kernel_pooling_backward)>();
+    static const auto backward_op = find_op<decltype(kernel_pooling_backward)>(
+        "finegrained_ops::kernel_pooling_backward");
     at::Tensor grad_x = backward_op.call(grad_outputs[0], saved[0], saved[1], saved[2],
                                          ctx->saved_data["dim"].toInt());
     return {grad_x, at::Tensor(), at::Tensor(), at::Tensor()};

@@ -3,8 +3,8 @@
 // registered from Python (finegrained_ops/ops/triplet.py). Compiled into the extension module
 // only: the CUDA emulation's module loads into the same process and must not register them
 // again.
-#include <ATen/ATen.h>
-#include <torch/autograd.h>
+#include <ATen/core/Tensor.h>
+#include <torch/csrc/autograd/custom_function.h>
 #include <torch/library.h>
 
 #include <string>
@@ -18,7 +18,6 @@ namespace fgo {
 namespace {
 
 using LossOutputs = std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor>;
-constexpr const char* kLossName = "finegrained_ops::triplet_margin_loss";
 
 LossOutputs loss_kernel(const at::Tensor& emb, const at::Tensor& labels,
                         const at::Tensor& extra_negatives,
@@ -51,6 +50,11 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> mine_kernel(
                       positive_fraction, squared, max_triplets, per_anchor, seed, anchor_offset);
 }
 
+const c10::TypedOperatorHandle<decltype(loss_kernel)>& loss_op() {
+  static const auto op = find_op<decltype(loss_kernel)>("finegrained_ops::triplet_margin_loss");
+  return op;
+}
+
 class TripletMarginLossFunction : public torch::autograd::Function<TripletMarginLossFunction> {
  public:
   static torch::autograd::variable_list forward(
@@ -58,8 +62,8 @@ class TripletMarginLossFunction : public torch::autograd::Function<TripletMargin
       const at::Tensor& extra_negatives, const at::Tensor& extra_negative_labels, double margin,
       c10::string_view negatives, double positive_fraction, c10::string_view reduction,
       bool squared, bool compute_grad) {
-    auto [loss, grad_emb, grad_extra, norm] = below_autograd<decltype(loss_kernel)>(
-        kLossName, emb, labels, extra_negatives, extra_negative_labels, margin, negatives,
+    auto [loss, grad_emb, grad_extra, norm] = below_autograd(
+        loss_op(), emb, labels, extra_negatives, extra_negative_labels, margin, negatives,
         positive_fraction, reduction, squared, compute_grad);
     ctx->mark_non_differentiable({grad_emb, grad_extra, norm});
     ctx->set_materialize_grads(false);
@@ -70,6 +74,7 @@ class TripletMarginLossFunction : public torch::autograd::Function<TripletMargin
     ctx->saved_data["positive_fraction"] = positive_fraction;
     ctx->saved_data["reduction"] = std::string(reduction);
     ctx->saved_data["squared"] = squared;
+    ctx->saved_data["compute_grad"] = compute_grad;
     return {loss, grad_emb, grad_extra, norm};
   }
 
@@ -82,16 +87,17 @@ class TripletMarginLossFunction : public torch::autograd::Function<TripletMargin
     at::Tensor grad_emb = saved[0], grad_extra = saved[1], norm = saved[2];
     const at::Tensor &emb = saved[3], &labels = saved[4], &extra = saved[5],
                      &extra_labels = saved[6];
-    if (grad_emb.sizes() != emb.sizes()) {
+    if (!ctx->saved_data["compute_grad"].toBool()) {
       // Recorded where compute_grad was false (a graph traced under no_grad): compute it now.
       at::NoGradGuard no_grad;
-      std::tie(std::ignore, grad_emb, grad_extra, norm) = below_autograd<decltype(loss_kernel)>(
-          kLossName, emb.detach(), labels, extra.detach(), extra_labels,
+      std::tie(std::ignore, grad_emb, grad_extra, norm) = below_autograd(
+          loss_op(), emb.detach(), labels, extra.detach(), extra_labels,
           ctx->saved_data["margin"].toDouble(), ctx->saved_data["negatives"].toStringRef(),
           ctx->saved_data["positive_fraction"].toDouble(),
           ctx->saved_data["reduction"].toStringRef(), ctx->saved_data["squared"].toBool(),
           /*compute_grad=*/true);
     }
+    // needs_input_grad counts the tensor arguments: emb is 0, extra_negatives 2.
     if (ctx->needs_input_grad(0)) {
       result[0] = scale_precomputed_gradient(grad_emb, grad_loss, norm, /*per_sample=*/false,
                                              "triplet_margin_loss", {emb, extra});
