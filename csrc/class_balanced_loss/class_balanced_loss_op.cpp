@@ -85,6 +85,13 @@ LossOutputs loss_autograd(const at::Tensor& logits, const at::Tensor& target,
   return {out[0], out[1], out[2]};
 }
 
+// The device kernels, the same for CPU and CUDA: each entry point picks its device's
+// kernels itself (on_device, common/device.h).
+void register_device_kernels(torch::Library& m) {
+  m.impl("class_balanced_weights", TORCH_FN(class_balanced_weights));
+  m.impl("class_balanced_loss", TORCH_FN(loss_kernel));
+}
+
 }  // namespace
 
 TORCH_LIBRARY_FRAGMENT(finegrained_ops, m) {
@@ -94,16 +101,10 @@ TORCH_LIBRARY_FRAGMENT(finegrained_ops, m) {
         "-> (Tensor, Tensor, Tensor)");
 }
 
-TORCH_LIBRARY_IMPL(finegrained_ops, CPU, m) {
-  m.impl("class_balanced_weights", TORCH_FN(class_balanced_weights));
-  m.impl("class_balanced_loss", TORCH_FN(loss_kernel));
-}
+TORCH_LIBRARY_IMPL(finegrained_ops, CPU, m) { register_device_kernels(m); }
 
 #ifdef WITH_CUDA
-TORCH_LIBRARY_IMPL(finegrained_ops, CUDA, m) {
-  m.impl("class_balanced_weights", TORCH_FN(class_balanced_weights));
-  m.impl("class_balanced_loss", TORCH_FN(loss_kernel));
-}
+TORCH_LIBRARY_IMPL(finegrained_ops, CUDA, m) { register_device_kernels(m); }
 #endif
 
 TORCH_LIBRARY_IMPL(finegrained_ops, Autograd, m) {

@@ -43,6 +43,13 @@ at::Tensor kernel_pooling_autograd(const at::Tensor& x, const at::Tensor& hash_i
   return KernelPoolingFunction::apply(x, hash_index, hash_sign, dim);
 }
 
+// The device kernels, the same for CPU and CUDA: each entry point picks its device's
+// kernels itself (on_device, common/device.h).
+void register_device_kernels(torch::Library& m) {
+  m.impl("kernel_pooling", TORCH_FN(kernel_pooling_forward));
+  m.impl("kernel_pooling_backward", TORCH_FN(kernel_pooling_backward));
+}
+
 }  // namespace
 
 TORCH_LIBRARY_FRAGMENT(finegrained_ops, m) {
@@ -51,16 +58,10 @@ TORCH_LIBRARY_FRAGMENT(finegrained_ops, m) {
         "int dim) -> Tensor");
 }
 
-TORCH_LIBRARY_IMPL(finegrained_ops, CPU, m) {
-  m.impl("kernel_pooling", TORCH_FN(kernel_pooling_forward));
-  m.impl("kernel_pooling_backward", TORCH_FN(kernel_pooling_backward));
-}
+TORCH_LIBRARY_IMPL(finegrained_ops, CPU, m) { register_device_kernels(m); }
 
 #ifdef WITH_CUDA
-TORCH_LIBRARY_IMPL(finegrained_ops, CUDA, m) {
-  m.impl("kernel_pooling", TORCH_FN(kernel_pooling_forward));
-  m.impl("kernel_pooling_backward", TORCH_FN(kernel_pooling_backward));
-}
+TORCH_LIBRARY_IMPL(finegrained_ops, CUDA, m) { register_device_kernels(m); }
 #endif
 
 TORCH_LIBRARY_IMPL(finegrained_ops, Autograd, m) {

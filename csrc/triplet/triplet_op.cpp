@@ -122,6 +122,14 @@ LossOutputs loss_autograd(const at::Tensor& emb, const at::Tensor& labels,
   return {out[0], out[1], out[2], out[3]};
 }
 
+// The device kernels, the same for CPU and CUDA: each entry point picks its device's
+// kernels itself (on_device, common/device.h).
+void register_device_kernels(torch::Library& m) {
+  m.impl("triplet_margin_loss", TORCH_FN(loss_kernel));
+  m.impl("triplet_count", TORCH_FN(count_kernel));
+  m.impl("triplet_mine", TORCH_FN(mine_kernel));
+}
+
 }  // namespace
 
 TORCH_LIBRARY_FRAGMENT(finegrained_ops, m) {
@@ -139,18 +147,10 @@ TORCH_LIBRARY_FRAGMENT(finegrained_ops, m) {
         "-> (Tensor, Tensor, Tensor)");
 }
 
-TORCH_LIBRARY_IMPL(finegrained_ops, CPU, m) {
-  m.impl("triplet_margin_loss", TORCH_FN(loss_kernel));
-  m.impl("triplet_count", TORCH_FN(count_kernel));
-  m.impl("triplet_mine", TORCH_FN(mine_kernel));
-}
+TORCH_LIBRARY_IMPL(finegrained_ops, CPU, m) { register_device_kernels(m); }
 
 #ifdef WITH_CUDA
-TORCH_LIBRARY_IMPL(finegrained_ops, CUDA, m) {
-  m.impl("triplet_margin_loss", TORCH_FN(loss_kernel));
-  m.impl("triplet_count", TORCH_FN(count_kernel));
-  m.impl("triplet_mine", TORCH_FN(mine_kernel));
-}
+TORCH_LIBRARY_IMPL(finegrained_ops, CUDA, m) { register_device_kernels(m); }
 #endif
 
 TORCH_LIBRARY_IMPL(finegrained_ops, Autograd, m) {
