@@ -1,12 +1,14 @@
 """Host time per call: every op's forward + backward on inputs so small that the kernels take
 next to nothing, against the PyTorch call a user would write instead.
 
-    python -m benchmarks.host_overhead [--device cpu|cuda] [--steps 2000]
+    python -m benchmarks.host_overhead [--device cpu|cuda] [--steps 2000] [--profile]
 
 What it measures is the Python, dispatcher and autograd layers and the launches: on a GPU, the
 floor under every step of a small model (the H100 run, benchmarks/results/h100-2026-11-27/,
 found most rows of the suite flat at 0.5-3 ms from it). One thread on the CPU, so the numbers
-do not depend on the machine's cores. Prints the mean microseconds per step.
+do not depend on the machine's cores. Prints the mean microseconds per step; --profile adds,
+for each of our steps, the host-side calls it makes (torch.profiler, 20 steps), which is where
+the launches and small ATen calls to cut show up.
 """
 import argparse
 import time
@@ -61,17 +63,37 @@ def per_step_us(fn, device, steps):
     return (time.perf_counter() - start) / steps * 1e6
 
 
+def print_profile(name, fn, device, steps=20):
+    from torch.profiler import ProfilerActivity, profile
+    for _ in range(steps):
+        fn()
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+        for _ in range(steps):
+            fn()
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+    print(f"\n{name}: host calls over {steps} steps")
+    print(prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=25,
+                                    max_name_column_width=60))
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--steps", type=int, default=2000)
+    parser.add_argument("--profile", action="store_true",
+                        help="also print where each of our steps spends its host time")
     args = parser.parse_args(argv)
     device = torch.device(args.device)
     torch.set_num_threads(1)
     print(f"{'case':<58} {'ours us':>9} {'torch us':>9}")
-    for name, (ours, theirs) in cases(device).items():
+    steps = cases(device)
+    for name, (ours, theirs) in steps.items():
         print(f"{name:<58} {per_step_us(ours, device, args.steps):>9.1f} "
               f"{per_step_us(theirs, device, args.steps):>9.1f}")
+    if args.profile:
+        for name, (ours, _) in steps.items():
+            print_profile(name, ours, device)
 
 
 if __name__ == "__main__":

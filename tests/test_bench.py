@@ -48,8 +48,10 @@ def test_a_benchmark_child_that_dies_raises_instead_of_hanging():
 
 
 def test_host_overhead_runs():
-    run = subprocess.run([sys.executable, "-m", "benchmarks.host_overhead", "--steps", "20"],
-                         capture_output=True, text=True, timeout=300)
+    run = subprocess.run([sys.executable, "-m", "benchmarks.host_overhead", "--steps", "20",
+                          "--profile"], capture_output=True, text=True, timeout=300)
     assert run.returncode == 0, run.stderr[-3000:]
-    rows = run.stdout.splitlines()[1:]
-    assert len(rows) == 3 and all(float(r.split()[-1]) > 0 for r in rows)
+    rows = run.stdout.splitlines()[1:4]
+    assert all(float(r.split()[-1]) > 0 for r in rows)
+    assert run.stdout.count("host calls over 20 steps") == 3
+    assert "finegrained_ops::triplet_margin_loss" in run.stdout

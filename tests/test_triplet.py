@@ -67,10 +67,11 @@ def test_reference_runs_on_each_device(device):
     on the input's device and the loss equals the CPU's."""
     emb, labels, extra, extra_labels = random_batch(30, 4, 5, 4, seed=0)
     kw = extra_kwargs(extra.to(device), extra_labels.to(device))
-    mined = reference.mine_triplets(emb.to(device), labels.to(device), **kw)
-    bank = reference.mine_from_bank(emb[:7].to(device), labels[:7].to(device), emb.to(device),
+    on_device = emb.to(device)  # "cuda" compares unequal to the "cuda:0" a tensor reports
+    mined = reference.mine_triplets(on_device, labels.to(device), **kw)
+    bank = reference.mine_from_bank(on_device[:7], labels[:7].to(device), on_device,
                                     labels.to(device), **kw)
-    assert all(t.device == device for t in (*mined, *bank))
+    assert all(t.device == on_device.device for t in (*mined, *bank))
     assert_triplets_equal(mined, reference.mine_triplets(
         emb, labels, **extra_kwargs(extra, extra_labels)))
     loss = reference.triplet_margin_loss(emb.to(device), labels.to(device), **kw)
