@@ -1,7 +1,7 @@
 """The benchmark suite: every op's comparison (native vs reference vs peers, forward+backward,
 after an agreement check) and its scaling curves, in one run.
 
-    python -m benchmarks [--ops kernel_pooling triplet class_balanced_loss]
+    python -m benchmarks [--ops kernel_pooling triplet class_balanced_loss long_tail_losses]
                          [--device cpu|cuda] [--quick] [--out DIR]
     python -m finegrained_ops bench ...   (the same, from a source checkout)
 
@@ -19,7 +19,8 @@ from .report import markdown, plot, print_table, write_json
 from .roofline import add_floor, measure_ceilings
 
 OPS = {"kernel_pooling": "bench_kernel_pooling", "triplet": "bench_triplet",
-       "class_balanced_loss": "bench_class_balanced_loss"}
+       "class_balanced_loss": "bench_class_balanced_loss",
+       "long_tail_losses": "bench_long_tail_losses"}
 
 
 def run(ops, device, quick, out_dir, repeats):

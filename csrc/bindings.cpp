@@ -36,7 +36,8 @@ void bind_ops(pybind11::module_& m) {
         py::arg("samples_per_class"), py::arg("beta"), py::call_guard<py::gil_scoped_release>());
   m.def("class_balanced_loss_forward", &fgo::class_balanced_loss_forward,
         "Fused class-weighted softmax/sigmoid/focal loss: (loss, grad of the summed loss, norm).",
-        py::arg("logits"), py::arg("target"), py::arg("class_weights"), py::arg("gamma"),
+        py::arg("logits"), py::arg("target"), py::arg("class_weights"), py::arg("logit_offsets"),
+        py::arg("target_margins"), py::arg("scale"), py::arg("gamma"),
         py::arg("loss_type"), py::arg("reduction"), py::arg("ignore_index"),
         py::arg("compute_grad"), py::call_guard<py::gil_scoped_release>());
 

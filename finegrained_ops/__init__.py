@@ -6,14 +6,17 @@ What each op computes is in docs/semantics.md; the papers cited by short name in
 """
 from . import _native, data, metrics, nn, ops, reference, train
 from ._native import BUILD_INFO
-from .ops import (class_balanced_loss, class_balanced_weights, compact_bilinear_pooling,
-                  count_triplets, draw_hashes, effective_number, estimate_gamma, kernel_pooling, mine_from_bank,
-                  mine_triplets, rbf_alpha, signed_sqrt, triplet_margin_loss)
+from .ops import (balanced_softmax_loss, class_balanced_loss, class_balanced_weights,
+                  compact_bilinear_pooling, count_triplets, draw_hashes, effective_number,
+                  estimate_gamma, kernel_pooling, ldam_loss, ldam_margins, logit_adjust,
+                  logit_adjusted_loss, logit_adjustment_offsets, mine_from_bank, mine_triplets,
+                  rbf_alpha, signed_sqrt, softmax_focal_loss, triplet_margin_loss)
 from .version import __version__
 
 __all__ = [
     "BUILD_INFO",
     "__version__",
+    "balanced_softmax_loss",
     "class_balanced_loss",
     "class_balanced_weights",
     "compact_bilinear_pooling",
@@ -23,6 +26,11 @@ __all__ = [
     "effective_number",
     "estimate_gamma",
     "kernel_pooling",
+    "ldam_loss",
+    "ldam_margins",
+    "logit_adjust",
+    "logit_adjusted_loss",
+    "logit_adjustment_offsets",
     "metrics",
     "mine_from_bank",
     "mine_triplets",
@@ -31,6 +39,7 @@ __all__ = [
     "rbf_alpha",
     "reference",
     "signed_sqrt",
+    "softmax_focal_loss",
     "train",
     "triplet_margin_loss",
 ]

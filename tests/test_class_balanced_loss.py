@@ -236,7 +236,7 @@ def test_module_computes_its_weights_once_and_refreshes_them():
     assert "class_weights" not in crit.state_dict()
     crit.beta = 0.9  # e.g. deferred re-weighting switching beta during training
     crit.samples_per_class[2] = 50
-    crit.refresh_weights()
+    crit.refresh()
     logits, target, _ = random_problem(5, 3, 1)
     expected = fo.class_balanced_loss(logits, target, [100, 10, 50], beta=0.9, loss_type="softmax")
     assert torch.equal(crit(logits, target), expected)
@@ -275,8 +275,8 @@ def test_torch_compile_fullgraph_and_opcheck():
     for reduction in REDUCTIONS:
         torch.library.opcheck(_class_balanced_loss,
                               (logits.clone().requires_grad_(), target,
-                               fo.class_balanced_weights(counts, 0.99), 0.5, "focal", reduction,
-                               -100, True))
+                               fo.class_balanced_weights(counts, 0.99), None, None, 1.0, 0.5,
+                               "focal", reduction, -100, True))
 
 
 @pytest.mark.parametrize("kwargs, error, match", [
@@ -285,7 +285,7 @@ def test_torch_compile_fullgraph_and_opcheck():
     (dict(target=torch.tensor([0, 1, 2])), ValueError, "entries but logits has N=2"),
     (dict(target=torch.tensor([0.0, 1.0])), TypeError, "int64"),
     (dict(target=torch.tensor([[0.0, 2.0, 0.0], [1.0, 0.0, 0.0]])), RuntimeError, "\\[0, 1\\]"),
-    (dict(target=torch.ones(2, 3), loss_type="softmax"), ValueError, "multi-hot"),
+    (dict(target=torch.ones(2, 3), loss_type="softmax"), RuntimeError, "summing to 1"),
     (dict(counts=[5, 0, 2]), RuntimeError, "> 0"),
     (dict(counts=[5, -1, 2]), RuntimeError, "> 0"),
     (dict(counts=[5, 2]), ValueError, "C=3 entries"),
@@ -310,16 +310,26 @@ def test_bad_input_raises_clear_errors(kwargs, error, match):
 def test_native_entry_checks_its_own_preconditions():
     """Calling _C directly with bad values raises, never touches memory out of range."""
     from finegrained_ops._native import _C
-    z = torch.zeros(2, 3)
-    with pytest.raises(RuntimeError, match="must be in"):
-        _C.class_balanced_loss_forward(z, torch.tensor([0, 99]), torch.ones(3), 0.5,
-                                       "focal", "mean", -100, True)
-    with pytest.raises(RuntimeError, match="float32 or float64"):
-        _C.class_balanced_loss_forward(z.half(), torch.tensor([0, 1]), torch.ones(3), 0.5,
-                                       "focal", "mean", -100, True)
-    with pytest.raises(RuntimeError, match="loss_type"):
-        _C.class_balanced_loss_forward(z, torch.tensor([0, 1]), torch.ones(3), 0.5,
-                                       "huber", "mean", -100, True)
-    with pytest.raises(RuntimeError, match="one entry per class"):
-        _C.class_balanced_loss_forward(z, torch.tensor([0, 1]), torch.ones(4), 0.5,
-                                       "focal", "mean", -100, True)
+    z, y, ones = torch.zeros(2, 3), torch.tensor([0, 1]), torch.ones(3)
+
+    def call(logits=z, target=y, weights=ones, offsets=None, margins=None, scale=1.0,
+             loss_type="focal"):
+        _C.class_balanced_loss_forward(logits, target, weights, offsets, margins, scale, 0.5,
+                                       loss_type, "mean", -100, True)
+
+    cases = [(dict(target=torch.tensor([0, 99])), "must be in"),
+             (dict(logits=z.half()), "float32 or float64"),
+             (dict(loss_type="huber"), "loss_type"),
+             (dict(weights=torch.ones(4)), "one entry per class"),
+             (dict(offsets=ones), "softmax loss only"),
+             (dict(loss_type="softmax", scale=0.0), "scale must be finite and > 0"),
+             (dict(loss_type="softmax", offsets=torch.tensor([0.0, float("inf"), 0.0])),
+              "logit_offsets must be finite"),
+             (dict(loss_type="softmax", margins=torch.tensor([0.0, -0.1, 0.0])),
+              "target_margins must be finite and >= 0"),
+             (dict(loss_type="softmax", margins=ones, target=torch.full((2, 3), 1 / 3)),
+              "need class-index targets"),
+             (dict(loss_type="softmax", target=torch.full((2, 3), 0.3)), "summing to 1")]
+    for kwargs, match in cases:
+        with pytest.raises(RuntimeError, match=match):
+            call(**kwargs)

@@ -24,6 +24,8 @@ import finegrained_ops as fo
 
 from .cuda_emulation import build
 from .helpers import assert_relative_close
+from .test_long_tail_losses import loss_and_grad as long_tail_loss_and_grad
+from .test_long_tail_losses import problem as long_tail_problem
 
 pytestmark = pytest.mark.skipif(
     not build.compiler_available(),
@@ -391,4 +393,19 @@ def test_class_balanced_loss(emulation, loss_type, gamma, n, c, target_kind, red
         cpu, cuda = run_three_ways(emulation, lambda: cb_loss_and_grad(
             logits, target, counts, beta=0.999, gamma=gamma, loss_type=loss_type,
             reduction=reduction))
+        assert_all(cpu, cuda)
+
+
+@pytest.mark.parametrize("name, kwargs, soft", [
+    ("logit_adjusted", {}, False), ("logit_adjusted", {}, True),
+    ("balanced_softmax", dict(reduction="none"), False),
+    ("ldam", {}, False),
+    ("softmax_focal", dict(gamma=0.5), False), ("softmax_focal", dict(gamma=2.0), True)])
+@pytest.mark.parametrize("n, c", [(37, 10), (9, 512), (6, 2049)])
+def test_long_tail_softmax_family(emulation, name, kwargs, soft, n, c):
+    """Offsets, margins, scale, softmax focal and soft targets in the generalised softmax."""
+    for dtype in (torch.float32, torch.float64):
+        logits, target, counts, weights = long_tail_problem(n, c, 2, soft=soft, dtype=dtype)
+        cpu, cuda = run_three_ways(emulation, lambda: long_tail_loss_and_grad(
+            name, 0, logits, target, counts, class_weights=weights, **kwargs))
         assert_all(cpu, cuda)

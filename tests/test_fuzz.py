@@ -198,6 +198,81 @@ def test_class_balanced_loss(data, n, c, dtype, layout, loss_type, reduction, mu
 
 
 # ---------------------------------------------------------------------------------------------
+# The long-tail softmax family (same native loss: offsets, margins, scale, focal, soft targets)
+
+LONG_TAIL = {  # name: (native, reference, keyword arguments, takes counts, takes soft targets)
+    "logit_adjusted_loss": (fo.logit_adjusted_loss, reference.logit_adjusted_loss,
+                            dict(tau=1.0), True, True),
+    "balanced_softmax_loss": (fo.balanced_softmax_loss, reference.balanced_softmax_loss, {},
+                              True, True),
+    "ldam_loss": (fo.ldam_loss, reference.ldam_loss, dict(scale=5.0), True, False),
+    "softmax_focal_loss": (fo.softmax_focal_loss, reference.softmax_focal_loss,
+                           dict(gamma=0.5), False, True),
+}
+LONG_TAIL_FAULTS = {"label_high": "target", "soft_sum": "summing to 1",
+                    "zero_count": "samples_per_class", "hyperparameter": ("tau", "scale", "gamma"),
+                    "reduction": "reduction"}
+
+
+@given(data=st.data(), name=st.sampled_from(sorted(LONG_TAIL)), n=st.integers(0, 5),
+       c=st.integers(1, 6), dtype=st.sampled_from(DTYPES), layout=st.sampled_from(LAYOUTS),
+       reduction=st.sampled_from(["mean", "sum", "none"]), soft=st.booleans(),
+       fault=st.sampled_from([None] * 5 + ["nan", "ignored"] + list(LONG_TAIL_FAULTS)))
+def test_long_tail_losses(data, name, n, c, dtype, layout, reduction, soft, fault):
+    native, ref, kwargs, takes_counts, takes_soft = LONG_TAIL[name]
+    soft = soft and takes_soft
+    logits = data.draw(features((n, c), dtype)) * 4
+    counts = torch.arange(1, c + 1) * 7
+    if soft:
+        target = torch.softmax(data.draw(features((n, c), torch.float64)), 1).to(dtype)
+    else:
+        target = torch.arange(n) % c
+    if fault == "nan":
+        logits = poison(data.draw, logits, math.nan)
+    elif fault in ("label_high", "ignored") and not soft:
+        target = poison(data.draw, target, {"label_high": c, "ignored": -100}[fault])
+    elif fault == "soft_sum" and soft:
+        target = target * 2
+    elif fault == "zero_count":
+        counts = poison(data.draw, counts, 0)
+    if fault == "hyperparameter":
+        kwargs = {key: -1.0 for key in kwargs}
+    if fault == "reduction":
+        reduction = "avg"
+    zl = with_layout(logits, layout).requires_grad_(dtype in (torch.float32, torch.float64))
+
+    def run(f, z, t):
+        return f(*((z, t, counts) if takes_counts else (z, t)), reduction=reduction, **kwargs)
+
+    applies = fault in LONG_TAIL_FAULTS and not (
+        (fault == "label_high" and (n == 0 or soft)) or (fault == "soft_sum" and (n == 0 or not soft))
+        or (fault == "zero_count" and not takes_counts) or (fault == "hyperparameter" and not kwargs))
+    if applies:
+        names = LONG_TAIL_FAULTS[fault]
+        return raises_naming(lambda: run(native, zl, target),
+                             *(names if isinstance(names, tuple) else (names,)))
+    loss = run(native, zl, target)
+    zc = zl.detach().contiguous().requires_grad_(zl.requires_grad)
+    loss_c = run(native, zc, target)
+    assert same_bits(loss, loss_c)
+    if zl.requires_grad and torch.isfinite(loss_c).all():
+        assert same_bits(torch.autograd.grad(loss.sum(), zl)[0],
+                         torch.autograd.grad(loss_c.sum(), zc)[0])
+    # Compared where the reference is accurate: its float64 log-sum-exp cancels for losses
+    # below ~1e-12 (LDAM's scaled margins), where ours keeps its precision (log1p; tested in
+    # test_long_tail_losses.py). The reference is rounded to the result's dtype (float16
+    # underflows there too).
+    expected = run(ref, zc.detach().double(), target.double() if soft else target)
+    expected = expected.to(dtype).double()
+    rows = torch.isfinite(zc.detach()).all(1)
+    if reduction == "none":
+        rows &= expected.abs() > 1e-12
+        assert_relative_close(loss.detach()[rows].double(), expected[rows], TOLERANCE[dtype])
+    elif bool(rows.all()) and torch.isfinite(expected) and expected.abs() > 1e-12:
+        assert_relative_close(loss.detach().double(), expected, TOLERANCE[dtype])
+
+
+# ---------------------------------------------------------------------------------------------
 # Triplet loss and mining
 
 # One fault per example (None: a valid call): each bad argument and the message naming it.
@@ -388,12 +463,16 @@ def test_every_public_op_and_module_is_fuzzed():
     the package's __all__."""
     fuzzed_ops = {"kernel_pooling", "compact_bilinear_pooling", "class_balanced_loss",
                   "class_balanced_weights", "triplet_margin_loss", "mine_triplets",
-                  "count_triplets", "mine_from_bank"}
+                  "count_triplets", "mine_from_bank", *LONG_TAIL}
+    # The long-tail modules hold the functions' per-class tensors (test_long_tail_losses.py);
+    # AnchorPointClassifier is TripletAnchorPointLoss's classifier; the bases are bases.
     assert set(fo.nn.__all__) == {
         "KernelPooling", "CompactBilinearPooling", "ClassBalancedLoss", "TripletMarginLoss",
         "TripletAnchorPointLoss", "SuperClassInstanceLoss", "AnchorPointClassifier",
-        "sigmoid_bias_init"}  # AnchorPointClassifier is TripletAnchorPointLoss's classifier
+        "sigmoid_bias_init", "LogitAdjustedLoss", "BalancedSoftmaxLoss", "LDAMLoss",
+        "SoftmaxFocalLoss", "ClassCountsLoss", "ClassWeightedLoss"}
     not_ops = {"BUILD_INFO", "__version__", "data", "metrics", "nn", "ops", "reference", "train",
                # small closed-form helpers with their own value tests
-               "draw_hashes", "effective_number", "estimate_gamma", "rbf_alpha", "signed_sqrt"}
+               "draw_hashes", "effective_number", "estimate_gamma", "rbf_alpha", "signed_sqrt",
+               "ldam_margins", "logit_adjust", "logit_adjustment_offsets"}
     assert set(fo.__all__) - not_ops == fuzzed_ops

@@ -35,7 +35,7 @@ FLAGS = ("-fsanitize=address,undefined -fsanitize-recover=address,undefined "
 # The op files' other tests (hypothesis against the reference, gradcheck) run in `make test`.
 TESTS = ["tests/test_fuzz.py", "tests/test_cuda_emulation.py",
          "tests/test_kernel_pooling.py", "tests/test_triplet.py",
-         "tests/test_class_balanced_loss.py", "-k",
+         "tests/test_class_balanced_loss.py", "tests/test_long_tail_losses.py", "-k",
          "test_fuzz or test_cuda_emulation or native or bad_input or refuse or edge or empty"]
 # The slowest emulation cases under the sanitizers (10-45 s each there: the fibers switch on
 # every shuffle): the same kernels and paths run in the smaller cases kept (the triplet loss at

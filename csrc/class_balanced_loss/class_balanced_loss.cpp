@@ -11,9 +11,21 @@
 namespace fgo {
 namespace {
 
+// Rows of a softmax target may deviate from 1 by this much: mixup or label smoothing done in
+// bfloat16 arrives with each entry rounded by up to 2^-9 of itself.
+constexpr double kSoftTargetSumTolerance = 1e-2;
+
 // The values of the target, without a host sync on CUDA (common/value_check.h).
 void check_target(const at::Tensor& target, int64_t num_classes, bool multi_hot,
-                  int64_t ignore_index) {
+                  cb::LossType loss_type, int64_t ignore_index) {
+  if (multi_hot && loss_type == cb::kSoftmax) {
+    check_value(((target >= 0) & (target <= 1)).all() &
+                    ((target.sum(1) - 1).abs() <= kSoftTargetSumTolerance).all(),
+                "class_balanced_loss: soft targets of a softmax loss must be in [0, 1] with "
+                "every row summing to 1 (within 1e-2)",
+                [&] { return c10::str("; got row sums ", target.sum(1)); });
+    return;
+  }
   if (multi_hot) {
     check_value(((target >= 0) & (target <= 1)).all(),
                 "class_balanced_loss: multi-hot target values must be in [0, 1] (and not NaN)",
@@ -28,6 +40,22 @@ void check_target(const at::Tensor& target, int64_t num_classes, bool multi_hot,
                 return c10::str("; got min ", target.min().item<int64_t>(), ", max ",
                                 target.max().item<int64_t>());
               });
+}
+
+// A per-class (C,) argument: float64 or logits' dtype, on logits' device; returned
+// contiguous in logits' dtype, or undefined when absent.
+at::Tensor per_class(const c10::optional<at::Tensor>& given, const char* name,
+                     const at::Tensor& logits) {
+  if (!given.has_value() || !given->defined()) return at::Tensor();
+  const at::Tensor& t = *given;
+  const int64_t c = logits.size(1);
+  TORCH_CHECK(t.dim() == 1 && t.size(0) == c &&
+                  (t.scalar_type() == at::kDouble || t.scalar_type() == logits.scalar_type()),
+              "class_balanced_loss: ", name, " must be float64 or logits' dtype with one entry "
+              "per class (", c, "), got ", t.scalar_type(), " ", t.sizes());
+  TORCH_CHECK(t.device() == logits.device(), "class_balanced_loss: ", name,
+              " must be on logits' device ", logits.device(), ", got ", t.device());
+  return t.to(logits.scalar_type()).contiguous();
 }
 
 }  // namespace
@@ -51,9 +79,12 @@ at::Tensor class_balanced_weights(const at::Tensor& samples_per_class, double be
 }
 
 std::tuple<at::Tensor, at::Tensor, at::Tensor> class_balanced_loss_forward(
-    const at::Tensor& logits, const at::Tensor& target, const at::Tensor& class_weights,
-    double gamma, const std::string& loss_type_name, const std::string& reduction_name,
-    int64_t ignore_index, bool compute_grad) {
+    const at::Tensor& logits, const at::Tensor& target,
+    const c10::optional<at::Tensor>& class_weights,
+    const c10::optional<at::Tensor>& logit_offsets,
+    const c10::optional<at::Tensor>& target_margins, double scale, double gamma,
+    const std::string& loss_type_name, const std::string& reduction_name, int64_t ignore_index,
+    bool compute_grad) {
   TORCH_CHECK(logits.dim() == 2, "class_balanced_loss: logits must be (N, C), got ",
               logits.sizes());
   TORCH_CHECK(logits.scalar_type() == at::kFloat || logits.scalar_type() == at::kDouble,
@@ -69,8 +100,6 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> class_balanced_loss_forward(
   TORCH_CHECK(c >= 1, "class_balanced_loss: logits need at least one class");
   const bool multi_hot = target.dim() == 2;
   if (multi_hot) {
-    TORCH_CHECK(loss_type != cb::kSoftmax,
-                "class_balanced_loss: multi-hot targets need loss_type sigmoid or focal");
     TORCH_CHECK(target.sizes() == logits.sizes() && target.scalar_type() == logits.scalar_type(),
                 "class_balanced_loss: a multi-hot target must match logits' shape and dtype, got ",
                 target.sizes(), " ", target.scalar_type());
@@ -79,26 +108,44 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> class_balanced_loss_forward(
                 "class_balanced_loss: target must be int64 (N,) class indices with N=", n,
                 ", got ", target.scalar_type(), " ", target.sizes());
   }
-  TORCH_CHECK(class_weights.dim() == 1 && class_weights.size(0) == c &&
-                  (class_weights.scalar_type() == at::kDouble ||
-                   class_weights.scalar_type() == logits.scalar_type()),
-              "class_balanced_loss: class_weights must be float64 or logits' dtype with one "
-              "entry per class (", c, "), got ", class_weights.scalar_type(), " ",
-              class_weights.sizes());
-  TORCH_CHECK(target.device() == logits.device() && class_weights.device() == logits.device(),
-              "class_balanced_loss: logits, target and class_weights must be on one device");
-  check_target(target, c, multi_hot, ignore_index);
-
+  TORCH_CHECK(target.device() == logits.device(),
+              "class_balanced_loss: target must be on logits' device ", logits.device(),
+              ", got ", target.device());
+  TORCH_CHECK(scale > 0.0 && std::isfinite(scale),
+              "class_balanced_loss: scale must be finite and > 0, got ", scale);
   ClassBalancedLossArgs args;
+  args.class_weights = per_class(class_weights, "class_weights", logits);
+  args.logit_offsets = per_class(logit_offsets, "logit_offsets", logits);
+  args.target_margins = per_class(target_margins, "target_margins", logits);
+  TORCH_CHECK(loss_type == cb::kSoftmax ||
+                  (!args.logit_offsets.defined() && !args.target_margins.defined() && scale == 1.0),
+              "class_balanced_loss: logit_offsets, target_margins and scale apply to the softmax "
+              "loss only, got loss_type ", loss_type_name);
+  TORCH_CHECK(!multi_hot || !args.target_margins.defined(),
+              "class_balanced_loss: target_margins need class-index targets (a margin is taken "
+              "off the true class's logit), got a (N, C) target");
+  check_target(target, c, multi_hot, loss_type, ignore_index);
+  if (args.logit_offsets.defined()) {
+    check_value(at::isfinite(args.logit_offsets).all(),
+                "class_balanced_loss: logit_offsets must be finite",
+                [&] { return c10::str("; got ", args.logit_offsets); });
+  }
+  if (args.target_margins.defined()) {
+    check_value((at::isfinite(args.target_margins) & (args.target_margins >= 0)).all(),
+                "class_balanced_loss: target_margins must be finite and >= 0",
+                [&] { return c10::str("; got ", args.target_margins); });
+  }
+
   args.logits = logits.contiguous();
   args.target = target.contiguous();
-  args.class_weights = class_weights.to(logits.scalar_type()).contiguous();
+  args.scale = scale;
   args.loss_type = (loss_type == cb::kFocal && gamma == 0.0) ? cb::kSigmoid : loss_type;
   args.ignore_index = ignore_index;
   args.gamma = gamma;
   args.multi_hot = multi_hot;
+  args.norm_by_weight = reduction == cb::kWeightedMean;
   args.row_loss = at::empty({n}, logits.options());
-  args.row_positives = at::empty({n}, logits.options());
+  args.row_norm = at::empty({n}, logits.options());
   args.grad = compute_grad ? at::empty_like(args.logits) : at::Tensor();
 
   on_device(logits, [&](auto device) { class_balanced_loss_rows(device, args); });
@@ -112,7 +159,10 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> class_balanced_loss_forward(
   if (reduction == cb::kSum) {
     return {total.to(logits.scalar_type()), grad, at::ones({}, logits.options())};
   }
-  const at::Tensor norm = args.row_positives.to(at::kDouble).sum().clamp_min(1.0);
+  // 'mean' divides by at least 1 positive label; 'weighted_mean' by the weights' sum, which
+  // may lawfully be below 1, or by 1 when no row counts (a loss of 0, not NaN).
+  at::Tensor norm = args.row_norm.to(at::kDouble).sum();
+  norm = reduction == cb::kMean ? norm.clamp_min(1.0) : at::where(norm > 0, norm, 1.0);
   return {(total / norm).to(logits.scalar_type()), grad, norm.to(logits.scalar_type())};
 }
 

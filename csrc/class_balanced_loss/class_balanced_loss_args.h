@@ -9,15 +9,22 @@
 namespace fgo {
 
 // Device kernels, called with validated inputs. They fill row_loss (N,) with each row's
-// weighted loss, row_positives (N,) with each row's number of positive labels (0 for an
-// ignored row), and grad when it is defined.
+// weighted loss, row_norm (N,) with each row's share of the 'mean' divisor (its number of
+// positive labels, or its weight when norm_by_weight; 0 for an ignored row), and grad when it
+// is defined. Tensors are contiguous and in logits' dtype except the int64 class indices.
 struct ClassBalancedLossArgs {
-  at::Tensor logits, target, class_weights;  // class_weights: (C,) in logits' dtype
-  cb::LossType loss_type;
-  int64_t ignore_index;
-  double gamma;
-  bool multi_hot;
-  at::Tensor row_loss, row_positives, grad;  // outputs; grad undefined when not wanted
+  at::Tensor logits;          // (N, C)
+  at::Tensor target;          // (N,) int64 class indices, or (N, C) multi-hot / soft rows
+  at::Tensor class_weights;   // (C,) w, or undefined: every class weighs 1
+  at::Tensor logit_offsets;   // softmax only: (C,) b added to the logits, or undefined
+  at::Tensor target_margins;  // softmax only: (C,) margin taken off the true class, or undefined
+  double scale = 1;           // softmax only: s in u = s (z + b - margin_y onehot(y))
+  cb::LossType loss_type = cb::kSoftmax;
+  int64_t ignore_index = -100;
+  double gamma = 0;           // focal exponent (sigmoid focal, or softmax when > 0)
+  bool multi_hot = false;     // target is (N, C)
+  bool norm_by_weight = false;
+  at::Tensor row_loss, row_norm, grad;  // outputs; grad undefined when not wanted
 };
 
 void class_balanced_loss_rows(Cpu, const ClassBalancedLossArgs& args);

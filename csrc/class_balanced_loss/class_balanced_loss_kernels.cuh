@@ -1,5 +1,5 @@
 #pragma once
-// CUDA kernels of the class-balanced loss. Raw pointers, sizes and a stream only: this file
+// CUDA kernels of the class-balanced loss family. Raw pointers, sizes and a stream only: this file
 // needs no torch header, so `make cuda-check` compiles it on machines without a CUDA torch.
 //
 // A group of kThreadsPerRow threads owns one row (a warp when C is small, the whole block
@@ -20,7 +20,9 @@ constexpr int kBlockThreads = 256;
 
 struct ScalarOps {
   template <typename T> static __device__ __forceinline__ T exp(T x) { return ::exp(x); }
+  template <typename T> static __device__ __forceinline__ T log(T x) { return ::log(x); }
   template <typename T> static __device__ __forceinline__ T log1p(T x) { return ::log1p(x); }
+  template <typename T> static __device__ __forceinline__ T pow(T x, T y) { return ::pow(x, y); }
   template <typename T> static __device__ __forceinline__ T abs(T x) { return ::fabs(x); }
   template <typename T> static __device__ __forceinline__ T relu(T x) { return x > T(0) ? x : T(0); }
   template <typename T>
@@ -54,16 +56,20 @@ __device__ __forceinline__ T row_reduce(T v, Op op) {
 
 template <typename scalar_t>
 struct RowsParams {
-  const scalar_t* logits;         // (n, c)
-  const int64_t* labels;          // (n,) class indices, or nullptr for a multi-hot target
-  const scalar_t* soft_target;    // (n, c) multi-hot target, or nullptr
-  const scalar_t* class_weights;  // (c,)
-  int64_t n, c, ignore_index;     // labels are in [0, c) or ignore_index (checked by the caller)
+  const scalar_t* logits;          // (n, c)
+  const int64_t* labels;           // (n,) class indices, or nullptr for a multi-hot target
+  const scalar_t* soft_target;     // (n, c) multi-hot / soft target, or nullptr
+  const scalar_t* class_weights;   // (c,), or nullptr: every class weighs 1
+  const scalar_t* logit_offsets;   // softmax: (c,) added to the logits, or nullptr
+  const scalar_t* target_margins;  // softmax: (c,) taken off the true class's logit, or nullptr
+  int64_t n, c, ignore_index;      // labels are in [0, c) or ignore_index (checked by the caller)
+  scalar_t scale;                  // softmax: multiplies the adjusted logits
   scalar_t gamma;
-  int64_t loss_type;              // cb::LossType
-  scalar_t* row_loss;             // (n,) weighted loss of each row
-  scalar_t* row_positives;        // (n,) positive labels of each row (0 if ignored)
-  scalar_t* grad;                 // (n, c) weighted d(loss)/d(logits), or nullptr
+  int64_t loss_type;               // cb::LossType
+  bool norm_by_weight;             // row_norm holds the row's weight, else its positives
+  scalar_t* row_loss;              // (n,) weighted loss of each row
+  scalar_t* row_norm;              // (n,) the row's share of the 'mean' divisor (0 if ignored)
+  scalar_t* grad;                  // (n, c) weighted d(loss)/d(logits), or nullptr
 };
 
 // Row weight (sum of the positive classes' weights) and positives; false for an ignored row.
@@ -75,14 +81,14 @@ __device__ __forceinline__ bool row_weight(const RowsParams<scalar_t>& p, int64_
     // An index out of range is refused by a device-side assertion that does not stop this
     // kernel: such a row is skipped like an ignored one, so no memory outside is read.
     if (*y == p.ignore_index || *y < 0 || *y >= p.c) return false;
-    *w = p.class_weights[*y];
+    *w = p.class_weights != nullptr ? p.class_weights[*y] : scalar_t(1);
     *positives = scalar_t(1);
     return true;
   }
   const scalar_t* t = p.soft_target + row * p.c;
   scalar_t ws = 0, ps = 0;
   for (int64_t j = lane; j < p.c; j += kThreadsPerRow) {
-    ws += p.class_weights[j] * t[j];
+    ws += (p.class_weights != nullptr ? p.class_weights[j] : scalar_t(1)) * t[j];
     ps += t[j];
   }
   *y = -1;
@@ -99,7 +105,7 @@ __device__ __forceinline__ void write_ignored_row(const RowsParams<scalar_t>& p,
   }
   if (lane == 0) {
     p.row_loss[row] = scalar_t(0);
-    p.row_positives[row] = scalar_t(0);
+    p.row_norm[row] = scalar_t(0);
   }
 }
 
@@ -128,13 +134,13 @@ __device__ __forceinline__ bool start_row(const RowsParams<scalar_t>& p, Row<sca
   return true;
 }
 
-// The row's first thread writes its weighted loss and positives.
+// The row's first thread writes its weighted loss and its share of the 'mean' divisor.
 template <typename scalar_t>
 __device__ __forceinline__ void finish_row(const RowsParams<scalar_t>& p, const Row<scalar_t>& r,
                                            scalar_t loss) {
   if (r.lane == 0) {
     p.row_loss[r.row] = r.w * loss;
-    p.row_positives[r.row] = r.positives;
+    p.row_norm[r.row] = p.norm_by_weight ? r.w : r.positives;
   }
 }
 
@@ -177,33 +183,82 @@ __global__ void __launch_bounds__(kBlockThreads) sigmoid_rows_kernel(RowsParams<
   finish_row<scalar_t>(p, r, row_reduce<kThreadsPerRow>(acc, Sum()));
 }
 
-template <typename scalar_t, int kThreadsPerRow>
+// The adjusted logit u = s (z + b - margin onehot(y)) of the softmax family.
+template <typename scalar_t>
+__device__ __forceinline__ scalar_t adjusted_logit(const RowsParams<scalar_t>& p,
+                                                   const Row<scalar_t>& r, scalar_t margin,
+                                                   int64_t j, scalar_t z) {
+  if (p.logit_offsets != nullptr) z += p.logit_offsets[j];
+  if (j == r.y) z -= margin;
+  return z * p.scale;
+}
+
+// Softmax loss of a row (docs/semantics.md §4.2, class_balanced_loss_math.h).
+template <typename scalar_t, int kThreadsPerRow, bool kFocal>
 __global__ void __launch_bounds__(kBlockThreads) softmax_rows_kernel(RowsParams<scalar_t> p) {
   Row<scalar_t> r;
   if (!start_row<kThreadsPerRow>(p, &r)) return;
   const scalar_t* __restrict__ z = p.logits + r.row * p.c;
-  scalar_t zmax = -INFINITY;
-  for_each_logit<kThreadsPerRow>(z, p.c, r.lane, [&](int64_t, scalar_t zj) { zmax = Max()(zmax, zj); });
-  zmax = row_reduce<kThreadsPerRow>(zmax, Max());
-  scalar_t sum = 0;
-  for_each_logit<kThreadsPerRow>(z, p.c, r.lane, [&](int64_t, scalar_t zj) { sum += ::exp(zj - zmax); });
-  sum = row_reduce<kThreadsPerRow>(sum, Sum());
-  if (p.grad != nullptr) {
-    scalar_t* __restrict__ grad = p.grad + r.row * p.c;
-    const scalar_t scale = r.w / sum;
+  const scalar_t margin =
+      p.target_margins != nullptr && r.y >= 0 ? p.target_margins[r.y] : scalar_t(0);
+  scalar_t m = -INFINITY;
+  for_each_logit<kThreadsPerRow>(z, p.c, r.lane, [&](int64_t j, scalar_t zj) {
+    m = Max()(m, adjusted_logit(p, r, margin, j, zj));
+  });
+  m = row_reduce<kThreadsPerRow>(m, Max());
+  scalar_t below = 0, ties = 0;  // exp(u - m) of the classes below m; classes at m
+  for_each_logit<kThreadsPerRow>(z, p.c, r.lane, [&](int64_t j, scalar_t zj) {
+    const scalar_t d = adjusted_logit(p, r, margin, j, zj) - m;
+    if (d < scalar_t(0)) below += ::exp(d);
+    else ties += scalar_t(1);
+  });
+  const auto sums = SoftmaxRowSums<scalar_t>::template from<ScalarOps>(
+      row_reduce<kThreadsPerRow>(below, Sum()), row_reduce<kThreadsPerRow>(ties, Sum()));
+  const scalar_t sw = p.scale * r.w;  // d(loss)/dz = s d(loss)/du
+  scalar_t* __restrict__ grad = p.grad == nullptr ? nullptr : p.grad + r.row * p.c;
+  if (p.soft_target == nullptr) {
+    // One target class: d(loss)/du_k = w (onehot_k a_y - p_k a_y).
+    const scalar_t d_y = adjusted_logit(p, r, margin, r.y, z[r.y]) - m;
+    const auto ty = softmax_terms<scalar_t, ScalarOps, kFocal>(d_y, ::exp(d_y), sums, p.gamma);
+    if (grad != nullptr) {
+      const scalar_t scale_e = -sw * ty.a * sums.inv_sum;
+      for_each_logit<kThreadsPerRow>(z, p.c, r.lane, [&](int64_t j, scalar_t zj) {
+        grad[j] = j == r.y ? sw * ty.a * ty.q
+                           : scale_e * ::exp(adjusted_logit(p, r, margin, j, zj) - m);
+      });
+    }
+    finish_row<scalar_t>(p, r, ty.loss);
+    return;
+  }
+  // A target row: loss = w sum_c t_c l_c, d(loss)/du_k = w (t_k a_k - p_k A), A = sum_c t_c a_c.
+  const scalar_t* __restrict__ t = p.soft_target + r.row * p.c;
+  scalar_t loss = 0, a_sum = 0;
+  for_each_logit<kThreadsPerRow>(z, p.c, r.lane, [&](int64_t j, scalar_t zj) {
+    const scalar_t d = adjusted_logit(p, r, margin, j, zj) - m;
+    const auto terms = softmax_terms<scalar_t, ScalarOps, kFocal>(d, ::exp(d), sums, p.gamma);
+    loss += t[j] * terms.loss;
+    a_sum += t[j] * terms.a;
+  });
+  loss = row_reduce<kThreadsPerRow>(loss, Sum());
+  a_sum = row_reduce<kThreadsPerRow>(a_sum, Sum());
+  if (grad != nullptr) {
     for_each_logit<kThreadsPerRow>(z, p.c, r.lane, [&](int64_t j, scalar_t zj) {
-      grad[j] = scale * ::exp(zj - zmax) - (j == r.y ? r.w : scalar_t(0));
+      const scalar_t d = adjusted_logit(p, r, margin, j, zj) - m;
+      const auto terms = softmax_terms<scalar_t, ScalarOps, kFocal>(d, ::exp(d), sums, p.gamma);
+      grad[j] = sw * (t[j] * terms.a - terms.p * a_sum);
     });
   }
-  finish_row<scalar_t>(p, r, zmax + ::log(sum) - z[r.y]);
+  finish_row<scalar_t>(p, r, loss);
 }
 
 template <typename scalar_t, int kThreadsPerRow>
 void launch_rows(const RowsParams<scalar_t>& p, cudaStream_t stream) {
   constexpr int kRowsPerBlock = kBlockThreads / kThreadsPerRow;
   const unsigned blocks = static_cast<unsigned>((p.n + kRowsPerBlock - 1) / kRowsPerBlock);
-  if (p.loss_type == kSoftmax) {
-    softmax_rows_kernel<scalar_t, kThreadsPerRow><<<blocks, kBlockThreads, 0, stream>>>(p);
+  if (p.loss_type == kSoftmax && p.gamma > scalar_t(0)) {
+    softmax_rows_kernel<scalar_t, kThreadsPerRow, true><<<blocks, kBlockThreads, 0, stream>>>(p);
+  } else if (p.loss_type == kSoftmax) {
+    softmax_rows_kernel<scalar_t, kThreadsPerRow, false><<<blocks, kBlockThreads, 0, stream>>>(p);
   } else if (p.loss_type == kFocal) {
     sigmoid_rows_kernel<scalar_t, kThreadsPerRow, true><<<blocks, kBlockThreads, 0, stream>>>(p);
   } else {
@@ -211,7 +266,7 @@ void launch_rows(const RowsParams<scalar_t>& p, cudaStream_t stream) {
   }
 }
 
-// Fills row_loss, row_positives and grad. A row is one warp below 512 classes, else a block.
+// Fills row_loss, row_norm and grad. A row is one warp below 512 classes, else a block.
 template <typename scalar_t>
 cudaError_t launch_class_balanced_loss_rows(const RowsParams<scalar_t>& p, cudaStream_t stream) {
   if (p.n == 0) return cudaSuccess;

@@ -6,6 +6,7 @@
 #include <torch/csrc/autograd/custom_function.h>
 #include <torch/library.h>
 
+#include <optional>
 #include <string>
 #include <tuple>
 
@@ -17,12 +18,15 @@ namespace fgo {
 namespace {
 
 using LossOutputs = std::tuple<at::Tensor, at::Tensor, at::Tensor>;
+using OptionalTensor = std::optional<at::Tensor>;
 
 LossOutputs loss_kernel(const at::Tensor& logits, const at::Tensor& target,
-                        const at::Tensor& class_weights, double gamma,
+                        const OptionalTensor& class_weights, const OptionalTensor& logit_offsets,
+                        const OptionalTensor& target_margins, double scale, double gamma,
                         c10::string_view loss_type, c10::string_view reduction,
                         int64_t ignore_index, bool compute_grad) {
-  return class_balanced_loss_forward(logits, target, class_weights, gamma, std::string(loss_type),
+  return class_balanced_loss_forward(logits, target, class_weights, logit_offsets,
+                                     target_margins, scale, gamma, std::string(loss_type),
                                      std::string(reduction), ignore_index, compute_grad);
 }
 
@@ -31,18 +35,28 @@ const c10::TypedOperatorHandle<decltype(loss_kernel)>& loss_op() {
   return op;
 }
 
+// A saved optional argument: absent is saved as an undefined tensor.
+OptionalTensor optional_of(const at::Tensor& saved) {
+  return saved.defined() ? OptionalTensor(saved.detach()) : std::nullopt;
+}
+
 class ClassBalancedLossFunction : public torch::autograd::Function<ClassBalancedLossFunction> {
  public:
   static torch::autograd::variable_list forward(
       torch::autograd::AutogradContext* ctx, const at::Tensor& logits, const at::Tensor& target,
-      const at::Tensor& class_weights, double gamma, c10::string_view loss_type,
-      c10::string_view reduction, int64_t ignore_index, bool compute_grad) {
+      const OptionalTensor& class_weights, const OptionalTensor& logit_offsets,
+      const OptionalTensor& target_margins, double scale, double gamma,
+      c10::string_view loss_type, c10::string_view reduction, int64_t ignore_index,
+      bool compute_grad) {
     auto [loss, grad, norm] = below_autograd(
-        loss_op(), logits, target, class_weights, gamma, loss_type, reduction, ignore_index,
-        compute_grad);
+        loss_op(), logits, target, class_weights, logit_offsets, target_margins, scale, gamma,
+        loss_type, reduction, ignore_index, compute_grad);
     ctx->mark_non_differentiable({grad, norm});
     ctx->set_materialize_grads(false);
-    ctx->save_for_backward({grad, norm, logits, target, class_weights});
+    ctx->save_for_backward({grad, norm, logits, target, class_weights.value_or(at::Tensor()),
+                            logit_offsets.value_or(at::Tensor()),
+                            target_margins.value_or(at::Tensor())});
+    ctx->saved_data["scale"] = scale;
     ctx->saved_data["gamma"] = gamma;
     ctx->saved_data["loss_type"] = std::string(loss_type);
     ctx->saved_data["reduction"] = std::string(reduction);
@@ -53,19 +67,20 @@ class ClassBalancedLossFunction : public torch::autograd::Function<ClassBalanced
 
   static torch::autograd::variable_list backward(torch::autograd::AutogradContext* ctx,
                                                  torch::autograd::variable_list grad_outputs) {
-    torch::autograd::variable_list result(8);
+    torch::autograd::variable_list result(11);
     const at::Tensor& grad_loss = grad_outputs[0];
     if (!grad_loss.defined() || !ctx->needs_input_grad(0)) return result;
     const auto saved = ctx->get_saved_variables();
     at::Tensor grad = saved[0], norm = saved[1];
-    const at::Tensor &logits = saved[2], &target = saved[3], &class_weights = saved[4];
+    const at::Tensor& logits = saved[2];
     const std::string loss_type = ctx->saved_data["loss_type"].toStringRef();
     const std::string reduction = ctx->saved_data["reduction"].toStringRef();
     if (!ctx->saved_data["compute_grad"].toBool()) {
       // Recorded where compute_grad was false (a graph traced under no_grad): compute it now.
       at::NoGradGuard no_grad;
       std::tie(std::ignore, grad, norm) = below_autograd(
-          loss_op(), logits.detach(), target.detach(), class_weights.detach(),
+          loss_op(), logits.detach(), saved[3].detach(), optional_of(saved[4]),
+          optional_of(saved[5]), optional_of(saved[6]), ctx->saved_data["scale"].toDouble(),
           ctx->saved_data["gamma"].toDouble(), loss_type, reduction,
           ctx->saved_data["ignore_index"].toInt(), /*compute_grad=*/true);
     }
@@ -76,12 +91,14 @@ class ClassBalancedLossFunction : public torch::autograd::Function<ClassBalanced
 };
 
 LossOutputs loss_autograd(const at::Tensor& logits, const at::Tensor& target,
-                          const at::Tensor& class_weights, double gamma,
+                          const OptionalTensor& class_weights,
+                          const OptionalTensor& logit_offsets,
+                          const OptionalTensor& target_margins, double scale, double gamma,
                           c10::string_view loss_type, c10::string_view reduction,
                           int64_t ignore_index, bool compute_grad) {
-  const auto out = ClassBalancedLossFunction::apply(logits, target, class_weights, gamma,
-                                                    loss_type, reduction, ignore_index,
-                                                    compute_grad);
+  const auto out = ClassBalancedLossFunction::apply(logits, target, class_weights, logit_offsets,
+                                                    target_margins, scale, gamma, loss_type,
+                                                    reduction, ignore_index, compute_grad);
   return {out[0], out[1], out[2]};
 }
 
@@ -96,7 +113,8 @@ void register_device_kernels(torch::Library& m) {
 
 TORCH_LIBRARY_FRAGMENT(finegrained_ops, m) {
   m.def("class_balanced_weights(Tensor samples_per_class, float beta) -> Tensor");
-  m.def("class_balanced_loss(Tensor logits, Tensor target, Tensor class_weights, float gamma, "
+  m.def("class_balanced_loss(Tensor logits, Tensor target, Tensor? class_weights, "
+        "Tensor? logit_offsets, Tensor? target_margins, float scale, float gamma, "
         "str loss_type, str reduction, int ignore_index, bool compute_grad) "
         "-> (Tensor, Tensor, Tensor)");
 }

@@ -1,15 +1,23 @@
 """Drop-in nn.Modules built on finegrained_ops.ops."""
 from .anchor_points import AnchorPointClassifier, TripletAnchorPointLoss
 from .class_balanced_loss import ClassBalancedLoss, sigmoid_bias_init
+from .class_counts import ClassCountsLoss, ClassWeightedLoss
 from .kernel_pooling import CompactBilinearPooling, KernelPooling
+from .long_tail_losses import BalancedSoftmaxLoss, LDAMLoss, LogitAdjustedLoss, SoftmaxFocalLoss
 from .superclass import SuperClassInstanceLoss
 from .triplet import TripletMarginLoss
 
 __all__ = [
     "AnchorPointClassifier",
+    "BalancedSoftmaxLoss",
     "ClassBalancedLoss",
+    "ClassCountsLoss",
+    "ClassWeightedLoss",
     "CompactBilinearPooling",
     "KernelPooling",
+    "LDAMLoss",
+    "LogitAdjustedLoss",
+    "SoftmaxFocalLoss",
     "SuperClassInstanceLoss",
     "TripletAnchorPointLoss",
     "TripletMarginLoss",

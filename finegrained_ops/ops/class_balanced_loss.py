@@ -1,4 +1,5 @@
-"""Class-balanced softmax / sigmoid / focal loss (thesis ch. 5; docs/semantics.md §4).
+"""Class-balanced softmax / sigmoid / focal loss (thesis ch. 5; docs/semantics.md §4), and the
+fused native loss the long-tail family (long_tail_losses.py) shares with it.
 
 The native forward computes the loss and d(loss)/d(logits) in one fused pass and saves the
 gradient; the backward only scales it by grad_output (csrc/common/precomputed_gradient.h),
@@ -42,15 +43,17 @@ def class_balanced_loss(logits, target, samples_per_class, beta=0.9999, gamma=0.
 
     Args:
         logits: (N, C) float16/bfloat16/float32/float64 (half types are computed in float32).
-        target: (N,) int64 class indices, or for 'sigmoid'/'focal' a (N, C) multi-hot (or soft)
-            target with values in [0, 1]; a multi-hot sample weighs the sum of its classes' weights.
-            Targets get no gradient, soft ones included (their .grad stays None).
+        target: (N,) int64 class indices, or a (N, C) target with values in [0, 1]: for
+            'sigmoid'/'focal' multi-hot (or soft) labels, for 'softmax' soft labels whose rows
+            sum to 1 (mixup, CutMix, label smoothing; the loss is -sum_c t_c log p_c). A (N, C)
+            sample weighs sum_c t_c w_c. Targets get no gradient (their .grad stays None).
         samples_per_class: (C,) training samples of each class, all > 0 (tensor or sequence).
         beta: in [0, 1); 0 is no re-weighting, -> 1 is inverse class frequency.
         gamma: focal-loss focusing parameter >= 0 (ignored unless loss_type='focal').
         loss_type: 'focal' | 'sigmoid' | 'softmax'.
         reduction: 'mean' (sum / number of positive labels, N for single-label targets; the
-            official normalisation, not divided by the sum of weights) | 'sum' | 'none' (N,).
+            official normalisation, not divided by the sum of weights) | 'weighted_mean' (sum /
+            the samples' weights, F.cross_entropy(weight=)'s 'mean') | 'sum' | 'none' (N,).
         ignore_index: class-index targets equal to it get zero loss and gradient and are not
             counted by 'mean'.
 
@@ -71,6 +74,23 @@ def class_weighted_loss(logits, target, class_weights, gamma, loss_type, reducti
                         ignore_index, weights_name="class_weights"):
     """class_balanced_loss with the class weights given: (C,) float64 or logits' dtype, as
     class_balanced_weights returns them (nn.ClassBalancedLoss keeps them computed once)."""
+    return fused_class_loss(logits, target, class_weights=class_weights,
+                            gamma=gamma if loss_type == "focal" else 0.0, loss_type=loss_type,
+                            reduction=reduction, ignore_index=ignore_index,
+                            weights_name=weights_name)
+
+
+def fused_class_loss(logits, target, *, class_weights=None, logit_offsets=None,
+                     target_margins=None, scale=1.0, gamma=0.0, loss_type="softmax",
+                     reduction="mean", ignore_index=-100, weights_name="class_weights"):
+    """The native loss every member of the family calls (docs/semantics.md §4): checks shapes,
+    dtypes and devices, computes half types in float32, returns the loss in logits' dtype.
+
+    logits (N, C); target (N,) int64 or (N, C) floating; class_weights, logit_offsets,
+    target_margins (C,) float64 or logits' dtype, or None. For 'softmax', the logits entering
+    the softmax are scale * (logits + logit_offsets - target_margins[y] onehot(y)) and gamma > 0
+    makes it the softmax focal loss; for 'focal', gamma is the sigmoid focal exponent.
+    """
     check_tensor("logits", logits, dim=2, dtypes=FLOATING)
     check_tensor("target", target)
     n, c = logits.shape
@@ -80,28 +100,33 @@ def class_weighted_loss(logits, target, class_weights, gamma, loss_type, reducti
         if target.shape[0] != n:
             raise ValueError(f"target has {target.shape[0]} entries but logits has N={n} rows")
     elif target.dim() == 2:
-        if loss_type == "softmax":
-            raise ValueError("multi-hot (N, C) targets need loss_type 'sigmoid' or 'focal'")
         if target.shape != logits.shape:
-            raise ValueError(f"multi-hot target shape {tuple(target.shape)} must equal logits "
+            raise ValueError(f"(N, C) target shape {tuple(target.shape)} must equal logits "
                              f"shape {tuple(logits.shape)}")
         if not target.is_floating_point():
-            raise TypeError(f"multi-hot target must be floating point, got {target.dtype}")
+            raise TypeError(f"(N, C) target must be floating point, got {target.dtype}")
+        if target_margins is not None:
+            raise ValueError("margins are taken off the true class's logit: they need (N,) "
+                             "class-index targets, got a (N, C) target")
     else:
-        raise ValueError(f"target must be (N,) class indices or (N, C) multi-hot, got shape "
+        raise ValueError(f"target must be (N,) class indices or (N, C) rows, got shape "
                          f"{tuple(target.shape)}")
-    if class_weights.shape != (c,):
-        raise ValueError(f"{weights_name} must have C={c} entries, got shape "
-                         f"{tuple(class_weights.shape)}")
-    check_devices(logits=logits, target=target, **{weights_name: class_weights})
+    per_class = {weights_name: class_weights, "logit_offsets": logit_offsets,
+                 "target_margins": target_margins}
+    per_class = {name: t for name, t in per_class.items() if t is not None}
+    for name, t in per_class.items():
+        if t.shape != (c,):
+            raise ValueError(f"{name} must have C={c} entries, got shape {tuple(t.shape)}")
+    check_devices(logits=logits, target=target, **per_class)
 
     dtype = compute_dtype(logits.dtype)
     z = logits.to(dtype)
     if target.dim() == 2:
         target = target.to(dtype)
     compute_grad = torch.is_grad_enabled() and logits.requires_grad
-    loss, _, _ = _class_balanced_loss(z, target, class_weights, float(gamma), loss_type,
-                                      reduction, int(ignore_index), compute_grad)
+    loss, _, _ = _class_balanced_loss(z, target, class_weights, logit_offsets, target_margins,
+                                      float(scale), float(gamma), loss_type, reduction,
+                                      int(ignore_index), compute_grad)
     return loss.to(logits.dtype)
 
 
@@ -151,7 +176,8 @@ def _(samples_per_class, beta):
 
 
 @torch.library.register_fake("finegrained_ops::class_balanced_loss")
-def _(logits, target, class_weights, gamma, loss_type, reduction, ignore_index, compute_grad):
+def _(logits, target, class_weights, logit_offsets, target_margins, scale, gamma, loss_type,
+      reduction, ignore_index, compute_grad):
     n = logits.shape[0]
     loss = logits.new_empty((n,) if reduction == "none" else ())
     grad = torch.empty_like(logits) if compute_grad else logits.new_empty((0,))

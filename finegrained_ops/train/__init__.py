@@ -1,13 +1,16 @@
 """Training loop and the papers' recipes (docs/semantics.md §5): two-stage long-tail fine-tuning,
-hierarchical cascaded fine-tuning, dataset bootstrapping and quasi-online triplet sampling. Pure Python on top of the native ops."""
+hierarchical cascaded fine-tuning, deferred re-weighting, dataset bootstrapping and
+quasi-online triplet sampling. Pure Python on top of the native ops."""
 from .bootstrap import BootstrapResult, bootstrap_dataset
 from .cascade import HierarchicalCascade
+from .deferred_reweighting import DeferredReweighting
 from .long_tail import two_stage_long_tail
 from .loop import extract_features, fit
 from .quasi_online import QuasiOnlineBatchSampler
 
 __all__ = [
     "BootstrapResult",
+    "DeferredReweighting",
     "HierarchicalCascade",
     "QuasiOnlineBatchSampler",
     "bootstrap_dataset",

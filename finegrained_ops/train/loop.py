@@ -28,7 +28,8 @@ class _ModelWithLoss(nn.Module):
 
 
 def fit(model, loss_fn, train_loader, optimizer, epochs, scheduler=None, amp=None,
-        grad_clip=None, device=None, eval_fn=None, checkpoint=None, progress=True):
+        grad_clip=None, device=None, eval_fn=None, checkpoint=None, progress=True,
+        epoch_hooks=()):
     """Train ``model`` for ``epochs`` epochs and return the per-epoch history.
 
     Each batch from ``train_loader`` is ``(inputs, target)``; ``target`` may be a tensor or a
@@ -49,6 +50,9 @@ def fit(model, loss_fn, train_loader, optimizer, epochs, scheduler=None, amp=Non
             history are saved there (rank 0); when the file exists, training resumes after its
             last epoch. Loaded with ``weights_only=True``.
         progress: a tqdm bar per epoch (rank 0) with the running loss and samples/s.
+        epoch_hooks: callables called as ``hook(epoch)`` before each epoch (after the model
+            and loss moved to ``device``), e.g. train.DeferredReweighting. They should depend
+            on the epoch only: a resumed run calls them from its first new epoch.
 
     Distributed: when torch.distributed is initialised, the model and loss are wrapped in
     DistributedDataParallel, a loader with the default sequential/random sampler gets a
@@ -90,6 +94,8 @@ def fit(model, loss_fn, train_loader, optimizer, epochs, scheduler=None, amp=Non
         history, start = state["history"], len(state["history"])
 
     for epoch in range(start, epochs):
+        for hook in epoch_hooks:
+            hook(epoch)
         for sampler in (getattr(train_loader, "sampler", None),
                         getattr(train_loader, "batch_sampler", None)):
             if hasattr(sampler, "set_epoch"):

@@ -1,0 +1,110 @@
+"""Module forms of the long-tail softmax losses (docs/semantics.md §4.2). Each holds what it
+derives from the class counts (offsets, margins) computed once, as ClassCountsLoss describes,
+and optional class weights that train.DeferredReweighting can set per epoch."""
+from .._checks import check_choice, check_number
+from ..ops.class_balanced_loss import REDUCTIONS, fused_class_loss
+from ..ops.long_tail_losses import ldam_margins, logit_adjustment_offsets
+from .class_counts import ClassCountsLoss, ClassWeightedLoss
+
+
+class LogitAdjustedLoss(ClassCountsLoss):
+    """Logit-adjusted cross-entropy (Menon et al.): see ops.logit_adjusted_loss.
+
+    Args: samples_per_class (C,), tau >= 0, class_weights (C,) or None, reduction,
+    ignore_index. Shape: logits (N, C), target (N,) int64 or (N, C) soft rows -> 0-dim, or (N,)
+    for 'none'. The offsets tau * log(pi) are a float64 buffer ``logit_offsets``.
+    """
+
+    def __init__(self, samples_per_class, tau=1.0, class_weights=None, reduction="mean",
+                 ignore_index=-100):
+        check_number("tau", tau, low=0)
+        check_choice("reduction", reduction, REDUCTIONS)
+        super().__init__(samples_per_class, class_weights)
+        self.tau, self.reduction, self.ignore_index = tau, reduction, ignore_index
+        self.refresh()
+
+    def refresh(self):
+        self.register_buffer("logit_offsets",
+                             logit_adjustment_offsets(self.samples_per_class, self.tau),
+                             persistent=False)
+
+    def forward(self, logits, target):
+        return fused_class_loss(logits, target, class_weights=self.class_weights,
+                                logit_offsets=self.logit_offsets, reduction=self.reduction,
+                                ignore_index=self.ignore_index)
+
+    def extra_repr(self):
+        return f"num_classes={self.samples_per_class.numel()}, tau={self.tau}"
+
+
+class BalancedSoftmaxLoss(LogitAdjustedLoss):
+    """Balanced Softmax (Ren et al.): cross-entropy of logits + log(n); see
+    ops.balanced_softmax_loss. Arguments as LogitAdjustedLoss without tau."""
+
+    def __init__(self, samples_per_class, class_weights=None, reduction="mean",
+                 ignore_index=-100):
+        super().__init__(samples_per_class, 1.0, class_weights, reduction, ignore_index)
+
+    def refresh(self):
+        self.register_buffer("logit_offsets", self.samples_per_class.double().log(),
+                             persistent=False)
+
+    def extra_repr(self):
+        return f"num_classes={self.samples_per_class.numel()}"
+
+
+class LDAMLoss(ClassCountsLoss):
+    """Label-distribution-aware margin loss (Cao et al.): see ops.ldam_loss, whose 'mean' is
+    the weighted mean of the official code. With train.DeferredReweighting it is LDAM-DRW.
+
+    Args: samples_per_class (C,), max_margin >= 0 (0.5), scale > 0 (30), class_weights (C,) or
+    None, reduction, ignore_index. Shape: logits (N, C), target (N,) int64 -> 0-dim, or (N,)
+    for 'none'. The margins are a float64 buffer ``target_margins``.
+    """
+
+    def __init__(self, samples_per_class, max_margin=0.5, scale=30.0, class_weights=None,
+                 reduction="mean", ignore_index=-100):
+        check_number("max_margin", max_margin, low=0)
+        check_number("scale", scale, low=0, low_open=True)
+        check_choice("reduction", reduction, REDUCTIONS)
+        super().__init__(samples_per_class, class_weights)
+        self.max_margin, self.scale = max_margin, scale
+        self.reduction, self.ignore_index = reduction, ignore_index
+        self.refresh()
+
+    def refresh(self):
+        self.register_buffer("target_margins",
+                             ldam_margins(self.samples_per_class, self.max_margin),
+                             persistent=False)
+
+    def forward(self, logits, target):
+        return fused_class_loss(logits, target, class_weights=self.class_weights,
+                                target_margins=self.target_margins, scale=self.scale,
+                                reduction="weighted_mean" if self.reduction == "mean"
+                                else self.reduction, ignore_index=self.ignore_index)
+
+    def extra_repr(self):
+        return (f"num_classes={self.samples_per_class.numel()}, max_margin={self.max_margin}, "
+                f"scale={self.scale}")
+
+
+class SoftmaxFocalLoss(ClassWeightedLoss):
+    """Focal loss on the softmax: see ops.softmax_focal_loss.
+
+    Args: gamma >= 0 (2), class_weights (C,) or None, reduction, ignore_index. Shape: logits
+    (N, C), target (N,) int64 or (N, C) soft rows -> 0-dim, or (N,) for 'none'.
+    """
+
+    def __init__(self, gamma=2.0, class_weights=None, reduction="mean", ignore_index=-100):
+        check_number("gamma", gamma, low=0)
+        check_choice("reduction", reduction, REDUCTIONS)
+        super().__init__(class_weights)
+        self.gamma, self.reduction, self.ignore_index = gamma, reduction, ignore_index
+
+    def forward(self, logits, target):
+        return fused_class_loss(logits, target, class_weights=self.class_weights,
+                                gamma=self.gamma, reduction=self.reduction,
+                                ignore_index=self.ignore_index)
+
+    def extra_repr(self):
+        return f"gamma={self.gamma}"
