@@ -428,11 +428,14 @@ NATIVE_ABUSE = textwrap.dedent("""
                                                          torch.zeros(3, 4, dtype=torch.long),
                                                          sign, 8),
         "label past C": lambda: _C.class_balanced_loss_forward(
-            torch.zeros(2, 3), torch.tensor([0, 1 << 40]), torch.ones(3), 0.5, "softmax",
-            "mean", -100, True),
+            torch.zeros(2, 3), torch.tensor([0, 1 << 40]), torch.ones(3), None, None, 1.0, 0.5,
+            "softmax", "mean", -100, True),
         "weights short": lambda: _C.class_balanced_loss_forward(
-            torch.zeros(2, 3), torch.tensor([0, 1]), torch.ones(2), 0.5, "softmax", "mean",
-            -100, True),
+            torch.zeros(2, 3), torch.tensor([0, 1]), torch.ones(2), None, None, 1.0, 0.5,
+            "softmax", "mean", -100, True),
+        "margins short": lambda: _C.class_balanced_loss_forward(
+            torch.zeros(2, 3), torch.tensor([0, 1]), None, None, torch.ones(2), 30.0, 0.0,
+            "softmax", "mean", -100, True),
         "query index": lambda: _C.triplet_mine(
             torch.randn(3, 2), torch.zeros(3, dtype=torch.long), torch.tensor([0, 1, 1 << 40]),
             torch.randn(4, 2), torch.zeros(4, dtype=torch.long), torch.zeros(0, 2),
