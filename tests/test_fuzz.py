@@ -468,12 +468,14 @@ def test_every_public_op_and_module_is_fuzzed():
                   "class_balanced_weights", "triplet_margin_loss", "mine_triplets",
                   "count_triplets", "mine_from_bank", *LONG_TAIL}
     # The long-tail modules hold the functions' per-class tensors (test_long_tail_losses.py);
-    # AnchorPointClassifier is TripletAnchorPointLoss's classifier; the bases are bases.
+    # AnchorPointClassifier is TripletAnchorPointLoss's classifier; the bases are bases; the
+    # decoupled classifiers are pure PyTorch on a linear layer (test_decoupled_classifiers.py).
     assert set(fo.nn.__all__) == {
         "KernelPooling", "CompactBilinearPooling", "ClassBalancedLoss", "TripletMarginLoss",
         "TripletAnchorPointLoss", "SuperClassInstanceLoss", "AnchorPointClassifier",
         "sigmoid_bias_init", "LogitAdjustedLoss", "BalancedSoftmaxLoss", "LDAMLoss",
-        "SoftmaxFocalLoss", "ClassCountsLoss", "ClassWeightedLoss"}
+        "SoftmaxFocalLoss", "ClassCountsLoss", "ClassWeightedLoss", "LearnableWeightScaling",
+        "tau_normalize", "tau_normalized_linear"}
     not_ops = {"BUILD_INFO", "__version__", "data", "metrics", "nn", "ops", "reference", "train",
                # small closed-form helpers with their own value tests
                "draw_hashes", "effective_number", "estimate_gamma", "rbf_alpha", "signed_sqrt",

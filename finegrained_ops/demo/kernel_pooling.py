@@ -1,4 +1,4 @@
-"""Experiment 2: kernel pooling. Relative Gaussian-RBF approximation error against sketch size d
+"""Experiment 3: kernel pooling. Relative Gaussian-RBF approximation error against sketch size d
 and order p on CNN features (thesis fig. 3.6), then average vs compact bilinear vs kernel
 pooling heads on the same small CNN."""
 import time
@@ -14,7 +14,7 @@ from .common import SmallCNN, accuracy, digits_splits, merge_runs, train
 
 
 def run(report, settings):
-    report.section("2. Kernel pooling",
+    report.section("3. Kernel pooling",
                    "Features: the 32-channel conv map (4x4 locations) of a small CNN trained on "
                    "digits. Approximation error: thesis eq. 3.12, averaged over pairs of "
                    "L2-normalised location vectors, γ = 1/mean inner product (thesis 3.4.1).")

@@ -1,4 +1,4 @@
-"""Experiment 3: metric learning on digits (thesis table 2.1): softmax vs triplets with naive
+"""Experiment 4: metric learning on digits (thesis table 2.1): softmax vs triplets with naive
 (random) sampling vs violating (hard) negatives vs local positives vs Triplet-A (anchor points
 and quasi-online bank mining)."""
 import torch
@@ -16,7 +16,7 @@ DIM = 16
 
 
 def run(report, settings):
-    report.section("3. Metric learning on digits",
+    report.section("4. Metric learning on digits",
                    f"Small CNN, {DIM}-d L2-normalised embedding, P×K batches (10 classes × 6). "
                    "Triplet-Naive averages the hinge over B triplets per batch drawn at random "
                    "from all triplets; HN and M use the fused loss over every violating one. "

@@ -2,6 +2,7 @@
 from .anchor_points import AnchorPointClassifier, TripletAnchorPointLoss
 from .class_balanced_loss import ClassBalancedLoss, sigmoid_bias_init
 from .class_counts import ClassCountsLoss, ClassWeightedLoss
+from .decoupled_classifiers import LearnableWeightScaling, tau_normalize, tau_normalized_linear
 from .kernel_pooling import CompactBilinearPooling, KernelPooling
 from .long_tail_losses import BalancedSoftmaxLoss, LDAMLoss, LogitAdjustedLoss, SoftmaxFocalLoss
 from .superclass import SuperClassInstanceLoss
@@ -16,10 +17,13 @@ __all__ = [
     "CompactBilinearPooling",
     "KernelPooling",
     "LDAMLoss",
+    "LearnableWeightScaling",
     "LogitAdjustedLoss",
     "SoftmaxFocalLoss",
     "SuperClassInstanceLoss",
     "TripletAnchorPointLoss",
     "TripletMarginLoss",
     "sigmoid_bias_init",
+    "tau_normalize",
+    "tau_normalized_linear",
 ]

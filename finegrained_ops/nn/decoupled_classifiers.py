@@ -1,0 +1,60 @@
+"""Decoupled classifiers (Kang et al., ICLR'20, "Decoupling representation and classifier for
+long-tailed recognition"): keep the representation learned with instance-balanced sampling and
+re-balance only the classifier. τ-norm rescales the trained weights; LWS learns one scale per
+class on them; cRT re-trains the classifier (train.retrain_classifier)."""
+import torch
+from torch import nn
+
+from .._checks import check_number, check_tensor
+
+
+def tau_normalize(weight, tau=1.0):
+    """τ-normalised classifier weights w_c / ||w_c||^tau (Kang et al., eq. 3).
+
+    weight: (C, D) one row per class. tau >= 0: 0 is the identity, 1 unit-norm rows (the paper
+    picks tau on a validation set). Returns (C, D) in weight's dtype; a zero row stays zero.
+    """
+    check_tensor("weight", weight, dim=2)
+    check_number("tau", tau, low=0)
+    norms = weight.norm(dim=1, keepdim=True)
+    scale = torch.where(norms > 0, norms.pow(-tau), torch.ones_like(norms))
+    return weight * scale
+
+
+def tau_normalized_linear(linear, tau=1.0):
+    """A copy of ``linear`` (an nn.Linear classifier, (C, D) weight) with τ-normalised weights,
+    the post-hoc τ-norm classifier. The bias is kept (the paper's classifiers have none; a
+    trained bias carries the class prior that τ-norm removes from the weights, so pass a
+    bias-free layer to reproduce the paper exactly). No gradient flows to ``linear``."""
+    if not isinstance(linear, nn.Linear):
+        raise TypeError(f"linear must be an nn.Linear, got {type(linear).__name__}")
+    out = nn.Linear(linear.in_features, linear.out_features, bias=linear.bias is not None,
+                    device=linear.weight.device, dtype=linear.weight.dtype)
+    with torch.no_grad():
+        out.weight.copy_(tau_normalize(linear.weight, tau))
+        if linear.bias is not None:
+            out.bias.copy_(linear.bias)
+    return out
+
+
+class LearnableWeightScaling(nn.Module):
+    """LWS (Kang et al., sec. 4): logits_c = f_c * linear(x)_c with ``linear`` frozen and one
+    learnable scale f_c per class (initialised to 1), trained with class-balanced sampling.
+
+    Args:
+        linear: the trained nn.Linear classifier, (C, D) weight; its parameters are frozen
+            (requires_grad False) and it becomes a submodule.
+
+    Shape: (N, D) features -> (N, C) logits. Parameter: ``scales`` (C,).
+    """
+
+    def __init__(self, linear):
+        super().__init__()
+        if not isinstance(linear, nn.Linear):
+            raise TypeError(f"linear must be an nn.Linear, got {type(linear).__name__}")
+        self.linear = linear.requires_grad_(False)
+        self.scales = nn.Parameter(torch.ones(linear.out_features, device=linear.weight.device,
+                                              dtype=linear.weight.dtype))
+
+    def forward(self, x):
+        return self.linear(x) * self.scales
