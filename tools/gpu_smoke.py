@@ -138,6 +138,33 @@ def class_balanced_case(n, c, loss_type, target_kind, dtype):
     return f"class_balanced_loss {loss_type} {target_kind} {n}x{c} {dtype}", run, []
 
 
+def long_tail_case(n, c, name, soft, dtype):
+    """A member of the long-tail softmax family (offsets, margins, scale, focal, soft rows)."""
+    g = torch.Generator().manual_seed(4)
+    logits = 3 * torch.randn(n, c, generator=g, dtype=dtype)
+    counts = torch.randint(1, 1000, (c,), generator=g)
+    weights = torch.rand(c, generator=g, dtype=dtype) + 0.1
+    if soft:
+        target = torch.softmax(2 * torch.randn(n, c, generator=g, dtype=dtype), 1)
+    else:
+        target = torch.randint(c, (n,), generator=g)
+    loss_fn = {"logit_adjusted": lambda z, t, n_, w: fo.logit_adjusted_loss(z, t, n_),
+               "ldam": lambda z, t, n_, w: fo.ldam_loss(z, t, n_, class_weights=w),
+               "softmax_focal": lambda z, t, n_, w: fo.softmax_focal_loss(
+                   z, t, gamma=0.5, class_weights=w)}[name]
+
+    def run(device):
+        z = logits.detach().to(device).requires_grad_()
+        loss = loss_fn(z, target.to(device), counts.to(device), weights.to(device))
+        loss.backward()
+        return [loss.detach(), z.grad]
+
+    return f"{name} {'soft' if soft else 'index'} {n}x{c} {dtype}", run, []
+
+
+LONG_TAIL = [("logit_adjusted", True), ("ldam", False), ("softmax_focal", True)]
+
+
 def cases(scale):
     if scale == "full":
         yield kernel_pooling_case(32, 28 * 28, 512, 4096, 4, torch.float32)
@@ -146,6 +173,8 @@ def cases(scale):
         for loss_type, target_kind in [("softmax", "index"), ("focal", "index"),
                                        ("focal", "multi_hot"), ("sigmoid", "soft")]:
             yield class_balanced_case(512, 8142, loss_type, target_kind, torch.float32)
+        for name, soft in LONG_TAIL:
+            yield long_tail_case(4096, 1000, name, soft, torch.float32)
         return
     for dtype in (torch.float32, torch.float64):
         yield kernel_pooling_case(2, 5, 8, 16, 3, dtype)
@@ -155,6 +184,8 @@ def cases(scale):
             for loss_type, target_kind in [("softmax", "index"), ("sigmoid", "multi_hot"),
                                            ("focal", "soft")]:
                 yield class_balanced_case(6, c, loss_type, target_kind, dtype)
+            for name, soft in LONG_TAIL:
+                yield long_tail_case(6, c, name, soft, dtype)
 
 
 def main(argv=None):

@@ -3,6 +3,7 @@ weights, then from a given epoch on with class-balanced weights (beta = 0.9999 i
 import torch
 
 from .._checks import check_int, check_number
+from ..nn import ClassBalancedLoss
 from ..ops.class_balanced_loss import class_balanced_weights
 
 
@@ -23,9 +24,10 @@ class DeferredReweighting:
     """
 
     def __init__(self, loss_fn, samples_per_class, start_epoch, beta=0.9999):
-        if not hasattr(loss_fn, "class_weights"):
-            raise TypeError(f"loss_fn must have a class_weights attribute (a ClassWeightedLoss), "
-                            f"got {type(loss_fn).__name__}")
+        if not hasattr(loss_fn, "class_weights") or isinstance(loss_fn, ClassBalancedLoss):
+            raise TypeError(f"loss_fn must have settable class_weights (a ClassWeightedLoss other "
+                            f"than ClassBalancedLoss, whose weights are its definition), got "
+                            f"{type(loss_fn).__name__}")
         check_int("start_epoch", start_epoch, 0)
         check_number("beta", beta, low=0, high=1, high_open=True)
         self.loss_fn, self.start_epoch = loss_fn, start_epoch
