@@ -4,7 +4,7 @@ Importing the package loads the compiled extension; a missing build is a loud Im
 What each op computes is in docs/semantics.md; the papers cited by short name in docstrings
 ("thesis eq. 3.7", "Ouyang et al.") are listed in docs/references.md.
 """
-from . import _native, data, metrics, nn, ops, reference, train
+from . import _native, data, metrics, nn, ops, reference, retrieval, train
 from ._native import BUILD_INFO
 from .ops import (balanced_softmax_loss, class_balanced_loss, class_balanced_weights,
                   compact_bilinear_pooling, count_triplets, draw_hashes, effective_number,
@@ -38,6 +38,7 @@ __all__ = [
     "ops",
     "rbf_alpha",
     "reference",
+    "retrieval",
     "signed_sqrt",
     "softmax_focal_loss",
     "train",

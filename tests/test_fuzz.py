@@ -469,14 +469,18 @@ def test_every_public_op_and_module_is_fuzzed():
                   "count_triplets", "mine_from_bank", *LONG_TAIL}
     # The long-tail modules hold the functions' per-class tensors (test_long_tail_losses.py);
     # AnchorPointClassifier is TripletAnchorPointLoss's classifier; the bases are bases; the
-    # decoupled classifiers are pure PyTorch on a linear layer (test_decoupled_classifiers.py).
+    # decoupled classifiers are pure PyTorch on a linear layer (test_decoupled_classifiers.py),
+    # and so are the global descriptors and the contrastive loss (test_global_descriptors.py,
+    # test_retrieval_postprocessing.py).
     assert set(fo.nn.__all__) == {
         "KernelPooling", "CompactBilinearPooling", "ClassBalancedLoss", "TripletMarginLoss",
         "TripletAnchorPointLoss", "SuperClassInstanceLoss", "AnchorPointClassifier",
         "sigmoid_bias_init", "LogitAdjustedLoss", "BalancedSoftmaxLoss", "LDAMLoss",
         "SoftmaxFocalLoss", "ClassCountsLoss", "ClassWeightedLoss", "LearnableWeightScaling",
-        "tau_normalize", "tau_normalized_linear"}
-    not_ops = {"BUILD_INFO", "__version__", "data", "metrics", "nn", "ops", "reference", "train",
+        "tau_normalize", "tau_normalized_linear", "MAC", "SPoC", "GeM", "RMAC", "CroW",
+        "ContrastiveLoss", "ISqrtCovPooling"}
+    not_ops = {"BUILD_INFO", "__version__", "data", "metrics", "nn", "ops", "reference",
+               "retrieval", "train",
                # small closed-form helpers with their own value tests
                "draw_hashes", "effective_number", "estimate_gamma", "rbf_alpha", "signed_sqrt",
                "ldam_margins", "logit_adjust", "logit_adjustment_offsets"}

@@ -2,7 +2,9 @@
 from .anchor_points import AnchorPointClassifier, TripletAnchorPointLoss
 from .class_balanced_loss import ClassBalancedLoss, sigmoid_bias_init
 from .class_counts import ClassCountsLoss, ClassWeightedLoss
+from .contrastive_loss import ContrastiveLoss
 from .decoupled_classifiers import LearnableWeightScaling, tau_normalize, tau_normalized_linear
+from .global_descriptors import MAC, RMAC, CroW, GeM, ISqrtCovPooling, SPoC
 from .kernel_pooling import CompactBilinearPooling, KernelPooling
 from .long_tail_losses import BalancedSoftmaxLoss, LDAMLoss, LogitAdjustedLoss, SoftmaxFocalLoss
 from .superclass import SuperClassInstanceLoss
@@ -15,10 +17,17 @@ __all__ = [
     "ClassCountsLoss",
     "ClassWeightedLoss",
     "CompactBilinearPooling",
+    "ContrastiveLoss",
+    "CroW",
+    "GeM",
+    "ISqrtCovPooling",
     "KernelPooling",
     "LDAMLoss",
     "LearnableWeightScaling",
     "LogitAdjustedLoss",
+    "MAC",
+    "RMAC",
+    "SPoC",
     "SoftmaxFocalLoss",
     "SuperClassInstanceLoss",
     "TripletAnchorPointLoss",

@@ -1,0 +1,23 @@
+"""Module form of the contrastive loss (retrieval.contrastive_loss)."""
+from torch import nn
+
+from ..retrieval.contrastive_loss import contrastive_loss
+
+
+class ContrastiveLoss(nn.Module):
+    """Contrastive loss over a batch's pairs; arguments as retrieval.contrastive_loss.
+
+    Shape: embeddings (B, D), labels (B,) int64 -> 0-dim.
+    """
+
+    def __init__(self, pos_margin=0.0, neg_margin=1.0, squared=False, negatives="all",
+                 normalize=True, reduction="avg_nonzero"):
+        super().__init__()
+        self.kwargs = dict(pos_margin=pos_margin, neg_margin=neg_margin, squared=squared,
+                           negatives=negatives, normalize=normalize, reduction=reduction)
+
+    def forward(self, embeddings, labels):
+        return contrastive_loss(embeddings, labels, **self.kwargs)
+
+    def extra_repr(self):
+        return ", ".join(f"{key}={value!r}" for key, value in self.kwargs.items())

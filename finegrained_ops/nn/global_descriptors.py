@@ -1,0 +1,98 @@
+"""Global-descriptor pooling layers: (N, C, H, W) -> (N, C), L2-normalised by default, and the
+iSQRT-COV second-order head; see finegrained_ops.retrieval for what each computes."""
+import torch
+from torch import nn
+
+from .._checks import check_number
+from ..retrieval import descriptors
+from ..retrieval.covariance_pooling import isqrt_cov
+
+
+class MAC(nn.Module):
+    """Max over locations (retrieval.mac)."""
+
+    def __init__(self, normalize=True):
+        super().__init__()
+        self.normalize = normalize
+
+    def forward(self, x):
+        return descriptors.mac(x, self.normalize)
+
+
+class SPoC(nn.Module):
+    """Mean over locations, optionally with the centre prior (retrieval.spoc)."""
+
+    def __init__(self, center_prior=False, normalize=True):
+        super().__init__()
+        self.center_prior, self.normalize = center_prior, normalize
+
+    def forward(self, x):
+        return descriptors.spoc(x, self.center_prior, self.normalize)
+
+    def extra_repr(self):
+        return f"center_prior={self.center_prior}"
+
+
+class GeM(nn.Module):
+    """Generalised mean pooling (retrieval.gem) with p learnable (a (1,) parameter) or fixed
+    (a buffer). p > 0; the paper initialises it at 3."""
+
+    def __init__(self, p=3.0, learnable=True, eps=1e-6, normalize=True):
+        super().__init__()
+        check_number("p", p, low=0, low_open=True)
+        value = torch.tensor([float(p)])
+        if learnable:
+            self.p = nn.Parameter(value)
+        else:
+            self.register_buffer("p", value)
+        self.eps, self.normalize = eps, normalize
+
+    def forward(self, x):
+        return descriptors.gem(x, self.p, self.eps, self.normalize)
+
+    def extra_repr(self):
+        return f"p={self.p.item():.4g}, learnable={isinstance(self.p, nn.Parameter)}"
+
+
+class RMAC(nn.Module):
+    """Regional MAC over `levels` scales of regions (retrieval.rmac)."""
+
+    def __init__(self, levels=3, eps=1e-6, normalize=True):
+        super().__init__()
+        self.levels, self.eps, self.normalize = levels, eps, normalize
+
+    def forward(self, x):
+        return descriptors.rmac(x, self.levels, self.eps, self.normalize)
+
+    def extra_repr(self):
+        return f"levels={self.levels}"
+
+
+class CroW(nn.Module):
+    """Cross-dimensional weighting (retrieval.crow)."""
+
+    def __init__(self, a=2.0, b=2.0, normalize=True):
+        super().__init__()
+        self.a, self.b, self.normalize = a, b, normalize
+
+    def forward(self, x):
+        return descriptors.crow(x, self.a, self.b, self.normalize)
+
+    def extra_repr(self):
+        return f"a={self.a}, b={self.b}"
+
+
+class ISqrtCovPooling(nn.Module):
+    """iSQRT-COV (retrieval.isqrt_cov): (N, C, H, W) -> (N, C (C + 1) / 2), the
+    square-root-normalised covariance of the location features. The paper first reduces the
+    channels to 256 with a 1x1 convolution; put one in front for large C."""
+
+    def __init__(self, iterations=5):
+        super().__init__()
+        self.iterations = iterations
+
+    def forward(self, x):
+        return isqrt_cov(x, self.iterations)
+
+    def extra_repr(self):
+        return f"iterations={self.iterations}"

@@ -1,0 +1,60 @@
+"""The contrastive (siamese) loss over the pairs of a batch (docs/semantics.md §6; Hadsell,
+Chopra & LeCun, CVPR'06, DrLIM; Radenović et al.'s squared form for retrieval)."""
+import torch
+import torch.nn.functional as F
+
+from .._checks import as_labels, check_choice, check_number, check_tensor
+
+REDUCTIONS = ("avg_nonzero", "mean", "sum")
+
+
+def contrastive_loss(embeddings, labels, pos_margin=0.0, neg_margin=1.0, squared=False,
+                     negatives="all", normalize=True, reduction="avg_nonzero"):
+    """Pulls same-label pairs within pos_margin and pushes different-label pairs beyond
+    neg_margin, over every ordered pair (i, j), i != j, of the batch:
+
+        positive pair: max(0, d_ij - pos_margin)^e      negative pair: max(0, neg_margin - d_ij)^e
+
+    with d the Euclidean distance of the (L2-normalised, when normalize) embeddings and e = 2 if
+    squared else 1. squared=True, pos_margin=0 is Radenović et al.'s y d^2 + (1 - y)
+    max(0, m - d)^2; the defaults equal pytorch-metric-learning's ContrastiveLoss.
+
+    Args:
+        embeddings: (B, D) floating. labels: (B,) int64.
+        negatives: 'all', or 'hardest' (each anchor's nearest negative only).
+        reduction: 'avg_nonzero' (PML's default: the positive and the negative terms each
+            averaged over their non-zero pairs, then added) | 'mean' (over all the pairs
+            counted) | 'sum'.
+
+    Returns: 0-dim, in embeddings' dtype; 0 when the batch has no pair of either kind.
+    """
+    check_tensor("embeddings", embeddings, dim=2)
+    labels = as_labels(labels, "labels", len(embeddings), device=embeddings.device)
+    check_number("pos_margin", pos_margin)
+    check_number("neg_margin", neg_margin)
+    check_choice("negatives", negatives, ("all", "hardest"))
+    check_choice("reduction", reduction, REDUCTIONS)
+    x = F.normalize(embeddings, dim=1) if normalize else embeddings
+    dist = torch.cdist(x, x)
+    same = labels[:, None] == labels[None, :]
+    not_self = ~torch.eye(len(labels), dtype=torch.bool, device=x.device)
+    positive, negative = same & not_self, ~same
+    if negatives == "hardest":
+        masked = dist.masked_fill(~negative, float("inf"))
+        nearest = masked.argmin(dim=1, keepdim=True)
+        has_negative = negative.any(dim=1, keepdim=True)
+        negative = torch.zeros_like(negative).scatter_(1, nearest, True) & has_negative
+    power = 2 if squared else 1
+    pos_terms = F.relu(dist[positive] - pos_margin).pow(power)
+    neg_terms = F.relu(neg_margin - dist[negative]).pow(power)
+    if reduction == "sum":
+        return pos_terms.sum() + neg_terms.sum()
+    if reduction == "mean":
+        count = pos_terms.numel() + neg_terms.numel()
+        return (pos_terms.sum() + neg_terms.sum()) / max(count, 1)
+    return _avg_nonzero(pos_terms) + _avg_nonzero(neg_terms)
+
+
+def _avg_nonzero(terms):
+    nonzero = (terms > 0).sum()
+    return terms.sum() / nonzero.clamp(min=1)

@@ -1,0 +1,139 @@
+"""Global descriptors: a (N, C, H, W) feature map pooled to (N, C), L2-normalised by default
+(docs/semantics.md §6). Any H, W >= 1; float16 / bfloat16 maps are pooled in float32 and the
+descriptor returned in their dtype. Each function is differentiable where its pooling is."""
+import math
+
+import torch
+import torch.nn.functional as F
+
+from .._checks import FLOATING, check_int, check_number, check_tensor
+
+# R-MAC: the overlap Tolias et al. aim for between neighbouring regions, and the numbers of
+# regions along the long side the choice is made from.
+RMAC_OVERLAP = 0.4
+RMAC_LONG_SIDE_STEPS = (2, 3, 4, 5, 6, 7)
+
+
+def mac(x, normalize=True):
+    """Maximum activation of convolutions: max over locations (Tolias et al., ICLR'16)."""
+    return _pooled(x, normalize, lambda z: z.amax(dim=(2, 3)))
+
+
+def spoc(x, center_prior=False, normalize=True):
+    """Sum-pooled convolutional features (Babenko & Lempitsky, ICCV'15), as a mean over
+    locations (the same direction as their sum). center_prior weights location (i, j) by
+    exp(-d^2 / (2 sigma^2)), d its distance to the map's centre and sigma a third of the
+    distance from the centre to the nearest border, as in the paper."""
+    def pool(z):
+        if not center_prior:
+            return z.mean(dim=(2, 3))
+        return (z * _center_prior(z.shape[2], z.shape[3], z.device)).sum(dim=(2, 3))
+    return _pooled(x, normalize, pool)
+
+
+def gem(x, p=3.0, eps=1e-6, normalize=True):
+    """Generalised mean pooling (Radenović et al., TPAMI'18): (mean of clamp(x, eps)^p)^(1/p).
+    p: a number > 0 or a 0-dim / (1,) tensor (a learnable p, as nn.GeM holds); p = 1 is SPoC,
+    p -> inf tends to MAC. eps > 0 keeps the power differentiable at 0."""
+    if not isinstance(p, torch.Tensor):
+        check_number("p", p, low=0, low_open=True)
+    check_number("eps", eps, low=0, low_open=True)
+
+    def pool(z):
+        exponent = p.float().reshape(()) if isinstance(p, torch.Tensor) else p
+        return z.clamp(min=eps).pow(exponent).mean(dim=(2, 3)).pow(1.0 / exponent)
+    return _pooled(x, normalize, pool)
+
+
+def rmac_regions(height, width, levels=3):
+    """The R-MAC regions of a height x width map (Tolias et al., ICLR'16, sec. 3): at level
+    l = 1..levels, squares of side floor(2 min(H, W) / (l + 1)), l of them along the short
+    side and l + m along the long one, m chosen so that neighbours overlap by about 40%, spread
+    evenly from border to border. Returns [(top, left, side)], level by level."""
+    check_int("height", height)
+    check_int("width", width)
+    check_int("levels", levels)
+    short, long_side = min(height, width), max(height, width)
+    extra = 0
+    if height != width:
+        def overlap_error(steps):
+            step = (long_side - short) / (steps - 1)
+            return abs((short ** 2 - short * step) / short ** 2 - RMAC_OVERLAP)
+        extra = min(range(len(RMAC_LONG_SIDE_STEPS)),
+                    key=lambda i: overlap_error(RMAC_LONG_SIDE_STEPS[i])) + 1
+    extra_h, extra_w = (extra, 0) if height > width else (0, extra)
+    regions = []
+    for level in range(1, levels + 1):
+        side = math.floor(2 * short / (level + 1))
+        if side == 0:
+            continue
+        tops = _spread(height, side, level + extra_h)
+        lefts = _spread(width, side, level + extra_w)
+        regions += [(top, left, side) for top in tops for left in lefts]
+    return regions
+
+
+def rmac(x, levels=3, eps=1e-6, normalize=True):
+    """Regional MAC (Tolias et al., ICLR'16): the MAC of every region of rmac_regions, each
+    L2-normalised, summed, and the sum L2-normalised (when normalize). eps guards the regions'
+    normalisation."""
+    check_tensor("x", x, dim=4, dtypes=FLOATING)
+    regions = rmac_regions(x.shape[2], x.shape[3], levels)
+
+    def pool(z):
+        total = torch.zeros(z.shape[:2], dtype=z.dtype, device=z.device)
+        for top, left, side in regions:
+            region = z[:, :, top:top + side, left:left + side].amax(dim=(2, 3))
+            total = total + region / (region.norm(dim=1, keepdim=True) + eps)
+        return total
+    return _pooled(x, normalize, pool)
+
+
+def crow(x, a=2.0, b=2.0, normalize=True):
+    """Cross-dimensional weighting (Kalantidis et al., ECCV'16 workshops): locations weighted by
+    S = (A / ||A||_a)^(1/b), A the sum over channels; channel k then by log(sum_h Q_h / Q_k),
+    Q_k the fraction of its locations that are non-zero (0 for an all-zero channel), as in the
+    authors' code. For non-negative (post-ReLU) maps."""
+    check_number("a", a, low=0, low_open=True)
+    check_number("b", b, low=0, low_open=True)
+
+    def pool(z):
+        total = z.sum(dim=1)                                    # (N, H, W)
+        norm = total.flatten(1).norm(p=a, dim=1)[:, None, None]
+        spatial = (total / torch.where(norm > 0, norm, torch.ones_like(norm))).pow(1.0 / b)
+        pooled = (z * spatial[:, None]).sum(dim=(2, 3))
+        nonzero = (z != 0).to(z.dtype).mean(dim=(2, 3))         # (N, C)
+        ratio = nonzero.sum(dim=1, keepdim=True) / nonzero.clamp(min=torch.finfo(z.dtype).tiny)
+        channel = torch.where(nonzero > 0, ratio.log(), torch.zeros_like(ratio))
+        return pooled * channel
+    return _pooled(x, normalize, pool)
+
+
+def _pooled(x, normalize, pool):
+    """pool on x in float32 at least, L2-normalised when asked, in x's dtype."""
+    check_tensor("x", x, dim=4, dtypes=FLOATING)
+    if x.shape[2] < 1 or x.shape[3] < 1:
+        raise ValueError(f"x must have H, W >= 1, got shape {tuple(x.shape)}")
+    z = x.float() if x.dtype in (torch.float16, torch.bfloat16) else x
+    with torch.autocast(x.device.type, enabled=False):
+        out = pool(z)
+        if normalize:
+            out = F.normalize(out, dim=1)
+    return out.to(x.dtype)
+
+
+def _spread(length, side, count):
+    """count starts of windows of `side` spread evenly over [0, length - side]."""
+    if count == 1:
+        return [0]
+    step = (length - side) / (count - 1)
+    return [math.floor(i * step) for i in range(count)]
+
+
+def _center_prior(height, width, device):
+    """(H, W) Gaussian weights centred on the map, sigma a third of the centre-border distance."""
+    sigma = min(height, width) / 2 / 3
+    ys = torch.arange(height, device=device, dtype=torch.float32) + 0.5 - height / 2
+    xs = torch.arange(width, device=device, dtype=torch.float32) + 0.5 - width / 2
+    d2 = ys[:, None] ** 2 + xs[None, :] ** 2
+    return torch.exp(-d2 / (2 * sigma ** 2))

@@ -1,0 +1,139 @@
+"""Query expansion, database-side augmentation, PCA whitening, the contrastive loss and class
+activation maps."""
+import pytest
+import torch
+import torch.nn.functional as F
+
+from finegrained_ops.retrieval import (PCAWhitening, class_activation_map, contrastive_loss,
+                                       database_augmentation, query_expansion)
+
+
+def descriptors(n, d, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    return F.normalize(torch.randn(n, d, generator=g, dtype=torch.float64), dim=1)
+
+
+def test_query_expansion_is_the_weighted_neighbour_sum():
+    q, g = descriptors(3, 8, 0), descriptors(20, 8, 1)
+    sims = q @ g.T
+    top, idx = sims.topk(4, dim=1)
+    expected = F.normalize(q + (top.clamp(min=0).pow(3.0)[:, :, None] * g[idx]).sum(1), dim=1)
+    torch.testing.assert_close(query_expansion(q, g, k=4, alpha=3.0), expected)
+    average = F.normalize(q + g[idx].sum(1), dim=1)            # alpha = 0: average QE
+    torch.testing.assert_close(query_expansion(q, g, k=4, alpha=0.0), average)
+    # chunking changes nothing
+    torch.testing.assert_close(query_expansion(q, g, k=4, chunk_size=1), expected)
+
+
+def test_database_augmentation_includes_each_item_itself():
+    g = descriptors(10, 6, 2)
+    torch.testing.assert_close(database_augmentation(g, k=1), g)   # only itself, weight 1
+    sims, idx = (g @ g.T).topk(3, dim=1)
+    expected = F.normalize((sims.clamp(min=0).pow(2.0)[:, :, None] * g[idx]).sum(1), dim=1)
+    torch.testing.assert_close(database_augmentation(g, k=3, alpha=2.0, chunk_size=4), expected)
+
+
+def test_query_expansion_brings_a_near_duplicate_closer():
+    g = descriptors(50, 16, 3)
+    q = F.normalize(g[7] + 0.3 * descriptors(1, 16, 4)[0], dim=0)[None]
+    before = (q @ g[7]).item()
+    after = (query_expansion(q, g, k=1, alpha=0.0) @ g[7]).item()
+    assert after > before
+
+
+def test_pca_whitening_decorrelates_and_round_trips_the_state_dict():
+    g = torch.Generator().manual_seed(5)
+    mixing = torch.randn(6, 6, generator=g, dtype=torch.float64)
+    x = torch.randn(500, 6, generator=g, dtype=torch.float64) @ mixing
+    white = PCAWhitening(power=0.5, shrinkage=0.0).fit(x)
+    projected = (x - white.mean) @ white.projection.T
+    torch.testing.assert_close(projected.T @ projected / 500, torch.eye(6, dtype=torch.float64),
+                               atol=1e-8, rtol=0)
+    out = white(x.float())
+    assert out.shape == (500, 6) and out.dtype == torch.float32
+    torch.testing.assert_close(out.norm(dim=1), torch.ones(500))
+    reduced = PCAWhitening(dim=3).fit(x)
+    assert reduced(x).shape == (500, 3)
+    fresh = PCAWhitening(dim=3)
+    fresh.load_state_dict(reduced.state_dict())
+    torch.testing.assert_close(fresh(x), reduced(x))
+
+
+def test_pca_whitening_errors():
+    with pytest.raises(RuntimeError, match="fit"):
+        PCAWhitening()(torch.zeros(2, 3))
+    with pytest.raises(ValueError, match="at most D=3"):
+        PCAWhitening(dim=4).fit(torch.randn(5, 3))
+    with pytest.raises(ValueError, match="at least 2"):
+        PCAWhitening().fit(torch.randn(1, 3))
+    with pytest.raises(ValueError, match="D=3 columns"):
+        PCAWhitening().fit(torch.randn(5, 3))(torch.randn(2, 4))
+
+
+def test_query_expansion_errors():
+    q, g = descriptors(2, 4), descriptors(5, 4)
+    with pytest.raises(ValueError, match="at most the gallery size 5"):
+        query_expansion(q, g, k=6)
+    with pytest.raises(ValueError, match="share D"):
+        query_expansion(q, descriptors(5, 3))
+    with pytest.raises(ValueError, match="alpha"):
+        query_expansion(q, g, alpha=-1.0)
+
+
+def test_class_activation_map_is_the_weighted_channel_sum():
+    g = torch.Generator().manual_seed(6)
+    features = torch.rand(2, 3, 4, 5, generator=g, dtype=torch.float64)
+    weight = torch.randn(7, 3, generator=g, dtype=torch.float64)
+    classes = torch.tensor([2, 5])
+    raw = class_activation_map(features, weight, classes, normalize=False)
+    torch.testing.assert_close(raw[1], (weight[5][:, None, None] * features[1]).sum(0))
+    # the classifier's logit is the CAM's spatial mean (GAP then linear, no bias)
+    logits = features.mean(dim=(2, 3)) @ weight.T
+    torch.testing.assert_close(raw.mean(dim=(1, 2)), logits[[0, 1], [2, 5]])
+    cams = class_activation_map(features, weight, classes, size=(16, 20))
+    assert cams.shape == (2, 16, 20)
+    assert cams.amin().item() == pytest.approx(0) and cams.amax().item() == pytest.approx(1)
+    with pytest.raises(ValueError, match="K, C=3"):
+        class_activation_map(features, weight[:, :2], classes)
+    with pytest.raises(ValueError, match="int64"):
+        class_activation_map(features, weight, classes.float())
+
+
+@pytest.mark.parametrize("pos_margin, neg_margin", [(0.0, 1.0), (0.2, 0.8), (0.1, 1.5)])
+@pytest.mark.parametrize("seed", [0, 1])
+def test_contrastive_loss_equals_pytorch_metric_learning(pos_margin, neg_margin, seed):
+    from pytorch_metric_learning import losses
+    g = torch.Generator().manual_seed(seed)
+    emb = torch.randn(24, 8, generator=g, dtype=torch.float64)
+    labels = torch.randint(4, (24,), generator=g)
+    ours, theirs = emb.clone().requires_grad_(), emb.clone().requires_grad_()
+    a = contrastive_loss(ours, labels, pos_margin, neg_margin)
+    b = losses.ContrastiveLoss(pos_margin=pos_margin, neg_margin=neg_margin)(theirs, labels)
+    a.backward()
+    b.backward()
+    torch.testing.assert_close(a, b)
+    torch.testing.assert_close(ours.grad, theirs.grad)
+
+
+def test_contrastive_loss_squared_form_and_hardest_negatives():
+    emb = torch.tensor([[0.0, 1.0], [0.0, 2.0], [1.0, 0.0], [3.0, 0.0]], dtype=torch.float64)
+    labels = torch.tensor([0, 0, 1, 1])
+    d = torch.cdist(emb, emb)
+    # Radenović's form, summed over ordered pairs: y d^2 + (1 - y) max(0, m - d)^2
+    same = (labels[:, None] == labels[None, :]) & ~torch.eye(4, dtype=torch.bool)
+    different = labels[:, None] != labels[None, :]
+    expected = (d[same] ** 2).sum() + (F.relu(2.5 - d[different]) ** 2).sum()
+    loss = contrastive_loss(emb, labels, 0.0, 2.5, squared=True, normalize=False,
+                            reduction="sum")
+    torch.testing.assert_close(loss, expected)
+    hardest = contrastive_loss(emb, labels, 0.0, 2.5, squared=True, normalize=False,
+                               negatives="hardest", reduction="sum")
+    nearest_negative = d.masked_fill(~different, float("inf")).amin(dim=1)
+    torch.testing.assert_close(hardest, (d[same] ** 2).sum()
+                               + (F.relu(2.5 - nearest_negative) ** 2).sum())
+    assert contrastive_loss(emb[:1], labels[:1]).item() == 0
+    from finegrained_ops.nn import ContrastiveLoss
+    torch.testing.assert_close(ContrastiveLoss(neg_margin=2.5, squared=True, normalize=False,
+                                               reduction="sum")(emb, labels), expected)
+    with pytest.raises(ValueError, match="negatives"):
+        contrastive_loss(emb, labels, negatives="semihard")
