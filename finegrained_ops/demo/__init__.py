@@ -6,12 +6,12 @@ import time
 import torch
 
 from . import cascade, domain_similarity, granularity, kernel_pooling, long_tail
-from . import long_tail_baselines, metric_learning, superclass
+from . import long_tail_baselines, metric_learning, retrieval, superclass
 from .common import Settings
 from .report import Report
 
-EXPERIMENTS = (long_tail, long_tail_baselines, kernel_pooling, metric_learning, granularity,
-               domain_similarity, superclass, cascade)
+EXPERIMENTS = (long_tail, long_tail_baselines, kernel_pooling, metric_learning, retrieval,
+               granularity, domain_similarity, superclass, cascade)
 
 
 def run_demo(out_dir, quick=False):

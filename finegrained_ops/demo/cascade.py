@@ -1,4 +1,4 @@
-"""Experiment 8: hierarchical cascaded fine-tuning (Ouyang et al. 2016) on digits grouped into a
+"""Experiment 9: hierarchical cascaded fine-tuning (Ouyang et al. 2016) on digits grouped into a
 class tree: accuracy against the flat model and how many samples each node's model scored."""
 import torch
 import torch.nn.functional as F
@@ -11,7 +11,7 @@ from .common import SmallCNN, accuracy, digits_splits, train
 def run(report, settings):
     tr, _, test = digits_splits()
     tree = hierarchical_groups(class_similarity(tr.x.flatten(1), tr.y), (3, 10))
-    report.section("8. Hierarchical cascade on digits",
+    report.section("9. Hierarchical cascade on digits",
                    "Class tree: average-linkage clustering of pixel class means, levels "
                    f"{tree.groups(1)} and the 10 digits. Root M(0,1): the flat CNN (softmax CE), "
                    "then every node fine-tuned from its parent with one-vs-rest sigmoid "

@@ -1,4 +1,4 @@
-"""Experiment 6: domain similarity (thesis 4.3). EMD similarity of source subsets to a target,
+"""Experiment 7: domain similarity (thesis 4.3). EMD similarity of source subsets to a target,
 greedy source-class selection, and a transfer check: pre-train on the selected vs a random
 subset of source classes, fine-tune on a small target set."""
 import torch
@@ -15,7 +15,7 @@ K = 3
 
 
 def run(report, settings):
-    report.section("6. Domain similarity and source selection",
+    report.section("7. Domain similarity and source selection",
                    "Target: digits 0-4 with 5 training images per class. Source pool: 15 "
                    "classes, digits 5-9 as they are (classes 0-4), intensity-inverted (1 - x, "
                    "classes 5-9) and pixel-permuted (one fixed shuffle of the 64 pixels, "

@@ -1,4 +1,4 @@
-"""Experiment 5: dataset granularity. RS, RSM, Rank and RankM on the two-Gaussian simulation
+"""Experiment 6: dataset granularity. RS, RSM, Rank and RankM on the two-Gaussian simulation
 against the separation m (thesis fig. 6.4), and on CNN features of digits as coarse class
 groups are relabelled into fine (digit) labels (fig. 6.5)."""
 import torch
@@ -12,7 +12,7 @@ MEASURES = ("rs", "rsm", "rank", "rankm")
 
 
 def run(report, settings):
-    report.section("5. Dataset granularity",
+    report.section("6. Dataset granularity",
                    "Two unit-variance Gaussians (2-D) at distance m, Euclidean distance "
                    "(thesis 6.3.1): mean ± std over repeats. Lower scores = coarser (more "
                    "separable) classes.")

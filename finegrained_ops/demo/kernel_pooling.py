@@ -1,6 +1,6 @@
 """Experiment 3: kernel pooling. Relative Gaussian-RBF approximation error against sketch size d
 and order p on CNN features (thesis fig. 3.6), then average vs compact bilinear vs kernel
-pooling heads on the same small CNN."""
+pooling vs iSQRT-COV heads on the same small CNN."""
 import time
 
 import torch
@@ -9,7 +9,7 @@ from torch import nn
 
 from .. import draw_hashes, estimate_gamma, kernel_pooling, rbf_alpha
 from ..metrics import kernel_approximation_error
-from ..nn import CompactBilinearPooling, KernelPooling
+from ..nn import CompactBilinearPooling, ISqrtCovPooling, KernelPooling
 from .common import SmallCNN, accuracy, digits_splits, merge_runs, train
 
 
@@ -49,6 +49,8 @@ def run(report, settings):
             CompactBilinearPooling(32, 512, seed=seed), nn.Linear(512, 10)),
         "kernel pooling (p=3, d=256)": lambda seed: _kernel_head(base, tr.x, 3, 256, seed),
         "kernel pooling (p=4, d=256)": lambda seed: _kernel_head(base, tr.x, 4, 256, seed),
+        "iSQRT-COV (5 iterations, 528-d)": lambda seed: nn.Sequential(
+            ISqrtCovPooling(5), nn.Linear(32 * 33 // 2, 10)),
     }
 
     def one_seed(seed):

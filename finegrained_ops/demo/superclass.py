@@ -1,4 +1,4 @@
-"""Experiment 7: super-class labels only (Xu et al. 2020, table 2): fine-class retrieval of
+"""Experiment 8: super-class labels only (Xu et al. 2020, table 2): fine-class retrieval of
 features trained with Base (super-class CE) vs Base-Indi (eq. 4) vs Base-Indi_eff (eq. 5), with
 Fine (fine labels) as the upper bound, on the synthetic patch images."""
 import time
@@ -17,7 +17,7 @@ KS = (1, 2, 4, 8)
 def run(report, settings):
     n_super, fine_per_super = 32, 4
     n_train = 1024
-    report.section("7. Fine-grained patterns from super-class labels",
+    report.section("8. Fine-grained patterns from super-class labels",
                    f"Patch images (Xu et al. 4.1): {n_super} super-classes (big patch) × "
                    f"{fine_per_super} fine classes (small patch), 16×16 RGB; {n_train} training "
                    "and 512 test images. Features: the CNN's globally max-pooled 32-d map (position-"
