@@ -37,22 +37,14 @@ def unfused(member, logits, labels, counts, weights):
     return (weights[labels] * (1 - log_pt.exp()).pow(GAMMA) * -log_pt).mean()
 
 
-def native(member, logits, labels, counts, weights):
-    import finegrained_ops as fo
+def functional(losses, member, logits, labels, counts, weights):
+    """The member from `losses`: finegrained_ops (native) or its reference module, which
+    share the functions' names and signatures."""
     if member == "logit_adjusted":
-        return fo.logit_adjusted_loss(logits, labels, counts)
+        return losses.logit_adjusted_loss(logits, labels, counts)
     if member == "ldam":
-        return fo.ldam_loss(logits, labels, counts, class_weights=weights)
-    return fo.softmax_focal_loss(logits, labels, gamma=GAMMA, class_weights=weights)
-
-
-def reference(member, logits, labels, counts, weights):
-    from finegrained_ops.reference import long_tail_losses as ref
-    if member == "logit_adjusted":
-        return ref.logit_adjusted_loss(logits, labels, counts)
-    if member == "ldam":
-        return ref.ldam_loss(logits, labels, counts, class_weights=weights)
-    return ref.softmax_focal_loss(logits, labels, gamma=GAMMA, class_weights=weights)
+        return losses.ldam_loss(logits, labels, counts, class_weights=weights)
+    return losses.softmax_focal_loss(logits, labels, gamma=GAMMA, class_weights=weights)
 
 
 def candidates(quick):
@@ -76,11 +68,11 @@ def setup(candidate, n, c, member, device):
             module.class_weights = fo.class_balanced_weights(counts, 0.9999)
         loss = lambda z, y: module(z, y)  # noqa: E731
     else:
-        fn = {"reference": reference, "unfused": unfused,
+        from finegrained_ops.reference import long_tail_losses
+        fn = {"reference": functools.partial(functional, long_tail_losses), "unfused": unfused,
               "unfused, torch.compile": torch.compile(unfused)}[candidate]
         weights = fo.class_balanced_weights(counts, 0.9999).float()
         loss = functools.partial(fn, member, counts=counts.float(), weights=weights)
-        loss = (lambda f: lambda z, y: f(z, y))(loss)
 
     def step(z, y):
         z.grad = None
@@ -98,7 +90,7 @@ def check_agreement(device):
     counts = torch.randint(1, 1000, (1000,), generator=g).double().to(device)
     w = fo.class_balanced_weights(counts, 0.9999).to(device)
     for member in MEMBERS:
-        a, b = native(member, z, y, counts, w), unfused(member, z, y, counts, w)
+        a, b = functional(fo, member, z, y, counts, w), unfused(member, z, y, counts, w)
         assert torch.allclose(a, b, rtol=1e-10), (member, a.item(), b.item())
 
 

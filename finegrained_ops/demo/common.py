@@ -8,6 +8,7 @@ from torch.utils.data import DataLoader, TensorDataset
 
 from ..data import load_digits
 from .._checks import make_generator
+from ..metrics import head_tail_accuracy
 from ..train import extract_features, fit
 
 
@@ -132,3 +133,13 @@ def embed(model, x, batch_size=512):
 
 def accuracy(model, split):
     return float((embed(model, split.x).argmax(1) == split.y).float().mean())
+
+
+def head_tail_errors(pred, labels, train_counts):
+    """Error, head error and tail error (%) of predictions; head = the 5 most frequent
+    training classes (ties at the 5th count included)."""
+    threshold = int(train_counts.sort(descending=True).values[4])
+    split = head_tail_accuracy(pred, labels, train_counts, threshold=threshold)
+    return {"error": 100 * (1 - float((pred == labels).float().mean())),
+            "head error": 100 * (1 - split["head"]),
+            "tail error": 100 * (1 - split["tail"])}

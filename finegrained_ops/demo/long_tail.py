@@ -10,10 +10,9 @@ from torch.utils.data import TensorDataset
 
 from .. import effective_number
 from ..data import long_tailed_counts
-from ..metrics import head_tail_accuracy
 from ..nn import ClassBalancedLoss, sigmoid_bias_init
 from ..train import two_stage_long_tail
-from .common import SmallCNN, accuracy, digits_splits, embed, train
+from .common import SmallCNN, accuracy, digits_splits, embed, head_tail_errors, train
 
 BETAS = (0.9, 0.99, 0.999, 0.9999)
 GAMMAS = (0.5, 1.0, 2.0)
@@ -32,7 +31,6 @@ def run(report, settings):
     for factor in (10, 50):
         tr, val, test = digits_splits(long_tailed=factor)
         counts = tr.y.bincount(minlength=10)
-        head_threshold = int(counts.sort(descending=True).values[4])
 
         def cb_loss(beta, gamma, loss_type):
             return ClassBalancedLoss(counts, beta=beta, gamma=gamma, loss_type=loss_type)
@@ -53,11 +51,7 @@ def run(report, settings):
         beta_f, gamma_f = chosen("focal", list(itertools.product(betas, gammas)))
 
         def errors(model):
-            pred = embed(model, test.x).argmax(1)
-            split = head_tail_accuracy(pred, test.y, counts, threshold=head_threshold)
-            return {"error": 100 * (1 - float((pred == test.y).float().mean())),
-                    "head error": 100 * (1 - split["head"]),
-                    "tail error": 100 * (1 - split["tail"])}
+            return head_tail_errors(embed(model, test.x).argmax(1), test.y, counts)
 
         def one_seed(seed):
             two_stage = SmallCNN(seed=seed)

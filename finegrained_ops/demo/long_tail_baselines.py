@@ -9,11 +9,10 @@ import torch.nn.functional as F
 from torch import nn
 
 from .. import logit_adjust
-from ..metrics import head_tail_accuracy
 from ..nn import (BalancedSoftmaxLoss, ClassBalancedLoss, LDAMLoss, LearnableWeightScaling,
                   LogitAdjustedLoss, sigmoid_bias_init, tau_normalized_linear)
 from ..train import DeferredReweighting, retrain_classifier
-from .common import SmallCNN, digits_splits, embed, train
+from .common import SmallCNN, digits_splits, embed, head_tail_errors, train
 
 TAUS = (0.25, 0.5, 0.75, 1.0, 1.5)
 RETRAIN_LRS = (0.1, 0.01, 0.001)
@@ -46,14 +45,6 @@ def run(report, settings):
     for factor in (50, 100):
         tr, val, test = digits_splits(long_tailed=factor)
         counts = tr.y.bincount(minlength=10)
-        head_threshold = int(counts.sort(descending=True).values[4])
-
-        def errors(predict):
-            pred = predict(test.x)
-            split = head_tail_accuracy(pred, test.y, counts, threshold=head_threshold)
-            return {"error": 100 * (1 - float((pred == test.y).float().mean())),
-                    "head error": 100 * (1 - split["head"]),
-                    "tail error": 100 * (1 - split["tail"])}
 
         def fitted(loss_fn, seed, model=None, **fit_kwargs):
             model = model or SmallCNN(seed=seed)
@@ -107,7 +98,7 @@ def run(report, settings):
                 ("cRT", on_features(crt)),
                 ("τ-norm", on_features(tau_normalized_linear(classifier, tau))),
                 ("LWS", on_features(lws)))
-            return [{"imbalance": factor, "method": name, **errors(predict)}
+            return [{"imbalance": factor, "method": name, **head_tail_errors(predict(test.x), test.y, counts)}
                     for name, predict in methods]
 
         rows += settings.over_seeds(one_seed)

@@ -77,12 +77,9 @@ def rmac(x, levels=3, eps=1e-6, normalize=True):
     """Regional MAC (Tolias et al., ICLR'16): the MAC of every region of rmac_regions, each
     L2-normalised, summed, and the sum L2-normalised (when normalize). eps guards the regions'
     normalisation."""
-    check_tensor("x", x, dim=4, dtypes=FLOATING)
-    regions = rmac_regions(x.shape[2], x.shape[3], levels)
-
     def pool(z):
         total = torch.zeros(z.shape[:2], dtype=z.dtype, device=z.device)
-        for top, left, side in regions:
+        for top, left, side in rmac_regions(z.shape[2], z.shape[3], levels):
             region = z[:, :, top:top + side, left:left + side].amax(dim=(2, 3))
             total = total + region / (region.norm(dim=1, keepdim=True) + eps)
         return total

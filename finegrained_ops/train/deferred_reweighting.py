@@ -5,6 +5,7 @@ import torch
 from .._checks import check_int, check_number
 from ..nn import ClassBalancedLoss
 from ..ops.class_balanced_loss import class_balanced_weights
+from .loop import _model_device
 
 
 class DeferredReweighting:
@@ -35,10 +36,5 @@ class DeferredReweighting:
 
     def __call__(self, epoch):
         deferred = epoch < self.start_epoch
-        device = _device_of(self.loss_fn)
-        self.loss_fn.class_weights = None if deferred else self.weights.to(device)
-
-
-def _device_of(module):
-    tensors = list(module.buffers()) + list(module.parameters())
-    return tensors[0].device if tensors else torch.device("cpu")
+        self.loss_fn.class_weights = (None if deferred else
+                                      self.weights.to(_model_device(self.loss_fn)))

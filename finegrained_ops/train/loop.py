@@ -1,5 +1,6 @@
 """A small training loop: progress bar, AMP, gradient clipping, resumable checkpoints and
 DistributedDataParallel when torch.distributed is initialised (docs/semantics.md §5)."""
+import itertools
 import os
 import time
 
@@ -196,8 +197,10 @@ def _amp_dtype(amp):
 
 
 def _model_device(model):
-    param = next(iter(model.parameters()), None)
-    return param.device if param is not None else torch.device("cpu")
+    """The device of the module's first parameter, else of its first buffer (a loss holding
+    only per-class tensors), else the CPU."""
+    tensor = next(itertools.chain(model.parameters(), model.buffers()), None)
+    return tensor.device if tensor is not None else torch.device("cpu")
 
 
 def _to(x, device):
