@@ -7,10 +7,11 @@ What each op computes is in docs/semantics.md; the papers cited by short name in
 from . import _native, data, metrics, nn, ops, reference, retrieval, train
 from ._native import BUILD_INFO
 from .ops import (balanced_softmax_loss, class_balanced_loss, class_balanced_weights,
-                  compact_bilinear_pooling, count_triplets, draw_hashes, effective_number,
-                  estimate_gamma, kernel_pooling, ldam_loss, ldam_margins, logit_adjust,
-                  logit_adjusted_loss, logit_adjustment_offsets, mine_from_bank, mine_triplets,
-                  rbf_alpha, signed_sqrt, softmax_focal_loss, triplet_margin_loss)
+                  compact_bilinear_pooling, count_triplets, draw_hashes, draw_two_input_hashes,
+                  effective_number, estimate_gamma, kernel_pooling, ldam_loss, ldam_margins,
+                  logit_adjust, logit_adjusted_loss, logit_adjustment_offsets, mine_from_bank,
+                  mine_triplets, rbf_alpha, signed_sqrt, softmax_focal_loss,
+                  triplet_margin_loss)
 from .version import __version__
 
 __all__ = [
@@ -23,6 +24,7 @@ __all__ = [
     "count_triplets",
     "data",
     "draw_hashes",
+    "draw_two_input_hashes",
     "effective_number",
     "estimate_gamma",
     "kernel_pooling",

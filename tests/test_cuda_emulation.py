@@ -245,6 +245,42 @@ def test_kernel_pooling_random_shapes(emulation, n, locations, channels, dim, or
     assert_all(cpu, cuda)
 
 
+def two_input_forward_backward(x, y, hash_index, hash_sign, dim, grad):
+    x, y = x.detach().requires_grad_(), y.detach().requires_grad_()
+    pooled = fo.compact_bilinear_pooling(x, hash_index, hash_sign, dim, y=y)
+    return (pooled.detach(), *torch.autograd.grad(pooled, (x, y), grad))
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("n, locations, channels, y_channels, dim",
+                         [(2, 37, 24, 9, 130), (3, 90, 5, 40, 64), (1, 1, 1, 1, 2)])
+def test_two_input_compact_bilinear_pooling(emulation, n, locations, channels, y_channels, dim,
+                                            dtype):
+    """Hashes with sign-0 entries: the CUDA gather's bin lookup leaves those channels out."""
+    g = torch.Generator().manual_seed(n)
+    x, y, grad = (torch.randn(*shape, generator=g, dtype=torch.float64).to(dtype)
+                  for shape in ((n, locations, channels), (n, locations, y_channels), (n, dim)))
+    h, s = fo.draw_two_input_hashes(channels, y_channels, dim, seed=n)
+    cpu, cuda = run_three_ways(
+        emulation, lambda: two_input_forward_backward(x, y, h, s.to(dtype), dim, grad))
+    assert_all(cpu, cuda)
+
+
+def test_a_channel_left_out_of_every_sketch_is_never_read(emulation):
+    x, h, s, alpha, grad = kernel_pooling_problem(2, 9, 6, 16, 3, torch.float64)
+    s[:, 2] = 0
+    x[:, :, 2] = float("nan")  # read by the order-1 block only, which is not native
+    grad[:, :7] = 0
+
+    def sketched_blocks_and_grad():
+        pooled, grad_x = kernel_pooling_forward_backward(x, h, s, alpha, 16, grad)
+        return pooled[:, 7:], grad_x
+
+    cpu, cuda = run_three_ways(emulation, sketched_blocks_and_grad)
+    assert all(torch.isfinite(t).all() for t in cuda)
+    assert_all(cpu, cuda)
+
+
 # ---------------------------------------------------------------------------------------------
 # Triplet: one anchor per CUDA thread, 128 per block, so B >= 300 is several blocks.
 

@@ -3,6 +3,7 @@ import math
 
 import pytest
 import torch
+import torch.nn.functional as F
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -10,6 +11,7 @@ import finegrained_ops as fo
 from finegrained_ops._native import _C
 from finegrained_ops.nn import CompactBilinearPooling, KernelPooling
 from finegrained_ops.ops.kernel_pooling import _kernel_pooling, _kernel_pooling_backward
+from finegrained_ops.reference import compact_bilinear_pooling as reference_two_input
 from finegrained_ops.reference import kernel_pooling as reference
 
 from .helpers import assert_relative_close, check_gradients
@@ -85,6 +87,65 @@ def test_gradcheck_compact_bilinear():
     x, h, s, _ = random_problem(2, 4, 6, 9, 2, 7)
     x.requires_grad_()
     check_gradients(lambda a: fo.compact_bilinear_pooling(a, h, s, 9), (x,))
+
+
+def two_input_problem(n, locations, channels, y_channels, dim, seed, dtype=torch.float64,
+                      device="cpu"):
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(n, locations, channels, generator=g, dtype=torch.float64).to(dtype)
+    y = torch.randn(n, locations, y_channels, generator=g, dtype=torch.float64).to(dtype)
+    hash_index, hash_sign = fo.draw_two_input_hashes(channels, y_channels, dim, seed)
+    return tuple(t.to(device) for t in (x, y, hash_index, hash_sign.to(dtype)))
+
+
+@given(n=st.integers(1, 3), locations=st.integers(1, 12), channels=st.integers(1, 16),
+       y_channels=st.integers(1, 16), dim=st.integers(2, 40), seed=st.integers(0, 2**31 - 1),
+       dtype=st.sampled_from([torch.float64, torch.float32]))
+def test_two_input_compact_bilinear_is_the_sketch_of_the_outer_product(
+        n, locations, channels, y_channels, dim, seed, dtype):
+    """Against the definition (no FFT): the count sketch of mean_l x_l y_lᵀ under the hash
+    (h_x(a) + h_y(b)) mod d, values and the gradients of both inputs."""
+    x, y, h, s = two_input_problem(n, locations, channels, y_channels, dim, seed, dtype)
+    results = []
+    for fn in (lambda a, b: fo.compact_bilinear_pooling(a, h, s, dim, y=b),
+               lambda a, b: reference_two_input(
+                   a, b, (h[0, :channels], s[0, :channels]), (h[1, channels:], s[1, channels:]),
+                   dim)):
+        a, b = x.clone().requires_grad_(), y.clone().requires_grad_()
+        out = fn(a, b)
+        out.backward(torch.linspace(-1, 1, n * dim, dtype=dtype).reshape(n, dim))
+        results.append((out, a.grad, b.grad))
+    assert results[0][0].shape == (n, dim) and results[0][0].dtype == dtype
+    for a, b in zip(*results):
+        assert_relative_close(a, b, 1e-10 if dtype == torch.float64 else 1e-5)
+
+
+def test_two_input_gradcheck_compile_and_equal_streams_give_single_input_pooling():
+    x, y, h, s = two_input_problem(2, 4, 6, 3, 9, 7)
+    pool = lambda a, b: fo.compact_bilinear_pooling(a, h, s, 9, y=b)  # noqa: E731
+    check_gradients(pool, (x.requires_grad_(), y.requires_grad_()))
+    compiled = torch.compile(pool, fullgraph=True, backend="aot_eager")
+    torch.testing.assert_close(compiled(x, y), pool(x, y))
+    h2, s2 = fo.draw_two_input_hashes(6, 6, 9, seed=7)
+    h1, s1 = fo.draw_hashes(6, 9, 2, seed=7)
+    assert torch.equal(fo.compact_bilinear_pooling(x, h2, s2.double(), 9, y=x),
+                       fo.compact_bilinear_pooling(x, h1, s1.double(), 9))
+
+
+def test_a_channel_left_out_of_every_sketch_is_ignored(device):
+    """Sign 0 leaves a channel out of a sketch (the CUDA gather skips it, the CPU scatter
+    too): even a NaN there changes nothing, and its gradient is 0."""
+    x, h, s, alpha = random_problem(2, 5, 6, 16, 3, 4, device=device)
+    s[:, 2] = 0
+    poisoned = x.clone()
+    poisoned[:, :, 2] = float("nan")
+    xa = poisoned.requires_grad_()
+    out = fo.kernel_pooling(xa, h, s, alpha, 16)
+    out[:, 7:].pow(2).sum().backward()  # the sketched blocks (the order-1 block holds x raw)
+    kept = [0, 1, 3, 4, 5]
+    expected = fo.kernel_pooling(x[:, :, kept], h[:, kept], s[:, kept], alpha, 16)
+    torch.testing.assert_close(out[:, 7:], expected[:, 6:], rtol=1e-12, atol=1e-12)
+    assert torch.equal(xa.grad[:, :, 2], torch.zeros_like(xa.grad[:, :, 2]))
 
 
 def test_double_backward_is_refused_not_silently_wrong():
@@ -273,7 +334,8 @@ def test_torch_compile_fullgraph_and_opcheck():
 @pytest.mark.parametrize("change, error, match", [
     (dict(hash_index=torch.tensor([[0, 1, 8], [0, 1, 2]])), RuntimeError, "in \\[0, dim=8\\)"),
     (dict(hash_index=torch.tensor([[0, -1, 2], [0, 1, 2]])), RuntimeError, "in \\[0, dim=8\\)"),
-    (dict(hash_sign=torch.tensor([[1.0, 0.0, 1.0], [1.0, 1.0, -1.0]])), RuntimeError, "\\+1 or -1"),
+    (dict(hash_sign=torch.tensor([[1.0, 0.5, 1.0], [1.0, 1.0, -1.0]])), RuntimeError,
+     "\\+1, -1 or 0"),
     (dict(hash_index=torch.zeros(2, 4, dtype=torch.int64)), ValueError, "C = 3"),
     (dict(hash_index=torch.zeros(2, 3, dtype=torch.int32)), TypeError, "int64"),
     (dict(hash_sign=torch.ones(3, 3)), ValueError, "hash_sign must have"),
@@ -306,6 +368,42 @@ def test_bad_module_input_and_arguments():
                                     torch.ones(3, 3), 4)
 
 
+def test_bad_two_input_arguments():
+    x, y, h, s = two_input_problem(2, 4, 3, 5, 8, 0)
+    for bad_y, match in [(y[:1], "y must be \\(N, L, C_y\\) = \\(2, 4, C_y\\)"),
+                         (y[:, :3], "y must be"), (y.float(), "in x's dtype"),
+                         (y[0], "y must be 3-D")]:
+        with pytest.raises(ValueError, match=match):
+            fo.compact_bilinear_pooling(x, h, s, 8, y=bad_y)
+    with pytest.raises(ValueError, match="\\(2, C \\+ C_y\\) = \\(2, 8\\)"):
+        fo.compact_bilinear_pooling(x, h[:, :7], s[:, :7], 8, y=y)
+    pool = CompactBilinearPooling(3, 8, y_channels=5, input_format="NLC")
+    with pytest.raises(ValueError, match="a second input y with 5 channels"):
+        pool(x.float())
+    with pytest.raises(ValueError, match="expected \\(N, L, 5\\) y"):
+        pool(x.float(), x.float())
+    with pytest.raises(ValueError, match="takes one input"):
+        CompactBilinearPooling(3, 8, input_format="NLC")(x.float(), y.float())
+    with pytest.raises(ValueError, match="y_channels must be an int >= 1"):
+        CompactBilinearPooling(3, 8, y_channels=0)
+
+
+def test_two_input_module_matches_the_function_and_keeps_its_shape_in_the_state_dict():
+    x, y = torch.randn(2, 6, 4, 5), torch.randn(2, 3, 4, 5)
+    pool = CompactBilinearPooling(6, 32, seed=2, y_channels=3)
+    expected = fo.compact_bilinear_pooling(x.flatten(2).transpose(1, 2), *fo.draw_two_input_hashes(
+        6, 3, 32, seed=2), 32, y=y.flatten(2).transpose(1, 2))
+    out = pool(x, y)
+    assert out.shape == (2, pool.output_dim) == (2, 32) and "y_channels=3" in repr(pool)
+    torch.testing.assert_close(out, F.normalize(fo.signed_sqrt(expected), dim=1))
+    swapped = CompactBilinearPooling(3, 32, y_channels=6)  # same hash shapes, other streams
+    with pytest.raises(ValueError, match="is for in_channels=6"):
+        swapped.load_state_dict(pool.state_dict())
+    twin = CompactBilinearPooling(6, 32, seed=9, y_channels=3)
+    twin.load_state_dict(pool.state_dict())
+    assert torch.equal(twin(x, y), out) and twin.seed == 2
+
+
 def test_native_entry_checks_its_own_preconditions():
     """Calling _C directly with bad values raises, never touches memory out of range."""
     from finegrained_ops._native import _C
@@ -322,17 +420,22 @@ def test_native_entry_checks_its_own_preconditions():
         _C.kernel_pooling_forward(x, h, s, 1)
 
 
-@pytest.mark.parametrize("channels, dim, order", [(1, 2, 2), (40, 7, 3), (300, 64, 4), (5, 300, 2)])
-def test_bin_lookup_groups_the_channels_of_each_bin(channels, dim, order):
+@pytest.mark.parametrize("channels, dim, order, two_input",
+                         [(1, 2, 2, False), (40, 7, 3, False), (300, 64, 4, False),
+                          (5, 300, 2, False), (40, 7, 2, True), (3, 64, 2, True)])
+def test_bin_lookup_groups_the_channels_of_each_bin(channels, dim, order, two_input):
     """The per-bin lookup that the CUDA count-sketch kernel gathers through, against a
     brute-force grouping (it once sorted descending: at::sort(t, true, 1) is sort(dim=1,
-    descending=true))."""
-    h, s = fo.draw_hashes(channels, dim, order, seed=channels)
+    descending=true)). Channels with sign 0 are in no bin."""
+    if two_input:
+        h, s = fo.draw_two_input_hashes(channels, channels + 1, dim, seed=channels)
+    else:
+        h, s = fo.draw_hashes(channels, dim, order, seed=channels)
     start, channel, sign = _C._kernel_pooling_bin_lookup(h, s, dim)
     for t in range(order):
-        hashes = h[t].tolist()
-        assert channel[t].tolist() == [k for j in range(dim) for k in range(channels)
-                                       if hashes[k] == j]
+        hashes = [v if s[t, k] != 0 else dim for k, v in enumerate(h[t].tolist())]
+        grouped = [k for j in range(dim) for k in range(h.shape[1]) if hashes[k] == j]
+        assert channel[t, :len(grouped)].tolist() == grouped
         assert start[t].tolist() == [sum(v < j for v in hashes) for j in range(dim + 1)]
         assert torch.equal(sign[t], s[t, channel[t]])
 

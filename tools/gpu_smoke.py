@@ -84,6 +84,23 @@ def kernel_pooling_case(n, locations, channels, dim, order, dtype):
     return f"kernel_pooling {n}x{locations}x{channels} d={dim} p={order} {dtype}", run, []
 
 
+def two_input_case(n, locations, channels, y_channels, dim, dtype):
+    """Two-input compact bilinear pooling: hashes with sign-0 entries (left out of a sketch)."""
+    g = torch.Generator().manual_seed(5)
+    x = torch.randn(n, locations, channels, generator=g, dtype=dtype)
+    y = torch.randn(n, locations, y_channels, generator=g, dtype=dtype)
+    h, s = fo.draw_two_input_hashes(channels, y_channels, dim, seed=0)
+    upstream = torch.randn(n, dim, generator=g, dtype=dtype)
+
+    def run(device):
+        xd, yd = (t.detach().to(device).requires_grad_() for t in (x, y))
+        pooled = fo.compact_bilinear_pooling(xd, h.to(device), s.to(device, dtype), dim, y=yd)
+        pooled.backward(upstream.to(device))
+        return [pooled.detach(), xd.grad, yd.grad]
+
+    return f"two-input CBP {n}x{locations}x({channels}+{y_channels}) d={dim} {dtype}", run, []
+
+
 def triplet_case(b, dim, classes, dtype):
     g = torch.Generator().manual_seed(1)
     emb = torch.randn(b, dim, generator=g, dtype=dtype)
@@ -168,6 +185,7 @@ LONG_TAIL = [("logit_adjusted", True), ("ldam", False), ("softmax_focal", True)]
 def cases(scale):
     if scale == "full":
         yield kernel_pooling_case(32, 28 * 28, 512, 4096, 4, torch.float32)
+        yield two_input_case(32, 28 * 28, 512, 256, 8192, torch.float32)
         yield triplet_case(1024, 128, 100, torch.float64)
         yield bank_case(50_000, 1024, 128, 500, torch.float64)
         for loss_type, target_kind in [("softmax", "index"), ("focal", "index"),
@@ -178,6 +196,7 @@ def cases(scale):
         return
     for dtype in (torch.float32, torch.float64):
         yield kernel_pooling_case(2, 5, 8, 16, 3, dtype)
+        yield two_input_case(2, 5, 8, 3, 16, dtype)
         yield triplet_case(40, 4, 5, dtype)
         yield bank_case(60, 20, 4, 5, dtype)
         for c in (10, 600):  # a warp per row, a block per row

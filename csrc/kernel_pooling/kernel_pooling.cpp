@@ -36,17 +36,19 @@ KernelPoolingArgs check_inputs(const char* op, const at::Tensor& x, const at::Te
                 return c10::str(", got min ", hash_index.min().item<int64_t>(), ", max ",
                                 hash_index.max().item<int64_t>());
               });
-  check_value((hash_sign.abs() == 1).all(), std::string(op) + ": hash_sign values must be +1 or -1",
-              [] { return ""; });
+  check_value(((hash_sign.abs() == 1) | (hash_sign == 0)).all(),
+              std::string(op) + ": hash_sign values must be +1, -1 or 0", [] { return ""; });
   return {x.contiguous(), hash_index.contiguous(), hash_sign.contiguous(), dim};
 }
 
 }  // namespace
 
 BinLookup bin_lookup(const at::Tensor& hash_index, const at::Tensor& hash_sign, int64_t dim) {
+  // A channel left out of a sketch (sign 0) gets the key dim: it sorts past the last bin, so
+  // the gather never visits it.
+  const at::Tensor key = at::where(hash_sign == 0, dim, hash_index);
   // Every argument named: at::sort(t, true, 1) would bind to sort(t, dim=1, descending=true).
-  const auto [keys, channel] =
-      at::sort(hash_index, /*stable=*/true, /*dim=*/1, /*descending=*/false);
+  const auto [keys, channel] = at::sort(key, /*stable=*/true, /*dim=*/1, /*descending=*/false);
   const at::Tensor edges =
       at::arange(dim + 1, hash_index.options()).expand({hash_index.size(0), -1}).contiguous();
   return {at::searchsorted(keys.contiguous(), edges).contiguous(), channel.contiguous(),

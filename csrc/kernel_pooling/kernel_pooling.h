@@ -11,7 +11,8 @@ namespace fgo {
 
 // Entry points bound in bindings.cpp. They check shapes, dtypes and hash values.
 //   x (N, L, C) float32/float64 with L >= 1; hash_index (p, C) int64 in [0, dim) with
-//   p >= 2; hash_sign (p, C) of +-1 in x's dtype; dim = d >= 2.
+//   p >= 2; hash_sign (p, C) of +-1 in x's dtype, or 0 where channel k is
+//   left out of sketch t (two-input compact bilinear pooling: docs/semantics.md §2); dim = d >= 2.
 // Forward returns U (N, p-1, d). Backward takes dU (N, p-1, d) and returns dx (N, L, C).
 at::Tensor kernel_pooling_forward(const at::Tensor& x, const at::Tensor& hash_index,
                                   const at::Tensor& hash_sign, int64_t dim);

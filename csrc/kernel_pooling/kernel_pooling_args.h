@@ -13,7 +13,7 @@ namespace fgo {
 struct KernelPoolingArgs {
   at::Tensor x;           // (N, L, C)
   at::Tensor hash_index;  // (p, C) int64 in [0, dim)
-  at::Tensor hash_sign;   // (p, C), x's dtype
+  at::Tensor hash_sign;   // (p, C), x's dtype: +-1, or 0 for a channel left out of sketch t
   int64_t dim;
 
   int64_t order() const { return hash_index.size(0); }
@@ -25,7 +25,8 @@ struct KernelPoolingArgs {
 
 // The hashes of each sketch grouped by bin (CSR), which makes the count sketch a gather:
 // bin j of sketch t holds the channels channel[t][e], with signs sign[t][e], for e in
-// [start[t][j], start[t][j + 1]); channels ascend within a bin. On the hashes' device.
+// [start[t][j], start[t][j + 1]); channels ascend within a bin, and channels with sign 0 are in
+// no bin. On the hashes' device.
 struct BinLookup {
   at::Tensor start;    // (p, dim + 1) int64
   at::Tensor channel;  // (p, C) int64

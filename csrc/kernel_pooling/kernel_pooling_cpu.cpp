@@ -76,7 +76,9 @@ class ChunkTransform {
         scalar_t* row = sketch + (j * order_ + t) * dim_;
         const int64_t* h = hash_ + t * channels_;
         const scalar_t* s = sign_ + t * channels_;
-        for (int64_t k = 0; k < channels_; ++k) row[h[k]] += s[k] * xj[k];
+        for (int64_t k = 0; k < channels_; ++k) {
+          if (s[k] != 0) row[h[k]] += s[k] * xj[k];  // sign 0: not in this sketch, as on CUDA
+        }
       }
     }
     at::Tensor spectra = spectra_.narrow(0, 0, m * order_);

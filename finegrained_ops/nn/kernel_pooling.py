@@ -4,8 +4,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from .._checks import check_choice
-from ..ops.kernel_pooling import (compact_bilinear_pooling, draw_hashes, estimate_gamma,
-                                  kernel_pooling, rbf_alpha, signed_sqrt)
+from ..ops.kernel_pooling import (compact_bilinear_pooling, draw_hashes, draw_two_input_hashes,
+                                  estimate_gamma, kernel_pooling, rbf_alpha, signed_sqrt)
 
 INPUT_FORMATS = ("NCHW", "NLC")
 ALPHAS = ("learned", "rbf", "ones")
@@ -14,10 +14,14 @@ ALPHAS = ("learned", "rbf", "ones")
 class _SketchPooling(nn.Module):
     """Hashes as buffers, the input layout, and the signed-sqrt + L2 post-processing."""
 
-    def __init__(self, in_channels, dim, order, seed, input_format, sqrt_normalize):
+    # What the hashes were drawn for: stored with them, checked when a state dict is loaded.
+    SHAPE_KEYS = ("in_channels", "dim", "order")
+
+    def __init__(self, in_channels, dim, order, seed, input_format, sqrt_normalize,
+                 hashes=None):
         super().__init__()
         check_choice("input_format", input_format, INPUT_FORMATS)
-        hash_index, hash_sign = draw_hashes(in_channels, dim, order, seed)
+        hash_index, hash_sign = hashes or draw_hashes(in_channels, dim, order, seed)
         # Buffers: saved by state_dict(), moved by .to(); .half() converts the signs only.
         self.register_buffer("hash_index", hash_index)
         self.register_buffer("hash_sign", hash_sign)
@@ -25,17 +29,19 @@ class _SketchPooling(nn.Module):
         self.input_format, self.sqrt_normalize = input_format, sqrt_normalize
         self.register_load_state_dict_pre_hook(_check_loaded_hashes)
 
-    def _locations(self, x):
-        """(N, C, H, W) or (N, L, C), as set by input_format -> (N, L, C)."""
+    def _locations(self, x, channels=None, name="input"):
+        """(N, C, H, W) or (N, L, C), as set by input_format -> (N, L, C); C = `channels`,
+        in_channels by default."""
+        channels = channels or self.in_channels
         if not isinstance(x, torch.Tensor):
-            raise TypeError(f"input must be a torch.Tensor, got {type(x).__name__}")
+            raise TypeError(f"{name} must be a torch.Tensor, got {type(x).__name__}")
         if self.input_format == "NCHW":
-            if x.dim() != 4 or x.shape[1] != self.in_channels:
-                raise ValueError(f"expected (N, {self.in_channels}, H, W) input (input_format="
+            if x.dim() != 4 or x.shape[1] != channels:
+                raise ValueError(f"expected (N, {channels}, H, W) {name} (input_format="
                                  f"'NCHW'), got shape {tuple(x.shape)}")
             return x.flatten(2).transpose(1, 2)
-        if x.dim() != 3 or x.shape[2] != self.in_channels:
-            raise ValueError(f"expected (N, L, {self.in_channels}) input (input_format='NLC'), "
+        if x.dim() != 3 or x.shape[2] != channels:
+            raise ValueError(f"expected (N, L, {channels}) {name} (input_format='NLC'), "
                              f"got shape {tuple(x.shape)}")
         return x
 
@@ -45,8 +51,7 @@ class _SketchPooling(nn.Module):
     def get_extra_state(self):
         """The sketch's shape and seed travel with the hashes (their tensors' shape does not
         say which dim they were drawn for)."""
-        return {"in_channels": self.in_channels, "dim": self.dim, "order": self.order,
-                "seed": self.seed}
+        return {key: getattr(self, key) for key in self.SHAPE_KEYS} | {"seed": self.seed}
 
     def set_extra_state(self, state):
         self.seed = state.get("seed", self.seed)  # checked against the hashes by the pre-hook
@@ -58,7 +63,7 @@ def _check_loaded_hashes(module, state_dict, prefix, *_):
     by construction), rather than read back in every step. A state dict saved before the
     sketch's shape was stored in it gets this module's, after the hash-range check."""
     extra = state_dict.setdefault(prefix + "_extra_state", module.get_extra_state())
-    for key in ("in_channels", "dim", "order"):
+    for key in module.SHAPE_KEYS:
         if key in extra and extra[key] != getattr(module, key):
             raise ValueError(f"the state dict is for {key}={extra[key]}, this "
                              f"{type(module).__name__} has {key}={getattr(module, key)}")
@@ -68,8 +73,8 @@ def _check_loaded_hashes(module, state_dict, prefix, *_):
         raise ValueError(f"the state dict's hash_index holds values in [{int(index.min())}, "
                          f"{int(index.max())}], outside [0, dim={module.dim}): it was made for "
                          "another sketch size")
-    if sign is not None and not bool((sign.abs() == 1).all()):
-        raise ValueError("the state dict's hash_sign must hold only +1 and -1")
+    if sign is not None and not bool(((sign.abs() == 1) | (sign == 0)).all()):
+        raise ValueError("the state dict's hash_sign must hold only +1, -1 and 0")
 
 
 class KernelPooling(_SketchPooling):
@@ -145,26 +150,43 @@ class KernelPooling(_SketchPooling):
 
 
 class CompactBilinearPooling(_SketchPooling):
-    """Compact bilinear pooling (Gao et al. 2016): kernel pooling's order-2 block alone.
+    """Compact bilinear pooling (Gao et al. 2016): kernel pooling's order-2 block alone; with
+    ``y_channels``, the two-input form (Fukui et al. 2016; two-stream bilinear CNNs): a sketch
+    of the pooled outer product of two feature maps at the same locations.
 
-    Same hashes as ``KernelPooling(order=2, seed=seed)``; the sketch is unbiased (torch's irfft
+    Same hashes as ``KernelPooling(order=2, seed=seed)``; with ``y_channels``, those of
+    :func:`~finegrained_ops.draw_two_input_hashes`. The sketch is unbiased (torch's irfft
     normalisation), so it is d times smaller than Gao's Caffe output.
 
-    Shape: (N, C, H, W) or (N, L, C) per input_format -> (N, dim).
+    Shape: x (N, C, H, W) or (N, L, C) per input_format, and y likewise with C_y = y_channels
+    channels -> (N, dim).
     """
 
-    def __init__(self, in_channels, dim, seed=0, input_format="NCHW", sqrt_normalize=True):
-        super().__init__(in_channels, dim, 2, seed, input_format, sqrt_normalize)
+    def __init__(self, in_channels, dim, seed=0, input_format="NCHW", sqrt_normalize=True,
+                 y_channels=None):
+        hashes = None if y_channels is None else draw_two_input_hashes(in_channels, y_channels,
+                                                                         dim, seed)
+        super().__init__(in_channels, dim, 2, seed, input_format, sqrt_normalize, hashes)
+        self.y_channels = y_channels
+        if y_channels is not None:
+            self.SHAPE_KEYS = (*self.SHAPE_KEYS, "y_channels")
 
     @property
     def output_dim(self):
         return self.dim
 
-    def forward(self, x):
-        y = compact_bilinear_pooling(self._locations(x), self.hash_index, self.hash_sign,
-                                     self.dim)
-        return self._postprocess(y)
+    def forward(self, x, y=None):
+        if (y is None) != (self.y_channels is None):
+            raise ValueError("this CompactBilinearPooling takes " + (
+                "one input (construct it with y_channels= for two)" if self.y_channels is None
+                else f"a second input y with {self.y_channels} channels"))
+        if y is not None:
+            y = self._locations(y, self.y_channels, "y")
+        z = compact_bilinear_pooling(self._locations(x), self.hash_index, self.hash_sign,
+                                     self.dim, y=y)
+        return self._postprocess(z)
 
     def extra_repr(self):
-        return (f"in_channels={self.in_channels}, dim={self.dim}, seed={self.seed}, "
+        two = "" if self.y_channels is None else f", y_channels={self.y_channels}"
+        return (f"in_channels={self.in_channels}{two}, dim={self.dim}, seed={self.seed}, "
                 f"input_format={self.input_format!r}, sqrt_normalize={self.sqrt_normalize}")

@@ -1,7 +1,7 @@
 """Functional API: input validation and autograd around the native kernels in ``_C``."""
 from .class_balanced_loss import class_balanced_loss, class_balanced_weights, effective_number
-from .kernel_pooling import (compact_bilinear_pooling, draw_hashes, estimate_gamma,
-                             kernel_pooling, rbf_alpha, signed_sqrt)
+from .kernel_pooling import (compact_bilinear_pooling, draw_hashes, draw_two_input_hashes,
+                             estimate_gamma, kernel_pooling, rbf_alpha, signed_sqrt)
 from .long_tail_losses import (balanced_softmax_loss, ldam_loss, ldam_margins, logit_adjust,
                                logit_adjusted_loss, logit_adjustment_offsets, softmax_focal_loss)
 from .triplet import count_triplets, mine_from_bank, mine_triplets, triplet_margin_loss
@@ -19,6 +19,7 @@ __all__ = [
     "compact_bilinear_pooling",
     "count_triplets",
     "draw_hashes",
+    "draw_two_input_hashes",
     "effective_number",
     "estimate_gamma",
     "kernel_pooling",

@@ -22,7 +22,8 @@ def kernel_pooling(x, hash_index, hash_sign, alpha, dim):
         x: (N, L, C) features at L >= 1 locations; float16/bfloat16 (computed in float32),
             float32 or float64.
         hash_index: (p, C) int64 in [0, dim), the bucket h_t(k) of channel k in sketch t.
-        hash_sign: (p, C) floating, +-1: the sign s_t(k). A constant: it gets no gradient.
+        hash_sign: (p, C) floating, +-1: the sign s_t(k), or 0 to leave channel k out of
+            sketch t (as two-input compact bilinear pooling does). A constant: no gradient.
         alpha: (p + 1,) floating coefficients; alpha_i scales the order-i block, so
             φ(x)·φ(y) ≈ sum_i alpha_i² (x·y)^i (eq. 3.7).
         dim: sketch size d >= 2 of every order >= 2 (any d, odd included).
@@ -48,13 +49,27 @@ def kernel_pooling(x, hash_index, hash_sign, alpha, dim):
     return torch.cat(blocks, dim=1).to(x.dtype)
 
 
-def compact_bilinear_pooling(x, hash_index, hash_sign, dim):
-    """Compact bilinear pooling (Gao et al. 2016): the order-2 block of kernel pooling alone.
+def compact_bilinear_pooling(x, hash_index, hash_sign, dim, y=None):
+    """Compact bilinear pooling (Gao et al. 2016): the order-2 block of kernel pooling alone;
+    with `y`, the two-input form (Fukui et al. 2016's MCB; two-stream bilinear CNNs), a sketch
+    of the pooled outer product of x and y.
 
-    x (N, L, C) floating; hash_index (2, C) int64 in [0, dim); hash_sign (2, C) of +-1.
-    Returns (N, dim) in x's dtype, mean_l IFFT(FFT(CS_1(x_l))·FFT(CS_2(x_l))): an unbiased
-    sketch of the mean outer product (irfft's 1/d; Gao's Caffe code is dim times larger).
+    Args:
+        x: (N, L, C) floating.
+        hash_index: (2, C) int64 in [0, dim); with y, (2, C + C_y) from
+            :func:`draw_two_input_hashes` (sketch 1 covers x's channels, sketch 2 y's).
+        hash_sign: hash_index's shape, +-1 (0 where a channel is left out of a sketch).
+        dim: sketch size d >= 2.
+        y: optional (N, L, C_y) second stream at the same locations, x's dtype and device.
+
+    Returns:
+        (N, dim) in x's dtype, mean_l IFFT(FFT(CS_1(x_l))·FFT(CS_2(y_l))) (y = x without y):
+        an unbiased sketch of mean_l x_l y_lᵀ (irfft's 1/d; Gao's Caffe code is dim times
+        larger). Two inputs run the same native op on the channels [x, y], so both get
+        gradients.
     """
+    if y is not None:
+        x = _concat_streams(x, y, hash_index)
     order = _check_sketch_args(x, hash_index, hash_sign, dim, min_order=2)
     if order != 2:
         raise ValueError(f"compact bilinear pooling takes two sketches: hash_index must be "
@@ -63,6 +78,22 @@ def compact_bilinear_pooling(x, hash_index, hash_sign, dim):
     dtype = compute_dtype(x.dtype)
     pooled = _kernel_pooling(x.to(dtype).contiguous(), hash_index, hash_sign.to(dtype), dim)
     return pooled[:, 0].to(x.dtype)
+
+
+def _concat_streams(x, y, hash_index):
+    """[x, y] along channels, after checking that y matches x and the hashes cover both."""
+    check_tensor("x", x, dim=3, dtypes=FLOATING)
+    check_tensor("y", y, dim=3, dtypes=FLOATING)
+    check_devices(x=x, y=y)
+    if y.shape[:2] != x.shape[:2] or y.dtype != x.dtype:
+        raise ValueError(f"y must be (N, L, C_y) = ({x.shape[0]}, {x.shape[1]}, C_y) in x's "
+                         f"dtype {x.dtype}, got shape {tuple(y.shape)} {y.dtype}")
+    check_tensor("hash_index", hash_index, dim=2, dtypes=(torch.int64,))
+    channels = x.shape[2] + y.shape[2]
+    if hash_index.shape != (2, channels):
+        raise ValueError(f"with y, hash_index must be (2, C + C_y) = (2, {channels}) (from "
+                         f"draw_two_input_hashes), got shape {tuple(hash_index.shape)}")
+    return torch.cat([x, y], dim=2)
 
 
 def draw_hashes(in_channels, dim, order, seed=0):
@@ -82,6 +113,27 @@ def draw_hashes(in_channels, dim, order, seed=0):
     for t in range(order):
         index[t] = torch.randint(dim, (in_channels,), generator=generator)
         sign[t] = torch.randint(2, (in_channels,), generator=generator) * 2.0 - 1.0
+    return index, sign
+
+
+def draw_two_input_hashes(x_channels, y_channels, dim, seed=0):
+    """Hashes of two-input compact bilinear pooling: sketch 1 over x's channels, sketch 2 over
+    y's, as one (2, C + C_y) pair for the native op on the channels [x, y].
+
+    Returns hash_index (2, x_channels + y_channels) int64 in [0, dim) and hash_sign of the same
+    shape, float32: sketch 1 is row 0 of ``draw_hashes(x_channels, dim, 2, seed)`` on x's
+    channels, sketch 2 row 1 of ``draw_hashes(y_channels, dim, 2, seed)`` on y's; every other
+    entry has index 0 and sign 0 (left out). So with C = C_y, pooling (x, x) equals
+    single-input compact bilinear pooling of x with ``draw_hashes(C, dim, 2, seed)``.
+    """
+    check_int("x_channels", x_channels)
+    check_int("y_channels", y_channels)
+    index_x, sign_x = draw_hashes(x_channels, dim, 2, seed)
+    index_y, sign_y = draw_hashes(y_channels, dim, 2, seed)
+    index = torch.zeros(2, x_channels + y_channels, dtype=torch.int64)
+    sign = torch.zeros(2, x_channels + y_channels, dtype=torch.float32)
+    index[0, :x_channels], sign[0, :x_channels] = index_x[0], sign_x[0]
+    index[1, x_channels:], sign[1, x_channels:] = index_y[1], sign_y[1]
     return index, sign
 
 

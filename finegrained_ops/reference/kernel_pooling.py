@@ -43,3 +43,19 @@ def kernel_pooling(x, hash_index, hash_sign, alpha, dim):
     for i, phi in enumerate(tensor_sketch_features(x, hash_index, hash_sign, dim), start=2):
         blocks.append(alpha[i] * phi.mean(dim=1))
     return torch.cat(blocks, dim=1)
+
+
+def compact_bilinear_pooling(x, y, hash_x, hash_y, dim):
+    """Two-input compact bilinear pooling from its definition, without FFTs: the count sketch
+    of the pooled outer product mean_l x_l y_lᵀ under the hash (h_x(a) + h_y(b)) mod d with
+    sign s_x(a)·s_y(b) (the tensor sketch of Pham and Pagh, which FFT(CS_x)·FFT(CS_y) computes
+    as a circular convolution). Memory O(N·C·C_y): a spec, not an implementation.
+
+    x (N, L, C); y (N, L, C_y); hash_x = (index (C,) int64 in [0, dim), sign (C,) of +-1),
+    hash_y likewise for y. Returns (N, dim).
+    """
+    (index_x, sign_x), (index_y, sign_y) = hash_x, hash_y
+    outer = torch.einsum("nla,nlb->nab", x, y) / x.shape[1]
+    bucket = (index_x[:, None] + index_y[None, :]) % dim
+    signed = outer * (sign_x[:, None] * sign_y[None, :]).to(x.dtype)
+    return x.new_zeros(x.shape[0], dim).index_add(1, bucket.flatten(), signed.flatten(1))
