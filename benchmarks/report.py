@@ -6,17 +6,18 @@ import os
 from .harness import machine
 
 
-def ratio_row(fields, result, work=None):
-    """A table row: `fields`, then the candidate's time, memory and native's advantage.
+def ratio_row(fields, result, work=None, base="native"):
+    """A table row: `fields`, then the candidate's time, memory and the advantage of `base`
+    (the case's first candidate, native unless a benchmark compares other things).
 
     work: (bytes, flops) that the computation must at least move through memory and execute
     (the inputs of :func:`add_floor`), or None where no floor is modelled."""
     if work is not None:
         result = result | {"min_bytes": work[0], "min_flops": work[1]}
     return {**fields, "median ms": f"{result['median_ms']:.2f}",
-            "native speedup": f"{result['speedup']:.1f}x",
+            f"{base} speedup": f"{result['speedup']:.1f}x",
             "peak MiB": f"{result['peak_mib']:.1f}",
-            "native memory saving": f"{result['memory_ratio']:.1f}x", "_raw": result}
+            f"{base} memory saving": f"{result['memory_ratio']:.1f}x", "_raw": result}
 
 
 def columns_of(rows):

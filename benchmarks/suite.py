@@ -1,7 +1,8 @@
 """The benchmark suite: every op's comparison (native vs reference vs peers, forward+backward,
 after an agreement check) and its scaling curves, in one run.
 
-    python -m benchmarks [--ops kernel_pooling triplet class_balanced_loss long_tail_losses]
+    python -m benchmarks [--ops kernel_pooling triplet class_balanced_loss long_tail_losses
+                          pooling_heads]
                          [--device cpu|cuda] [--quick] [--out DIR]
     python -m finegrained_ops bench ...   (the same, from a source checkout)
 
@@ -20,7 +21,7 @@ from .roofline import add_floor, measure_ceilings
 
 OPS = {"kernel_pooling": "bench_kernel_pooling", "triplet": "bench_triplet",
        "class_balanced_loss": "bench_class_balanced_loss",
-       "long_tail_losses": "bench_long_tail_losses"}
+       "long_tail_losses": "bench_long_tail_losses", "pooling_heads": "bench_pooling_heads"}
 
 
 def run(ops, device, quick, out_dir, repeats):

@@ -8,9 +8,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from finegrained_ops import nn as fnn
-from finegrained_ops import retrieval
+from finegrained_ops import reference, retrieval
 
-from .helpers import check_gradients
+from .helpers import assert_relative_close, check_gradients
 
 DESCRIPTORS = {"mac": retrieval.mac, "spoc": retrieval.spoc, "gem": retrieval.gem,
                "rmac": retrieval.rmac, "crow": retrieval.crow}
@@ -151,6 +151,44 @@ def test_isqrt_cov_is_the_scaled_square_root_of_the_covariance():
     # five iterations (the paper's default) approximate the root to a few percent here
     five = retrieval.isqrt_cov(x, iterations=5)
     assert (five - out).abs().max() / out.abs().max() < 0.1
+
+
+@settings(max_examples=20)
+@given(n=st.integers(1, 3), c=st.integers(1, 12), hw=st.integers(2, 30),
+       iterations=st.integers(1, 7), seed=st.integers(0, 2**31 - 1),
+       dtype=st.sampled_from([torch.float64, torch.float32]))
+def test_isqrt_cov_backward_is_autograd_through_the_iterations(n, c, hw, iterations, seed, dtype):
+    """The hand-written backward of the Newton-Schulz iterations against the reference, which
+    differentiates every step with autograd, under a random (non-symmetric) upstream gradient."""
+    x = feature_map(n, c, 1, hw, seed, dtype) + 0.1
+    upstream = torch.randn(n, c * (c + 1) // 2, generator=torch.Generator().manual_seed(seed),
+                           dtype=dtype)
+    results = []
+    for fn in (retrieval.isqrt_cov, reference.isqrt_cov):
+        xi = x.clone().requires_grad_()
+        out = fn(xi, iterations)
+        out.backward(upstream)
+        results.append((out, xi.grad))
+    for a, b in zip(*results):
+        assert_relative_close(a, b, 1e-10 if dtype == torch.float64 else 1e-4)
+
+
+def test_isqrt_cov_compiles_and_refuses_double_backward():
+    x = feature_map(2, 6, 3, 3, seed=2) + 0.1
+    compiled = torch.compile(retrieval.isqrt_cov, fullgraph=True, backend="aot_eager")
+    xc, xe = x.clone().requires_grad_(), x.clone().requires_grad_()
+    compiled(xc, 4).sum().backward()
+    retrieval.isqrt_cov(xe, 4).sum().backward()
+    torch.testing.assert_close(xc.grad, xe.grad)
+    # refused, not silently missing the iterations' part: the double backward also runs
+    # through the covariance, which is differentiable twice
+    (grad,) = torch.autograd.grad(retrieval.isqrt_cov(xe, 4).pow(2).sum(), xe, create_graph=True)
+    with pytest.raises(RuntimeError, match="isqrt_cov is differentiable once"):
+        torch.autograd.grad(grad.pow(2).sum(), xe)
+    # a loss linear in the output: the upstream gradient is constant, A still links the node
+    (grad,) = torch.autograd.grad(retrieval.isqrt_cov(xe, 4).sum(), xe, create_graph=True)
+    with pytest.raises(RuntimeError, match="isqrt_cov is differentiable once"):
+        torch.autograd.grad(grad.pow(2).sum(), xe)
 
 
 def test_isqrt_cov_gradcheck_half_and_module():
