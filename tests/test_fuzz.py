@@ -123,6 +123,25 @@ def test_kernel_pooling(data, n, locations, channels, dim, order, dtype, layout,
     assert_relative_close(y[finite].double(), expected[finite], TOLERANCE[dtype])
 
 
+@given(data=st.data(), n=st.integers(0, 3), locations=st.integers(1, 4),
+       channels=st.integers(1, 5), y_channels=st.integers(1, 5), dim=st.integers(2, 9),
+       dtype=st.sampled_from(DTYPES), layout=st.sampled_from(LAYOUTS))
+def test_two_input_compact_bilinear_pooling(data, n, locations, channels, y_channels, dim, dtype,
+                                            layout):
+    x = with_layout(data.draw(features((n, locations, channels), dtype)), layout)
+    y = with_layout(data.draw(features((n, locations, y_channels), dtype)), layout)
+    hash_index, hash_sign = fo.draw_two_input_hashes(channels, y_channels, dim, seed=3)
+    out = fo.compact_bilinear_pooling(x, hash_index, hash_sign.to(dtype), dim, y=y)
+    assert out.shape == (n, dim) and out.dtype == dtype
+    if n == 0:
+        return
+    expected = reference.compact_bilinear_pooling(
+        x.double(), y.double(), (hash_index[0, :channels], hash_sign[0, :channels]),
+        (hash_index[1, channels:], hash_sign[1, channels:]), dim)
+    finite = (torch.isfinite(x).flatten(1).all(1) & torch.isfinite(y).flatten(1).all(1))
+    assert_relative_close(out[finite].double(), expected[finite], TOLERANCE[dtype])
+
+
 @given(data=st.data(), n=st.integers(0, 3), channels=st.integers(1, 4), h=st.integers(1, 3),
        w=st.integers(1, 3), dtype=st.sampled_from([torch.float32, torch.float64]),
        order=st.integers(1, 3), bilinear=st.booleans())
@@ -482,6 +501,6 @@ def test_every_public_op_and_module_is_fuzzed():
     not_ops = {"BUILD_INFO", "__version__", "data", "metrics", "nn", "ops", "reference",
                "retrieval", "train",
                # small closed-form helpers with their own value tests
-               "draw_hashes", "effective_number", "estimate_gamma", "rbf_alpha", "signed_sqrt",
+               "draw_hashes", "draw_two_input_hashes", "effective_number", "estimate_gamma", "rbf_alpha", "signed_sqrt",
                "ldam_margins", "logit_adjust", "logit_adjustment_offsets"}
     assert set(fo.__all__) - not_ops == fuzzed_ops

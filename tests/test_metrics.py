@@ -4,6 +4,7 @@ import warnings
 
 import pytest
 import torch
+import torch.nn.functional as F
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -246,6 +247,26 @@ def ranking_map(ranking, labels, queries):
         rel = (labels[order] == labels[q]).double()
         aps.append(float((rel.cumsum(0) * rel / torch.arange(1, len(order) + 1)).sum() / rel.sum()))
     return sum(aps) / len(aps)
+
+
+def test_evaluate_ranking_of_the_cosine_ranking_is_the_metrics_and_checks_its_input():
+    g = torch.Generator().manual_seed(3)
+    q, g_x = torch.randn(30, 4, generator=g), torch.randn(50, 4, generator=g)
+    ql, gl = torch.randint(0, 6, (30,), generator=g), torch.randint(0, 5, (50,), generator=g)
+    ranking = (F.normalize(q, dim=1) @ F.normalize(g_x, dim=1).T).argsort(dim=1, descending=True)
+    result = metrics.evaluate_ranking(ranking, ql, gl, ks=(1, 4))
+    assert result["mAP"] == pytest.approx(metrics.mean_average_precision(
+        q, ql, g_x, gl, exclude_self=False), abs=1e-12)
+    assert result["recall"] == pytest.approx(metrics.recall_at_k(q, ql, g_x, gl, ks=(1, 4),
+                                                                 exclude_self=False))
+    repeated = ranking.clone()
+    repeated[0, 1] = repeated[0, 0]
+    with pytest.raises(ValueError, match="permutation"):
+        metrics.evaluate_ranking(repeated, ql, gl)
+    with pytest.raises(ValueError, match="in \\[1, 50\\]"):
+        metrics.evaluate_ranking(ranking, ql, gl, ks=(51,))
+    with pytest.raises(ValueError, match="query_labels"):
+        metrics.evaluate_ranking(ranking, ql[:5], gl)
 
 
 def test_diffusion_raises_map_on_a_manifold():

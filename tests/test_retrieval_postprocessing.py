@@ -4,8 +4,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from finegrained_ops.metrics import mean_average_precision
 from finegrained_ops.retrieval import (PCAWhitening, class_activation_map, contrastive_loss,
-                                       database_augmentation, query_expansion)
+                                       database_augmentation, query_expansion, same_label_pairs)
 
 
 def descriptors(n, d, seed=0):
@@ -59,6 +60,63 @@ def test_pca_whitening_decorrelates_and_round_trips_the_state_dict():
     torch.testing.assert_close(fresh(x), reduced(x))
 
 
+def labelled_descriptors(n=400, d=5, seed=6):
+    """Five classes apart along axis 0 (small variance); within-class nuisance along the
+    others, large along axis 1; then mixed by a random matrix."""
+    g = torch.Generator().manual_seed(seed)
+    labels = torch.arange(n) % 5
+    x = torch.randn(n, d, generator=g, dtype=torch.float64) * torch.tensor([0.05, 5, 1, 1, 1.0])
+    x[:, 0] += labels
+    return x @ torch.randn(d, d, generator=g, dtype=torch.float64), labels
+
+
+def test_pair_whitening_whitens_the_pair_differences_and_matches_the_cholesky_form():
+    x, labels = labelled_descriptors()
+    pairs = same_label_pairs(labels)
+    white = PCAWhitening(shrinkage=0.0).fit_pairs(x, pairs)
+    diffs = x[pairs[:, 0]] - x[pairs[:, 1]]
+    s = diffs.T @ diffs / len(diffs)
+    p = white.projection
+    torch.testing.assert_close(p @ s @ p.T, torch.eye(5, dtype=torch.float64), atol=1e-8, rtol=0)
+    projected = (x - x.mean(0)) @ p.T
+    moment = projected.T @ projected / len(x)
+    variances = moment.diagonal()
+    torch.testing.assert_close(moment, torch.diag(variances), atol=1e-8, rtol=0)
+    assert bool((variances[:-1] >= variances[1:]).all())
+    # Radenović et al.'s code: P = inv(chol(S)), then the eigenvectors of the whitened data
+    chol_inverse = torch.linalg.inv(torch.linalg.cholesky(s))
+    whitened = (x - x.mean(0)) @ chol_inverse.T
+    values, vectors = torch.linalg.eigh(whitened.T @ whitened)
+    theirs = vectors[:, values.argsort(descending=True)].T @ chol_inverse
+    signs = torch.sign((theirs * p).sum(dim=1, keepdim=True))
+    torch.testing.assert_close(p, theirs * signs, atol=1e-8, rtol=1e-8)
+    assert PCAWhitening(dim=2).fit_pairs(x, pairs)(x).shape == (400, 2)
+
+
+def test_pair_whitening_keeps_what_separates_classes_where_pca_whitening_does_not():
+    x, labels = labelled_descriptors()
+    train, held_out = slice(0, 200), slice(200, 400)
+    pairs = same_label_pairs(labels[train])
+    scores = {}
+    for name, white in (("pca", PCAWhitening(dim=1).fit(x[train])),
+                        ("pairs", PCAWhitening(dim=1).fit_pairs(x[train], pairs))):
+        z = (x[held_out] - white.mean) @ white.projection.T  # 1-D: no normalisation
+        scores[name] = mean_average_precision(z, labels[held_out], metric="euclidean")
+    assert scores["pairs"] > 0.95 > 0.5 > scores["pca"], scores
+
+
+def test_same_label_pairs_pair_each_member_with_another_of_its_label():
+    labels = torch.tensor([3, 1, 3, 3, 0, 1])
+    pairs = same_label_pairs(labels, seed=4)
+    assert pairs.shape == (5, 2)  # label 0 has one member: no pair
+    assert bool((labels[pairs[:, 0]] == labels[pairs[:, 1]]).all())
+    assert bool((pairs[:, 0] != pairs[:, 1]).all())
+    assert sorted(pairs[:, 0].tolist()) == [0, 1, 2, 3, 5]
+    assert torch.equal(same_label_pairs(labels, seed=4), pairs)
+    with pytest.raises(ValueError, match="no label has two members"):
+        same_label_pairs(torch.tensor([0, 1]))
+
+
 def test_pca_whitening_errors():
     with pytest.raises(RuntimeError, match="fit"):
         PCAWhitening()(torch.zeros(2, 3))
@@ -68,6 +126,12 @@ def test_pca_whitening_errors():
         PCAWhitening().fit(torch.randn(1, 3))
     with pytest.raises(ValueError, match="D=3 columns"):
         PCAWhitening().fit(torch.randn(5, 3))(torch.randn(2, 4))
+    with pytest.raises(ValueError, match="pairs must be \\(P, 2\\)"):
+        PCAWhitening().fit_pairs(torch.randn(5, 3), torch.zeros(3, 3, dtype=torch.int64))
+    with pytest.raises(ValueError, match="index the 5 descriptors, got values in \\[0, 5\\]"):
+        PCAWhitening().fit_pairs(torch.randn(5, 3), torch.tensor([[0, 5]]))
+    with pytest.raises(TypeError, match="pairs"):
+        PCAWhitening().fit_pairs(torch.randn(5, 3), torch.tensor([[0.0, 1.0]]))
 
 
 def test_query_expansion_errors():

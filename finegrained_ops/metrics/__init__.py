@@ -7,7 +7,8 @@ from .domain_similarity import (domain_distance, domain_similarity, rank_source_
                                 select_source_classes)
 from .granularity import class_medoids, granularity
 from .kernel_approximation import kernel_approximation_error
-from .retrieval import map_at_r, mean_average_precision, precision_at_1, recall_at_k
+from .retrieval import (evaluate_ranking, map_at_r, mean_average_precision, precision_at_1,
+                        recall_at_k)
 
 __all__ = [
     "balanced_accuracy",
@@ -15,6 +16,7 @@ __all__ = [
     "diffusion_rerank",
     "domain_distance",
     "domain_similarity",
+    "evaluate_ranking",
     "granularity",
     "head_tail_accuracy",
     "kernel_approximation_error",

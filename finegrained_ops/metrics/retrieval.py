@@ -9,7 +9,7 @@ with no same-label gallery item ("lone" queries) are left out of every metric, a
 import torch
 import torch.nn.functional as F
 
-from .._checks import as_features, as_labels
+from .._checks import as_features, as_labels, check_tensor
 
 METRICS = ("cosine", "euclidean")
 
@@ -31,7 +31,7 @@ def recall_at_k(query, query_labels, gallery=None, gallery_labels=None, ks=(1, 2
         total += len(relevant)
         for k in ks:
             hits[k] += int(matches[:, :k].any(dim=1).sum())
-    return {k: hits[k] / retrieval.require_queries(total) for k in ks}
+    return {k: hits[k] / _require_queries(total) for k in ks}
 
 
 def precision_at_1(query, query_labels, gallery=None, gallery_labels=None, exclude_self=True,
@@ -113,16 +113,50 @@ class _Retrieval:
     def average_precision(self, k, chunk_size, at_r):
         total, count = 0.0, 0
         for matches, relevant in self.ranked_matches(k, chunk_size):
-            rank = torch.arange(1, k + 1, device=matches.device)
             if at_r:  # only the first R ranks of each query count
+                rank = torch.arange(1, k + 1, device=matches.device)
                 matches = matches & (rank[None, :] <= relevant[:, None])
-            precision = matches.cumsum(dim=1).double() / rank
-            total += float(((precision * matches).sum(dim=1) / relevant).sum())
+            total += _sum_of_average_precisions(matches, relevant)
             count += len(relevant)
-        return total / self.require_queries(count)
+        return total / _require_queries(count)
 
-    @staticmethod
-    def require_queries(count):
-        if count == 0:
-            raise ValueError("no query has a same-label item in the gallery")
-        return count
+
+def evaluate_ranking(ranking, query_labels, gallery_labels, ks=(1, 2, 4, 8)):
+    """mAP and Recall@K of rankings computed elsewhere, such as diffusion_rerank's.
+
+    ranking (Nq, Ng) int64: each row a permutation of the gallery's indices, best first;
+    query_labels (Nq,), gallery_labels (Ng,). Queries with no same-label gallery item are left
+    out, as in the other metrics. Returns {'mAP': float, 'recall': {k: float}}.
+    """
+    check_tensor("ranking", ranking, dim=2, dtypes=(torch.int64,))
+    nq, ng = ranking.shape
+    query_labels = as_labels(query_labels, "query_labels", nq, ranking.device)
+    gallery_labels = as_labels(gallery_labels, "gallery_labels", ng, ranking.device)
+    if any(not isinstance(k, int) or not 1 <= k <= ng for k in ks):
+        raise ValueError(f"every k must be an int in [1, {ng}] (the gallery size), got "
+                         f"{tuple(ks)}")
+    if not torch.equal(ranking.sort(dim=1).values,
+                       torch.arange(ng, device=ranking.device).expand(nq, ng)):
+        raise ValueError("every row of ranking must be a permutation of the gallery's indices "
+                         f"0..{ng - 1} (mAP needs the whole ranking)")
+    matches = gallery_labels[ranking] == query_labels[:, None]
+    relevant = matches.sum(dim=1)
+    keep = relevant > 0
+    matches, relevant = matches[keep], relevant[keep]
+    count = _require_queries(len(relevant))
+    return {"mAP": _sum_of_average_precisions(matches, relevant) / count,
+            "recall": {k: int(matches[:, :k].any(dim=1).sum()) / count for k in ks}}
+
+
+def _sum_of_average_precisions(matches, relevant):
+    """Sum over queries of (1/R)·Σ_i P(i)·rel(i), from their ranked matches (q, k) bool and
+    their relevant counts R (q,)."""
+    rank = torch.arange(1, matches.shape[1] + 1, device=matches.device)
+    precision = matches.cumsum(dim=1).double() / rank
+    return float(((precision * matches).sum(dim=1) / relevant).sum())
+
+
+def _require_queries(count):
+    if count == 0:
+        raise ValueError("no query has a same-label item in the gallery")
+    return count

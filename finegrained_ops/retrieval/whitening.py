@@ -1,15 +1,16 @@
-"""Learned PCA whitening of global descriptors (docs/semantics.md §6; Jégou & Chum, ECCV'12;
-the post-processing of Radenović et al.): centre, project on the principal axes scaled by
-eigenvalue^(-power), keep the leading `dim` axes, L2-normalise."""
+"""Learned whitening of global descriptors (docs/semantics.md §6): PCA whitening (Jégou &
+Chum, ECCV'12) or, from matching pairs, the supervised whitening of Radenović et al. (after
+Mikolajczyk & Matas); either way centre, project, keep the leading `dim` axes, L2-normalise."""
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .._checks import check_int, check_number, check_tensor
+from .._checks import as_labels, check_int, check_number, check_tensor, make_generator
 
 
 class PCAWhitening(nn.Module):
-    """y = normalise(P (x - mean)), P the (dim, D) projection learned by :meth:`fit`.
+    """y = normalise(P (x - mean)), P the (dim, D) projection learned by :meth:`fit` (PCA) or
+    :meth:`fit_pairs` (supervised, from matching pairs).
 
     ``mean`` (D,) and ``projection`` (dim, D) are float64 buffers: they survive state_dict()
     and move with .to(device). Before fit the module raises.
@@ -37,7 +38,44 @@ class PCAWhitening(nn.Module):
 
     @torch.no_grad()
     def fit(self, descriptors):
-        """Learns mean and projection from (N, D) descriptors, N >= 2 (in float64). Returns self."""
+        """Learns mean and projection from (N, D) descriptors, N >= 2 (in float64): the
+        principal axes, each scaled by (eigenvalue + shrinkage·largest)^(-power). Returns self."""
+        x, out_dim = self._descriptors(descriptors)
+        self.mean = x.mean(dim=0)
+        eigenvalues, axes = self._eigen(_second_moment(x - self.mean), out_dim)
+        self.projection = axes.T * eigenvalues.pow(-self.power)[:, None]
+        return self
+
+    @torch.no_grad()
+    def fit_pairs(self, descriptors, pairs):
+        """Supervised whitening (Radenović et al.'s learned whitening, after Mikolajczyk &
+        Matas): whiten the covariance S of matching-pair differences, then rotate onto the
+        principal axes of the whitened descriptors, keeping the leading `dim`.
+
+        descriptors (N, D), N >= 2; pairs (P, 2) int64 indices into them of matching
+        descriptors (same object or class), P >= 1. S = mean over pairs of (x_i - x_j)(x_i -
+        x_j)ᵀ; its eigenvalues get shrinkage·largest and the power -power (S^(-1/2) at the
+        default, equal to the Cholesky whitening of their code up to a rotation the second
+        step undoes). The mean is that of all descriptors. Returns self.
+        """
+        x, out_dim = self._descriptors(descriptors)
+        check_tensor("pairs", pairs, dim=2, dtypes=(torch.int64,))
+        if pairs.shape[0] < 1 or pairs.shape[1] != 2:
+            raise ValueError(f"pairs must be (P, 2) with P >= 1, got shape {tuple(pairs.shape)}")
+        if int(pairs.min()) < 0 or int(pairs.max()) >= x.shape[0]:
+            raise ValueError(f"pairs must index the {x.shape[0]} descriptors, got values in "
+                             f"[{int(pairs.min())}, {int(pairs.max())}]")
+        pairs = pairs.to(x.device)
+        eigenvalues, axes = self._eigen(_second_moment(x[pairs[:, 0]] - x[pairs[:, 1]]),
+                                        x.shape[1])
+        whiten = (axes * eigenvalues.pow(-self.power)) @ axes.T
+        self.mean = x.mean(dim=0)
+        _, rotation = self._eigen(_second_moment((x - self.mean) @ whiten), out_dim, shrink=False)
+        self.projection = rotation.T @ whiten
+        return self
+
+    def _descriptors(self, descriptors):
+        """(N, D) descriptors in float64 and the output dimension, checked."""
         check_tensor("descriptors", descriptors, dim=2)
         n, d = descriptors.shape
         if n < 2:
@@ -45,15 +83,15 @@ class PCAWhitening(nn.Module):
         out_dim = d if self.dim is None else self.dim
         if out_dim > d:
             raise ValueError(f"dim must be at most D={d}, got {out_dim}")
-        x = descriptors.to(torch.float64)
-        mean = x.mean(dim=0)
-        centred = x - mean
-        eigenvalues, eigenvectors = torch.linalg.eigh(centred.T @ centred / n)
-        order = eigenvalues.argsort(descending=True)[:out_dim]
-        eigenvalues = eigenvalues[order].clamp(min=0) + self.shrinkage * eigenvalues.max()
-        self.mean = mean
-        self.projection = eigenvectors[:, order].T * eigenvalues.pow(-self.power)[:, None]
-        return self
+        return descriptors.to(torch.float64), out_dim
+
+    def _eigen(self, moment, count, shrink=True):
+        """The `count` largest eigenvalues (clamped at 0, plus shrinkage·largest) and their
+        eigenvectors as columns, largest first."""
+        eigenvalues, eigenvectors = torch.linalg.eigh(moment)
+        order = eigenvalues.argsort(descending=True)[:count]
+        shrinkage = self.shrinkage * eigenvalues.max() if shrink else 0.0
+        return eigenvalues[order].clamp(min=0) + shrinkage, eigenvectors[:, order]
 
     def forward(self, x):
         if self.projection is None:
@@ -66,6 +104,31 @@ class PCAWhitening(nn.Module):
 
     def extra_repr(self):
         return f"dim={self.dim}, power={self.power}, fitted={self.projection is not None}"
+
+
+def same_label_pairs(labels, seed=0):
+    """Matching pairs for :meth:`PCAWhitening.fit_pairs` from class labels: within each label,
+    the members in an order drawn from torch.Generator(seed), each paired with the next (the
+    last with the first). A label with one member gives no pair.
+
+    labels (N,) integer. Returns (P, 2) int64 indices, P = N minus the single-member labels.
+    """
+    labels = as_labels(labels, "labels")
+    generator = make_generator(seed)
+    pairs = []
+    for label in labels.unique().tolist():
+        members = (labels == label).nonzero().flatten().cpu()
+        if len(members) > 1:
+            members = members[torch.randperm(len(members), generator=generator)]
+            pairs.append(torch.stack([members, members.roll(-1)], dim=1))
+    if not pairs:
+        raise ValueError("same_label_pairs: no label has two members")
+    return torch.cat(pairs)
+
+
+def _second_moment(rows):
+    """(D, D) mean of the outer products of the rows of (M, D)."""
+    return rows.T @ rows / rows.shape[0]
 
 
 def _take_fitted_shapes(module, state_dict, prefix, *args):
