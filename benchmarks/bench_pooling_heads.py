@@ -106,11 +106,13 @@ def check_agreement(device):
 def work(head, n, locations, channels, quick):
     """(bytes, FLOPs) floor of forward + backward. Sketching heads: bench_kernel_pooling's model
     (p = 2 for compact bilinear). iSQRT-COV: the covariance (2 N C² M FLOPs) and its two
-    backward products, and 2 C³ per matrix product of the iterations (3K - 3 forward, 6K - 2
-    backward); x read and its gradient written."""
+    backward products, and 2 C³ per matrix product of the iterations (K >= 2: the closed form
+    3K - 3 forward and 7K - 7 backward, autograd 3K and 6K - 4); x read and its gradient
+    written."""
     if head.startswith("iSQRT"):
         c = min(channels, 256) if "256" in head else channels
-        products = 9 * ITERATIONS - 5
+        k = ITERATIONS
+        products = 9 * k - 4 if "autograd" in head else 10 * k - 10
         flops = n * (3 * 2 * c * c * locations + products * 2 * c ** 3)
         return 4 * 2 * n * locations * channels, flops
     kp_dim, cbp_dim = (QUICK_KP_DIM, QUICK_CBP_DIM) if quick else (KP_DIM, CBP_DIM)

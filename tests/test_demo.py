@@ -15,7 +15,7 @@ def test_demo_quick_writes_the_report(tmp_path):
     sections = re.findall(r"^## (\d)\. ", report, flags=re.M)
     assert sections == [str(i) for i in range(1, 10)]
     for plot in ("effective_number.png", "kernel_approximation.png",
-                 "granularity_gaussians.png"):
+                 "class_activation_maps.png", "granularity_gaussians.png"):
         assert f"]({plot})" in report and os.path.getsize(out / plot) > 5000
     # tables carry numbers, not placeholders
     assert "CB focal" in report and "Triplet-A" in report and "Base-Indi_eff" in report

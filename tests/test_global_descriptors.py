@@ -173,13 +173,17 @@ def test_isqrt_cov_backward_is_autograd_through_the_iterations(n, c, hw, iterati
         assert_relative_close(a, b, 1e-10 if dtype == torch.float64 else 1e-4)
 
 
-def test_isqrt_cov_compiles_and_refuses_double_backward():
+def test_isqrt_cov_compiles_works_under_torch_func_and_refuses_double_backward():
     x = feature_map(2, 6, 3, 3, seed=2) + 0.1
     compiled = torch.compile(retrieval.isqrt_cov, fullgraph=True, backend="aot_eager")
     xc, xe = x.clone().requires_grad_(), x.clone().requires_grad_()
     compiled(xc, 4).sum().backward()
     retrieval.isqrt_cov(xe, 4).sum().backward()
     torch.testing.assert_close(xc.grad, xe.grad)
+    torch.testing.assert_close(torch.func.grad(lambda t: retrieval.isqrt_cov(t, 4).sum())(x),
+                               xe.grad)
+    per_image = torch.func.vmap(lambda t: retrieval.isqrt_cov(t[None], 4)[0])(x)
+    torch.testing.assert_close(per_image, retrieval.isqrt_cov(x, 4))
     # refused, not silently missing the iterations' part: the double backward also runs
     # through the covariance, which is differentiable twice
     (grad,) = torch.autograd.grad(retrieval.isqrt_cov(xe, 4).pow(2).sum(), xe, create_graph=True)

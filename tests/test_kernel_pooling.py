@@ -132,6 +132,22 @@ def test_two_input_gradcheck_compile_and_equal_streams_give_single_input_pooling
                        fo.compact_bilinear_pooling(x, h1, s1.double(), 9))
 
 
+def test_two_input_hashes_are_independent_and_only_their_own_blocks_are_read():
+    """x's and y's sketches come from one draw: two draws from one seed would share their
+    random stream (at C = 512, C_y = 256, y's signs were x's channels 256..511)."""
+    h, s = fo.draw_two_input_hashes(512, 256, 64, seed=0)
+    assert not torch.equal(s[1, 512:], s[0, 256:512])
+    assert not torch.equal(h[1, 512:], h[0, 256:512])
+    assert torch.equal(s[0, 512:], torch.zeros(256)) and torch.equal(s[1, :512], torch.zeros(512))
+    x, y, h, s = two_input_problem(2, 3, 4, 5, 16, 1)
+    full_index, full_sign = fo.draw_hashes(9, 16, 2, seed=1)  # no zero signs anywhere
+    full_index[0, :4], full_index[1, 4:] = h[0, :4], h[1, 4:]
+    full_sign[0, :4], full_sign[1, 4:] = s[0, :4], s[1, 4:]
+    torch.testing.assert_close(fo.compact_bilinear_pooling(x, full_index, full_sign.double(), 16,
+                                                           y=y),
+                               fo.compact_bilinear_pooling(x, h, s, 16, y=y))
+
+
 def test_a_channel_left_out_of_every_sketch_is_ignored(device):
     """Sign 0 leaves a channel out of a sketch (the CUDA gather skips it, the CPU scatter
     too): even a NaN there changes nothing, and its gradient is 0."""
@@ -382,6 +398,8 @@ def test_bad_two_input_arguments():
         pool(x.float())
     with pytest.raises(ValueError, match="expected \\(N, L, 5\\) y"):
         pool(x.float(), x.float())
+    with pytest.raises(ValueError, match="y must have x's N and H, W"):
+        CompactBilinearPooling(3, 8, y_channels=5)(torch.zeros(2, 3, 4, 4), torch.zeros(2, 5, 2, 8))
     with pytest.raises(ValueError, match="takes one input"):
         CompactBilinearPooling(3, 8, input_format="NLC")(x.float(), y.float())
     with pytest.raises(ValueError, match="y_channels must be an int >= 1"):

@@ -259,6 +259,11 @@ def test_evaluate_ranking_of_the_cosine_ranking_is_the_metrics_and_checks_its_in
         q, ql, g_x, gl, exclude_self=False), abs=1e-12)
     assert result["recall"] == pytest.approx(metrics.recall_at_k(q, ql, g_x, gl, ks=(1, 4),
                                                                  exclude_self=False))
+    itself = (F.normalize(q, dim=1) @ F.normalize(q, dim=1).T).argsort(dim=1, descending=True)
+    assert metrics.evaluate_ranking(itself, ql, ql, ks=(1,), exclude_self=True)["mAP"] == \
+        pytest.approx(metrics.mean_average_precision(q, ql), abs=1e-12)
+    with pytest.raises(ValueError, match="Nq = Ng"):
+        metrics.evaluate_ranking(ranking, ql, gl, exclude_self=True)
     repeated = ranking.clone()
     repeated[0, 1] = repeated[0, 0]
     with pytest.raises(ValueError, match="permutation"):

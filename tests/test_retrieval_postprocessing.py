@@ -93,6 +93,22 @@ def test_pair_whitening_whitens_the_pair_differences_and_matches_the_cholesky_fo
     assert PCAWhitening(dim=2).fit_pairs(x, pairs)(x).shape == (400, 2)
 
 
+def test_pair_whitening_leaves_out_dead_channels():
+    x, labels = labelled_descriptors()
+    dead = torch.cat([x[:, :2], torch.zeros(len(x), 1, dtype=x.dtype), x[:, 2:]], dim=1)
+    pairs = same_label_pairs(labels)
+    white = PCAWhitening().fit_pairs(dead, pairs)
+    assert white.projection.shape == (5, 6)  # dim defaults to the 5 dimensions that vary
+    torch.testing.assert_close(white.projection[:, 2], torch.zeros(5, dtype=x.dtype),
+                               atol=1e-12, rtol=0)
+    kept = torch.tensor([0, 1, 3, 4, 5])
+    alive = PCAWhitening().fit_pairs(x, pairs)
+    signs = torch.sign((white.projection[:, kept] * alive.projection).sum(1, keepdim=True))
+    torch.testing.assert_close(white.projection[:, kept] * signs, alive.projection)
+    with pytest.raises(ValueError, match="vary in 5 dimensions: dim must be at most that, got 6"):
+        PCAWhitening(dim=6).fit_pairs(dead, pairs)
+
+
 def test_pair_whitening_keeps_what_separates_classes_where_pca_whitening_does_not():
     x, labels = labelled_descriptors()
     train, held_out = slice(0, 200), slice(200, 400)
@@ -130,6 +146,9 @@ def test_pca_whitening_errors():
         PCAWhitening().fit_pairs(torch.randn(5, 3), torch.zeros(3, 3, dtype=torch.int64))
     with pytest.raises(ValueError, match="index the 5 descriptors, got values in \\[0, 5\\]"):
         PCAWhitening().fit_pairs(torch.randn(5, 3), torch.tensor([[0, 5]]))
+    few = torch.randn(30, 64, generator=torch.Generator().manual_seed(0))
+    with pytest.raises(ValueError, match="span 20 of the 29 dimensions the descriptors vary"):
+        PCAWhitening(dim=8).fit_pairs(few, same_label_pairs(torch.arange(30) % 10))
     with pytest.raises(TypeError, match="pairs"):
         PCAWhitening().fit_pairs(torch.randn(5, 3), torch.tensor([[0.0, 1.0]]))
 

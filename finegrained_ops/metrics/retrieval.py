@@ -121,24 +121,32 @@ class _Retrieval:
         return total / _require_queries(count)
 
 
-def evaluate_ranking(ranking, query_labels, gallery_labels, ks=(1, 2, 4, 8)):
+def evaluate_ranking(ranking, query_labels, gallery_labels, ks=(1, 2, 4, 8), exclude_self=False):
     """mAP and Recall@K of rankings computed elsewhere, such as diffusion_rerank's.
 
     ranking (Nq, Ng) int64: each row a permutation of the gallery's indices, best first;
-    query_labels (Nq,), gallery_labels (Ng,). Queries with no same-label gallery item are left
-    out, as in the other metrics. Returns {'mAP': float, 'recall': {k: float}}.
+    query_labels (Nq,), gallery_labels (Ng,). exclude_self: the queries are the gallery
+    (Nq = Ng), and item i is dropped from query i's ranking. Queries with no same-label gallery
+    item are left out, as in the other metrics. Returns {'mAP': float, 'recall': {k: float}}.
     """
     check_tensor("ranking", ranking, dim=2, dtypes=(torch.int64,))
     nq, ng = ranking.shape
     query_labels = as_labels(query_labels, "query_labels", nq, ranking.device)
     gallery_labels = as_labels(gallery_labels, "gallery_labels", ng, ranking.device)
-    if any(not isinstance(k, int) or not 1 <= k <= ng for k in ks):
-        raise ValueError(f"every k must be an int in [1, {ng}] (the gallery size), got "
+    most = ng - int(exclude_self)
+    if any(not isinstance(k, int) or not 1 <= k <= most for k in ks):
+        raise ValueError(f"every k must be an int in [1, {most}] (the gallery size), got "
                          f"{tuple(ks)}")
     if not torch.equal(ranking.sort(dim=1).values,
                        torch.arange(ng, device=ranking.device).expand(nq, ng)):
         raise ValueError("every row of ranking must be a permutation of the gallery's indices "
                          f"0..{ng - 1} (mAP needs the whole ranking)")
+    if exclude_self:
+        if nq != ng:
+            raise ValueError(f"exclude_self needs the queries to be the gallery (Nq = Ng), got "
+                             f"Nq={nq}, Ng={ng}")
+        itself = ranking == torch.arange(nq, device=ranking.device)[:, None]
+        ranking = ranking[~itself].view(nq, ng - 1)
     matches = gallery_labels[ranking] == query_labels[:, None]
     relevant = matches.sum(dim=1)
     keep = relevant > 0

@@ -180,10 +180,17 @@ class CompactBilinearPooling(_SketchPooling):
             raise ValueError("this CompactBilinearPooling takes " + (
                 "one input (construct it with y_channels= for two)" if self.y_channels is None
                 else f"a second input y with {self.y_channels} channels"))
+        locations = self._locations(x)
+        y_locations = None
         if y is not None:
-            y = self._locations(y, self.y_channels, "y")
-        z = compact_bilinear_pooling(self._locations(x), self.hash_index, self.hash_sign,
-                                     self.dim, y=y)
+            y_locations = self._locations(y, self.y_channels, "y")
+            spatial = slice(2, None) if self.input_format == "NCHW" else slice(1, 2)
+            if (y.shape[0], *y.shape[spatial]) != (x.shape[0], *x.shape[spatial]):
+                where = "N and H, W" if self.input_format == "NCHW" else "N and L"
+                raise ValueError(f"y must have x's {where}: x has shape {tuple(x.shape)}, y "
+                                 f"{tuple(y.shape)}")
+        z = compact_bilinear_pooling(locations, self.hash_index, self.hash_sign, self.dim,
+                                     y=y_locations)
         return self._postprocess(z)
 
     def extra_repr(self):

@@ -56,8 +56,9 @@ def compact_bilinear_pooling(x, hash_index, hash_sign, dim, y=None):
 
     Args:
         x: (N, L, C) floating.
-        hash_index: (2, C) int64 in [0, dim); with y, (2, C + C_y) from
-            :func:`draw_two_input_hashes` (sketch 1 covers x's channels, sketch 2 y's).
+        hash_index: (2, C) int64 in [0, dim); with y, (2, C + C_y), as from
+            :func:`draw_two_input_hashes`: sketch 1 reads row 0's first C entries, for x's
+            channels, sketch 2 row 1's last C_y, for y's; the other entries are not used.
         hash_sign: hash_index's shape, +-1 (0 where a channel is left out of a sketch).
         dim: sketch size d >= 2.
         y: optional (N, L, C_y) second stream at the same locations, x's dtype and device.
@@ -69,7 +70,7 @@ def compact_bilinear_pooling(x, hash_index, hash_sign, dim, y=None):
         gradients.
     """
     if y is not None:
-        x = _concat_streams(x, y, hash_index)
+        x, hash_sign = _concat_streams(x, y, hash_index, hash_sign)
     order = _check_sketch_args(x, hash_index, hash_sign, dim, min_order=2)
     if order != 2:
         raise ValueError(f"compact bilinear pooling takes two sketches: hash_index must be "
@@ -80,8 +81,9 @@ def compact_bilinear_pooling(x, hash_index, hash_sign, dim, y=None):
     return pooled[:, 0].to(x.dtype)
 
 
-def _concat_streams(x, y, hash_index):
-    """[x, y] along channels, after checking that y matches x and the hashes cover both."""
+def _concat_streams(x, y, hash_index, hash_sign):
+    """[x, y] along channels, after checking that y matches x and the hashes cover both, and
+    the signs with sketch 1 restricted to x's channels and sketch 2 to y's."""
     check_tensor("x", x, dim=3, dtypes=FLOATING)
     check_tensor("y", y, dim=3, dtypes=FLOATING)
     check_devices(x=x, y=y)
@@ -93,7 +95,13 @@ def _concat_streams(x, y, hash_index):
     if hash_index.shape != (2, channels):
         raise ValueError(f"with y, hash_index must be (2, C + C_y) = (2, {channels}) (from "
                          f"draw_two_input_hashes), got shape {tuple(hash_index.shape)}")
-    return torch.cat([x, y], dim=2)
+    check_tensor("hash_sign", hash_sign, dim=2, dtypes=FLOATING)
+    if hash_sign.shape != hash_index.shape:
+        raise ValueError(f"hash_sign must have hash_index's shape {tuple(hash_index.shape)}, got "
+                         f"{tuple(hash_sign.shape)}")
+    stream = torch.arange(channels, device=hash_sign.device) >= x.shape[2]  # y's channels
+    own = torch.stack([~stream, stream])
+    return torch.cat([x, y], dim=2), torch.where(own, hash_sign, 0)
 
 
 def draw_hashes(in_channels, dim, order, seed=0):
@@ -121,19 +129,22 @@ def draw_two_input_hashes(x_channels, y_channels, dim, seed=0):
     y's, as one (2, C + C_y) pair for the native op on the channels [x, y].
 
     Returns hash_index (2, x_channels + y_channels) int64 in [0, dim) and hash_sign of the same
-    shape, float32: sketch 1 is row 0 of ``draw_hashes(x_channels, dim, 2, seed)`` on x's
-    channels, sketch 2 row 1 of ``draw_hashes(y_channels, dim, 2, seed)`` on y's; every other
-    entry has index 0 and sign 0 (left out). So with C = C_y, pooling (x, x) equals
-    single-input compact bilinear pooling of x with ``draw_hashes(C, dim, 2, seed)``.
+    shape, float32. With (index, sign) = ``draw_hashes(max(C, C_y), dim, 2, seed)``, sketch 1
+    is row 0's first C entries, on x's channels, and sketch 2 row 1's first C_y, on y's (one
+    draw, so the two are independent); every other entry has index 0 and sign 0 (left out).
+    So with C = C_y, pooling (x, x) equals single-input compact bilinear pooling of x with
+    ``draw_hashes(C, dim, 2, seed)``.
     """
     check_int("x_channels", x_channels)
     check_int("y_channels", y_channels)
-    index_x, sign_x = draw_hashes(x_channels, dim, 2, seed)
-    index_y, sign_y = draw_hashes(y_channels, dim, 2, seed)
+    # One draw for both: two draws from the same seed would share their random stream, and
+    # x's signs and buckets would repeat y's.
+    drawn_index, drawn_sign = draw_hashes(max(x_channels, y_channels), dim, 2, seed)
     index = torch.zeros(2, x_channels + y_channels, dtype=torch.int64)
     sign = torch.zeros(2, x_channels + y_channels, dtype=torch.float32)
-    index[0, :x_channels], sign[0, :x_channels] = index_x[0], sign_x[0]
-    index[1, x_channels:], sign[1, x_channels:] = index_y[1], sign_y[1]
+    for out, drawn in ((index, drawn_index), (sign, drawn_sign)):
+        out[0, :x_channels] = drawn[0, :x_channels]
+        out[1, x_channels:] = drawn[1, :y_channels]
     return index, sign
 
 

@@ -14,11 +14,13 @@ def isqrt_cov(x, iterations=5):
         Y_0 = Σ / tr Σ, Z_0 = I;  T_k = (3 I - Z_{k-1} Y_{k-1}) / 2,  Y_k = Y_{k-1} T_k,  Z_k = T_k Z_{k-1}
 
     The iterations have a hand-written backward (:class:`_NewtonSchulzSqrt`, Li et al.'s
-    closed form): it keeps the 2K - 1 iterates, not the ~3K matrices autograd would, for the
-    same number of matrix products. Measured at K = 5 on the CPU: 26-31% fewer saved bytes,
-    11% less peak memory, equal time (benchmarks/results/cpu-2core-2026-11-27-pooling_heads).
-    The covariance, the trace normalisation and the compensation are left to autograd.
-    Differentiable once: differentiating the gradient raises.
+    closed form): it keeps the 2K - 1 iterates, not the ~3K matrices autograd would, for
+    about as many matrix products (one fewer at K = 5). Measured at K = 5 on the CPU: 26-31%
+    fewer saved bytes, 11% less peak memory, equal time
+    (benchmarks/results/cpu-2core-2026-11-27-pooling_heads). The covariance, the trace
+    normalisation and the compensation are left to autograd. Differentiable once
+    (differentiating the gradient raises); torch.func.grad and vmap work, forward-mode AD
+    does not.
     float16 / bfloat16 maps are computed in float32, autocast off, and the result returned in
     their dtype: the iteration is not stable in half precision.
     """
@@ -31,7 +33,7 @@ def isqrt_cov(x, iterations=5):
         centred = features - features.mean(dim=2, keepdim=True)
         cov = centred @ centred.transpose(1, 2) / features.shape[2]
         trace = cov.diagonal(dim1=1, dim2=2).sum(dim=1).clamp(min=torch.finfo(z.dtype).tiny)
-        root = _NewtonSchulzSqrt.apply(cov / trace[:, None, None], iterations)
+        root = _NewtonSchulzSqrt.apply(cov / trace[:, None, None], iterations)[0]
         root = root * trace.sqrt()[:, None, None]
         rows, cols = torch.triu_indices(c, c, device=z.device)
         return root[:, rows, cols].to(x.dtype)
@@ -41,28 +43,36 @@ class _NewtonSchulzSqrt(torch.autograd.Function):
     """Y_K of the coupled Newton-Schulz iteration from a batch A = Y_0 (N, C, C), with Li et
     al.'s backward written through T_k (the chain rule of Y_k = Y_{k-1} T_k, Z_k = T_k Z_{k-1}).
 
-    Saved: Y_0..Y_{K-1} and Z_1..Z_{K-1}; each T_k is recomputed from them in the backward
-    (one product). Z_0 = I is never formed (step 1 is T_1 = (3I - A) / 2, Z_1 = T_1) and Z_K
-    is never computed: 3K - 3 products forward (K >= 2) and 6K - 2 backward, against
-    autograd's 3K and 6K - 4. Transposes are kept (the iterates are symmetric only up to
-    round-off), so the gradient is autograd's for any upstream gradient.
+    Saved: A and the iterates Y_1, Z_1, ..., Y_{K-1}, Z_{K-1} (returned as extra outputs, not
+    differentiable, so that torch.func can see them); each T_k is recomputed in the backward.
+    Z_0 = I is never formed (T_1 = (3I - A) / 2, Z_1 = T_1) nor Z_K computed: for K >= 2,
+    3K - 3 products forward and 7K - 7 backward, against autograd's 3K and 6K - 4 (one fewer
+    in all at K = 5, as many at K = 6). Transposes are kept (the iterates are symmetric only
+    up to round-off), so the gradient is autograd's for any upstream gradient.
     """
 
+    generate_vmap_rule = True
+
     @staticmethod
-    def forward(ctx, a, iterations):
-        y, z, saved = a, None, []                 # z None: Z = I
+    def forward(a, iterations):
+        y, z, iterates = a, None, []              # z None: Z = I
         for k in range(iterations):
-            saved += [y] if z is None else [y, z]
+            if k > 0:
+                iterates += [y, z]
             t = _half_of_3i_minus(y, z)
             y = y @ t
             if k < iterations - 1:
                 z = t if z is None else t @ z
-        ctx.save_for_backward(*saved)
-        ctx.iterations = iterations
-        return y
+        return (y, *iterates)
 
     @staticmethod
-    def backward(ctx, grad):
+    def setup_context(ctx, inputs, output):
+        a, ctx.iterations = inputs
+        ctx.mark_non_differentiable(*output[1:])
+        ctx.save_for_backward(a, *output[1:])
+
+    @staticmethod
+    def backward(ctx, grad, *_):
         saved = ctx.saved_tensors
         with torch.no_grad():
             grad_a = _newton_schulz_backward(list(saved), ctx.iterations, grad)
@@ -72,7 +82,7 @@ class _NewtonSchulzSqrt(torch.autograd.Function):
 
 
 def _newton_schulz_backward(saved, iterations, grad):
-    """d(loss)/dA from d(loss)/dY_K and the saved [Y_0, Y_1, Z_1, ..., Y_{K-1}, Z_{K-1}]."""
+    """d(loss)/dA from d(loss)/dY_K and the saved [A = Y_0, Y_1, Z_1, ..., Y_{K-1}, Z_{K-1}]."""
     grad_y, grad_z = grad, None               # of Y_{k+1}, Z_{k+1}; Z_K is no output
     for k in reversed(range(iterations)):
         z = saved.pop() if k > 0 else None    # Z_0 = I
@@ -109,9 +119,15 @@ class _NoDoubleBackward(torch.autograd.Function):
     through the covariance silently drops this part. Here the node depends on A and on the
     upstream gradient, so any double backward through the iterations reaches it."""
 
+    generate_vmap_rule = True
+
     @staticmethod
-    def forward(ctx, grad_a, a, grad):
+    def forward(grad_a, a, grad):
         return grad_a.clone()
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):
+        pass
 
     @staticmethod
     def backward(ctx, _):

@@ -53,25 +53,42 @@ class PCAWhitening(nn.Module):
         principal axes of the whitened descriptors, keeping the leading `dim`.
 
         descriptors (N, D), N >= 2; pairs (P, 2) int64 indices into them of matching
-        descriptors (same object or class), P >= 1. S = mean over pairs of (x_i - x_j)(x_i -
-        x_j)ᵀ; its eigenvalues get shrinkage·largest and the power -power (S^(-1/2) at the
-        default, equal to the Cholesky whitening of their code up to a rotation the second
-        step undoes). The mean is that of all descriptors. Returns self.
+        descriptors (same object or class), P >= 1. Within the r-dimensional span of the
+        centred descriptors (a direction none varies in, such as a dead channel, carries
+        nothing): S = mean over pairs of (x_i - x_j)(x_i - x_j)ᵀ, its eigenvalues plus
+        shrinkage·largest to the power -power (S^(-1/2) at the default, equal to the Cholesky
+        whitening of their code up to a rotation the second step undoes). The mean is that of
+        all descriptors; dim defaults to r. Raises ValueError when the pair differences do not
+        span those r dimensions: the directions no pair varies in would be blown up until they
+        dominate. Returns self.
         """
-        x, out_dim = self._descriptors(descriptors)
+        x, _ = self._descriptors(descriptors)
         check_tensor("pairs", pairs, dim=2, dtypes=(torch.int64,))
         if pairs.shape[0] < 1 or pairs.shape[1] != 2:
             raise ValueError(f"pairs must be (P, 2) with P >= 1, got shape {tuple(pairs.shape)}")
         if int(pairs.min()) < 0 or int(pairs.max()) >= x.shape[0]:
             raise ValueError(f"pairs must index the {x.shape[0]} descriptors, got values in "
                              f"[{int(pairs.min())}, {int(pairs.max())}]")
-        pairs = pairs.to(x.device)
-        eigenvalues, axes = self._eigen(_second_moment(x[pairs[:, 0]] - x[pairs[:, 1]]),
-                                        x.shape[1])
-        whiten = (axes * eigenvalues.pow(-self.power)) @ axes.T
         self.mean = x.mean(dim=0)
-        _, rotation = self._eigen(_second_moment((x - self.mean) @ whiten), out_dim, shrink=False)
-        self.projection = rotation.T @ whiten
+        centred = x - self.mean
+        variances, span = self._eigen(_second_moment(centred), x.shape[1], shrink=False)
+        span = span[:, _nonzero(variances)]
+        r = span.shape[1]
+        if r == 0 or (self.dim or 0) > r:
+            raise ValueError(f"the descriptors vary in {r} dimensions: dim must be at most that, "
+                             f"got {self.dim}" if r else "the descriptors do not vary")
+        pairs = pairs.to(x.device)
+        eigenvalues, axes = self._eigen(
+            _second_moment((x[pairs[:, 0]] - x[pairs[:, 1]]) @ span), r, shrink=False)
+        if int(_nonzero(eigenvalues).sum()) < r:
+            raise ValueError(f"the pair differences span {int(_nonzero(eigenvalues).sum())} of "
+                             f"the {r} dimensions the descriptors vary in: whitening would blow "
+                             "up the directions no pair varies in until they dominate; use more "
+                             "pairs, or fewer dimensions (PCA first)")
+        eigenvalues = eigenvalues + self.shrinkage * eigenvalues[0]
+        whiten = span @ (axes * eigenvalues.pow(-self.power)) @ axes.T      # (D, r)
+        _, rotation = self._eigen(_second_moment(centred @ whiten), self.dim or r, shrink=False)
+        self.projection = rotation.T @ whiten.T
         return self
 
     def _descriptors(self, descriptors):
@@ -124,6 +141,11 @@ def same_label_pairs(labels, seed=0):
     if not pairs:
         raise ValueError("same_label_pairs: no label has two members")
     return torch.cat(pairs)
+
+
+def _nonzero(eigenvalues):
+    """Which of descending eigenvalues are not zero up to round-off (the matrix_rank rule)."""
+    return eigenvalues > eigenvalues[0] * len(eigenvalues) * torch.finfo(eigenvalues.dtype).eps
 
 
 def _second_moment(rows):
