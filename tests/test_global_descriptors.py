@@ -184,6 +184,9 @@ def test_isqrt_cov_compiles_works_under_torch_func_and_refuses_double_backward()
                                xe.grad)
     per_image = torch.func.vmap(lambda t: retrieval.isqrt_cov(t[None], 4)[0])(x)
     torch.testing.assert_close(per_image, retrieval.isqrt_cov(x, 4))
+    jacobians = torch.func.vmap(torch.func.jacrev(lambda t: retrieval.isqrt_cov(t[None], 4)[0]))(x)
+    expected = torch.func.vmap(torch.func.jacrev(lambda t: reference.isqrt_cov(t[None], 4)[0]))(x)
+    torch.testing.assert_close(jacobians, expected)
     # refused, not silently missing the iterations' part: the double backward also runs
     # through the covariance, which is differentiable twice
     (grad,) = torch.autograd.grad(retrieval.isqrt_cov(xe, 4).pow(2).sum(), xe, create_graph=True)

@@ -147,7 +147,7 @@ def test_pca_whitening_errors():
     with pytest.raises(ValueError, match="index the 5 descriptors, got values in \\[0, 5\\]"):
         PCAWhitening().fit_pairs(torch.randn(5, 3), torch.tensor([[0, 5]]))
     few = torch.randn(30, 64, generator=torch.Generator().manual_seed(0))
-    with pytest.raises(ValueError, match="span 20 of the 29 dimensions the descriptors vary"):
+    with pytest.raises(ValueError, match="span 20 of the 29 dimensions .* more descriptors"):
         PCAWhitening(dim=8).fit_pairs(few, same_label_pairs(torch.arange(30) % 10))
     with pytest.raises(TypeError, match="pairs"):
         PCAWhitening().fit_pairs(torch.randn(5, 3), torch.tensor([[0.0, 1.0]]))

@@ -133,18 +133,18 @@ def evaluate_ranking(ranking, query_labels, gallery_labels, ks=(1, 2, 4, 8), exc
     nq, ng = ranking.shape
     query_labels = as_labels(query_labels, "query_labels", nq, ranking.device)
     gallery_labels = as_labels(gallery_labels, "gallery_labels", ng, ranking.device)
+    if exclude_self and nq != ng:
+        raise ValueError(f"exclude_self needs the queries to be the gallery (Nq = Ng), got "
+                         f"Nq={nq}, Ng={ng}")
     most = ng - int(exclude_self)
     if any(not isinstance(k, int) or not 1 <= k <= most for k in ks):
-        raise ValueError(f"every k must be an int in [1, {most}] (the gallery size), got "
-                         f"{tuple(ks)}")
+        raise ValueError(f"every k must be an int in [1, {most}] (the gallery size"
+                         f"{', less the query itself' if exclude_self else ''}), got {tuple(ks)}")
     if not torch.equal(ranking.sort(dim=1).values,
                        torch.arange(ng, device=ranking.device).expand(nq, ng)):
         raise ValueError("every row of ranking must be a permutation of the gallery's indices "
                          f"0..{ng - 1} (mAP needs the whole ranking)")
     if exclude_self:
-        if nq != ng:
-            raise ValueError(f"exclude_self needs the queries to be the gallery (Nq = Ng), got "
-                             f"Nq={nq}, Ng={ng}")
         itself = ranking == torch.arange(nq, device=ranking.device)[:, None]
         ranking = ranking[~itself].view(nq, ng - 1)
     matches = gallery_labels[ranking] == query_labels[:, None]

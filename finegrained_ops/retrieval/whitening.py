@@ -83,8 +83,10 @@ class PCAWhitening(nn.Module):
         if int(_nonzero(eigenvalues).sum()) < r:
             raise ValueError(f"the pair differences span {int(_nonzero(eigenvalues).sum())} of "
                              f"the {r} dimensions the descriptors vary in: whitening would blow "
-                             "up the directions no pair varies in until they dominate; use more "
-                             "pairs, or fewer dimensions (PCA first)")
+                             "up the directions no pair varies in until they dominate. Pairs "
+                             "within classes never vary between them: with same-label pairs, "
+                             "fit on more descriptors than r + the number of classes, or reduce "
+                             "the dimension first (PCA)")
         eigenvalues = eigenvalues + self.shrinkage * eigenvalues[0]
         whiten = span @ (axes * eigenvalues.pow(-self.power)) @ axes.T      # (D, r)
         _, rotation = self._eigen(_second_moment(centred @ whiten), self.dim or r, shrink=False)
