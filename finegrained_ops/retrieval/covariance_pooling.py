@@ -3,7 +3,8 @@
 Normalization"; docs/semantics.md §6): the second-order head kernel pooling is compared with."""
 import torch
 
-from .._checks import FLOATING, check_int, check_tensor
+from .._checks import check_int
+from .descriptors import _pooled
 
 
 def isqrt_cov(x, iterations=5):
@@ -24,19 +25,18 @@ def isqrt_cov(x, iterations=5):
     float16 / bfloat16 maps are computed in float32, autocast off, and the result returned in
     their dtype: the iteration is not stable in half precision.
     """
-    check_tensor("x", x, dim=4, dtypes=FLOATING)
     check_int("iterations", iterations)
-    c = x.shape[1]
-    z = x.float() if x.dtype in (torch.float16, torch.bfloat16) else x
-    with torch.autocast(x.device.type, enabled=False):
+
+    def pool(z):
         features = z.flatten(2)                                   # (N, C, M)
         centred = features - features.mean(dim=2, keepdim=True)
         cov = centred @ centred.transpose(1, 2) / features.shape[2]
         trace = cov.diagonal(dim1=1, dim2=2).sum(dim=1).clamp(min=torch.finfo(z.dtype).tiny)
         root = _NewtonSchulzSqrt.apply(cov / trace[:, None, None], iterations)[0]
         root = root * trace.sqrt()[:, None, None]
-        rows, cols = torch.triu_indices(c, c, device=z.device)
-        return root[:, rows, cols].to(x.dtype)
+        rows, cols = torch.triu_indices(z.shape[1], z.shape[1], device=z.device)
+        return root[:, rows, cols]
+    return _pooled(x, False, pool)
 
 
 class _NewtonSchulzSqrt(torch.autograd.Function):

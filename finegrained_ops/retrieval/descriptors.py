@@ -6,7 +6,7 @@ import math
 import torch
 import torch.nn.functional as F
 
-from .._checks import FLOATING, check_int, check_number, check_tensor
+from .._checks import FLOATING, check_int, check_number, check_tensor, compute_dtype
 
 # R-MAC: the overlap Tolias et al. aim for between neighbouring regions, and the numbers of
 # regions along the long side the choice is made from.
@@ -111,7 +111,7 @@ def _pooled(x, normalize, pool):
     check_tensor("x", x, dim=4, dtypes=FLOATING)
     if x.shape[2] < 1 or x.shape[3] < 1:
         raise ValueError(f"x must have H, W >= 1, got shape {tuple(x.shape)}")
-    z = x.float() if x.dtype in (torch.float16, torch.bfloat16) else x
+    z = x.to(compute_dtype(x.dtype))
     with torch.autocast(x.device.type, enabled=False):
         out = pool(z)
         if normalize:
