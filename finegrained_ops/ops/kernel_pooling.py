@@ -70,20 +70,22 @@ def compact_bilinear_pooling(x, hash_index, hash_sign, dim, y=None):
         gradients.
     """
     if y is not None:
-        x, hash_sign = _concat_streams(x, y, hash_index, hash_sign)
+        x = _concat_streams(x, y, hash_index)
     order = _check_sketch_args(x, hash_index, hash_sign, dim, min_order=2)
     if order != 2:
         raise ValueError(f"compact bilinear pooling takes two sketches: hash_index must be "
                          f"(2, C), got shape {tuple(hash_index.shape)}")
+    if y is not None:  # sketch 1 covers x's channels only, sketch 2 y's
+        y_channel = torch.arange(x.shape[2], device=hash_sign.device) >= x.shape[2] - y.shape[2]
+        hash_sign = torch.where(torch.stack([~y_channel, y_channel]), hash_sign, 0)
     check_devices(x=x, hash_index=hash_index, hash_sign=hash_sign)
     dtype = compute_dtype(x.dtype)
     pooled = _kernel_pooling(x.to(dtype).contiguous(), hash_index, hash_sign.to(dtype), dim)
     return pooled[:, 0].to(x.dtype)
 
 
-def _concat_streams(x, y, hash_index, hash_sign):
-    """[x, y] along channels, after checking that y matches x and the hashes cover both, and
-    the signs with sketch 1 restricted to x's channels and sketch 2 to y's."""
+def _concat_streams(x, y, hash_index):
+    """[x, y] along channels, after checking that y matches x and the hashes cover both."""
     check_tensor("x", x, dim=3, dtypes=FLOATING)
     check_tensor("y", y, dim=3, dtypes=FLOATING)
     check_devices(x=x, y=y)
@@ -95,13 +97,7 @@ def _concat_streams(x, y, hash_index, hash_sign):
     if hash_index.shape != (2, channels):
         raise ValueError(f"with y, hash_index must be (2, C + C_y) = (2, {channels}) (from "
                          f"draw_two_input_hashes), got shape {tuple(hash_index.shape)}")
-    check_tensor("hash_sign", hash_sign, dim=2, dtypes=FLOATING)
-    if hash_sign.shape != hash_index.shape:
-        raise ValueError(f"hash_sign must have hash_index's shape {tuple(hash_index.shape)}, got "
-                         f"{tuple(hash_sign.shape)}")
-    stream = torch.arange(channels, device=hash_sign.device) >= x.shape[2]  # y's channels
-    own = torch.stack([~stream, stream])
-    return torch.cat([x, y], dim=2), torch.where(own, hash_sign, 0)
+    return torch.cat([x, y], dim=2)
 
 
 def draw_hashes(in_channels, dim, order, seed=0):
