@@ -21,8 +21,9 @@ from .report import ratio_row
 # (name, N, H*W, C): the maps every head pools
 CASES = [("VGG-16 conv5_3", 8, 14 * 14, 512)]
 QUICK_CASES = [("small", 2, 7 * 7, 128)]
-KP_DIM, KP_ORDER, CBP_DIM, ITERATIONS = 4096, 4, 8192, 5
-QUICK_KP_DIM, QUICK_CBP_DIM = 1024, 2048
+KP_ORDER, ITERATIONS = 4, 5
+# (kernel pooling d, compact bilinear d) of the full and the quick suite
+SKETCH_DIMS = {False: (4096, 8192), True: (1024, 2048)}
 SCALING_C = [64, 128, 256, 512]  # at N=8, 14 x 14
 
 
@@ -33,7 +34,7 @@ def heads(quick):
     from finegrained_ops import reference
     from finegrained_ops.retrieval import covariance_pooling
 
-    kp_dim, cbp_dim = (QUICK_KP_DIM, QUICK_CBP_DIM) if quick else (KP_DIM, CBP_DIM)
+    kp_dim, cbp_dim = SKETCH_DIMS[quick]
 
     def kernel_pooling(c):
         return fo.nn.KernelPooling(c, kp_dim, order=KP_ORDER, alpha="ones", sqrt_normalize=False)
@@ -115,7 +116,7 @@ def work(head, n, locations, channels, quick):
         products = 9 * k - 4 if "autograd" in head else 10 * k - 10
         flops = n * (3 * 2 * c * c * locations + products * 2 * c ** 3)
         return 4 * 2 * n * locations * channels, flops
-    kp_dim, cbp_dim = (QUICK_KP_DIM, QUICK_CBP_DIM) if quick else (KP_DIM, CBP_DIM)
+    kp_dim, cbp_dim = SKETCH_DIMS[quick]
     if head.startswith("kernel"):
         return bench_kernel_pooling.work(n, locations, channels, kp_dim, KP_ORDER)
     return bench_kernel_pooling.work(n, locations, channels, cbp_dim, 2)
