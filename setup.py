@@ -83,6 +83,13 @@ def cuda_arch_list():
     return ";".join(f"{major}.{minor}" for major, minor in visible) + "+PTX", "the visible GPUs"
 
 
+# Floating-point contraction is off in every build (docs/semantics.md, "Floating point"): a
+# multiply and an add are rounded as written, on the CPU (GCC contracts by default once -mfma
+# is on), in CUDA (nvcc contracts by default) and in the CUDA emulation, so the three round
+# alike and a kernel that needs an FMA writes fma().
+FP_CONTRACTION_FLAGS = {"cxx": ["-ffp-contract=off"], "nvcc": ["--fmad=false"]}
+
+
 def torch_uses_openmp():
     return "ATen parallel backend: OpenMP" in torch.__config__.parallel_info()
 
@@ -113,7 +120,7 @@ def extension():
     ]
     sanitize = os.environ.get("FINEGRAINED_OPS_SANITIZE_FLAGS", "").split()
     # torch adds the C++ standard its headers need
-    cxx_flags = ["-O3"] + cpu_simd_flags() + sanitize
+    cxx_flags = ["-O3"] + FP_CONTRACTION_FLAGS["cxx"] + cpu_simd_flags() + sanitize
     link_flags = list(sanitize)
     if torch_uses_openmp():
         # at::parallel_for is an inline `#pragma omp parallel`: without -fopenmp it runs serially.
@@ -129,7 +136,7 @@ def extension():
               f"TORCH_CUDA_ARCH_LIST={archs} ({origin})", file=sys.stderr)
         return CUDAExtension(
             "finegrained_ops._C", sources, include_dirs=[os.path.join(ROOT, CSRC)], define_macros=define_macros,
-            extra_compile_args={"cxx": cxx_flags, "nvcc": ["-O3"]},
+            extra_compile_args={"cxx": cxx_flags, "nvcc": ["-O3"] + FP_CONTRACTION_FLAGS["nvcc"]},
             extra_link_args=link_flags)
     print(f"finegrained_ops: building CPU kernels only ({reason})", file=sys.stderr)
     return CppExtension(

@@ -5,10 +5,9 @@ Integer results (mined triplets) must be equal. Floating results are compared by
 error relative to the largest magnitude of the CPU result (SCALED_TOLERANCE): the devices sum in
 different orders (kernel pooling: the CPU sums groups of locations with SIMD vectors, the CUDA
 kernel one location at a time; class-balanced loss: SIMD lanes against a shuffle tree;
-triplet distances: a fixed-order CPU kernel against a GEMM) and
-contract multiply-adds into FMAs differently (the CPU build uses -mfma, nvcc contracts by
-default, the emulation is built without), so bitwise equality across devices is not a property
-of any op. Every emulated result must, however, be bitwise the same with the threads and
+triplet distances: a fixed-order CPU kernel against a GEMM) and use different libm
+functions (exp, log1p), so bitwise equality across devices is not a property of any op; no
+build contracts multiply-adds (docs/semantics.md §1, floating point). Every emulated result must, however, be bitwise the same with the threads and
 blocks run in reverse order: no kernel may depend on the schedule. The emulator's own checks
 (barriers, shuffles, launch limits) are tested first.
 """
@@ -24,6 +23,7 @@ import finegrained_ops as fo
 
 from .cuda_emulation import build
 from .helpers import assert_relative_close
+from .test_fuzz import CONFIDENT_FAMILY, SCALES, assert_confident_rows_exact
 from .test_long_tail_losses import loss_and_grad as long_tail_loss_and_grad
 from .test_long_tail_losses import problem as long_tail_problem
 
@@ -445,3 +445,13 @@ def test_long_tail_softmax_family(emulation, name, kwargs, soft, n, c):
         cpu, cuda = run_three_ways(emulation, lambda: long_tail_loss_and_grad(
             name, 0, logits, target, counts, class_weights=weights, **kwargs))
         assert_all(cpu, cuda)
+
+
+@pytest.mark.parametrize("scale", SCALES)
+@pytest.mark.parametrize("name", ["ldam_loss", "logit_adjusted_loss", "softmax_focal_loss",
+                                  "class_balanced_focal"])
+@pytest.mark.parametrize("c", [10, 520])
+def test_confident_rows_are_exact_and_nonnegative(emulation, name, scale, c):
+    """test_fuzz's property on the CUDA kernels, a warp per row (c = 10) and a block (520)."""
+    with emulated_cuda(emulation):
+        assert_confident_rows_exact(*CONFIDENT_FAMILY[name], name, scale, c)

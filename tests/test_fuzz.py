@@ -292,6 +292,83 @@ def test_long_tail_losses(data, name, n, c, dtype, layout, reduction, soft, faul
 
 
 # ---------------------------------------------------------------------------------------------
+# Confident rows: every loss of the family, exact where p_y -> 1 and at |s z| up to 1e30
+
+SCALES = (1.0, 30.0, 64.0)
+# name: (native, reference, keyword arguments); LDAM takes the scale, the others see s z.
+CONFIDENT_FAMILY = {
+    **{name: (native, ref, kwargs) for name, (native, ref, kwargs, _, _) in LONG_TAIL.items()},
+    **{f"class_balanced_{loss_type}": (
+        lambda z, t, counts, loss_type=loss_type, **kw: fo.class_balanced_loss(
+            z, t, counts, loss_type=loss_type, gamma=0.5, **kw),
+        lambda z, t, counts, loss_type=loss_type, **kw: reference.class_balanced_loss(
+            z, t, counts, loss_type=loss_type, gamma=0.5, **kw), {})
+       for loss_type in ("softmax", "sigmoid", "focal")},
+}
+
+
+def confident_rows(scale, c=10):
+    """(N, c) float32 logits z, (N,) targets and counts for losses that see s z: the outside
+    report's sweep (the true class leads -1 by 0.5..1), random rows led by the true class,
+    rows tied at the maximum, the same rows with the true class not leading, and all of them
+    again with |s z| growing to 1e30."""
+    g = torch.Generator().manual_seed(0)
+    sweep = torch.full((501, c), -1.0)
+    sweep[:, 0] = torch.linspace(0.5, 1.0, 501)
+    led = torch.rand(64, c, generator=g) * 2 - 1
+    led[:, 0] = 1.0
+    tied = led[:8].clone()
+    tied[:, 1] = 1.0
+    base = torch.cat([sweep, led, tied])
+    target = torch.zeros(len(base), dtype=torch.int64)
+    target[-40:] = c - 1  # the true class below the maximum
+    growth = torch.logspace(0, 30, 31, dtype=torch.float64) / scale
+    big = (base[::16, None].double() * growth[None, :, None]).flatten(0, 1).float()
+    logits = torch.cat([base, big])
+    target = torch.cat([target, target[::16].repeat_interleave(len(growth))])
+    counts = (1000 * 0.6 ** torch.arange(c, dtype=torch.float64)).ceil().long()
+    return logits, target, counts
+
+
+@pytest.mark.parametrize("scale", SCALES)
+@pytest.mark.parametrize("name", sorted(CONFIDENT_FAMILY))
+def test_confident_rows_are_exact_and_nonnegative(name, scale):
+    """Per sample: loss >= 0, finite, and equal to the float64 reference; the gradient equal
+    to the reference's. Caught LDAM's contracted scale (negative and -inf losses)."""
+    assert_confident_rows_exact(*CONFIDENT_FAMILY[name], name, scale)
+
+
+def assert_confident_rows_exact(native, ref, kwargs, name, scale, c=10):
+    """The loss of each row within rtol = 1e-4 + 4 eps s max|z| of the reference's (1e-13
+    absolute where the reference's log-sum-exp cancels), its gradient within rtol of the
+    row's largest entry. The s max|z| term is the loss's own float32 conditioning: rounding the
+    adjusted logits z + b - m (a relative eps each) moves s (z - max z) by eps s |z|."""
+    logits, target, counts = confident_rows(scale, c)
+    kwargs = dict(kwargs)
+    if name == "ldam_loss":
+        kwargs["scale"] = scale
+    else:
+        logits = logits * scale
+    results = []
+    for fn, z in ((native, logits), (ref, logits.double())):
+        z = z.clone().requires_grad_()
+        args = (z, target) if name == "softmax_focal_loss" else (z, target, counts)
+        loss = fn(*args, reduction="none", **kwargs)
+        results.append((loss.detach().double(), torch.autograd.grad(loss.sum(), z)[0].double()))
+    (loss, grad), (expected, expected_grad) = results
+    assert bool(torch.isfinite(loss).all()) and bool((loss >= 0).all()), \
+        f"{int((loss < 0).sum())} negative, {int((~torch.isfinite(loss)).sum())} non-finite"
+    s = kwargs.get("scale", 1.0)
+    rtol = 1e-4 + 4 * torch.finfo(torch.float32).eps * s * (logits.double().abs().amax(1) + 10)
+    error = (loss - expected).abs()
+    bad = error > rtol * expected.abs() + 1e-13
+    assert not bad.any(), f"{int(bad.sum())} rows differ, worst {float((error / expected).max())}"
+    row_scale = expected_grad.abs().amax(dim=1)
+    bad = (grad - expected_grad).abs().amax(dim=1) > rtol * row_scale + 1e-13 * s * c
+    assert not bad.any(), f"{int(bad.sum())} rows' gradients differ"
+
+
+# ---------------------------------------------------------------------------------------------
 # Triplet loss and mining
 
 # One fault per example (None: a valid call): each bad argument and the message naming it.

@@ -128,19 +128,25 @@ scalar_t sigmoid_row(const RowView<scalar_t>& r, int64_t c, scalar_t gamma) {
   return r.w * loss.total();
 }
 
-// The adjusted logits u = s (z + b - margin onehot(y)) of the softmax family.
+// The softmax family's logits v = z + b - margin onehot(y) and their scaled differences
+// d = s (v - max v) from the row maximum (class_balanced_loss_math.h).
 template <typename scalar_t>
 struct SoftmaxLogits {
   const scalar_t* offsets;  // b, or nullptr
   scalar_t margin;          // the true class's margin, 0 without margins
-  scalar_t scale;
+  scalar_t scale;           // s
 
   template <typename V>
   V at(const RowView<scalar_t>& r, int64_t j, V tag) const {
-    V u = load(r.z + j, tag);
-    if (offsets != nullptr) u = u + load(offsets + j, tag);
-    if (margin != scalar_t(0)) u = u - one_hot(r.y, j, tag) * V(margin);
-    return u * V(scale);
+    V v = load(r.z + j, tag);
+    if (offsets != nullptr) v = v + load(offsets + j, tag);
+    if (margin != scalar_t(0)) v = v - one_hot(r.y, j, tag) * V(margin);
+    return v;
+  }
+
+  template <typename V>
+  V difference(const RowView<scalar_t>& r, int64_t j, V tag, scalar_t max) const {
+    return (at(r, j, tag) - V(max)) * V(scale);
   }
 };
 
@@ -151,12 +157,12 @@ scalar_t softmax_row(const RowView<scalar_t>& r, int64_t c, const SoftmaxLogits<
   RowReduce<scalar_t, true> max;
   for_each_chunk<scalar_t>(c, [&](int64_t j, auto tag) { max.add(u.at(r, j, tag)); });
   const scalar_t m = max.total();
-  // Classes strictly below the maximum and ties at it; exp(u - m) parked in the gradient.
+  // Classes strictly below the maximum and ties at it; exp(d) parked in the gradient.
   RowReduce<scalar_t, false> below, ties;
   for_each_chunk<scalar_t>(c, [&](int64_t j, auto tag) {
     using V = decltype(tag);
     using Ops = OpsOf<scalar_t, V>;
-    const V d = u.at(r, j, tag) - V(m);
+    const V d = u.difference(r, j, tag, m);
     const V e = Ops::exp(d);
     below.add(Ops::select_nonneg(d, V(0), e));
     ties.add(Ops::select_nonneg(d, V(1), V(0)));
@@ -167,7 +173,7 @@ scalar_t softmax_row(const RowView<scalar_t>& r, int64_t c, const SoftmaxLogits<
   const scalar_t sw = u.scale * r.w;  // d(loss)/dz = s d(loss)/du
   if (r.t == nullptr) {
     // One target class: d(loss)/du_k = w (onehot_k a_y - p_k a_y).
-    const scalar_t d_y = u.at(r, r.y, scalar_t()) - m;
+    const scalar_t d_y = u.difference(r, r.y, scalar_t(), m);
     const auto ty = cb::softmax_terms<scalar_t, ScalarOps, kFocal>(d_y, std::exp(d_y), sums,
                                                                    gamma);
     if (r.g != nullptr) {
@@ -185,7 +191,7 @@ scalar_t softmax_row(const RowView<scalar_t>& r, int64_t c, const SoftmaxLogits<
   for_each_chunk<scalar_t>(c, [&](int64_t j, auto tag) {
     using V = decltype(tag);
     const V t = load(r.t + j, tag);
-    const V d = u.at(r, j, tag) - V(m);
+    const V d = u.difference(r, j, tag, m);
     const auto terms = cb::softmax_terms<V, OpsOf<scalar_t, V>, kFocal>(
         d, OpsOf<scalar_t, V>::exp(d), sums, V(gamma));
     loss.add(t * terms.loss);
@@ -195,7 +201,7 @@ scalar_t softmax_row(const RowView<scalar_t>& r, int64_t c, const SoftmaxLogits<
     const scalar_t a_total = a_sum.total();
     for_each_chunk<scalar_t>(c, [&](int64_t j, auto tag) {
       using V = decltype(tag);
-      const V d = u.at(r, j, tag) - V(m);
+      const V d = u.difference(r, j, tag, m);
       const auto terms = cb::softmax_terms<V, OpsOf<scalar_t, V>, kFocal>(
           d, load(r.g + j, tag), sums, V(gamma));
       store(V(sw) * (load(r.t + j, tag) * terms.a - terms.p * V(a_total)), r.g + j);

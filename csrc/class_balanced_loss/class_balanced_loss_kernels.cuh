@@ -183,14 +183,22 @@ __global__ void __launch_bounds__(kBlockThreads) sigmoid_rows_kernel(RowsParams<
   finish_row<scalar_t>(p, r, row_reduce<kThreadsPerRow>(acc, Sum()));
 }
 
-// The adjusted logit u = s (z + b - margin onehot(y)) of the softmax family.
+// The adjusted logit v = z + b - margin onehot(y) of the softmax family, before the scale.
 template <typename scalar_t>
 __device__ __forceinline__ scalar_t adjusted_logit(const RowsParams<scalar_t>& p,
                                                    const Row<scalar_t>& r, scalar_t margin,
                                                    int64_t j, scalar_t z) {
   if (p.logit_offsets != nullptr) z += p.logit_offsets[j];
   if (j == r.y) z -= margin;
-  return z * p.scale;
+  return z;
+}
+
+// d = s (v - m), exactly 0 at the row maximum m (class_balanced_loss_math.h).
+template <typename scalar_t>
+__device__ __forceinline__ scalar_t scaled_difference(const RowsParams<scalar_t>& p,
+                                                      const Row<scalar_t>& r, scalar_t margin,
+                                                      int64_t j, scalar_t z, scalar_t m) {
+  return (adjusted_logit(p, r, margin, j, z) - m) * p.scale;
 }
 
 // Softmax loss of a row (docs/semantics.md §4.2, class_balanced_loss_math.h).
@@ -206,9 +214,9 @@ __global__ void __launch_bounds__(kBlockThreads) softmax_rows_kernel(RowsParams<
     m = Max()(m, adjusted_logit(p, r, margin, j, zj));
   });
   m = row_reduce<kThreadsPerRow>(m, Max());
-  scalar_t below = 0, ties = 0;  // exp(u - m) of the classes below m; classes at m
+  scalar_t below = 0, ties = 0;  // exp(d) of the classes below m; classes at m
   for_each_logit<kThreadsPerRow>(z, p.c, r.lane, [&](int64_t j, scalar_t zj) {
-    const scalar_t d = adjusted_logit(p, r, margin, j, zj) - m;
+    const scalar_t d = scaled_difference(p, r, margin, j, zj, m);
     if (d < scalar_t(0)) below += ::exp(d);
     else ties += scalar_t(1);
   });
@@ -218,13 +226,13 @@ __global__ void __launch_bounds__(kBlockThreads) softmax_rows_kernel(RowsParams<
   scalar_t* __restrict__ grad = p.grad == nullptr ? nullptr : p.grad + r.row * p.c;
   if (p.soft_target == nullptr) {
     // One target class: d(loss)/du_k = w (onehot_k a_y - p_k a_y).
-    const scalar_t d_y = adjusted_logit(p, r, margin, r.y, z[r.y]) - m;
+    const scalar_t d_y = scaled_difference(p, r, margin, r.y, z[r.y], m);
     const auto ty = softmax_terms<scalar_t, ScalarOps, kFocal>(d_y, ::exp(d_y), sums, p.gamma);
     if (grad != nullptr) {
       const scalar_t scale_e = -sw * ty.a * sums.inv_sum;
       for_each_logit<kThreadsPerRow>(z, p.c, r.lane, [&](int64_t j, scalar_t zj) {
         grad[j] = j == r.y ? sw * ty.a * ty.q
-                           : scale_e * ::exp(adjusted_logit(p, r, margin, j, zj) - m);
+                           : scale_e * ::exp(scaled_difference(p, r, margin, j, zj, m));
       });
     }
     finish_row<scalar_t>(p, r, ty.loss);
@@ -234,7 +242,7 @@ __global__ void __launch_bounds__(kBlockThreads) softmax_rows_kernel(RowsParams<
   const scalar_t* __restrict__ t = p.soft_target + r.row * p.c;
   scalar_t loss = 0, a_sum = 0;
   for_each_logit<kThreadsPerRow>(z, p.c, r.lane, [&](int64_t j, scalar_t zj) {
-    const scalar_t d = adjusted_logit(p, r, margin, j, zj) - m;
+    const scalar_t d = scaled_difference(p, r, margin, j, zj, m);
     const auto terms = softmax_terms<scalar_t, ScalarOps, kFocal>(d, ::exp(d), sums, p.gamma);
     loss += t[j] * terms.loss;
     a_sum += t[j] * terms.a;
@@ -243,7 +251,7 @@ __global__ void __launch_bounds__(kBlockThreads) softmax_rows_kernel(RowsParams<
   a_sum = row_reduce<kThreadsPerRow>(a_sum, Sum());
   if (grad != nullptr) {
     for_each_logit<kThreadsPerRow>(z, p.c, r.lane, [&](int64_t j, scalar_t zj) {
-      const scalar_t d = adjusted_logit(p, r, margin, j, zj) - m;
+      const scalar_t d = scaled_difference(p, r, margin, j, zj, m);
       const auto terms = softmax_terms<scalar_t, ScalarOps, kFocal>(d, ::exp(d), sums, p.gamma);
       grad[j] = sw * (t[j] * terms.a - terms.p * a_sum);
     });

@@ -49,8 +49,11 @@ FGO_HOST_DEVICE SigmoidTerms<V, Ops> sigmoid_terms(V z, V t, V gamma) {
   }
 }
 
-// Softmax (docs/semantics.md §4.2). A row's logits u (after offsets, margin and scale) with
-// maximum m; per class d = u - m <= 0 and e = exp(d). The row's sums: S = sum of e and
+// Softmax (docs/semantics.md §4.2). A row's adjusted logits v = z + b - margin onehot(y) with
+// maximum m and the scale s; per class d = s (v - m) <= 0 and e = exp(d). The scale multiplies
+// the difference, so d is exactly 0 at the maximum: the scaled form s v - max(s v), once
+// contracted into fma(s, v, -max), was not, and LDAM's loss came out negative or -inf. The
+// row's sums: S = sum of e and
 // Q = S - 1 = (sum of e over the classes strictly below m) + (ties at m - 1), the latter
 // accumulated without the subtraction, so 1 - p for the top class keeps its precision when
 // p -> 1. Per class:

@@ -117,6 +117,17 @@ def _emulated_sources():
     return sources
 
 
+def _fp_contraction_flags():
+    """The host compiler's contraction policy of the real build (setup.py's), so the emulated
+    kernels round as the CPU and CUDA builds do."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("finegrained_ops_setup", ROOT / "setup.py")
+    setup = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(setup)  # setup() itself runs only as __main__
+    return setup.FP_CONTRACTION_FLAGS["cxx"]
+
+
 def compiler_available():
     return shutil.which(os.environ.get("CXX", "c++")) is not None
 
@@ -135,7 +146,7 @@ def load(verbose=False):
         sources=[str(p) for p in [*entry_points, *_emulated_sources(), HERE / "emulator.cpp",
                                   HERE / "module.cpp"]],
         extra_include_paths=[str(HERE / "shim"), str(HERE), str(BUILD / "src"), str(CSRC)],
-        extra_cflags=["-O1", "-DWITH_CUDA", "-DFGO_CUDA_EMULATION",
+        extra_cflags=["-O1", *_fp_contraction_flags(), "-DWITH_CUDA", "-DFGO_CUDA_EMULATION",
                       f"-DFGO_KP_CUDA_CHUNK_SCALARS={KP_CHUNK_SCALARS}",
                       '-DFGO_VERSION=\\"emulated\\"', '-DFGO_TORCH_VERSION=\\"emulated\\"',
                       '-DFGO_CUDA_ARCH_LIST=\\"emulated\\"', *SANITIZE_FLAGS],
