@@ -447,11 +447,12 @@ def test_long_tail_softmax_family(emulation, name, kwargs, soft, n, c):
         assert_all(cpu, cuda)
 
 
-@pytest.mark.parametrize("scale", SCALES)
-@pytest.mark.parametrize("name", ["ldam_loss", "logit_adjusted_loss", "softmax_focal_loss",
-                                  "class_balanced_focal"])
-@pytest.mark.parametrize("c", [10, 520])
+@pytest.mark.parametrize("name, scale, c", [
+    *[(name, scale, 10) for scale in SCALES for name in
+      ("ldam_loss", "logit_adjusted_loss", "softmax_focal_loss", "class_balanced_focal")],
+    ("ldam_loss", 30.0, 520), ("ldam_loss", 64.0, 520)])
 def test_confident_rows_are_exact_and_nonnegative(emulation, name, scale, c):
-    """test_fuzz's property on the CUDA kernels, a warp per row (c = 10) and a block (520)."""
+    """test_fuzz's property on the CUDA kernels: a warp per row (c = 10), a block (c = 520; the
+    softmax members share that path, LDAM's margin and scale included)."""
     with emulated_cuda(emulation):
         assert_confident_rows_exact(*CONFIDENT_FAMILY[name], name, scale, c)
