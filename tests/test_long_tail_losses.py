@@ -234,6 +234,21 @@ def test_deferred_reweighting_in_fit():
             DeferredReweighting(not_reweightable, counts, 1)
 
 
+@pytest.mark.parametrize("make_loss", [lambda counts: fnn.SoftmaxFocalLoss(),
+                                       lambda counts: fnn.LDAMLoss(counts)])
+def test_deferred_weights_follow_the_logits_device(make_loss):
+    """A loss that holds no tensor has no device to put DRW's weights on (they went to the
+    CPU, and a CUDA run stopped at start_epoch): they move to the logits' device at the first
+    call. The meta device stands in for CUDA."""
+    counts = torch.tensor([50, 10, 3])
+    criterion = make_loss(counts).to("meta")
+    DeferredReweighting(criterion, counts, start_epoch=0)(0)
+    logits = torch.zeros(4, 3, device="meta", requires_grad=True)
+    loss = criterion(logits, torch.zeros(4, dtype=torch.int64, device="meta"))
+    assert loss.device.type == "meta" and criterion.class_weights.device.type == "meta"
+    assert criterion.class_weights.dtype == torch.float64
+
+
 @pytest.mark.parametrize("call_it, error, match", [
     (lambda z, y, n: fo.logit_adjusted_loss(z, y, n, tau=-0.1), ValueError, "tau"),
     (lambda z, y, n: fo.ldam_loss(z, y, n, scale=0.0), ValueError, "scale"),

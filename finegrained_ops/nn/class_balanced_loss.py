@@ -53,7 +53,7 @@ class ClassBalancedLoss(ClassCountsLoss):
         self.class_weights = class_balanced_weights(self.samples_per_class, self._beta)
 
     def forward(self, logits, target):
-        return class_weighted_loss(logits, target, self.class_weights, self.gamma, self.loss_type,
+        return class_weighted_loss(logits, target, self.weights_for(logits), self.gamma, self.loss_type,
                                    self.reduction, self.ignore_index)
 
     def extra_repr(self):

@@ -19,6 +19,15 @@ class ClassWeightedLoss(nn.Module):
                              torch.as_tensor(class_weights, dtype=torch.float64).clone(),
                              persistent=False)
 
+    def weights_for(self, logits):
+        """``class_weights`` on logits' device: weights set elsewhere (a hook assigning CPU
+        values to a loss that holds no other tensor, and so has no device of its own) move
+        there at the first call and stay."""
+        weights = self.class_weights
+        if weights is not None and weights.device != logits.device:
+            self.class_weights = weights = weights.to(logits.device)
+        return weights
+
     def _apply(self, fn, *args, **kwargs):
         weights = self.class_weights
         super()._apply(fn, *args, **kwargs)

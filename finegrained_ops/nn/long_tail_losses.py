@@ -29,7 +29,7 @@ class LogitAdjustedLoss(ClassCountsLoss):
                              persistent=False)
 
     def forward(self, logits, target):
-        return fused_class_loss(logits, target, class_weights=self.class_weights,
+        return fused_class_loss(logits, target, class_weights=self.weights_for(logits),
                                 logit_offsets=self.logit_offsets, reduction=self.reduction,
                                 ignore_index=self.ignore_index)
 
@@ -78,7 +78,7 @@ class LDAMLoss(ClassCountsLoss):
                              persistent=False)
 
     def forward(self, logits, target):
-        return fused_class_loss(logits, target, class_weights=self.class_weights,
+        return fused_class_loss(logits, target, class_weights=self.weights_for(logits),
                                 target_margins=self.target_margins, scale=self.scale,
                                 reduction="weighted_mean" if self.reduction == "mean"
                                 else self.reduction, ignore_index=self.ignore_index)
@@ -102,7 +102,7 @@ class SoftmaxFocalLoss(ClassWeightedLoss):
         self.gamma, self.reduction, self.ignore_index = gamma, reduction, ignore_index
 
     def forward(self, logits, target):
-        return fused_class_loss(logits, target, class_weights=self.class_weights,
+        return fused_class_loss(logits, target, class_weights=self.weights_for(logits),
                                 gamma=self.gamma, reduction=self.reduction,
                                 ignore_index=self.ignore_index)
 

@@ -5,24 +5,28 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .._checks import as_labels, check_int, check_number, check_tensor, make_generator
+from .._checks import FLOATING, as_labels, check_int, check_number, check_tensor, make_generator
 
 
 class PCAWhitening(nn.Module):
     """y = normalise(P (x - mean)), P the (dim, D) projection learned by :meth:`fit` (PCA) or
     :meth:`fit_pairs` (supervised, from matching pairs).
 
-    ``mean`` (D,) and ``projection`` (dim, D) are float64 buffers: they survive state_dict()
-    and move with .to(device). Before fit the module raises.
+    Both learn within the r-dimensional span of the centred descriptors: a direction none of
+    them varies in (a dead channel, a constant offset) carries nothing and is left out, so
+    ``dim`` defaults to r and may not exceed it, and descriptors that do not vary at all are
+    refused. ``mean`` (D,) and ``projection`` (dim, D) are float64 buffers: they survive
+    state_dict(), move with .to(device) and stay float64 under .float() / .half(). Before fit
+    the module raises.
 
     Args:
-        dim: output dimension (default D, no reduction), at most D.
+        dim: output dimension (default r, the dimensions the descriptors vary in), at most r.
         power: eigenvalues are raised to -power; 0.5 is full whitening, smaller values soften
             it (Jégou & Chum's power-law), 0 is PCA rotation alone.
         shrinkage: eps added to every eigenvalue, as a fraction of the largest, so near-zero
             directions are not blown up.
 
-    Shape: (N, D) -> (N, dim), in the input's dtype.
+    Shape: (N, D) floating -> (N, dim), in the input's dtype.
     """
 
     def __init__(self, dim=None, power=0.5, shrinkage=1e-6):
@@ -38,48 +42,49 @@ class PCAWhitening(nn.Module):
 
     @torch.no_grad()
     def fit(self, descriptors):
-        """Learns mean and projection from (N, D) descriptors, N >= 2 (in float64): the
-        principal axes, each scaled by (eigenvalue + shrinkage·largest)^(-power). Returns self."""
-        x, out_dim = self._descriptors(descriptors)
+        """Learns mean and projection from (N, D) descriptors, N >= 2 (in float64): the leading
+        `dim` principal axes of the centred descriptors, each scaled by
+        (eigenvalue + shrinkage·largest)^(-power). Returns self."""
+        x = self._descriptors(descriptors)
         self.mean = x.mean(dim=0)
-        eigenvalues, axes = self._eigen(_second_moment(x - self.mean), out_dim)
-        self.projection = axes.T * eigenvalues.pow(-self.power)[:, None]
+        variances, axes = self._span(x - self.mean)
+        count = self._output_dim(len(variances))
+        eigenvalues = variances[:count] + self.shrinkage * variances[0]
+        self.projection = axes[:, :count].T * eigenvalues.pow(-self.power)[:, None]
         return self
 
     @torch.no_grad()
     def fit_pairs(self, descriptors, pairs):
         """Supervised whitening (Radenović et al.'s learned whitening, after Mikolajczyk &
-        Matas): whiten the covariance S of matching-pair differences, then rotate onto the
-        principal axes of the whitened descriptors, keeping the leading `dim`.
+        Matas; cirtorch's ``whitenlearn``): whiten the covariance S of matching-pair
+        differences, then rotate onto the principal axes of the whitened descriptors, keeping
+        the leading `dim`.
 
         descriptors (N, D), N >= 2; pairs (P, 2) int64 indices into them of matching
-        descriptors (same object or class), P >= 1. Within the r-dimensional span of the
-        centred descriptors (a direction none varies in, such as a dead channel, carries
-        nothing): S = mean over pairs of (x_i - x_j)(x_i - x_j)ᵀ, its eigenvalues plus
-        shrinkage·largest to the power -power (S^(-1/2) at the default, equal to the Cholesky
-        whitening of their code up to a rotation the second step undoes). The mean is that of
-        all descriptors; dim defaults to r. Raises ValueError when the pair differences do not
+        descriptors (same object or class; the first column the queries), P >= 1. As
+        cirtorch, the mean is that of the query descriptors ``descriptors[pairs[:, 0]]`` and
+        the rotation the principal axes of all descriptors centred on it. Within the
+        r-dimensional span of the centred descriptors: S = mean over pairs of
+        (x_i - x_j)(x_i - x_j)ᵀ, its eigenvalues plus shrinkage·largest to the power -power
+        (S^(-1/2) at the default, equal to the Cholesky whitening of their code up to a
+        rotation the second step undoes). Raises ValueError when the pair differences do not
         span those r dimensions: the directions no pair varies in would be blown up until they
         dominate. Returns self.
         """
-        x, _ = self._descriptors(descriptors)
+        x = self._descriptors(descriptors)
         check_tensor("pairs", pairs, dim=2, dtypes=(torch.int64,))
         if pairs.shape[0] < 1 or pairs.shape[1] != 2:
             raise ValueError(f"pairs must be (P, 2) with P >= 1, got shape {tuple(pairs.shape)}")
         if int(pairs.min()) < 0 or int(pairs.max()) >= x.shape[0]:
             raise ValueError(f"pairs must index the {x.shape[0]} descriptors, got values in "
                              f"[{int(pairs.min())}, {int(pairs.max())}]")
-        self.mean = x.mean(dim=0)
-        centred = x - self.mean
-        variances, span = self._eigen(_second_moment(centred), x.shape[1], shrink=False)
-        span = span[:, _nonzero(variances)]
-        r = span.shape[1]
-        if r == 0 or (self.dim or 0) > r:
-            raise ValueError(f"the descriptors vary in {r} dimensions: dim must be at most that, "
-                             f"got {self.dim}" if r else "the descriptors do not vary")
         pairs = pairs.to(x.device)
-        eigenvalues, axes = self._eigen(
-            _second_moment((x[pairs[:, 0]] - x[pairs[:, 1]]) @ span), r, shrink=False)
+        self.mean = x[pairs[:, 0]].mean(dim=0)
+        centred = x - self.mean
+        _, span = self._span(centred)
+        r = span.shape[1]
+        count = self._output_dim(r)
+        eigenvalues, axes = _eigen(_second_moment((x[pairs[:, 0]] - x[pairs[:, 1]]) @ span))
         if int(_nonzero(eigenvalues).sum()) < r:
             raise ValueError(f"the pair differences span {int(_nonzero(eigenvalues).sum())} of "
                              f"the {r} dimensions the descriptors vary in: whitening would blow "
@@ -89,40 +94,57 @@ class PCAWhitening(nn.Module):
                              "the dimension first (PCA)")
         eigenvalues = eigenvalues + self.shrinkage * eigenvalues[0]
         whiten = span @ (axes * eigenvalues.pow(-self.power)) @ axes.T      # (D, r)
-        _, rotation = self._eigen(_second_moment(centred @ whiten), self.dim or r, shrink=False)
-        self.projection = rotation.T @ whiten.T
+        _, rotation = _eigen(_second_moment(centred @ whiten))
+        self.projection = rotation[:, :count].T @ whiten.T
         return self
 
     def _descriptors(self, descriptors):
-        """(N, D) descriptors in float64 and the output dimension, checked."""
-        check_tensor("descriptors", descriptors, dim=2)
+        """(N, D) real floating descriptors, N >= 2, dim <= D, in float64."""
+        check_tensor("descriptors", descriptors, dim=2, dtypes=FLOATING)
         n, d = descriptors.shape
         if n < 2:
             raise ValueError(f"fit needs at least 2 descriptors, got {n}")
-        out_dim = d if self.dim is None else self.dim
-        if out_dim > d:
-            raise ValueError(f"dim must be at most D={d}, got {out_dim}")
-        return descriptors.to(torch.float64), out_dim
+        if self.dim is not None and self.dim > d:
+            raise ValueError(f"dim must be at most D={d}, got {self.dim}")
+        return descriptors.to(torch.float64)
 
-    def _eigen(self, moment, count, shrink=True):
-        """The `count` largest eigenvalues (clamped at 0, plus shrinkage·largest) and their
-        eigenvectors as columns, largest first."""
-        eigenvalues, eigenvectors = torch.linalg.eigh(moment)
-        order = eigenvalues.argsort(descending=True)[:count]
-        shrinkage = self.shrinkage * eigenvalues.max() if shrink else 0.0
-        return eigenvalues[order].clamp(min=0) + shrinkage, eigenvectors[:, order]
+    def _output_dim(self, r):
+        """dim, or r when None; at most r."""
+        if self.dim is not None and self.dim > r:
+            raise ValueError(f"the descriptors vary in {r} dimensions: dim must be at most that, "
+                             f"got {self.dim}")
+        return r if self.dim is None else self.dim
 
     def forward(self, x):
+        """x (N, D) float16/bfloat16/float32/float64 -> (N, dim) in x's dtype, unit rows."""
         if self.projection is None:
             raise RuntimeError("PCAWhitening: call fit(descriptors) before applying it")
-        check_tensor("x", x, dim=2)
+        check_tensor("x", x, dim=2, dtypes=FLOATING)
         if x.shape[1] != self.mean.shape[0]:
             raise ValueError(f"x must have D={self.mean.shape[0]} columns, got {x.shape[1]}")
         y = (x.to(torch.float64) - self.mean) @ self.projection.T
         return F.normalize(y, dim=1).to(x.dtype)
 
+    def _apply(self, fn, *args, **kwargs):
+        super()._apply(fn, *args, **kwargs)
+        for name in ("mean", "projection"):  # a cast (.float(), .half()) keeps them float64
+            t = getattr(self, name)
+            if t is not None and t.dtype != torch.float64:
+                setattr(self, name, t.to(torch.float64))
+        return self
+
     def extra_repr(self):
         return f"dim={self.dim}, power={self.power}, fitted={self.projection is not None}"
+
+    @staticmethod
+    def _span(centred):
+        """The nonzero variances of the centred rows, largest first, and their axes as
+        columns: the span the descriptors vary in. Raises if they do not vary."""
+        variances, axes = _eigen(_second_moment(centred))
+        keep = _nonzero(variances)
+        if not bool(keep.any()):
+            raise ValueError("the descriptors do not vary: there is nothing to whiten")
+        return variances[keep], axes[:, keep]
 
 
 def same_label_pairs(labels, seed=0):
@@ -145,6 +167,14 @@ def same_label_pairs(labels, seed=0):
     return torch.cat(pairs)
 
 
+def _eigen(moment):
+    """Eigenvalues of a symmetric matrix (clamped at 0), largest first, and their
+    eigenvectors as columns."""
+    eigenvalues, eigenvectors = torch.linalg.eigh(moment)
+    order = eigenvalues.argsort(descending=True)
+    return eigenvalues[order].clamp(min=0), eigenvectors[:, order]
+
+
 def _nonzero(eigenvalues):
     """Which of descending eigenvalues are not zero up to round-off (the matrix_rank rule)."""
     return eigenvalues > eigenvalues[0] * len(eigenvalues) * torch.finfo(eigenvalues.dtype).eps
@@ -156,7 +186,12 @@ def _second_moment(rows):
 
 
 def _take_fitted_shapes(module, state_dict, prefix, *args):
-    """A fitted state dict loads into an unfitted module: its buffers take the saved shapes."""
+    """A fitted state dict loads into an unfitted module (its buffers take the saved shapes),
+    and only into one of its output dimension."""
+    saved = state_dict.get(prefix + "projection")
+    if saved is not None and module.dim is not None and saved.shape[0] != module.dim:
+        raise ValueError(f"the state dict's projection has {saved.shape[0]} rows (its output "
+                         f"dimension), but this PCAWhitening has dim={module.dim}")
     for name in ("mean", "projection"):
         saved = state_dict.get(prefix + name)
         if saved is not None and getattr(module, name) is None:
