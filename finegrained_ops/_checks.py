@@ -53,6 +53,17 @@ def check_number(name, value, low=None, high=None, *, low_open=False, high_open=
         raise ValueError(f"{name} must be {wanted}, got {value!r}")
 
 
+def check_value(condition, message):
+    """A check of tensor values (condition: a 0-dim bool tensor): a ValueError(message) on the
+    CPU; on CUDA and under torch.compile a device-side assertion (torch._assert_async) that
+    never syncs the host, as the native ops' checks (docs/semantics.md §1)."""
+    if condition.device.type == "cpu" and not torch.compiler.is_compiling():
+        if not bool(condition):
+            raise ValueError(message)
+    elif condition.device.type != "meta":
+        torch._assert_async(condition, message)
+
+
 def check_choice(name, value, choices):
     if value not in choices:
         raise ValueError(f"{name} must be one of {list(choices)}, got {value!r}")
@@ -81,7 +92,7 @@ def as_labels(labels, name="labels", n=None, device="cpu"):
 
 
 def as_features(name, x):
-    """A floating (N, D) tensor without NaN, or a clear error."""
+    """A floating (N, D) tensor of finite values (no NaN or ±Inf), or a clear error."""
     if not isinstance(x, torch.Tensor):
         x = torch.as_tensor(x)
     if x.dim() != 2:
@@ -90,8 +101,9 @@ def as_features(name, x):
         raise TypeError(f"{name} must be floating point, got {x.dtype}")
     if x.shape[0] == 0:
         raise ValueError(f"{name} must not be empty")
-    if bool(torch.isnan(x).any()):
-        raise ValueError(f"{name} contains NaN")
+    if not bool(torch.isfinite(x).all()):
+        raise ValueError(f"{name} must be finite, got {int(torch.isnan(x).sum())} NaN and "
+                         f"{int(torch.isinf(x).sum())} infinite values")
     return x
 
 

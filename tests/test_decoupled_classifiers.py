@@ -21,6 +21,19 @@ def test_tau_normalize_rescales_each_row_by_its_norm():
         tau_normalize(w[0], 1.0)
 
 
+@pytest.mark.parametrize("factor", [1e30, 1e-30])
+def test_tau_normalize_holds_over_the_float32_range(factor):
+    """Rows x 1e30 came back 0 (their norm overflowed): w_c / ||w_c||^tau scales by
+    factor^(1 - tau)."""
+    w = torch.randn(4, 6, generator=torch.Generator().manual_seed(1))
+    for tau in (1.0, 0.5):
+        expected = tau_normalize(w.double(), tau) * factor ** (1 - tau)
+        torch.testing.assert_close(tau_normalize(w * factor, tau).double(), expected, rtol=1e-5,
+                                   atol=0)
+    with pytest.raises(TypeError, match="weight must have dtype"):
+        tau_normalize(torch.ones(2, 3, dtype=torch.int64))
+
+
 def test_tau_normalized_linear_is_a_copy():
     torch.manual_seed(0)
     linear = torch.nn.Linear(4, 3)

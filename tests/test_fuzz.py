@@ -459,6 +459,80 @@ def test_mine_from_bank(data, q, n, classes, chunk_size, layout, fault):
 
 
 # ---------------------------------------------------------------------------------------------
+# The pure-PyTorch retrieval surface: descriptors, iSQRT-COV, post-processing, losses
+
+DESCRIPTOR_FNS = {"mac": fo.retrieval.mac, "spoc": fo.retrieval.spoc, "gem": fo.retrieval.gem,
+                  "rmac": fo.retrieval.rmac, "crow": fo.retrieval.crow,
+                  "isqrt_cov": fo.retrieval.isqrt_cov}
+
+
+@given(data=st.data(), name=st.sampled_from(sorted(DESCRIPTOR_FNS)), n=st.integers(0, 2),
+       c=st.integers(1, 3), h=st.integers(0, 3), w=st.integers(1, 3),
+       dtype=st.sampled_from(DTYPES + [torch.int64, torch.complex64]),
+       layout=st.sampled_from(LAYOUTS), fault=st.sampled_from([None, None, "nan", "negative"]))
+def test_descriptors(data, name, n, c, h, w, dtype, layout, fault):
+    """A bad map (not floating, H or W = 0, negative for CroW) raises naming x; otherwise a
+    (N, C) or (N, C (C + 1) / 2) result in x's dtype, finite where x is, equal across layouts."""
+    fn = DESCRIPTOR_FNS[name]
+    x = data.draw(features((n, c, h, w), torch.float64)).relu()
+    if fault == "nan":
+        x = poison(data.draw, x, math.nan)
+    elif fault == "negative":
+        x = poison(data.draw, x, -1.0)
+    x = with_layout(x.to(dtype) if dtype.is_floating_point else x.to(dtype), layout)
+    negative = bool((x.real < 0).any()) if x.numel() else False
+    if not dtype.is_floating_point or h == 0 or (name == "crow" and negative):
+        return raises_naming(lambda: fn(x), "x")
+    out = fn(x)
+    width = c * (c + 1) // 2 if name == "isqrt_cov" else c
+    assert out.shape == (n, width) and out.dtype == dtype
+    finite = torch.isfinite(x.flatten(1)).all(dim=1)
+    assert bool(torch.isfinite(out[finite]).all()), name
+    assert_relative_close(out[finite].double(), fn(x.contiguous())[finite].double(),
+                          TOLERANCE[dtype])
+
+
+@given(data=st.data(), b=st.integers(0, 6), d=st.integers(1, 4),
+       dtype=st.sampled_from(DTYPES + [torch.int64]),
+       fault=st.sampled_from([None, None, "nan", "labels", "k", "alpha"]))
+def test_retrieval_post_processing_and_contrastive_loss(data, b, d, dtype, fault):
+    """query expansion, DBA and the contrastive loss: each bad argument raises naming it;
+    otherwise finite results in the input's dtype."""
+    x = data.draw(features((b, d), torch.float64))
+    if fault == "nan":
+        x = poison(data.draw, x, math.nan)
+    x = x.to(dtype)
+    labels = torch.arange(b) % 2
+    if fault == "labels":
+        labels = labels.float()
+    k = b + 1 if fault == "k" else 1
+    alpha = -1.0 if fault == "alpha" else 3.0
+    calls = {"query_expansion": lambda: fo.retrieval.query_expansion(x, x, k=k, alpha=alpha),
+             "database_augmentation": lambda: fo.retrieval.database_augmentation(
+                 x, k=k, alpha=alpha),
+             "contrastive_loss": lambda: fo.retrieval.contrastive_loss(x, labels)}
+    for name, call in calls.items():
+        loss = name == "contrastive_loss"
+        if not dtype.is_floating_point:
+            names = ("embeddings",) if loss else ("query", "gallery")
+        elif loss:
+            names = ("labels",) if fault == "labels" else ()
+        elif fault == "nan" and b > 0:
+            names = ("query", "gallery")
+        elif fault in ("k", "alpha") or b == 0:  # k = 1 is past an empty gallery
+            names = ("alpha",) if fault == "alpha" and b > 0 else ("k",)
+        else:
+            names = ()
+        if names:
+            raises_naming(call, *names)
+            continue
+        out = call()
+        assert out.dtype == dtype, name
+        if fault != "nan":  # the contrastive loss of NaN embeddings is NaN, as torch's losses
+            assert bool(torch.isfinite(out).all()), name
+
+
+# ---------------------------------------------------------------------------------------------
 # Loss and classifier modules
 
 @given(data=st.data(), b=st.integers(0, 7), classes=st.integers(1, 3),
@@ -493,8 +567,10 @@ def test_loss_and_classifier_modules(data, b, classes, dtype, layout, fault):
             continue
         try:  # on copies: a module may update its state (anchors) in forward
             out = copy.deepcopy(module)(inputs, target)
-        except ERRORS as error:  # NaN features may be refused, by a message that says so
-            assert fault == "nan" and "NaN" in str(error) or "finite" in str(error), name
+        except ERRORS as error:  # NaN features may be refused, by a message naming them
+            message = str(error)
+            assert fault == "nan" and ("NaN" in message or "finite" in message), (name, message)
+            assert "embeddings" in message or "features" in message, (name, message)
             continue
         again = copy.deepcopy(module)(inputs.contiguous(), target)
         if name in ("triplet", "class-balanced"):
@@ -515,35 +591,41 @@ NATIVE_ABUSE = textwrap.dedent("""
     from finegrained_ops._native import _C
     x = torch.randn(2, 3, 4)
     sign = torch.ones(3, 4)
-    calls = {
-        "hash past dim": lambda: _C.kernel_pooling_forward(x, torch.full((3, 4), 99), sign, 8),
-        "negative hash": lambda: _C.kernel_pooling_forward(x, torch.full((3, 4), -5), sign, 8),
-        "backward hash": lambda: _C.kernel_pooling_backward(torch.zeros(2, 2, 8), x,
-                                                            torch.full((3, 4), 8), sign, 8),
-        "wrong grad": lambda: _C.kernel_pooling_backward(torch.zeros(2, 2, 5), x,
-                                                         torch.zeros(3, 4, dtype=torch.long),
-                                                         sign, 8),
-        "label past C": lambda: _C.class_balanced_loss_forward(
+    calls = {  # name: (the call, the argument its message must name)
+        "hash past dim": (lambda: _C.kernel_pooling_forward(x, torch.full((3, 4), 99), sign, 8),
+                          "hash_index"),
+        "negative hash": (lambda: _C.kernel_pooling_forward(x, torch.full((3, 4), -5), sign, 8),
+                          "hash_index"),
+        "backward hash": (lambda: _C.kernel_pooling_backward(torch.zeros(2, 2, 8), x,
+                                                             torch.full((3, 4), 8), sign, 8),
+                          "hash_index"),
+        "wrong grad": (lambda: _C.kernel_pooling_backward(torch.zeros(2, 2, 5), x,
+                                                          torch.zeros(3, 4, dtype=torch.long),
+                                                          sign, 8), "grad"),
+        "label past C": (lambda: _C.class_balanced_loss_forward(
             torch.zeros(2, 3), torch.tensor([0, 1 << 40]), torch.ones(3), None, None, 1.0, 0.5,
-            "softmax", "mean", -100, True),
-        "weights short": lambda: _C.class_balanced_loss_forward(
+            "softmax", "mean", -100, True), "target"),
+        "weights short": (lambda: _C.class_balanced_loss_forward(
             torch.zeros(2, 3), torch.tensor([0, 1]), torch.ones(2), None, None, 1.0, 0.5,
-            "softmax", "mean", -100, True),
-        "margins short": lambda: _C.class_balanced_loss_forward(
+            "softmax", "mean", -100, True), "class_weights"),
+        "margins short": (lambda: _C.class_balanced_loss_forward(
             torch.zeros(2, 3), torch.tensor([0, 1]), None, None, torch.ones(2), 30.0, 0.0,
-            "softmax", "mean", -100, True),
-        "query index": lambda: _C.triplet_mine(
+            "softmax", "mean", -100, True), "target_margins"),
+        "query index": (lambda: _C.triplet_mine(
             torch.randn(3, 2), torch.zeros(3, dtype=torch.long), torch.tensor([0, 1, 1 << 40]),
             torch.randn(4, 2), torch.zeros(4, dtype=torch.long), torch.zeros(0, 2),
             torch.zeros(0, dtype=torch.long), 0.2, "all", 1.0, True, -1, -1, 0, 0),
-        "labels short": lambda: _C.triplet_margin_loss_forward(
+            "query_indices"),
+        "labels short": (lambda: _C.triplet_margin_loss_forward(
             torch.randn(3, 2), torch.zeros(2, dtype=torch.long), torch.zeros(0, 2),
-            torch.zeros(0, dtype=torch.long), 0.2, "all", 1.0, "mean", True, True),
+            torch.zeros(0, dtype=torch.long), 0.2, "all", 1.0, "mean", True, True), "labels"),
     }
-    for name, call in calls.items():
+    for name, (call, argument) in calls.items():
         try:
             call()
-        except RuntimeError:
+        except RuntimeError as error:
+            if argument not in str(error):
+                raise SystemExit(f"{name}: the message does not name {argument}: {error}")
             continue
         raise SystemExit(f"{name}: no error")
     print("all refused")

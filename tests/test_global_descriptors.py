@@ -129,10 +129,73 @@ def test_modules_compile_fullgraph_and_learn_p():
     (lambda: retrieval.rmac_regions(0, 3), ValueError, "height"),
     (lambda: retrieval.crow(torch.zeros(1, 2, 3, 3), a=-1.0), ValueError, "a must"),
     (lambda: retrieval.spoc(torch.zeros(1, 2, 0, 3)), ValueError, "H, W >= 1"),
+    (lambda: retrieval.rmac(torch.zeros(1, 2, 3, 3), eps=math.nan), ValueError, "eps"),
+    (lambda: retrieval.rmac(torch.zeros(1, 2, 3, 3), eps=-1e-6), ValueError, "eps"),
+    (lambda: retrieval.crow(-torch.ones(1, 2, 3, 3)), ValueError, "non-negative"),
+    (lambda: retrieval.gem(torch.zeros(1, 2, 3, 3), p=torch.tensor([1])), TypeError, "p must"),
 ])
 def test_bad_input_raises_clear_errors(call, error, match):
     with pytest.raises(error, match=match):
         call()
+
+
+@pytest.mark.parametrize("p", [0.0, -1.0, math.nan, math.inf])
+def test_gem_refuses_a_tensor_p_that_is_not_positive_and_finite(p):
+    with pytest.raises(ValueError, match="p must be finite and > 0"):
+        retrieval.gem(feature_map(1, 2, 3, 3), p=torch.tensor([p], dtype=torch.float64))
+
+
+def test_gem_keeps_a_float64_p():
+    """p.float() rounded a float64 p, so a float64 GeM was off by ~1e-8."""
+    x = feature_map(2, 3, 4, 4, seed=3) + 0.1
+    p = 3.3 + 1e-9
+    expected = x.pow(p).mean(dim=(2, 3)).pow(1 / p)
+    got = retrieval.gem(x, p=torch.tensor([p], dtype=torch.float64), normalize=False)
+    torch.testing.assert_close(got, expected, rtol=1e-14, atol=0)
+
+
+@pytest.mark.parametrize("name", sorted(DESCRIPTORS) + ["isqrt_cov"])
+@pytest.mark.parametrize("factor", [1e30, 1e-30])
+def test_descriptors_hold_over_the_float32_range(name, factor):
+    """A map x 1e30 pooled to 0 vectors (MAC, SPoC, R-MAC, CroW: the norm overflowed), NaN
+    (GeM from x 1e15, iSQRT-COV); x 1e-30 to non-unit vectors. Each is homogeneous: the
+    normalised descriptor is unchanged, iSQRT-COV's scales by the factor."""
+    if factor < 1 and name in ("gem", "rmac"):
+        pytest.skip("eps (the clamp of GeM, the region guard of R-MAC) is not homogeneous")
+    fn = retrieval.isqrt_cov if name == "isqrt_cov" else DESCRIPTORS[name]
+    x = feature_map(2, 4, 5, 6, seed=8, dtype=torch.float32) + 0.01
+    expected = fn(x)
+    got = fn(x * factor)
+    if name == "isqrt_cov":
+        got = got / factor
+    assert bool(torch.isfinite(got).all())
+    assert_relative_close(got, expected, 1e-5)
+
+
+def test_rmac_regions_reach_the_border_on_every_grid():
+    """A float step stopped a pixel short of the border on 32 grids up to 99 x 99, e.g. 3 x 63."""
+    for h in range(1, 100):
+        for w in range(1, 100):
+            by_side = {}
+            for top, left, side in retrieval.rmac_regions(h, w):
+                by_side.setdefault(side, []).append((top, left))
+            for side, starts in by_side.items():
+                assert min(starts) == (0, 0), (h, w, side)
+                assert max(t for t, _ in starts) + side == h, (h, w, side)
+                assert max(c for _, c in starts) + side == w, (h, w, side)
+
+
+@pytest.mark.parametrize("make, match", [
+    (lambda: fnn.RMAC(eps=-1.0), "eps"), (lambda: fnn.RMAC(eps=math.nan), "eps"),
+    (lambda: fnn.RMAC(levels=0), "levels"), (lambda: fnn.CroW(a=0.0), "a must"),
+    (lambda: fnn.CroW(b=-2.0), "b must"), (lambda: fnn.ISqrtCovPooling(iterations=0), "iterations"),
+    (lambda: fnn.GeM(eps=0.0), "eps"),
+    (lambda: fnn.ContrastiveLoss(reduction="avg"), "reduction"),
+    (lambda: fnn.ContrastiveLoss(neg_margin=math.inf), "neg_margin")])
+def test_layer_constructors_check_their_arguments(make, match):
+    """They used to check only at the first forward."""
+    with pytest.raises(ValueError, match=match):
+        make()
 
 
 def test_isqrt_cov_is_the_scaled_square_root_of_the_covariance():

@@ -268,6 +268,15 @@ def test_deferred_weights_follow_the_logits_device(make_loss):
     (lambda z, y, n: fo.logit_adjusted_loss(z[None], y, n), ValueError, "2-D"),
     (lambda z, y, n: fnn.LDAMLoss(n, scale=-1.0), ValueError, "scale"),
     (lambda z, y, n: fnn.LogitAdjustedLoss([1.5, 2, 3]), ValueError, "whole numbers"),
+    # counts <= 0 was False for NaN: logit_adjust returned NaN logits
+    (lambda z, y, n: fo.logit_adjust(z, [5.0, math.nan, 2.0]), ValueError, "samples_per_class"),
+    (lambda z, y, n: fo.logit_adjust(z, [5.0, math.inf, 2.0]), ValueError, "samples_per_class"),
+    (lambda z, y, n: fo.logit_adjusted_loss(z, y, [math.nan, 1, 2]), ValueError,
+     "samples_per_class"),
+    *[(lambda z, y, n, loss=loss: call(loss, MEMBERS[loss][0], z, y, n,
+                                       class_weights=torch.tensor([1.0, value, 1.0])),
+       RuntimeError, "class_weights must be finite and >= 0")
+      for loss in sorted(MEMBERS) for value in (math.nan, -1.0)],
 ])
 def test_bad_input_raises_clear_errors(call_it, error, match):
     with pytest.raises(error, match=match):

@@ -185,6 +185,50 @@ def test_granularity_medoids_and_errors():
         metrics.granularity(x, y, "ranked")
 
 
+def test_granularity_ratios_of_coinciding_classes_and_medoid_metrics():
+    """RS and RSM were 0/0 = NaN where classes coincide; class_medoids' cosine assumed unit
+    rows, and an unknown metric was silently Euclidean."""
+    same = torch.ones(6, 2, dtype=torch.float64)
+    labels = torch.tensor([0, 0, 0, 1, 1, 1])
+    for measure in ("rs", "rsm"):
+        assert metrics.granularity(same, labels, measure) == 1.0
+    overlapping = torch.tensor([[0.0, 1.0], [0.0, 1.0], [1.0, 0.0], [0.0, 1.0]])
+    with pytest.raises(ValueError, match="features: measure 'rs' is infinite"):
+        metrics.granularity(overlapping, torch.tensor([0, 0, 1, 1]), "rs", normalize=False)
+    x = torch.tensor([[1.0, 0.0], [10.0, 1.0], [1.0, 1.0], [0.0, 3.0]], dtype=torch.float64)
+    y = torch.tensor([0, 0, 0, 1])
+    scaled = x * torch.tensor([[1.0], [0.1], [5.0], [2.0]], dtype=torch.float64)
+    torch.testing.assert_close(metrics.class_medoids(scaled, y, metric="cosine"),
+                               metrics.class_medoids(x, y, metric="cosine")
+                               * torch.tensor([[0.1], [2.0]], dtype=torch.float64))
+    with pytest.raises(ValueError, match="metric must be one of"):
+        metrics.class_medoids(x, y, metric="manhattan")
+
+
+@pytest.mark.parametrize("call", [
+    lambda x, y: metrics.recall_at_k(x, y, ks=(1,)),
+    lambda x, y: metrics.map_at_r(x, y),
+    lambda x, y: metrics.granularity(x, y),
+    lambda x, y: metrics.diffusion_rerank(x, x, k=2)])
+@pytest.mark.parametrize("value", [math.inf, -math.inf, math.nan])
+def test_metrics_refuse_non_finite_features(call, value):
+    """±Inf changed recall_at_k silently and made granularity NaN."""
+    x = torch.randn(8, 3, generator=torch.Generator().manual_seed(0))
+    x[3, 1] = value
+    with pytest.raises(ValueError, match="must be finite"):
+        call(x, torch.arange(8) % 2)
+
+
+def test_retrieval_metrics_take_sparse_label_ids():
+    """Relevance was a bincount up to the largest id (memory in proportion to it)."""
+    x = torch.randn(10, 4, generator=torch.Generator().manual_seed(1))
+    dense = torch.arange(10) % 3
+    sparse = torch.tensor([10**12, 7, 3 * 10**11])[dense]
+    assert metrics.map_at_r(x, sparse) == metrics.map_at_r(x, dense)
+    assert metrics.recall_at_k(x, sparse, x[:4], sparse[:4], ks=(1, 2)) == \
+        metrics.recall_at_k(x, dense, x[:4], dense[:4], ks=(1, 2))
+
+
 def linprog_emd(a, b, cost):
     from scipy.optimize import linprog
 
@@ -284,3 +328,7 @@ def test_diffusion_raises_map_on_a_manifold():
     assert after > before + 0.05, (before, after)
     with pytest.raises(ValueError, match="smaller than the gallery"):
         metrics.diffusion_rerank(x[:2], x[:5], k=5)
+    for kwargs, match in ((dict(max_iter=0), "max_iter"), (dict(tol=0.0), "tol"),
+                          (dict(tol=math.nan), "tol")):  # max_iter=0 gave all-zero scores
+        with pytest.raises(ValueError, match=match):
+            metrics.diffusion_rerank(x[:2], x[:5], k=2, **kwargs)

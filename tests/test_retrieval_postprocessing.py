@@ -217,6 +217,18 @@ def test_query_expansion_errors():
         query_expansion(q, descriptors(5, 3))
     with pytest.raises(ValueError, match="alpha"):
         query_expansion(q, g, alpha=-1.0)
+    poisoned = g.clone()
+    poisoned[3, 0] = float("nan")  # top-k ranked it first: every expanded row came out NaN
+    for call in (lambda: query_expansion(q, poisoned), lambda: database_augmentation(poisoned)):
+        with pytest.raises(ValueError, match="gallery must be finite"):
+            call()
+    with pytest.raises(ValueError, match="query must be finite"):
+        query_expansion(q * float("inf"), g)
+
+
+def test_query_expansion_holds_over_the_float32_range():
+    q, g = descriptors(3, 4).float(), descriptors(6, 4).float()
+    torch.testing.assert_close(query_expansion(q * 1e30, g * 1e30), query_expansion(q, g))
 
 
 def test_class_activation_map_is_the_weighted_channel_sum():
@@ -236,6 +248,10 @@ def test_class_activation_map_is_the_weighted_channel_sum():
         class_activation_map(features, weight[:, :2], classes)
     with pytest.raises(ValueError, match="int64"):
         class_activation_map(features, weight, classes.float())
+    with pytest.raises(ValueError, match="classes must be in \\[0, K=7\\)"):  # -1 gave K - 1's
+        class_activation_map(features, weight, torch.tensor([2, -1]))
+    with pytest.raises(TypeError, match="features must have dtype"):  # truncated the weights
+        class_activation_map(features.long(), weight, classes)
 
 
 @pytest.mark.parametrize("pos_margin, neg_margin", [(0.0, 1.0), (0.2, 0.8), (0.1, 1.5)])
@@ -252,6 +268,20 @@ def test_contrastive_loss_equals_pytorch_metric_learning(pos_margin, neg_margin,
     b.backward()
     torch.testing.assert_close(a, b)
     torch.testing.assert_close(ours.grad, theirs.grad)
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_contrastive_loss_computes_half_types_in_float32(dtype):
+    """cdist has no half kernels: the loss raised for float16 / bfloat16."""
+    g = torch.Generator().manual_seed(3)
+    emb = torch.randn(16, 8, generator=g).to(dtype)
+    labels = torch.randint(3, (16,), generator=g)
+    loss = contrastive_loss(emb.requires_grad_(), labels)
+    assert loss.dtype == dtype
+    torch.testing.assert_close(loss.float(), contrastive_loss(emb.detach().float(), labels),
+                               rtol=1e-2, atol=1e-2)
+    loss.backward()
+    assert emb.grad.dtype == dtype and bool(torch.isfinite(emb.grad).all())
 
 
 def test_contrastive_loss_squared_form_and_hardest_negatives():

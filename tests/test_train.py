@@ -127,6 +127,31 @@ def test_checkpoint_resume_equals_an_uninterrupted_run(tmp_path):
     assert not os.path.exists(path + ".tmp")
 
 
+def test_checkpoint_paths_and_foreign_checkpoints_are_checked_before_training(tmp_path):
+    """A pathlib.Path raised a TypeError only after the first epoch had trained; a foreign
+    checkpoint overwrote the model before the optimizer mismatch was reported."""
+    x, y = regression_data()
+    loader = DataLoader(TensorDataset(x, y), batch_size=8)
+    model = linear()
+    path = tmp_path / "run.pt"
+    fit(model, F.mse_loss, loader, sgd(model.parameters()), 1, checkpoint=path, progress=False)
+    assert len(fit(model, F.mse_loss, loader, sgd(model.parameters()), 2, checkpoint=path,
+                   progress=False)) == 2
+    with pytest.raises(TypeError, match="checkpoint must be a path"):
+        fit(model, F.mse_loss, loader, sgd(model.parameters()), 1, checkpoint=3, progress=False)
+    other = linear()
+    before = copy.deepcopy(other.state_dict())
+    wrong_optimizer = torch.optim.SGD([{"params": [other.weight]}, {"params": [other.bias]}],
+                                      lr=0.1)
+    with pytest.raises(ValueError, match="does not fit this optimizer.*Nothing was loaded"):
+        fit(other, F.mse_loss, loader, wrong_optimizer, 3, checkpoint=path, progress=False)
+    assert all(torch.equal(other.state_dict()[k], before[k]) for k in before)
+    torch.save({"model": {}}, tmp_path / "foreign.pt")
+    with pytest.raises(ValueError, match="lacks"):
+        fit(other, F.mse_loss, loader, sgd(other.parameters()), 1,
+            checkpoint=tmp_path / "foreign.pt", progress=False)
+
+
 def test_loss_parameters_train_and_checkpoint(tmp_path):
     feats = torch.randn(40, 6, generator=torch.Generator().manual_seed(0))
     labels = torch.arange(40) % 4

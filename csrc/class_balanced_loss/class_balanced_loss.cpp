@@ -125,6 +125,11 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> class_balanced_loss_forward(
               "class_balanced_loss: target_margins need class-index targets (a margin is taken "
               "off the true class's logit), got a (N, C) target");
   check_target(target, c, multi_hot, loss_type, ignore_index);
+  if (args.class_weights.defined()) {
+    check_value((at::isfinite(args.class_weights) & (args.class_weights >= 0)).all(),
+                "class_balanced_loss: class_weights must be finite and >= 0",
+                [&] { return c10::str("; got ", args.class_weights); });
+  }
   if (args.logit_offsets.defined()) {
     check_value(at::isfinite(args.logit_offsets).all(),
                 "class_balanced_loss: logit_offsets must be finite",

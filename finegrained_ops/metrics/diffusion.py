@@ -4,7 +4,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .._checks import as_features, check_number
+from .._checks import as_features, check_int, check_number
 
 
 def diffusion_rerank(query, gallery, k=50, alpha=0.99, gamma=3, tol=1e-6, max_iter=1000):
@@ -16,7 +16,8 @@ def diffusion_rerank(query, gallery, k=50, alpha=0.99, gamma=3, tol=1e-6, max_it
     3. Per query, y_i = max(0, q·x_i)^γ on the query's k nearest gallery items (0 elsewhere),
        then (I - αS) f = y by conjugate gradient (scipy.sparse; the matrix is SPD for α < 1).
 
-    query (Nq, D), gallery (Ng, D) floating; k in [1, Ng); alpha in (0, 1); gamma > 0.
+    query (Nq, D), gallery (Ng, D) floating; k in [1, Ng); alpha in (0, 1); gamma > 0;
+    tol > 0, the conjugate gradient's relative residual; max_iter >= 1 its iterations.
     Returns scores (Nq, Ng) float64 (higher = more relevant) and ranking (Nq, Ng) int64
     (gallery indices, best first).
     """
@@ -32,6 +33,8 @@ def diffusion_rerank(query, gallery, k=50, alpha=0.99, gamma=3, tol=1e-6, max_it
         raise ValueError(f"k must be an int in [1, {n}) (smaller than the gallery), got {k!r}")
     check_number("alpha", alpha, low=0, high=1, low_open=True, high_open=True)
     check_number("gamma", gamma, low=0, low_open=True)
+    check_number("tol", tol, low=0, low_open=True)
+    check_int("max_iter", max_iter)
 
     sims, neighbours = (x @ x.T).fill_diagonal_(-2.0).topk(k, dim=1)
     rows = torch.arange(n).repeat_interleave(k).numpy()

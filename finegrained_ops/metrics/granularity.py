@@ -6,9 +6,9 @@ All distances are computed a chunk of samples at a time: RSM and RankM cost O(n�
 O(sum n_c²) for the medoids), RS and Silhouette O(n²), Rank O(n² log n).
 """
 import torch
-import torch.nn.functional as F
 
 from .._checks import as_features, as_labels
+from .._numerics import l2_normalize
 
 MEASURES = ("rankm", "rank", "rs", "rsm", "silhouette")
 DISTANCES = ("euclidean", "cosine")
@@ -20,7 +20,10 @@ def granularity(features, labels, measure="rankm", metric="euclidean", normalize
 
     features (n, D) floating; labels (n,) class indices (k >= 2 classes present).
     measure: 'rankm' | 'rank' | 'rs' | 'rsm' | 'silhouette'. metric: 'euclidean' or 'cosine'
-    (1 - cosine similarity). normalize: L2-normalise features first. Returns a float.
+    (1 - cosine similarity). normalize: L2-normalise features first. Returns a float. RS and
+    RSM average the ratios a / b of a sample's distance to its own class and to the nearest
+    other one, with 0 / 0 = 1 (classes that coincide); a sample on another class (b = 0 < a)
+    makes them infinite, a ValueError.
     """
     if measure not in MEASURES:
         raise ValueError(f"measure must be one of {MEASURES}, got {measure!r}")
@@ -33,7 +36,7 @@ def granularity(features, labels, measure="rankm", metric="euclidean", normalize
     if len(counts) < 2:
         raise ValueError("granularity needs at least 2 classes")
     if normalize or metric == "cosine":
-        x = F.normalize(x, dim=1)
+        x = l2_normalize(x, dim=1)
     dist = _distance_fn(metric)
     if measure in ("rs", "rank") and bool((counts < 2).any()):
         raise ValueError(f"measure {measure!r} needs at least 2 samples in every class")
@@ -47,16 +50,29 @@ def granularity(features, labels, measure="rankm", metric="euclidean", normalize
 def class_medoids(features, labels, metric="euclidean", chunk_size=1024):
     """(k, D) medoid of each class: its sample with the least total distance to the class.
 
-    labels must be 0..k-1 with every class present."""
+    features (n, D) floating; labels must be 0..k-1 with every class present; metric
+    'euclidean' or 'cosine' (1 - cosine similarity, of any rows). Returns rows of features."""
     x = as_features("features", features)
     y = as_labels(labels, "labels", x.shape[0], x.device)
     return x[_medoid_indices(x, y, _distance_fn(metric), chunk_size)]
 
 
 def _distance_fn(metric):
-    if metric == "cosine":  # rows are unit vectors
-        return lambda a, b: (1.0 - a @ b.T).clamp_min(0)
+    if metric not in DISTANCES:
+        raise ValueError(f"metric must be one of {DISTANCES}, got {metric!r}")
+    if metric == "cosine":
+        return lambda a, b: (1 - l2_normalize(a, dim=1) @ l2_normalize(b, dim=1).T).clamp_min(0)
     return lambda a, b: torch.cdist(a, b)
+
+
+def _ratio(a, b, measure):
+    """a / b of RS and RSM, with 0 / 0 = 1 (a sample as near another class as its own: the
+    classes coincide there); a > 0 over b = 0 is infinite, and refused."""
+    if bool(((b == 0) & (a > 0)).any()):
+        raise ValueError(f"features: measure {measure!r} is infinite, a sample lies on another "
+                         "class's " + ("medoid" if measure == "rsm" else "samples")
+                         + " (distance 0) but not on its own class's")
+    return torch.where(b > 0, a / torch.where(b > 0, b, torch.ones_like(b)), torch.ones_like(a))
 
 
 def _medoid_indices(x, y, dist, chunk_size):
@@ -81,7 +97,7 @@ def _medoid_measure(x, y, counts, dist, measure, chunk_size):
         own = d.gather(1, y[s:s + chunk_size, None]).squeeze(1)
         if measure == "rsm":
             other = d.scatter(1, y[s:s + chunk_size, None], float("inf")).min(dim=1).values
-            total += float((own / other).sum())
+            total += float(_ratio(own, other, measure).sum())
         else:  # rank of the own medoid among all medoids, 1 = nearest
             rank = 1 + (d < own[:, None]).sum(dim=1)
             total += float((k / (k - 1) * (1 - 1 / rank.double())).sum())
@@ -108,7 +124,7 @@ def _silhouette_like(x, y, counts, dist, measure, chunk_size):
     total = 0.0
     for rows, a, b in _class_mean_distances(x, y, counts, dist, chunk_size):
         if measure == "rs":
-            total += float((a / b).sum())
+            total += float(_ratio(a, b, measure).sum())
         else:  # scikit-learn: s = (b - a) / max(a, b), and 0 for a sample alone in its class
             s = (b - a) / torch.maximum(a, b)
             s = torch.where(counts[y[rows]] > 1, torch.nan_to_num(s), torch.zeros_like(s))

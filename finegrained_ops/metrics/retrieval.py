@@ -87,11 +87,12 @@ class _Retrieval:
             self.query, self.gallery = query, gallery
             self.gallery_offset = gallery.pow(2).sum(dim=1)
         self.max_k = gallery.shape[0] - int(self.exclude)
-        label_counts = torch.bincount(self.gallery_labels,
-                                      minlength=int(self.query_labels.max()) + 1)
-        self.relevant = label_counts[self.query_labels.clamp_max(len(label_counts) - 1)]
-        self.relevant = torch.where(self.query_labels < len(label_counts), self.relevant, 0)
-        self.relevant = self.relevant - int(self.exclude)
+        # Same-label gallery items per query, over dense ids (O(N), whatever the label values).
+        ids, dense = torch.unique(torch.cat([self.query_labels, self.gallery_labels]),
+                                  return_inverse=True)
+        nq = len(self.query_labels)
+        label_counts = torch.bincount(dense[nq:], minlength=len(ids))
+        self.relevant = label_counts[dense[:nq]] - int(self.exclude)
         self.max_relevant = max(int(self.relevant.max()), 1)
 
     def ranked_matches(self, k, chunk_size):

@@ -1,7 +1,7 @@
 """Module form of the contrastive loss (retrieval.contrastive_loss)."""
 from torch import nn
 
-from ..retrieval.contrastive_loss import contrastive_loss
+from ..retrieval.contrastive_loss import check_arguments, contrastive_loss
 
 
 class ContrastiveLoss(nn.Module):
@@ -13,6 +13,7 @@ class ContrastiveLoss(nn.Module):
     def __init__(self, pos_margin=0.0, neg_margin=1.0, squared=False, negatives="all",
                  normalize=True, reduction="avg_nonzero"):
         super().__init__()
+        check_arguments(pos_margin, neg_margin, negatives, reduction)
         self.kwargs = dict(pos_margin=pos_margin, neg_margin=neg_margin, squared=squared,
                            negatives=negatives, normalize=normalize, reduction=reduction)
 

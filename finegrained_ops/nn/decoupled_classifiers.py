@@ -5,7 +5,8 @@ class on them; cRT re-trains the classifier (train.retrain_classifier)."""
 import torch
 from torch import nn
 
-from .._checks import check_number, check_tensor
+from .._checks import FLOATING, check_number, check_tensor
+from .._numerics import l2_norm
 
 
 def tau_normalize(weight, tau=1.0):
@@ -14,9 +15,9 @@ def tau_normalize(weight, tau=1.0):
     weight: (C, D) one row per class. tau >= 0: 0 is the identity, 1 unit-norm rows (the paper
     picks tau on a validation set). Returns (C, D) in weight's dtype; a zero row stays zero.
     """
-    check_tensor("weight", weight, dim=2)
+    check_tensor("weight", weight, dim=2, dtypes=FLOATING)
     check_number("tau", tau, low=0)
-    norms = weight.norm(dim=1, keepdim=True)
+    norms = l2_norm(weight, dim=1)  # no overflow for rows of 1e30
     scale = torch.where(norms > 0, norms.pow(-tau), torch.ones_like(norms))
     return weight * scale
 

@@ -3,7 +3,7 @@ iSQRT-COV second-order head; see finegrained_ops.retrieval for what each compute
 import torch
 from torch import nn
 
-from .._checks import check_number
+from .._checks import check_int, check_number
 from ..retrieval import descriptors
 from ..retrieval.covariance_pooling import isqrt_cov
 
@@ -40,6 +40,7 @@ class GeM(nn.Module):
     def __init__(self, p=3.0, learnable=True, eps=1e-6, normalize=True):
         super().__init__()
         check_number("p", p, low=0, low_open=True)
+        check_number("eps", eps, low=0, low_open=True)
         value = torch.tensor([float(p)])
         if learnable:
             self.p = nn.Parameter(value)
@@ -59,6 +60,7 @@ class RMAC(nn.Module):
 
     def __init__(self, levels=3, eps=1e-6, normalize=True):
         super().__init__()
+        descriptors.check_rmac_arguments(levels, eps)
         self.levels, self.eps, self.normalize = levels, eps, normalize
 
     def forward(self, x):
@@ -73,6 +75,7 @@ class CroW(nn.Module):
 
     def __init__(self, a=2.0, b=2.0, normalize=True):
         super().__init__()
+        descriptors.check_crow_arguments(a, b)
         self.a, self.b, self.normalize = a, b, normalize
 
     def forward(self, x):
@@ -89,6 +92,7 @@ class ISqrtCovPooling(nn.Module):
 
     def __init__(self, iterations=5):
         super().__init__()
+        check_int("iterations", iterations)
         self.iterations = iterations
 
     def forward(self, x):

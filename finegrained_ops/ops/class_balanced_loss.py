@@ -7,7 +7,8 @@ reading the logits once instead of twice.
 """
 import torch
 
-from .._checks import FLOATING, check_choice, check_number, check_tensor, compute_dtype
+from .._checks import (FLOATING, check_choice, check_number, check_tensor, check_value,
+                       compute_dtype)
 from .._native import _C, check_devices
 
 LOSS_TYPES = tuple(_C.choices["class_balanced_loss.loss_type"])  # the names the native code parses
@@ -139,10 +140,13 @@ def check_hyperparameters(beta, gamma, loss_type, reduction):
 
 
 def check_counts_positive(counts):
-    """Every class needs a sample: a class with n = 0 has no effective number."""
-    if bool((counts <= 0).any()):
-        raise ValueError("samples_per_class must be > 0 for every class (a class with no samples "
-                         f"has no effective number), got {counts.tolist()}")
+    """Every class needs a sample, a finite number of them (a class with n = 0 has no effective
+    number; NaN passed `counts <= 0`). A device-side assertion on CUDA (no host sync)."""
+    check_value(((counts > 0) & torch.isfinite(counts)).all(),
+                "samples_per_class must be finite and > 0 for every class (a class with no "
+                "samples has no effective number)"
+                + (f", got {counts.tolist()}" if counts.device.type == "cpu"
+                   and not torch.compiler.is_compiling() else ""))
 
 
 def _check_beta(beta):

@@ -12,15 +12,10 @@ from .class_balanced_loss import (REDUCTIONS, _counts_tensor, check_counts_posit
 
 
 def class_counts(samples_per_class, device=None):
-    """(C,) float64 counts, all > 0 (a tensor keeps its device, a sequence goes to `device`).
-
-    Counts on the CPU are checked here; on CUDA, and under torch.compile (where reading a
-    value would break the graph), the native op's check of the derived offsets or margins
-    (finite) catches a zero count, without a host sync.
-    """
+    """(C,) float64 counts, all finite and > 0 (a tensor keeps its device, a sequence goes to
+    `device`); checked without a host sync on CUDA and under torch.compile."""
     counts = _counts_tensor(samples_per_class).to(torch.float64)
-    if counts.device.type == "cpu" and not torch.compiler.is_compiling():
-        check_counts_positive(counts)
+    check_counts_positive(counts)
     return counts if isinstance(samples_per_class, torch.Tensor) else counts.to(device)
 
 

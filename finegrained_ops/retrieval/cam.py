@@ -3,20 +3,21 @@ classifier finds the evidence for a class (docs/semantics.md §6)."""
 import torch
 import torch.nn.functional as F
 
-from .._checks import check_tensor
+from .._checks import FLOATING, check_tensor, check_value
 
 
 def class_activation_map(features, fc_weight, classes, size=None, normalize=True):
     """CAM_k(i, j) = sum_c w_kc f_c(i, j) for the class k of each image.
 
-    features: (N, C, h, w) the last convolutional map, whose spatial mean the classifier sees.
-    fc_weight: (K, C) the linear classifier's weight. classes: (N,) int64 class of each map
-    (e.g. the prediction or the label). size: (H, W) to upsample to (bilinear), e.g. the
-    input image's; None keeps (h, w). normalize: rescale each map to [0, 1] (min-max).
+    features: (N, C, h, w) floating, the last convolutional map, whose spatial mean the
+    classifier sees. fc_weight: (K, C) floating, the linear classifier's weight. classes: (N,)
+    int64 class of each map in [0, K) (e.g. the prediction or the label). size: (H, W) to
+    upsample to (bilinear), e.g. the input image's; None keeps (h, w). normalize: rescale
+    each map to [0, 1] (min-max).
     Returns (N, H, W) in features' dtype.
     """
-    check_tensor("features", features, dim=4)
-    check_tensor("fc_weight", fc_weight, dim=2)
+    check_tensor("features", features, dim=4, dtypes=FLOATING)
+    check_tensor("fc_weight", fc_weight, dim=2, dtypes=FLOATING)
     if fc_weight.shape[1] != features.shape[1]:
         raise ValueError(f"fc_weight must be (K, C={features.shape[1]}), got "
                          f"{tuple(fc_weight.shape)}")
@@ -24,6 +25,8 @@ def class_activation_map(features, fc_weight, classes, size=None, normalize=True
     if classes.shape != (features.shape[0],) or classes.dtype != torch.int64:
         raise ValueError(f"classes must be int64 (N={features.shape[0]},), got "
                          f"{classes.dtype} {tuple(classes.shape)}")
+    check_value(((classes >= 0) & (classes < len(fc_weight))).all(),
+                f"classes must be in [0, K={len(fc_weight)}) (fc_weight's rows)")
     cams = torch.einsum("nc,nchw->nhw", fc_weight[classes].to(features.dtype), features)
     if size is not None:
         cams = F.interpolate(cams[:, None], size=tuple(size), mode="bilinear",

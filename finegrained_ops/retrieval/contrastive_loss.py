@@ -3,7 +3,7 @@ Chopra & LeCun, CVPR'06, DrLIM; Radenović et al.'s squared form for retrieval).
 import torch
 import torch.nn.functional as F
 
-from .._checks import as_labels, check_choice, check_number, check_tensor
+from .._checks import FLOATING, as_labels, check_choice, check_number, check_tensor, compute_dtype
 
 REDUCTIONS = ("avg_nonzero", "mean", "sum")
 
@@ -20,7 +20,8 @@ def contrastive_loss(embeddings, labels, pos_margin=0.0, neg_margin=1.0, squared
     max(0, m - d)^2; the defaults equal pytorch-metric-learning's ContrastiveLoss.
 
     Args:
-        embeddings: (B, D) floating. labels: (B,) int64.
+        embeddings: (B, D) float16/bfloat16/float32/float64 (half types computed in float32,
+            as every op here). labels: (B,) int64.
         negatives: 'all', or 'hardest' (each anchor's nearest negative only).
         reduction: 'avg_nonzero' (PML's default: the positive and the negative terms each
             averaged over their non-zero pairs, then added) | 'mean' (over all the pairs
@@ -28,13 +29,11 @@ def contrastive_loss(embeddings, labels, pos_margin=0.0, neg_margin=1.0, squared
 
     Returns: 0-dim, in embeddings' dtype; 0 when the batch has no pair of either kind.
     """
-    check_tensor("embeddings", embeddings, dim=2)
+    check_tensor("embeddings", embeddings, dim=2, dtypes=FLOATING)
     labels = as_labels(labels, "labels", len(embeddings), device=embeddings.device)
-    check_number("pos_margin", pos_margin)
-    check_number("neg_margin", neg_margin)
-    check_choice("negatives", negatives, ("all", "hardest"))
-    check_choice("reduction", reduction, REDUCTIONS)
-    x = F.normalize(embeddings, dim=1) if normalize else embeddings
+    check_arguments(pos_margin, neg_margin, negatives, reduction)
+    x = embeddings.to(compute_dtype(embeddings.dtype))  # cdist has no half kernels
+    x = F.normalize(x, dim=1) if normalize else x
     dist = torch.cdist(x, x)
     same = labels[:, None] == labels[None, :]
     not_self = ~torch.eye(len(labels), dtype=torch.bool, device=x.device)
@@ -48,11 +47,21 @@ def contrastive_loss(embeddings, labels, pos_margin=0.0, neg_margin=1.0, squared
     pos_terms = F.relu(dist[positive] - pos_margin).pow(power)
     neg_terms = F.relu(neg_margin - dist[negative]).pow(power)
     if reduction == "sum":
-        return pos_terms.sum() + neg_terms.sum()
-    if reduction == "mean":
+        loss = pos_terms.sum() + neg_terms.sum()
+    elif reduction == "mean":
         count = pos_terms.numel() + neg_terms.numel()
-        return (pos_terms.sum() + neg_terms.sum()) / max(count, 1)
-    return _avg_nonzero(pos_terms) + _avg_nonzero(neg_terms)
+        loss = (pos_terms.sum() + neg_terms.sum()) / max(count, 1)
+    else:
+        loss = _avg_nonzero(pos_terms) + _avg_nonzero(neg_terms)
+    return loss.to(embeddings.dtype)
+
+
+def check_arguments(pos_margin, neg_margin, negatives, reduction):
+    """The hyperparameters of contrastive_loss (nn.ContrastiveLoss checks them when built)."""
+    check_number("pos_margin", pos_margin)
+    check_number("neg_margin", neg_margin)
+    check_choice("negatives", negatives, ("all", "hardest"))
+    check_choice("reduction", reduction, REDUCTIONS)
 
 
 def _avg_nonzero(terms):

@@ -4,6 +4,7 @@ Normalization"; docs/semantics.md §6): the second-order head kernel pooling is 
 import torch
 
 from .._checks import check_int
+from .._numerics import magnitude
 from .descriptors import _pooled
 
 
@@ -23,19 +24,22 @@ def isqrt_cov(x, iterations=5):
     (differentiating the gradient raises); torch.func.grad, jacrev and vmap work,
     forward-mode AD (jvp, jacfwd, hessian) does not.
     float16 / bfloat16 maps are computed in float32, autocast off, and the result returned in
-    their dtype: the iteration is not stable in half precision.
+    their dtype: the iteration is not stable in half precision. Each map is divided by its
+    largest |value| first and the result multiplied back (it is homogeneous of degree 1), so
+    the covariance cannot overflow. A constant map gives 0 (the original code: NaN).
     """
     check_int("iterations", iterations)
 
     def pool(z):
-        features = z.flatten(2)                                   # (N, C, M)
+        largest = magnitude(z, dim=(1, 2, 3)).flatten()          # the result is homogeneous:
+        features = (z / largest[:, None, None, None]).flatten(2)  # x / max|x| cannot overflow
         centred = features - features.mean(dim=2, keepdim=True)
         cov = centred @ centred.transpose(1, 2) / features.shape[2]
         trace = cov.diagonal(dim1=1, dim2=2).sum(dim=1).clamp(min=torch.finfo(z.dtype).tiny)
         root = _NewtonSchulzSqrt.apply(cov / trace[:, None, None], iterations)[0]
         root = root * trace.sqrt()[:, None, None]
         rows, cols = torch.triu_indices(z.shape[1], z.shape[1], device=z.device)
-        return root[:, rows, cols]
+        return largest[:, None] * root[:, rows, cols]
     return _pooled(x, False, pool)
 
 

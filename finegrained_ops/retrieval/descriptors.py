@@ -1,12 +1,15 @@
 """Global descriptors: a (N, C, H, W) feature map pooled to (N, C), L2-normalised by default
 (docs/semantics.md §6). Any H, W >= 1; float16 / bfloat16 maps are pooled in float32 and the
-descriptor returned in their dtype. Each function is differentiable where its pooling is."""
+descriptor returned in their dtype. Each function is differentiable where its pooling is, and
+holds over the whole floating range: magnitudes are factored out before powers and norms
+(finegrained_ops._numerics), so a map times 1e30 pools to its descriptor times 1e30."""
 import math
 
 import torch
-import torch.nn.functional as F
 
-from .._checks import FLOATING, check_int, check_number, check_tensor, compute_dtype
+from .._checks import (FLOATING, check_int, check_number, check_tensor, check_value,
+                       compute_dtype)
+from .._numerics import l2_norm, l2_normalize, magnitude
 
 # R-MAC: the overlap Tolias et al. aim for between neighbouring regions, and the numbers of
 # regions along the long side the choice is made from.
@@ -33,15 +36,26 @@ def spoc(x, center_prior=False, normalize=True):
 
 def gem(x, p=3.0, eps=1e-6, normalize=True):
     """Generalised mean pooling (Radenović et al., TPAMI'18): (mean of clamp(x, eps)^p)^(1/p).
-    p: a number > 0 or a 0-dim / (1,) tensor (a learnable p, as nn.GeM holds); p = 1 is SPoC,
-    p -> inf tends to MAC. eps > 0 keeps the power differentiable at 0."""
-    if not isinstance(p, torch.Tensor):
+    p: a number > 0 or a 0-dim / (1,) floating tensor (a learnable p, as nn.GeM holds; > 0 and
+    finite, checked without a host sync on CUDA); p = 1 is SPoC, p -> inf tends to MAC. eps > 0
+    keeps the power differentiable at 0. Computed as M (mean of (clamp(x, eps) / M)^p)^(1/p),
+    M the largest value of each channel, so x^p cannot overflow."""
+    if isinstance(p, torch.Tensor):
+        check_tensor("p", p, dtypes=FLOATING)
+        if p.numel() != 1 or p.dim() > 1:
+            raise ValueError(f"p must be a number, a 0-dim or a (1,) tensor, got shape "
+                             f"{tuple(p.shape)}")
+        check_value(((p > 0) & torch.isfinite(p)).all(), "p must be finite and > 0")
+    else:
         check_number("p", p, low=0, low_open=True)
     check_number("eps", eps, low=0, low_open=True)
 
     def pool(z):
-        exponent = p.float().reshape(()) if isinstance(p, torch.Tensor) else p
-        return z.clamp(min=eps).pow(exponent).mean(dim=(2, 3)).pow(1.0 / exponent)
+        exponent = p.to(z.dtype).reshape(()) if isinstance(p, torch.Tensor) else p
+        clamped = z.clamp(min=eps)
+        largest = magnitude(clamped, dim=(2, 3))
+        means = (clamped / largest).pow(exponent).mean(dim=(2, 3))
+        return largest[:, :, 0, 0] * means.pow(1.0 / exponent)
     return _pooled(x, normalize, pool)
 
 
@@ -75,26 +89,40 @@ def rmac_regions(height, width, levels=3):
 
 def rmac(x, levels=3, eps=1e-6, normalize=True):
     """Regional MAC (Tolias et al., ICLR'16): the MAC of every region of rmac_regions, each
-    L2-normalised, summed, and the sum L2-normalised (when normalize). eps guards the regions'
-    normalisation."""
+    L2-normalised, summed, and the sum L2-normalised (when normalize). eps > 0 guards the
+    regions' normalisation (a region of zeros adds nothing)."""
+    check_rmac_arguments(levels, eps)
+
     def pool(z):
         total = torch.zeros(z.shape[:2], dtype=z.dtype, device=z.device)
         for top, left, side in rmac_regions(z.shape[2], z.shape[3], levels):
             region = z[:, :, top:top + side, left:left + side].amax(dim=(2, 3))
-            total = total + region / (region.norm(dim=1, keepdim=True) + eps)
+            total = total + region / (l2_norm(region, dim=1) + eps)
         return total
     return _pooled(x, normalize, pool)
+
+
+def check_rmac_arguments(levels, eps):
+    check_int("levels", levels)
+    check_number("eps", eps, low=0, low_open=True)
 
 
 def crow(x, a=2.0, b=2.0, normalize=True):
     """Cross-dimensional weighting (Kalantidis et al., ECCV'16 workshops): locations weighted by
     S = (A / ||A||_a)^(1/b), A the sum over channels; channel k then by log(sum_h Q_h / Q_k),
     Q_k the fraction of its locations that are non-zero (0 for an all-zero channel), as in the
-    authors' code. For non-negative (post-ReLU) maps."""
-    check_number("a", a, low=0, low_open=True)
-    check_number("b", b, low=0, low_open=True)
+    authors' code. For non-negative (post-ReLU) maps: a negative value is a ValueError (a
+    device-side assertion on CUDA). Computed on x / M, M each map's largest value, and scaled
+    back: CroW is homogeneous, and ||A||_a would overflow."""
+    check_crow_arguments(a, b)
+    check_tensor("x", x, dim=4, dtypes=FLOATING)
+    check_value(~(x < 0).any(),
+                "crow: x must be non-negative (a post-ReLU map): CroW's spatial weights are "
+                "roots of channel sums")
 
     def pool(z):
+        largest = magnitude(z, dim=(1, 2, 3))                   # (N, 1, 1, 1)
+        z = z / largest
         total = z.sum(dim=1)                                    # (N, H, W)
         norm = total.flatten(1).norm(p=a, dim=1)[:, None, None]
         spatial = (total / torch.where(norm > 0, norm, torch.ones_like(norm))).pow(1.0 / b)
@@ -102,8 +130,13 @@ def crow(x, a=2.0, b=2.0, normalize=True):
         nonzero = (z != 0).to(z.dtype).mean(dim=(2, 3))         # (N, C)
         ratio = nonzero.sum(dim=1, keepdim=True) / nonzero.clamp(min=torch.finfo(z.dtype).tiny)
         channel = torch.where(nonzero > 0, ratio.log(), torch.zeros_like(ratio))
-        return pooled * channel
+        return largest[:, :, 0, 0] * pooled * channel
     return _pooled(x, normalize, pool)
+
+
+def check_crow_arguments(a, b):
+    check_number("a", a, low=0, low_open=True)
+    check_number("b", b, low=0, low_open=True)
 
 
 def _pooled(x, normalize, pool):
@@ -115,16 +148,16 @@ def _pooled(x, normalize, pool):
     with torch.autocast(x.device.type, enabled=False):
         out = pool(z)
         if normalize:
-            out = F.normalize(out, dim=1)
+            out = l2_normalize(out, dim=1)
     return out.to(x.dtype)
 
 
 def _spread(length, side, count):
-    """count starts of windows of `side` spread evenly over [0, length - side]."""
+    """count starts of windows of `side` spread evenly over [0, length - side], the last at
+    length - side (integer arithmetic: a float step once fell a pixel short)."""
     if count == 1:
         return [0]
-    step = (length - side) / (count - 1)
-    return [math.floor(i * step) for i in range(count)]
+    return [i * (length - side) // (count - 1) for i in range(count)]
 
 
 def _center_prior(height, width, device):

@@ -3,9 +3,9 @@ by the normalised sum of itself and its nearest gallery neighbours, weighted by 
 (Radenović et al., TPAMI'18; α = 0 is the average query expansion of Chum et al., ICCV'07).
 Chunked, so memory is O(chunk_size · N); on the descriptors' device."""
 import torch
-import torch.nn.functional as F
 
-from .._checks import check_int, check_number, check_tensor
+from .._checks import FLOATING, check_int, check_number, check_tensor, check_value
+from .._numerics import l2_normalize
 
 
 def query_expansion(query, gallery, k=2, alpha=3.0, chunk_size=1024):
@@ -23,20 +23,28 @@ def database_augmentation(gallery, k=2, alpha=3.0, chunk_size=1024):
     """DBA: every gallery item replaced by the α-weighted sum of its k nearest gallery items,
     itself included (its own weight is 1), normalised. gallery (N, D); k in [1, N]. Returns
     (N, D). Apply to the gallery once, then expand queries against the augmented gallery."""
-    g, _ = _descriptors(gallery, gallery)
+    g = _descriptor("gallery", gallery)
     return _expand(g, g, k, alpha, chunk_size, add_self=False)
 
 
 def _descriptors(query, gallery):
-    check_tensor("query", query, dim=2)
-    check_tensor("gallery", gallery, dim=2)
-    if query.shape[1] != gallery.shape[1]:
-        raise ValueError(f"query and gallery must share D, got {query.shape[1]} and "
-                         f"{gallery.shape[1]}")
-    if query.device != gallery.device or query.dtype != gallery.dtype:
-        raise ValueError(f"query and gallery must share device and dtype, got {query.device} "
-                         f"{query.dtype} and {gallery.device} {gallery.dtype}")
-    return F.normalize(query, dim=1), F.normalize(gallery, dim=1)
+    """query and gallery checked and L2-normalised."""
+    g = _descriptor("gallery", gallery)
+    q = _descriptor("query", query)
+    if q.shape[1] != g.shape[1]:
+        raise ValueError(f"query and gallery must share D, got {q.shape[1]} and {g.shape[1]}")
+    if q.device != g.device or q.dtype != g.dtype:
+        raise ValueError(f"query and gallery must share device and dtype, got {q.device} "
+                         f"{q.dtype} and {g.device} {g.dtype}")
+    return q, g
+
+
+def _descriptor(name, t):
+    """(N, D) floating finite descriptors, L2-normalised: top-k ranks NaN first, so one NaN
+    gallery row would enter every expansion."""
+    check_tensor(name, t, dim=2, dtypes=FLOATING)
+    check_value(torch.isfinite(t).all(), f"{name} must be finite (no NaN or Inf)")
+    return l2_normalize(t, dim=1)
 
 
 def _expand(items, gallery, k, alpha, chunk_size, add_self):
@@ -50,5 +58,5 @@ def _expand(items, gallery, k, alpha, chunk_size, add_self):
         sims, nearest = (chunk @ gallery.T).topk(k, dim=1)
         weights = sims.clamp(min=0).pow(alpha)                    # (chunk, k)
         expanded = (weights[:, :, None] * gallery[nearest]).sum(dim=1)
-        out.append(F.normalize(chunk + expanded if add_self else expanded, dim=1))
+        out.append(l2_normalize(chunk + expanded if add_self else expanded, dim=1))
     return torch.cat(out) if out else items.clone()

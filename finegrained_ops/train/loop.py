@@ -1,5 +1,6 @@
 """A small training loop: progress bar, AMP, gradient clipping, resumable checkpoints and
 DistributedDataParallel when torch.distributed is initialised (docs/semantics.md §5)."""
+import copy
 import itertools
 import os
 import time
@@ -66,6 +67,11 @@ def fit(model, loss_fn, train_loader, optimizer, epochs, scheduler=None, amp=Non
         eval_fn's entries.
     """
     _check_fit_args(epochs, grad_clip)
+    if checkpoint is not None:
+        if not isinstance(checkpoint, (str, os.PathLike)):
+            raise TypeError(f"checkpoint must be a path (str or os.PathLike), got "
+                            f"{type(checkpoint).__name__}")
+        checkpoint = os.fspath(checkpoint)
     amp_dtype = _amp_dtype(amp)
     device = torch.device(device) if device is not None else _model_device(model)
     if amp_dtype == torch.float16 and device.type != "cuda":
@@ -84,15 +90,13 @@ def fit(model, loss_fn, train_loader, optimizer, epochs, scheduler=None, amp=Non
 
     history, start = [], 0
     if checkpoint is not None and os.path.exists(checkpoint):
-        state = torch.load(checkpoint, map_location=device, weights_only=True)
-        model.load_state_dict(state["model"])
+        stateful = {"model": model, "optimizer": optimizer, "scaler": scaler}
         if isinstance(loss_fn, nn.Module):
-            loss_fn.load_state_dict(state["loss_fn"])
-        optimizer.load_state_dict(state["optimizer"])
+            stateful["loss_fn"] = loss_fn
         if scheduler is not None:
-            scheduler.load_state_dict(state["scheduler"])
-        scaler.load_state_dict(state["scaler"])
-        history, start = state["history"], len(state["history"])
+            stateful["scheduler"] = scheduler
+        history = _resume(checkpoint, device, stateful)
+        start = len(history)
 
     for epoch in range(start, epochs):
         for hook in epoch_hooks:
@@ -173,6 +177,28 @@ def extract_features(model, loader, device=None, amp=None):
     if not features:
         raise ValueError("loader yielded no batches")
     return torch.cat(features), (torch.cat(labels) if labels else None)
+
+
+def _resume(checkpoint, device, stateful):
+    """Loads every state of `checkpoint` into `stateful` ({name: object with load_state_dict})
+    and returns the saved history; all or nothing: on any mismatch every object gets its own
+    state back and the error names the checkpoint and the part that did not fit."""
+    state = torch.load(checkpoint, map_location=device, weights_only=True)
+    missing = [name for name in [*stateful, "history"] if name not in state]
+    if missing:
+        raise ValueError(f"checkpoint {checkpoint!r} lacks {missing}: it was not written by fit "
+                         "for this model, loss, optimizer and scheduler")
+    backup = {name: copy.deepcopy(obj.state_dict()) for name, obj in stateful.items()}
+    name = None
+    try:
+        for name, obj in stateful.items():
+            obj.load_state_dict(state[name])
+    except (RuntimeError, ValueError, KeyError) as error:
+        for restored, obj in stateful.items():
+            obj.load_state_dict(backup[restored])
+        raise ValueError(f"checkpoint {checkpoint!r} does not fit this {name}: {error}. Nothing "
+                         "was loaded; use another checkpoint path to start afresh") from error
+    return state["history"]
 
 
 def _check_fit_args(epochs, grad_clip):
