@@ -8,6 +8,7 @@
 
 #include "build_info/build_info.h"
 #include "class_balanced_loss/class_balanced_loss.h"
+#include "common/real_fft.h"
 #include "kernel_pooling/kernel_pooling.h"
 #include "kernel_pooling/kernel_pooling_args.h"
 #include "triplet/triplet.h"
@@ -57,6 +58,11 @@ void bind_ops(pybind11::module_& m) {
   }, "The hashes grouped by bin as the CUDA sketch kernel reads them: (start, channel, sign).",
         py::arg("hash_index"), py::arg("hash_sign"), py::arg("dim"),
         py::call_guard<py::gil_scoped_release>());
+
+  m.def("_real_fft", &fgo::fft::real_fft_rows,
+        "The CPU kernels' real FFT (common/real_fft.h), for the tests: rfft of (R, n) rows, or "
+        "(inverse) irfft of (R, n / 2 + 1) complex rows.",
+        py::arg("x"), py::arg("inverse"), py::arg("n"), py::call_guard<py::gil_scoped_release>());
 
   m.def("triplet_margin_loss_forward", &fgo::triplet_margin_loss_forward,
         "Fused in-batch triplet mining + margin loss: (loss, grad_emb, grad_extra_negatives, "

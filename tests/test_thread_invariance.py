@@ -3,12 +3,14 @@ the same bits in DataLoader workers (fork and spawn) and in a forked child as in
 at the same thread count (docs/semantics.md §1).
 
 Invariant: the mined triplets and their counts (the CPU distances are summed in a fixed order
-by one thread each), the triplet loss value, and the class-balanced loss with its gradient.
-Not invariant: kernel pooling and the triplet loss's gradient go through torch's CPU FFTs and
-GEMMs, which split batched work across threads; for a fixed thread count they are still
-bitwise reproducible (the determinism tests of each op). DataLoader workers run one thread
-(torch sets it), so those two differ there from a parent running more: that is the difference
-a worker once showed, and the process tests below pin it to the thread count alone.
+by one thread each), the triplet loss value, the class-balanced loss with its gradient, and
+kernel pooling forward and backward (its FFT is our own, common/real_fft.h: each row's bits
+are its own; torch's MKL FFT differs between 1 and 2 threads even on 3 rows of 16).
+Not invariant: the triplet loss's gradient goes through torch's CPU GEMM, which splits
+batched work across threads; for a fixed thread count it is still bitwise reproducible (the
+determinism tests of each op). DataLoader workers run one thread (torch sets it), so it
+differs there from a parent running more, and the process tests below pin it to the thread
+count alone.
 """
 import subprocess
 import sys
@@ -76,6 +78,25 @@ def test_class_balanced_loss_and_gradient(across_threads, loss_type):
         loss = fo.class_balanced_loss(z, target, counts, loss_type=loss_type)
         loss.backward()
         return loss.detach(), z.grad
+
+    assert_all_equal(across_threads(run))
+
+
+@pytest.mark.parametrize("n, locations, channels, dim, order", [
+    (1, 441, 16, 64, 2), (2, 49, 8, 16, 3), (1, 1000, 8, 8, 4), (4, 196, 32, 32, 2),
+    (3, 30, 12, 4096, 2), (2, 17, 5, 37 * 2, 3), (1, 5, 3, 13, 4)])
+def test_kernel_pooling_forward_and_backward(across_threads, n, locations, channels, dim, order):
+    """Every size differed between 1 and 2 threads through torch's MKL FFT (the outside report
+    saw it at d <= 64); d = 74 takes Bluestein's path, 13 the odd one."""
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(n, locations, channels, generator=g)
+    hash_index, hash_sign = fo.draw_hashes(channels, dim, order, seed=1)
+
+    def run():
+        z = x.clone().requires_grad_()
+        pooled = fo.kernel_pooling(z, hash_index, hash_sign, torch.ones(order + 1), dim)
+        pooled.square().sum().backward()
+        return pooled.detach(), z.grad
 
     assert_all_equal(across_threads(run))
 

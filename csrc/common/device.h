@@ -1,9 +1,9 @@
 #pragma once
 // Which kernels an op runs. Every op overloads its device functions on the tags Cpu and Cuda
-// (e.g. `pool_spectra(Cpu, args)` in <op>_cpu.cpp, `pool_spectra(Cuda, args)` in <op>_cuda.cu)
+// (e.g. `pool(Cpu, args)` in <op>_cpu.cpp, `pool(Cuda, args)` in <op>_cuda.cu)
 // and calls them through on_device with a generic lambda:
 //
-//   at::Tensor pooled = on_device(x, [&](auto device) { return pool_spectra(device, args); });
+//   at::Tensor pooled = on_device(x, [&](auto device) { return pool(device, args); });
 //
 // The call inside the lambda depends on the tag's type, so a CPU-only build never names the
 // CUDA overload and needs no #ifdef at the call site.

@@ -59,9 +59,8 @@ at::Tensor kernel_pooling_forward(const at::Tensor& x, const at::Tensor& hash_in
                                   const at::Tensor& hash_sign, int64_t dim) {
   const KernelPoolingArgs args = check_inputs("kernel_pooling", x, hash_index, hash_sign, dim);
   if (x.size(0) == 0) return at::zeros({0, hash_index.size(0) - 1, dim}, x.options());
-  const at::Tensor pooled = on_device(x, [&](auto device) { return pool_spectra(device, args); });
   // One inverse transform per image and order; irfft's 1/d makes the estimate unbiased.
-  return at::fft_irfft(pooled, dim, -1).div_(static_cast<double>(x.size(1)));
+  return on_device(x, [&](auto device) { return pool(device, args); });
 }
 
 at::Tensor kernel_pooling_backward(const at::Tensor& grad_pooled, const at::Tensor& x,
@@ -76,9 +75,8 @@ at::Tensor kernel_pooling_backward(const at::Tensor& grad_pooled, const at::Tens
               "kernel_pooling_backward: grad must be (", n, ", ", orders, ", ", dim, ") in x's ",
               "dtype and device, got ", grad_pooled.sizes(), " ", grad_pooled.scalar_type());
   if (n == 0) return at::zeros_like(args.x);  // FFT libraries reject empty batches
-  const at::Tensor grad_spectra =
-      at::fft_rfft(grad_pooled.contiguous(), dim, -1).div_(static_cast<double>(x.size(1)));
-  return on_device(x, [&](auto device) { return backprop_spectra(device, args, grad_spectra); });
+  const at::Tensor grad = grad_pooled.contiguous();
+  return on_device(x, [&](auto device) { return backprop(device, args, grad); });
 }
 
 }  // namespace fgo

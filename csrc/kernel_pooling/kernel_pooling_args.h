@@ -40,15 +40,16 @@ scalar_t* complex_scalars(const at::Tensor& spectra) {
   return reinterpret_cast<scalar_t*>(spectra.data_ptr<c10::complex<scalar_t>>());
 }
 
-// Device kernels. Spectra are complex tensors of the d/2 + 1 rfft bins.
-//   pool_spectra:  returns (N, p-1, d/2+1), sum over l of prod_{t<=i} FFT(CS_t(x[n, l])).
-//   backprop_spectra: takes grad_spectra = rfft(dU) / L (N, p-1, d/2+1) and returns dx
-//     (N, L, C). That is the gradient w.r.t. the sums above without the per-bin factors
-//     w_k / d of the irfft adjoint (w_k = 2 off DC and Nyquist); the irfft that brings
-//     the per-location gradients back to sketch space cancels them exactly.
-at::Tensor pool_spectra(Cpu, const KernelPoolingArgs& args);
-at::Tensor backprop_spectra(Cpu, const KernelPoolingArgs& args, const at::Tensor& grad_spectra);
-at::Tensor pool_spectra(Cuda, const KernelPoolingArgs& args);
-at::Tensor backprop_spectra(Cuda, const KernelPoolingArgs& args, const at::Tensor& grad_spectra);
+// Device functions. Spectra are complex tensors of the d/2 + 1 rfft bins.
+//   pool: returns U (N, p-1, d), the irfft of sum over l of prod_{t<=i} FFT(CS_t(x[n, l])),
+//     over L.
+//   backprop: takes dU (N, p-1, d), contiguous, and returns dx (N, L, C). It transforms dU to
+//     G = rfft(dU) / L, the gradient w.r.t. the sums above without the per-bin factors w_k / d
+//     of the irfft adjoint (w_k = 2 off DC and Nyquist); the irfft that brings the
+//     per-location gradients back to sketch space cancels them exactly.
+at::Tensor pool(Cpu, const KernelPoolingArgs& args);
+at::Tensor backprop(Cpu, const KernelPoolingArgs& args, const at::Tensor& grad_pooled);
+at::Tensor pool(Cuda, const KernelPoolingArgs& args);
+at::Tensor backprop(Cuda, const KernelPoolingArgs& args, const at::Tensor& grad_pooled);
 
 }  // namespace fgo

@@ -1,13 +1,16 @@
 // CPU kernels of kernel pooling: at::parallel_for over (image, location group) work items;
-// each thread sketches and transforms its locations a cache-sized chunk at a time (FFTs by
-// ATen, i.e. MKL or pocketfft), and keeps only d/2 + 1 bins per order and image.
+// each thread sketches and transforms its locations a cache-sized chunk at a time (our real
+// FFT, common/real_fft.h: its bits never depend on the threads), and keeps only d/2 + 1 bins
+// per order and image.
 #include <ATen/ATen.h>
 #include <ATen/Dispatch.h>
 #include <ATen/Parallel.h>
 #include <ATen/cpu/vec/vec.h>
 
 #include <algorithm>
+#include <vector>
 
+#include "common/real_fft.h"
 #include "kernel_pooling/kernel_pooling_args.h"
 #include "kernel_pooling/kernel_pooling_math.h"
 
@@ -60,15 +63,15 @@ class ChunkTransform {
         sign_(a.hash_sign.data_ptr<scalar_t>()),
         order_(a.order()),
         channels_(a.hash_index.size(1)),
-        dim_(a.dim) {
-    sketch_ = at::empty({chunk * order_, dim_}, a.x.options());
-    spectra_ = at::empty({chunk * order_, a.bins()}, a.spectra_options());
-    if (with_adjoint) adjoint_ = at::empty({chunk * order_, a.bins()}, a.spectra_options());
-  }
+        dim_(a.dim),
+        fft_(fft::RealFft<scalar_t>::of_length(a.dim)),
+        sketch_(chunk * order_ * dim_),
+        spectra_(chunk * order_ * 2 * a.bins()),
+        adjoint_(with_adjoint ? spectra_.size() : 0) {}
 
   // Spectra (m * p rows of bins (re, im) pairs, location-major) of m locations' sketches.
   const scalar_t* transform(const scalar_t* x, int64_t m) {
-    scalar_t* sketch = sketch_.data_ptr<scalar_t>();
+    scalar_t* sketch = sketch_.data();
     std::fill(sketch, sketch + m * order_ * dim_, scalar_t(0));
     for (int64_t j = 0; j < m; ++j) {
       const scalar_t* xj = x + j * channels_;
@@ -81,20 +84,18 @@ class ChunkTransform {
         }
       }
     }
-    at::Tensor spectra = spectra_.narrow(0, 0, m * order_);
-    at::fft_rfft_out(spectra, sketch_.narrow(0, 0, m * order_), dim_, 1);
-    return complex_scalars<scalar_t>(spectra_);
+    fft_.forward(sketch, dim_, spectra_.data(), 2 * fft_.bins(), m * order_);
+    return spectra_.data();
   }
 
   // Where backprop writes d(loss)/d(spectra), laid out like transform()'s result.
-  scalar_t* adjoint() { return complex_scalars<scalar_t>(adjoint_); }
+  scalar_t* adjoint() { return adjoint_.data(); }
 
   // dx (m rows of C) from the spectra gradients in adjoint(): irfft back to sketch space
-  // (cancelling the per-bin factors, see kernel_pooling.h), then the count-sketch adjoint.
+  // (cancelling the per-bin factors, see kernel_pooling_args.h), then the count-sketch adjoint.
   void backprop_to_input(int64_t m, scalar_t* dx) {
-    at::Tensor dsketch_rows = sketch_.narrow(0, 0, m * order_);
-    at::fft_irfft_out(dsketch_rows, adjoint_.narrow(0, 0, m * order_), dim_, 1);
-    const scalar_t* dsketch = sketch_.data_ptr<scalar_t>();
+    scalar_t* dsketch = sketch_.data();
+    fft_.inverse(adjoint_.data(), 2 * fft_.bins(), dsketch, dim_, m * order_);
     for (int64_t j = 0; j < m; ++j) {
       const scalar_t* dj = dsketch + j * order_ * dim_;
       for (int64_t k = 0; k < channels_; ++k) {
@@ -111,8 +112,25 @@ class ChunkTransform {
   const int64_t* hash_;
   const scalar_t* sign_;
   int64_t order_, channels_, dim_;
-  at::Tensor sketch_, spectra_, adjoint_;
+  const fft::RealFft<scalar_t>& fft_;
+  std::vector<scalar_t> sketch_, spectra_, adjoint_;
 };
+
+// `rows` rows of the real FFT (inverse: of its bins), W rows to a lane group, the groups over
+// the threads: every row's bits are its own, whatever the split.
+template <typename scalar_t>
+void transform_rows(const fft::RealFft<scalar_t>& fft, bool inverse, const scalar_t* in,
+                    scalar_t* out, int64_t rows) {
+  const int64_t bins = 2 * fft.bins(), d = fft.length();
+  const int64_t grain = std::max<int64_t>(1, kChunkScalars / (4 * d));
+  at::parallel_for(0, rows, grain, [&](int64_t begin, int64_t end) {
+    if (inverse) {
+      fft.inverse(in + begin * bins, bins, out + begin * d, d, end - begin);
+    } else {
+      fft.forward(in + begin * d, d, out + begin * bins, bins, end - begin);
+    }
+  });
+}
 
 // Calls body(chunk, item, n, l, m, spectra) for every chunk of m locations starting at l of
 // image n, with work items (n, group) spread over the threads.
@@ -135,10 +153,11 @@ void for_each_chunk(const KernelPoolingArgs& a, const Partition& part, bool with
 
 }  // namespace
 
-at::Tensor pool_spectra(Cpu, const KernelPoolingArgs& a) {
+at::Tensor pool(Cpu, const KernelPoolingArgs& a) {
   const int64_t images = a.x.size(0), order = a.order(), bins = a.bins();
   const Partition part(a.x.size(1), order, a.dim);
   const at::Tensor partial = at::zeros({images, part.groups, order - 1, bins}, a.spectra_options());
+  at::Tensor pooled = at::empty({images, order - 1, a.dim}, a.x.options());
   AT_DISPATCH_FLOATING_TYPES(a.x.scalar_type(), "kernel_pooling_cpu", [&] {
     scalar_t* partial_data = complex_scalars<scalar_t>(partial);
     for_each_chunk<scalar_t>(a, part, false, [&](ChunkTransform<scalar_t>&, int64_t item,
@@ -153,19 +172,26 @@ at::Tensor pool_spectra(Cpu, const KernelPoolingArgs& a) {
         });
       }
     });
+    at::Tensor total = partial.select(1, 0).clone();
+    for (int64_t g = 1; g < part.groups; ++g) total.add_(partial.select(1, g));
+    transform_rows(fft::RealFft<scalar_t>::of_length(a.dim), /*inverse=*/true,
+                   complex_scalars<scalar_t>(total), pooled.data_ptr<scalar_t>(),
+                   images * (order - 1));
   });
-  at::Tensor total = partial.select(1, 0).clone();
-  for (int64_t g = 1; g < part.groups; ++g) total.add_(partial.select(1, g));
-  return total;
+  return pooled.div_(static_cast<double>(a.x.size(1)));
 }
 
-at::Tensor backprop_spectra(Cpu, const KernelPoolingArgs& a, const at::Tensor& grad_spectra) {
-  const int64_t order = a.order(), bins = a.bins();
+at::Tensor backprop(Cpu, const KernelPoolingArgs& a, const at::Tensor& grad_pooled) {
+  const int64_t images = a.x.size(0), order = a.order(), bins = a.bins();
   const int64_t locations = a.x.size(1), channels = a.x.size(2);
   const Partition part(locations, order, a.dim);
-  const at::Tensor grad = grad_spectra.contiguous();
+  const at::Tensor grad = at::empty({images, order - 1, bins}, a.spectra_options());
   at::Tensor grad_x = at::empty_like(a.x);
   AT_DISPATCH_FLOATING_TYPES(a.x.scalar_type(), "kernel_pooling_backward_cpu", [&] {
+    transform_rows(fft::RealFft<scalar_t>::of_length(a.dim), /*inverse=*/false,
+                   grad_pooled.data_ptr<scalar_t>(), complex_scalars<scalar_t>(grad),
+                   images * (order - 1));
+    grad.div_(static_cast<double>(locations));
     const scalar_t* grad_data = complex_scalars<scalar_t>(grad);
     scalar_t* dx = grad_x.data_ptr<scalar_t>();
     for_each_chunk<scalar_t>(a, part, true, [&](ChunkTransform<scalar_t>& chunk, int64_t,

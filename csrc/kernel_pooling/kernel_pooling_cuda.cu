@@ -88,7 +88,7 @@ class ChunkedSketches {
 
 }  // namespace
 
-at::Tensor pool_spectra(Cuda, const KernelPoolingArgs& a) {
+at::Tensor pool(Cuda, const KernelPoolingArgs& a) {
   const c10::cuda::CUDAGuard guard(a.x.device());
   const cudaStream_t stream = c10::cuda::getCurrentCUDAStream();
   at::Tensor pooled = at::zeros({a.x.size(0), a.order() - 1, a.bins()}, a.spectra_options());
@@ -104,13 +104,14 @@ at::Tensor pool_spectra(Cuda, const KernelPoolingArgs& a) {
                                                            out, stream));
     });
   });
-  return pooled;
+  // One inverse transform per image and order (batched cuFFT).
+  return at::fft_irfft(pooled, a.dim, -1).div_(static_cast<double>(a.x.size(1)));
 }
 
-at::Tensor backprop_spectra(Cuda, const KernelPoolingArgs& a, const at::Tensor& grad_spectra) {
+at::Tensor backprop(Cuda, const KernelPoolingArgs& a, const at::Tensor& grad_pooled) {
   const c10::cuda::CUDAGuard guard(a.x.device());
   const cudaStream_t stream = c10::cuda::getCurrentCUDAStream();
-  const at::Tensor grad = grad_spectra.contiguous();
+  const at::Tensor grad = at::fft_rfft(grad_pooled, a.dim, -1).div_(double(a.x.size(1)));
   at::Tensor grad_x = at::empty_like(a.x);
   AT_DISPATCH_FLOATING_TYPES(a.x.scalar_type(), "kernel_pooling_backward_cuda", [&] {
     ChunkedSketches<scalar_t> chunks(a, /*with_adjoint=*/true);
