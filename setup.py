@@ -95,7 +95,8 @@ def torch_uses_openmp():
 
 
 def cpu_simd_flags():
-    """AVX2 + FMA for at::vec::Vectorized (Sleef exp/log1p) when the build machine has them.
+    """AVX2 + FMA (+ F16C) for at::vec::Vectorized (Sleef exp/log1p) when the build machine
+    has them.
 
     FINEGRAINED_OPS_CPU_CAPABILITY=DEFAULT builds portable scalar-fallback kernels instead.
     """
@@ -105,8 +106,9 @@ def cpu_simd_flags():
             flags = next((line.split(":", 1)[1].split() for line in f if line.startswith("flags")), [])
     except OSError:
         flags = []
-    if wanted == "AVX2" and {"avx2", "fma"} <= set(flags):
-        return ["-mavx2", "-mfma", "-DCPU_CAPABILITY=AVX2", "-DCPU_CAPABILITY_AVX2"]
+    if wanted == "AVX2" and {"avx2", "fma", "f16c"} <= set(flags):
+        # -mf16c: at::vec's float16 conversions (the half-precision losses read float16 rows)
+        return ["-mavx2", "-mfma", "-mf16c", "-DCPU_CAPABILITY=AVX2", "-DCPU_CAPABILITY_AVX2"]
     return []
 
 

@@ -7,10 +7,11 @@
 #include <torch/extension.h>
 
 #include "build_info/build_info.h"
-#include "class_balanced_loss/class_balanced_loss.h"
+#include "class_loss/class_loss.h"
 #include "common/real_fft.h"
 #include "kernel_pooling/kernel_pooling.h"
 #include "kernel_pooling/kernel_pooling_args.h"
+#include "precomputed_gradient/scale_gradient.h"
 #include "triplet/triplet.h"
 
 namespace fgo {
@@ -35,12 +36,19 @@ void bind_ops(pybind11::module_& m) {
   m.def("class_balanced_weights", &fgo::class_balanced_weights,
         "(C,) float64 class weights (1 - beta) / (1 - beta^n), normalised to sum to C.",
         py::arg("samples_per_class"), py::arg("beta"), py::call_guard<py::gil_scoped_release>());
-  m.def("class_balanced_loss_forward", &fgo::class_balanced_loss_forward,
-        "Fused class-weighted softmax/sigmoid/focal loss: (loss, grad of the summed loss, norm).",
+  m.def("class_loss", &fgo::class_loss,
+        "The class loss family's fused loss: (loss, grad, norm), d(loss)/d(logits) = grad / "
+        "norm.",
         py::arg("logits"), py::arg("target"), py::arg("class_weights"), py::arg("logit_offsets"),
         py::arg("target_margins"), py::arg("scale"), py::arg("gamma"),
         py::arg("loss_type"), py::arg("reduction"), py::arg("ignore_index"),
-        py::arg("compute_grad"), py::call_guard<py::gil_scoped_release>());
+        py::arg("compute_grad"), py::arg("loss_dtype") = py::none(),
+        py::call_guard<py::gil_scoped_release>());
+
+  m.def("scale_gradient", &fgo::scale_gradient,
+        "grad * grad_loss / norm (grad_loss 0-dim or per row): the losses' backward pass.",
+        py::arg("grad"), py::arg("grad_loss"), py::arg("norm"),
+        py::call_guard<py::gil_scoped_release>());
 
   m.def("kernel_pooling_forward", &fgo::kernel_pooling_forward,
         "Pooled tensor-sketch blocks of orders 2..p of kernel pooling: (N, p-1, dim).",
@@ -90,8 +98,8 @@ void bind_ops(pybind11::module_& m) {
 
   // The names each mode argument accepts: the one list Python checks against.
   py::dict choices;
-  choices["class_balanced_loss.loss_type"] = choice_names(kClassBalancedLossTypes);
-  choices["class_balanced_loss.reduction"] = choice_names(kClassBalancedReductions);
+  choices["class_loss.loss_type"] = choice_names(kClassLossTypes);
+  choices["class_loss.reduction"] = choice_names(kClassLossReductions);
   choices["triplet.negatives"] = choice_names(kTripletNegatives);
   choices["triplet.reduction"] = choice_names(kTripletReductions);
   m.attr("choices") = choices;

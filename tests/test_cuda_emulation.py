@@ -42,7 +42,8 @@ def emulation():
 # Each op of finegrained_ops and the emulation's entry point that runs its CUDA path.
 EMULATED_ENTRY_POINTS = {
     "class_balanced_weights": "class_balanced_weights",
-    "class_balanced_loss": "class_balanced_loss_forward",
+    "class_loss": "class_loss",
+    "scale_gradient": "scale_gradient",
     "kernel_pooling": "kernel_pooling_forward",
     "kernel_pooling_backward": "kernel_pooling_backward",
     "triplet_margin_loss": "triplet_margin_loss_forward",
@@ -386,7 +387,8 @@ def test_triplet_refuses_overflowed_distances_on_both_devices(emulation):
     emb = torch.tensor([[big, 0.0], [-big, 0.0], [0.0, 1.0], [0.0, 2.0], [big, 1.0]])
     labels = torch.tensor([0, 0, 1, 1, 2])
     for context in (contextlib.nullcontext(), emulated_cuda(emulation, launches=False)):
-        with context, pytest.raises(RuntimeError, match="squared distances must fit in Float"):
+        with context, pytest.raises((RuntimeError, ValueError),
+                                    match="squared distances must fit in Float"):
             fo.mine_triplets(emb, labels, negatives="all", normalize=False)
 
 
@@ -456,3 +458,44 @@ def test_confident_rows_are_exact_and_nonnegative(emulation, name, scale, c):
     softmax members share that path, LDAM's margin and scale included)."""
     with emulated_cuda(emulation):
         assert_confident_rows_exact(*CONFIDENT_FAMILY[name], name, scale, c)
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+@pytest.mark.parametrize("name, soft", [("logit_adjusted", False), ("ldam", False),
+                                        ("softmax_focal", True)])
+@pytest.mark.parametrize("c", [10, 600])
+def test_class_loss_reads_half_logits(emulation, name, soft, dtype, c):
+    """Half logits read as they are, computed in float32: the devices agree to the half
+    type's rounding of the float32 results."""
+    logits, target, counts, weights = long_tail_problem(9, c, 4, soft=soft)
+    cpu, cuda = run_three_ways(emulation, lambda: long_tail_loss_and_grad(
+        name, 0, logits.to(dtype), target, counts, class_weights=weights))
+    for a, b in zip(cpu, cuda):
+        assert a.dtype == b.dtype == dtype
+        assert_relative_close(b.float(), a.float(), 1e-2)
+
+
+@pytest.mark.parametrize("case, match", [
+    ("label", "target class indices must be in"), ("weights", "class_weights must be finite"),
+    ("offsets", "logit_offsets must be finite"), ("margins", "target_margins must be finite"),
+    ("soft", "summing to 1")])
+def test_class_loss_values_are_checked_by_device_assertions(emulation, case, match):
+    """On CUDA the values the kernels read are checked where they read them (no host sync,
+    no extra launch): a device-side assertion with the check's message."""
+    logits, target, counts, weights = long_tail_problem(6, 5, 1, ignore=False)
+    target = torch.ones_like(target)  # class 1's weight and margin are read (CUDA checks those)
+    kwargs = dict(class_weights=weights, reduction="mean", ignore_index=-100)
+    if case == "label":
+        target = target.clone()
+        target[2] = 7
+    elif case == "weights":
+        kwargs["class_weights"] = torch.tensor([1.0, float("nan"), 1.0, 1.0, 1.0],
+                                               dtype=torch.float64)
+    elif case == "soft":
+        target = torch.full((6, 5), 0.5, dtype=torch.float64)
+    offsets = torch.tensor([0.0, float("inf"), 0.0, 0.0, 0.0], dtype=torch.float64)
+    margins = torch.tensor([0.0, -1.0, 0.0, 0.0, 0.0], dtype=torch.float64)
+    with emulated_cuda(emulation), pytest.raises(RuntimeError, match=match):
+        fo.ops.class_loss.fused_class_loss(
+            logits, target, logit_offsets=offsets if case == "offsets" else None,
+            target_margins=margins if case == "margins" else None, **kwargs)

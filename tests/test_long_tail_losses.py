@@ -182,11 +182,11 @@ def test_torch_compile_fullgraph_and_opcheck():
     z2 = logits.clone().requires_grad_()
     (criterion(z2, target) + fo.logit_adjusted_loss(z2, soft, counts)).backward()
     torch.testing.assert_close(z.grad, z2.grad)
-    from finegrained_ops.ops.class_balanced_loss import _class_balanced_loss
+    from finegrained_ops.ops.class_loss import _class_loss
     offsets, margins = fo.logit_adjustment_offsets(counts), fo.ldam_margins(counts)
     for t, margin in ((target, margins), (soft, None)):
         for reduction in ("mean", "weighted_mean", "none"):
-            torch.library.opcheck(_class_balanced_loss, (
+            torch.library.opcheck(_class_loss, (
                 logits.clone().requires_grad_(), t, weights, offsets, margin, 2.0, 0.5,
                 "softmax", reduction, -100, True))
 
@@ -239,13 +239,13 @@ def test_deferred_reweighting_in_fit():
 def test_deferred_weights_follow_the_logits_device(make_loss):
     """A loss that holds no tensor has no device to put DRW's weights on (they went to the
     CPU, and a CUDA run stopped at start_epoch): they move to the logits' device at the first
-    call. The meta device stands in for CUDA."""
+    call (a cached copy). The meta device stands in for CUDA."""
     counts = torch.tensor([50, 10, 3])
     criterion = make_loss(counts).to("meta")
     DeferredReweighting(criterion, counts, start_epoch=0)(0)
     logits = torch.zeros(4, 3, device="meta", requires_grad=True)
     loss = criterion(logits, torch.zeros(4, dtype=torch.int64, device="meta"))
-    assert loss.device.type == "meta" and criterion.class_weights.device.type == "meta"
+    assert loss.device.type == "meta" and criterion.weights_for(logits).device.type == "meta"
     assert criterion.class_weights.dtype == torch.float64
 
 
@@ -257,13 +257,13 @@ def test_deferred_weights_follow_the_logits_device(make_loss):
     (lambda z, y, n: fo.softmax_focal_loss(z, y, reduction="avg"), ValueError, "reduction"),
     (lambda z, y, n: fo.ldam_loss(z, torch.full((2, 3), 1 / 3), n), ValueError,
      "need \\(N,\\) class-index targets"),
-    (lambda z, y, n: fo.logit_adjusted_loss(z, torch.full((2, 3), 0.5), n), RuntimeError,
+    (lambda z, y, n: fo.logit_adjusted_loss(z, torch.full((2, 3), 0.5), n), ValueError,
      "summing to 1"),
     (lambda z, y, n: fo.balanced_softmax_loss(z, y, [5, 0, 2]), ValueError, "> 0"),
     (lambda z, y, n: fo.balanced_softmax_loss(z, y, [5, 2]), ValueError, "C=3 entries"),
     (lambda z, y, n: fo.softmax_focal_loss(z, y, class_weights=torch.ones(4)), ValueError,
      "C=3 entries"),
-    (lambda z, y, n: fo.logit_adjusted_loss(z, torch.tensor([0, 3]), n), RuntimeError,
+    (lambda z, y, n: fo.logit_adjusted_loss(z, torch.tensor([0, 3]), n), ValueError,
      "must be in \\[0, 3\\)"),
     (lambda z, y, n: fo.logit_adjusted_loss(z[None], y, n), ValueError, "2-D"),
     (lambda z, y, n: fnn.LDAMLoss(n, scale=-1.0), ValueError, "scale"),
@@ -275,9 +275,29 @@ def test_deferred_weights_follow_the_logits_device(make_loss):
      "samples_per_class"),
     *[(lambda z, y, n, loss=loss: call(loss, MEMBERS[loss][0], z, y, n,
                                        class_weights=torch.tensor([1.0, value, 1.0])),
-       RuntimeError, "class_weights must be finite and >= 0")
+       ValueError, "class_weights must be finite and >= 0")
       for loss in sorted(MEMBERS) for value in (math.nan, -1.0)],
 ])
 def test_bad_input_raises_clear_errors(call_it, error, match):
     with pytest.raises(error, match=match):
         call_it(torch.zeros(2, 3), torch.tensor([0, 1]), torch.tensor([5, 3, 2]))
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+@pytest.mark.parametrize("name", sorted(MEMBERS))
+def test_half_logits_are_read_as_they_are_and_computed_in_float32(name, dtype):
+    """No .to() around the call: the kernel reads half rows and computes in float32, so the
+    loss and gradient are the float32 computation's on the same values, rounded; under
+    autocast the loss is float32, as torch's losses are."""
+    logits, target, counts, weights = problem(16, 50, 3, soft=MEMBERS[name][4],
+                                              dtype=torch.float32, ignore=True)
+    half = logits.to(dtype)
+    loss, grad = loss_and_grad(name, 0, half, target, counts, class_weights=weights)
+    loss32, grad32 = loss_and_grad(name, 0, half.float(), target, counts, class_weights=weights)
+    assert loss.dtype == grad.dtype == dtype
+    assert torch.equal(loss, loss32.to(dtype)) and torch.equal(grad, grad32.to(dtype))
+    with torch.autocast("cpu", dtype=dtype):
+        autocast_loss, autocast_grad = loss_and_grad(name, 0, half, target, counts,
+                                                     class_weights=weights)
+    assert autocast_loss.dtype == torch.float32 and autocast_grad.dtype == dtype
+    assert torch.equal(autocast_loss, loss32) and torch.equal(autocast_grad, grad)

@@ -7,6 +7,7 @@
 
 #include <array>
 #include <string>
+#include <string_view>
 #include <utility>
 #include <vector>
 
@@ -17,14 +18,14 @@ using Choices = std::array<std::pair<const char*, Enum>, N>;
 
 // The enum named `value`, or an error naming the argument, the choices and the value.
 template <typename Enum, size_t N>
-Enum parse_choice(const char* op, const char* argument, const std::string& value,
+Enum parse_choice(const char* op, const char* argument, std::string_view value,
                   const Choices<Enum, N>& choices) {
   std::string names;
   for (const auto& [name, code] : choices) {
     if (value == name) return code;
     names += std::string(names.empty() ? "" : ", ") + "'" + name + "'";
   }
-  TORCH_CHECK(false, op, ": ", argument, " must be one of ", names, ", got '", value, "'");
+  TORCH_CHECK_VALUE(false, op, ": ", argument, " must be one of ", names, ", got '", value, "'");
 }
 
 template <typename Enum, size_t N>

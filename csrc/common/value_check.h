@@ -15,7 +15,7 @@ namespace fgo {
 
 template <typename Details>
 void check_value(Cpu, const at::Tensor& ok, const std::string& message, const Details& details) {
-  TORCH_CHECK(ok.item<bool>(), message, details());
+  TORCH_CHECK_VALUE(ok.item<bool>(), message, details());
 }
 
 // torch copies the message into the assert kernel's 256-byte buffer (older versions drop it).

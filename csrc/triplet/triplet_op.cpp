@@ -11,7 +11,7 @@
 #include <tuple>
 
 #include "common/below_autograd.h"
-#include "common/precomputed_gradient.h"
+#include "precomputed_gradient/precomputed_gradient.h"
 #include "triplet/triplet.h"
 
 namespace fgo {

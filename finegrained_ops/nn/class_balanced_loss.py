@@ -2,8 +2,8 @@
 import math
 
 from .._checks import check_int, check_number
-from ..ops.class_balanced_loss import (check_hyperparameters, class_balanced_weights,
-                                        class_weighted_loss)
+from ..ops.class_balanced_loss import check_hyperparameters, class_balanced_weights
+from ..ops.class_loss import fused_class_loss
 from .class_counts import ClassCountsLoss
 
 
@@ -53,8 +53,10 @@ class ClassBalancedLoss(ClassCountsLoss):
         self.class_weights = class_balanced_weights(self.samples_per_class, self._beta)
 
     def forward(self, logits, target):
-        return class_weighted_loss(logits, target, self.weights_for(logits), self.gamma, self.loss_type,
-                                   self.reduction, self.ignore_index)
+        return fused_class_loss(logits, target, class_weights=self.weights_for(logits),
+                                gamma=self.gamma if self.loss_type == "focal" else 0.0,
+                                loss_type=self.loss_type, reduction=self.reduction,
+                                ignore_index=self.ignore_index)
 
     def extra_repr(self):
         return (f"num_classes={self.samples_per_class.numel()}, beta={self.beta}, "

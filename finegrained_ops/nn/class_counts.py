@@ -2,6 +2,7 @@
 import torch
 from torch import nn
 
+from .._checks import compute_dtype
 from ..ops.class_balanced_loss import _counts_tensor, check_counts_positive
 
 
@@ -18,15 +19,28 @@ class ClassWeightedLoss(nn.Module):
         self.register_buffer("class_weights", None if class_weights is None else
                              torch.as_tensor(class_weights, dtype=torch.float64).clone(),
                              persistent=False)
+        self._per_class_cache = {}  # per_class's copies
 
     def weights_for(self, logits):
-        """``class_weights`` on logits' device: weights set elsewhere (a hook assigning CPU
-        values to a loss that holds no other tensor, and so has no device of its own) move
-        there at the first call and stay."""
-        weights = self.class_weights
-        if weights is not None and weights.device != logits.device:
-            self.class_weights = weights = weights.to(logits.device)
-        return weights
+        """``class_weights`` as the native loss reads them for these logits: on their device
+        and in their compute dtype (weights set elsewhere, say CPU values a hook assigns to a
+        loss that holds no other tensor and so has no device of its own, included)."""
+        return self.per_class("class_weights", logits)
+
+    def per_class(self, name, logits):
+        """The (C,) float64 buffer `name` (or None) on logits' device in their compute dtype,
+        cast once per buffer, device and dtype: a cached copy, not a cast every call."""
+        source = self._buffers[name]
+        if source is None:
+            return None
+        if torch.compiler.is_compiling():  # traced: the cast is fused into the graph
+            return source.to(logits.device, compute_dtype(logits.dtype))
+        key = (name, logits.device, logits.dtype)
+        hit = self._per_class_cache.get(key)
+        if hit is None or hit[0] is not source or hit[1] != source._version:
+            hit = (source, source._version, source.to(logits.device, compute_dtype(logits.dtype)))
+            self._per_class_cache[key] = hit
+        return hit[2]
 
     def _apply(self, fn, *args, **kwargs):
         weights = self.class_weights

@@ -2,7 +2,7 @@
 derives from the class counts (offsets, margins) computed once, as ClassCountsLoss describes,
 and optional class weights that train.DeferredReweighting can set per epoch."""
 from .._checks import check_choice, check_number
-from ..ops.class_balanced_loss import REDUCTIONS, fused_class_loss
+from ..ops.class_loss import REDUCTIONS, fused_class_loss
 from ..ops.long_tail_losses import ldam_margins, logit_adjustment_offsets
 from .class_counts import ClassCountsLoss, ClassWeightedLoss
 
@@ -30,7 +30,8 @@ class LogitAdjustedLoss(ClassCountsLoss):
 
     def forward(self, logits, target):
         return fused_class_loss(logits, target, class_weights=self.weights_for(logits),
-                                logit_offsets=self.logit_offsets, reduction=self.reduction,
+                                logit_offsets=self.per_class("logit_offsets", logits),
+                                reduction=self.reduction,
                                 ignore_index=self.ignore_index)
 
     def extra_repr(self):
@@ -79,7 +80,8 @@ class LDAMLoss(ClassCountsLoss):
 
     def forward(self, logits, target):
         return fused_class_loss(logits, target, class_weights=self.weights_for(logits),
-                                target_margins=self.target_margins, scale=self.scale,
+                                target_margins=self.per_class("target_margins", logits),
+                                scale=self.scale,
                                 reduction="weighted_mean" if self.reduction == "mean"
                                 else self.reduction, ignore_index=self.ignore_index)
 

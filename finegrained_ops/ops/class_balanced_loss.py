@@ -1,18 +1,10 @@
-"""Class-balanced softmax / sigmoid / focal loss (thesis ch. 5; docs/semantics.md §4), and the
-fused native loss the long-tail family (long_tail_losses.py) shares with it.
-
-The native forward computes the loss and d(loss)/d(logits) in one fused pass and saves the
-gradient; the backward only scales it by grad_output (csrc/common/precomputed_gradient.h),
-reading the logits once instead of twice.
-"""
+"""Class-balanced softmax / sigmoid / focal loss (thesis ch. 5; docs/semantics.md §4) on the
+family's fused native loss (class_loss.py)."""
 import torch
 
-from .._checks import (FLOATING, check_choice, check_number, check_tensor, check_value,
-                       compute_dtype)
-from .._native import _C, check_devices
-
-LOSS_TYPES = tuple(_C.choices["class_balanced_loss.loss_type"])  # the names the native code parses
-REDUCTIONS = tuple(_C.choices["class_balanced_loss.reduction"])
+from .._checks import check_choice, check_number, check_tensor, check_value
+from .._native import _C  # noqa: F401  (loading the extension registers the ops)
+from .class_loss import LOSS_TYPES, REDUCTIONS, fused_class_loss
 
 
 def effective_number(samples_per_class, beta):
@@ -64,71 +56,15 @@ def class_balanced_loss(logits, target, samples_per_class, beta=0.9999, gamma=0.
         derivative raises.
     """
     check_hyperparameters(beta, gamma, loss_type, reduction)
-    check_tensor("logits", logits, dim=2, dtypes=FLOATING)
+    check_tensor("logits", logits, dim=2)
     counts = _counts_tensor(samples_per_class, device=logits.device)
-    return class_weighted_loss(logits, target, _class_balanced_weights(counts, float(beta)),
-                               gamma, loss_type, reduction, ignore_index,
-                               weights_name="samples_per_class")
-
-
-def class_weighted_loss(logits, target, class_weights, gamma, loss_type, reduction,
-                        ignore_index, weights_name="class_weights"):
-    """class_balanced_loss with the class weights given: (C,) float64 or logits' dtype, as
-    class_balanced_weights returns them (nn.ClassBalancedLoss keeps them computed once)."""
-    return fused_class_loss(logits, target, class_weights=class_weights,
+    if counts.shape[0] != logits.shape[1]:
+        raise ValueError(f"samples_per_class must have C={logits.shape[1]} entries (logits' "
+                         f"classes), got {counts.shape[0]}")
+    return fused_class_loss(logits, target,
+                            class_weights=_class_balanced_weights(counts, float(beta)),
                             gamma=gamma if loss_type == "focal" else 0.0, loss_type=loss_type,
-                            reduction=reduction, ignore_index=ignore_index,
-                            weights_name=weights_name)
-
-
-def fused_class_loss(logits, target, *, class_weights=None, logit_offsets=None,
-                     target_margins=None, scale=1.0, gamma=0.0, loss_type="softmax",
-                     reduction="mean", ignore_index=-100, weights_name="class_weights"):
-    """The native loss every member of the family calls (docs/semantics.md §4): checks shapes,
-    dtypes and devices, computes half types in float32, returns the loss in logits' dtype.
-
-    logits (N, C); target (N,) int64 or (N, C) floating; class_weights, logit_offsets,
-    target_margins (C,) float64 or logits' dtype, or None. For 'softmax', the logits entering
-    the softmax are scale * (logits + logit_offsets - target_margins[y] onehot(y)) and gamma > 0
-    makes it the softmax focal loss; for 'focal', gamma is the sigmoid focal exponent.
-    """
-    check_tensor("logits", logits, dim=2, dtypes=FLOATING)
-    check_tensor("target", target)
-    n, c = logits.shape
-    if target.dim() == 1:
-        if target.dtype != torch.int64:
-            raise TypeError(f"class-index target must be int64, got {target.dtype}")
-        if target.shape[0] != n:
-            raise ValueError(f"target has {target.shape[0]} entries but logits has N={n} rows")
-    elif target.dim() == 2:
-        if target.shape != logits.shape:
-            raise ValueError(f"(N, C) target shape {tuple(target.shape)} must equal logits "
-                             f"shape {tuple(logits.shape)}")
-        if not target.is_floating_point():
-            raise TypeError(f"(N, C) target must be floating point, got {target.dtype}")
-        if target_margins is not None:
-            raise ValueError("margins are taken off the true class's logit: they need (N,) "
-                             "class-index targets, got a (N, C) target")
-    else:
-        raise ValueError(f"target must be (N,) class indices or (N, C) rows, got shape "
-                         f"{tuple(target.shape)}")
-    per_class = {weights_name: class_weights, "logit_offsets": logit_offsets,
-                 "target_margins": target_margins}
-    per_class = {name: t for name, t in per_class.items() if t is not None}
-    for name, t in per_class.items():
-        if t.shape != (c,):
-            raise ValueError(f"{name} must have C={c} entries, got shape {tuple(t.shape)}")
-    check_devices(logits=logits, target=target, **per_class)
-
-    dtype = compute_dtype(logits.dtype)
-    z = logits.to(dtype)
-    if target.dim() == 2:
-        target = target.to(dtype)
-    compute_grad = torch.is_grad_enabled() and logits.requires_grad
-    loss, _, _ = _class_balanced_loss(z, target, class_weights, logit_offsets, target_margins,
-                                      float(scale), float(gamma), loss_type, reduction,
-                                      int(ignore_index), compute_grad)
-    return loss.to(logits.dtype)
+                            reduction=reduction, ignore_index=ignore_index)
 
 
 def check_hyperparameters(beta, gamma, loss_type, reduction):
@@ -168,21 +104,10 @@ def _counts_tensor(samples_per_class, device=None):
     return counts
 
 
-# The ops are defined in C++ with their device kernels and autograd
-# (csrc/class_balanced_loss/class_balanced_loss_op.cpp); their fake kernels are here.
+# The op is defined in C++ (csrc/class_loss/class_loss_op.cpp); its fake kernel is here.
 _class_balanced_weights = torch.ops.finegrained_ops.class_balanced_weights.default
-_class_balanced_loss = torch.ops.finegrained_ops.class_balanced_loss.default
 
 
 @torch.library.register_fake("finegrained_ops::class_balanced_weights")
 def _(samples_per_class, beta):
     return samples_per_class.new_empty(samples_per_class.shape, dtype=torch.float64)
-
-
-@torch.library.register_fake("finegrained_ops::class_balanced_loss")
-def _(logits, target, class_weights, logit_offsets, target_margins, scale, gamma, loss_type,
-      reduction, ignore_index, compute_grad):
-    n = logits.shape[0]
-    loss = logits.new_empty((n,) if reduction == "none" else ())
-    grad = torch.empty_like(logits) if compute_grad else logits.new_empty((0,))
-    return loss, grad, logits.new_empty(())

@@ -7,8 +7,8 @@ one pass computes the loss and its gradient, as for the class-balanced loss.
 import torch
 
 from .._checks import FLOATING, check_choice, check_number, check_tensor
-from .class_balanced_loss import (REDUCTIONS, _counts_tensor, check_counts_positive,
-                                  fused_class_loss)
+from .class_balanced_loss import _counts_tensor, check_counts_positive
+from .class_loss import REDUCTIONS, fused_class_loss
 
 
 def class_counts(samples_per_class, device=None):

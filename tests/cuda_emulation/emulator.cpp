@@ -50,6 +50,7 @@ struct Block {
   std::vector<const void*> static_shared;          // __shared__ variables poisoned in this block
   size_t static_shared_bytes = 0;
   std::string error;  // the first failure of the block
+  bool assertion = false;  // it was a device-side assertion (device_assert)
 };
 
 Block block;
@@ -290,6 +291,7 @@ void run_launch(const char* kernel, const LaunchConfig& config,
   block.warp_arrived.assign((block.threads + 31) / 32, 0);
   block.body = &body;
   block.error.clear();
+  block.assertion = false;
   gridDim = g;
   blockDim = b;
   for (uint64_t k = 0; k < blocks; ++k) {
@@ -297,7 +299,10 @@ void run_launch(const char* kernel, const LaunchConfig& config,
     block.shared.assign(config.shared_bytes, 0xFF);
     run_block({unsigned(i % g.x), unsigned(i / g.x % g.y), unsigned(i / (uint64_t(g.x) * g.y))},
               b);
-    if (!block.error.empty()) return set_error(cudaErrorLaunchFailure, kernel, block.error);
+    if (!block.error.empty()) {
+      return set_error(block.assertion ? cudaErrorAssert : cudaErrorLaunchFailure, kernel,
+                       block.error);
+    }
   }
 }
 
@@ -344,6 +349,11 @@ void fail(const std::string& message) {
   throw Abort{};
 }
 
+void device_assert(const char* message) {
+  if (block.error.empty()) block.assertion = true;
+  fail(std::string("device-side assertion failed: ") + message);
+}
+
 }  // namespace fgo::emu
 
 cudaError_t cudaGetLastError() {
@@ -361,6 +371,7 @@ const char* cudaGetErrorString(cudaError_t error) {
     case cudaErrorInvalidConfiguration: return "invalid configuration argument";
     case cudaErrorLaunchOutOfResources: return "too many resources requested for launch";
     case cudaErrorLaunchFailure: return "unspecified launch failure";
+    case cudaErrorAssert: return "device-side assert triggered";
   }
   return "unknown error";
 }

@@ -67,6 +67,10 @@ void shared_variable(const void* address, size_t bytes);
 unsigned lane_id();
 void* dynamic_shared();  // the launch's dynamic shared memory, filled with 0xFF bytes
 [[noreturn]] void fail(const std::string& message);
+// A failed FGO_KERNEL_CHECK (common/host_device.h): this thread stops, and the launch fails
+// with cudaErrorAssert and the check's message, as a device-side assertion does on a GPU
+// (where the error surfaces at the next synchronisation).
+[[noreturn]] void device_assert(const char* message);
 
 template <typename T>
 uint64_t to_bits(T value) {

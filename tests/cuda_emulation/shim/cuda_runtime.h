@@ -32,6 +32,7 @@ enum cudaError_t {
   cudaErrorInvalidValue = 1,
   cudaErrorInvalidConfiguration = 9,
   cudaErrorLaunchOutOfResources = 701,
+  cudaErrorAssert = 710,
   cudaErrorLaunchFailure = 719,
 };
 

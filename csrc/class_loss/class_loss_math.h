@@ -17,10 +17,14 @@
 #include "common/host_device.h"
 
 namespace fgo {
-namespace cb {
+namespace cls {
 
 enum LossType : int64_t { kSoftmax = 0, kSigmoid = 1, kFocal = 2 };
 enum Reduction : int64_t { kNone = 0, kMean = 1, kSum = 2, kWeightedMean = 3 };
+
+// Rows of a softmax target may deviate from 1 by this much: mixup or label smoothing done in
+// bfloat16 arrives with each entry rounded by up to 2^-9 of itself.
+constexpr double kSoftTargetSumTolerance = 1e-2;
 
 template <typename V, typename Ops>
 struct SigmoidTerms {
@@ -109,5 +113,5 @@ FGO_HOST_DEVICE SoftmaxTerms<V> softmax_terms(V d, V e, const SoftmaxRowSums<S>&
   }
 }
 
-}  // namespace cb
+}  // namespace cls
 }  // namespace fgo
