@@ -1,6 +1,7 @@
 """Class-balanced loss, forward + backward: native fused kernel vs the in-package reference vs
 the usual unfused PyTorch composition (one_hot, BCE-with-logits, exp/log1p modulator, as in
-the popular PyTorch ports of the official code).
+the popular PyTorch ports of the official code) and, in the full suite, that composition under
+torch.compile.
 
     python -m benchmarks --ops class_balanced_loss [--device cpu|cuda] [--quick]
 
@@ -19,6 +20,7 @@ SHAPES = [(512, 8142), (128, 1000)]  # iNaturalist-2018 classes; ImageNet classe
 QUICK_SHAPES = [(128, 1000)]
 LOSS_TYPES = ["focal", "sigmoid", "softmax"]
 CANDIDATES = ("native", "reference", "unfused")
+COMPILED = "unfused, torch.compile"  # the full suite only: compiling costs a minute per case
 SCALING_C = [100, 1000, 8142, 32768]   # at N=256, focal
 BETA, GAMMA = 0.9999, 0.5
 
@@ -50,8 +52,9 @@ def setup(candidate, n, c, loss_type, device):
         fn = functools.partial(reference, samples_per_class=counts, beta=BETA, gamma=GAMMA,
                                loss_type=loss_type)
     else:
-        weights = fo.class_balanced_weights(counts, BETA).float()
-        fn = functools.partial(unfused, weights=weights, loss_type=loss_type)
+        weights = fo.class_balanced_weights(counts, BETA).float().to(device)
+        composition = torch.compile(unfused) if candidate == COMPILED else unfused
+        fn = functools.partial(composition, weights=weights, loss_type=loss_type)
 
     def step(z, y):
         z.grad = None
@@ -80,16 +83,16 @@ def work(n, c):
     return 4 * 2 * n * c + 8 * n, 0
 
 
-def _cases(cases, device, repeats):
+def _cases(cases, device, repeats, names=CANDIDATES):
     """{(N, C, loss_type): {candidate: result}}, in one child process."""
-    return compare({case: {cand: functools.partial(setup, cand, *case) for cand in CANDIDATES}
+    return compare({case: {cand: functools.partial(setup, cand, *case) for cand in names}
                     for case in cases}, device, repeats)
 
 
 def comparison(device, quick=False, repeats=10):
     """Rows of the main table: native vs reference vs unfused, every loss type."""
     cases = [(n, c, t) for n, c in (QUICK_SHAPES if quick else SHAPES) for t in LOSS_TYPES]
-    results = _cases(cases, device, repeats)
+    results = _cases(cases, device, repeats, CANDIDATES + (() if quick else (COMPILED,)))
     return [ratio_row({"case": f"{t} N x C={n}x{c}", "impl": cand}, r, work(n, c))
             for n, c, t in cases for cand, r in results[(n, c, t)].items()]
 

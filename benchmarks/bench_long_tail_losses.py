@@ -4,8 +4,8 @@ composition under torch.compile.
 
     python -m benchmarks --ops long_tail_losses [--device cpu|cuda] [--quick]
 
-Members: logit adjustment (tau = 1), LDAM (the official LDAMLoss.forward with class weights,
-as under DRW) and the softmax focal loss (gamma = 2).
+Members: logit adjustment (tau = 1), Balanced Softmax, LDAM (the official LDAMLoss.forward
+with class weights, as under DRW) and the softmax focal loss (gamma = 2).
 """
 import functools
 
@@ -17,7 +17,7 @@ from .report import ratio_row
 
 SHAPES = [(512, 8142), (4096, 1000)]  # iNaturalist-2018 classes; ImageNet classes, large batch
 QUICK_SHAPES = [(128, 1000)]
-MEMBERS = ["logit_adjusted", "ldam", "softmax_focal"]
+MEMBERS = ["logit_adjusted", "balanced_softmax", "ldam", "softmax_focal"]
 SCALING_C = [100, 1000, 8142, 32768]  # at N=256, logit adjustment
 GAMMA = 2.0
 
@@ -28,6 +28,8 @@ def unfused(member, logits, labels, counts, weights):
     if member == "logit_adjusted":
         prior = counts / counts.sum()
         return F.cross_entropy(logits + prior.log(), labels)
+    if member == "balanced_softmax":
+        return F.cross_entropy(logits + counts.log(), labels)
     if member == "ldam":
         margins = counts.pow(-0.25)
         margins = margins * (0.5 / margins.max())
@@ -42,6 +44,8 @@ def functional(losses, member, logits, labels, counts, weights):
     share the functions' names and signatures."""
     if member == "logit_adjusted":
         return losses.logit_adjusted_loss(logits, labels, counts)
+    if member == "balanced_softmax":
+        return losses.balanced_softmax_loss(logits, labels, counts)
     if member == "ldam":
         return losses.ldam_loss(logits, labels, counts, class_weights=weights)
     return losses.softmax_focal_loss(logits, labels, gamma=GAMMA, class_weights=weights)
@@ -62,16 +66,17 @@ def setup(candidate, n, c, member, device):
     if candidate == "native":
         # the module form: offsets, margins and weights computed once, as a training loop has
         module = {"logit_adjusted": lambda: fo.nn.LogitAdjustedLoss(counts),
+                  "balanced_softmax": lambda: fo.nn.BalancedSoftmaxLoss(counts),
                   "ldam": lambda: fo.nn.LDAMLoss(counts),
                   "softmax_focal": lambda: fo.nn.SoftmaxFocalLoss(gamma=GAMMA)}[member]()
-        if member != "logit_adjusted":
+        if member in ("ldam", "softmax_focal"):
             module.class_weights = fo.class_balanced_weights(counts, 0.9999)
         loss = lambda z, y: module(z, y)  # noqa: E731
     else:
         from finegrained_ops.reference import long_tail_losses
         fn = {"reference": functools.partial(functional, long_tail_losses), "unfused": unfused,
               "unfused, torch.compile": torch.compile(unfused)}[candidate]
-        weights = fo.class_balanced_weights(counts, 0.9999).float()
+        weights = fo.class_balanced_weights(counts, 0.9999).float().to(device)
         loss = functools.partial(fn, member, counts=counts.float(), weights=weights)
 
     def step(z, y):

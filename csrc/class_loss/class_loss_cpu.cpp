@@ -24,7 +24,14 @@ namespace {
 template <typename scalar_t>
 struct VecOps {
   using V = at::vec::Vectorized<scalar_t>;
-  static V exp(const V& x) { return x.exp(); }
+  // float: at::vec's exp_u20 (within 20 ulp, ~2e-6 relative; torch's CPU attention and SiLU
+  // kernels use it), faster than Sleef's, and 0 rather than a slow subnormal below
+  // ln(FLT_MIN) (LDAM's scale 30 made subnormals common: 6.6 -> 3.1 ms at 512 x 8142);
+  // double: Sleef's.
+  static V exp(const V& x) {
+    if constexpr (std::is_same_v<scalar_t, float>) return x.exp_u20();
+    else return x.exp();
+  }
   static V log1p(const V& x) { return x.log1p(); }
   static V abs(const V& x) { return x.abs(); }
   static V relu(const V& x) { return at::vec::maximum(x, V(0)); }
