@@ -72,13 +72,13 @@ void bind_ops(pybind11::module_& m) {
         "(inverse) irfft of (R, n / 2 + 1) complex rows.",
         py::arg("x"), py::arg("inverse"), py::arg("n"), py::call_guard<py::gil_scoped_release>());
 
-  m.def("triplet_margin_loss_forward", &fgo::triplet_margin_loss_forward,
+  m.def("triplet_margin_loss", &fgo::triplet_margin_loss,
         "Fused in-batch triplet mining + margin loss: (loss, grad_emb, grad_extra_negatives, "
-        "norm) with the gradients of the summed loss.",
+        "norm), d(loss)/d(emb) = grad_emb / norm, w.r.t. the raw embeddings.",
         py::arg("emb"), py::arg("labels"), py::arg("extra_negatives"),
         py::arg("extra_negative_labels"), py::arg("margin"), py::arg("negatives"),
         py::arg("positive_fraction"), py::arg("reduction"), py::arg("squared"),
-        py::arg("compute_grad"),
+        py::arg("normalize"), py::arg("compute_grad"),
         py::call_guard<py::gil_scoped_release>());
   m.def("triplet_count", &fgo::triplet_count, "Number of triplets each anchor mines: (Q,) int64.",
         py::arg("query_emb"), py::arg("query_labels"), py::arg("query_indices"),

@@ -53,6 +53,14 @@ def check_number(name, value, low=None, high=None, *, low_open=False, high_open=
         raise ValueError(f"{name} must be {wanted}, got {value!r}")
 
 
+def as_float(name, value):
+    """value as a float for a native op, which checks its range: a real number, not a bool
+    (True would pass as 1.0), or a ValueError naming it (as check_number)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise ValueError(f"{name} must be a real number (not a bool), got {value!r}")
+    return float(value)
+
+
 def check_value(condition, message):
     """A check of tensor values (condition: a 0-dim bool tensor): a ValueError(message) on the
     CPU; on CUDA and under torch.compile a device-side assertion (torch._assert_async) that

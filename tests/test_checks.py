@@ -41,7 +41,7 @@ def test_check_number_names_the_argument_the_range_and_the_value(kwargs, value, 
 
 def test_inputs_the_old_ad_hoc_checks_let_through_are_refused():
     emb, labels = torch.randn(6, 3), torch.tensor([0, 0, 1, 1, 2, 2])
-    with pytest.raises(ValueError, match="positive_fraction must be in"):
+    with pytest.raises(ValueError, match="positive_fraction must be a real number"):
         fo.triplet_margin_loss(emb, labels, positive_fraction=True)
     with pytest.raises(ValueError, match="gamma must be a finite number > 0"):
         AnchorPointClassifier(3, 4, gamma=math.inf)

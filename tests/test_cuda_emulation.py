@@ -46,7 +46,7 @@ EMULATED_ENTRY_POINTS = {
     "scale_gradient": "scale_gradient",
     "kernel_pooling": "kernel_pooling_forward",
     "kernel_pooling_backward": "kernel_pooling_backward",
-    "triplet_margin_loss": "triplet_margin_loss_forward",
+    "triplet_margin_loss": "triplet_margin_loss",
     "triplet_count": "triplet_count",
     "triplet_mine": "triplet_mine",
 }

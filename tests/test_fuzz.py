@@ -616,9 +616,10 @@ NATIVE_ABUSE = textwrap.dedent("""
             torch.randn(4, 2), torch.zeros(4, dtype=torch.long), torch.zeros(0, 2),
             torch.zeros(0, dtype=torch.long), 0.2, "all", 1.0, True, -1, -1, 0, 0),
             "query_indices"),
-        "labels short": (lambda: _C.triplet_margin_loss_forward(
+        "labels short": (lambda: _C.triplet_margin_loss(
             torch.randn(3, 2), torch.zeros(2, dtype=torch.long), torch.zeros(0, 2),
-            torch.zeros(0, dtype=torch.long), 0.2, "all", 1.0, "mean", True, True), "labels"),
+            torch.zeros(0, dtype=torch.long), 0.2, "all", 1.0, "mean", True, True, True),
+            "labels"),
     }
     for name, (call, argument) in calls.items():
         try:

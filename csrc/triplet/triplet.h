@@ -8,6 +8,7 @@
 #include <ATen/core/Tensor.h>
 
 #include <string>
+#include <string_view>
 #include <tuple>
 
 #include "common/choice.h"
@@ -24,14 +25,17 @@ inline constexpr Choices<TripletReduction, 3> kTripletReductions = {{
     {"mean_nonzero", TripletReduction::kMeanNonzero}, {"mean", TripletReduction::kMean},
     {"sum", TripletReduction::kSum}}};
 
-// Fused loss over an in-batch problem: emb (B, D) float32/float64, labels (B,) int64,
-// extra_negatives (E, D) and extra_negative_labels (E,) (E may be 0). Returns (loss,
-// grad_emb, grad_extra_negatives, norm): the gradients are of the summed loss (empty when
-// !compute_grad) and loss = summed loss / norm (norm >= 1).
-std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> triplet_margin_loss_forward(
+// Fused loss over an in-batch problem: emb (B, D) and extra_negatives (E, D) (E may be 0),
+// float16/bfloat16/float32/float64 of one dtype (half types computed in float32), L2-normalised
+// inside when `normalize`; labels (B,) and extra_negative_labels (E,) int64. Returns (loss,
+// grad_emb, grad_extra_negatives, norm): d(loss)/d(emb) = grad_emb / norm (w.r.t. the raw,
+// unnormalised embeddings; norm = 1 where the kernels fold the divisor in), empty gradients when
+// !compute_grad.
+std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> triplet_margin_loss(
     const at::Tensor& emb, const at::Tensor& labels, const at::Tensor& extra_negatives,
-    const at::Tensor& extra_negative_labels, double margin, const std::string& negatives,
-    double positive_fraction, const std::string& reduction, bool squared, bool compute_grad);
+    const at::Tensor& extra_negative_labels, double margin, std::string_view negatives,
+    double positive_fraction, std::string_view reduction, bool squared, bool normalize,
+    bool compute_grad);
 
 // Number of triplets each anchor mines: (Q,) int64. query_indices (Q,) int64 is each
 // anchor's index in bank_emb (excluded from its positives) or -1.

@@ -5,6 +5,7 @@
 #include <ATen/core/Tensor.h>
 
 #include "common/device.h"
+#include "triplet/triplet.h"
 #include "triplet/triplet_math.h"
 
 namespace fgo {
@@ -67,6 +68,21 @@ triplet::RowsParams<T> triplet_rows_params(const TripletArgs& rows) {
   }
   return p;
 }
+
+// The fused loss of an in-batch problem (triplet_loss.cpp checks it): its inputs, contiguous,
+// in their own dtype, and its outputs, allocated by the entry point (the gradients in the
+// inputs' dtype, undefined when not wanted; loss and norm 0-dim in the inputs' dtype).
+struct TripletLossArgs {
+  at::Tensor emb, labels, extra, extra_labels;
+  int64_t rule;
+  double margin, positive_fraction;
+  TripletReduction reduction;
+  bool squared, normalize;
+  at::Tensor loss, grad_emb, grad_extra, norm;
+};
+
+void triplet_loss(Cpu, const TripletLossArgs& args);
+void triplet_loss(Cuda, const TripletLossArgs& args);
 
 void triplet_rows(Cpu, const TripletArgs& rows);
 void triplet_rows(Cuda, const TripletArgs& rows);

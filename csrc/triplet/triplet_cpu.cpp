@@ -117,7 +117,20 @@ at::Tensor squared_distances(Cpu, const at::Tensor& q, const at::Tensor& r) {
     norms(q.data_ptr<scalar_t>(), nq, q_norms.data_ptr<scalar_t>());
     norms(r.data_ptr<scalar_t>(), nr, r_norms.data_ptr<scalar_t>());
   });
-  return dot.mul_(-2).add_(q_norms.unsqueeze(1)).add_(r_norms.unsqueeze(0)).clamp_min_(0);
+  AT_DISPATCH_FLOATING_TYPES(q.scalar_type(), "triplet_combine_cpu", [&] {
+    scalar_t* out = dot.data_ptr<scalar_t>();
+    const scalar_t* qn = q_norms.data_ptr<scalar_t>();
+    const scalar_t* rn = r_norms.data_ptr<scalar_t>();
+    at::parallel_for(0, nq, 16, [&](int64_t begin, int64_t end) {
+      for (int64_t i = begin; i < end; ++i) {
+        for (int64_t j = 0; j < nr; ++j) {
+          const scalar_t v = qn[i] + rn[j] - 2 * out[i * nr + j];
+          out[i * nr + j] = v < 0 ? scalar_t(0) : v;  // NaN stays NaN, for the finite check
+        }
+      }
+    });
+  });
+  return dot;
 }
 
 void triplet_rows(Cpu, const TripletArgs& rows) {

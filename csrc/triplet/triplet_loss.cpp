@@ -1,58 +1,53 @@
-// The fused triplet margin loss: one loss pass over the anchors fills the weights W of the
-// (B, B + E) distance matrix; the gradient is W's product with the embeddings.
+// The fused triplet margin loss's entry point: every argument checked once, here, then the
+// device's loss (triplet_loss_cpu.cpp, triplet_loss_cuda.cu): normalisation, distances, one
+// loss pass over the anchors filling the weights W of the (B, B + E) distance matrix, and the
+// gradient as W's products with the embeddings, back through the normalisation.
 #include <ATen/ATen.h>
 
+#include "triplet/triplet_args.h"
 #include "triplet/triplet_problem.h"
 
 namespace fgo {
 
-std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> triplet_margin_loss_forward(
+std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> triplet_margin_loss(
     const at::Tensor& emb, const at::Tensor& labels, const at::Tensor& extra_negatives,
-    const at::Tensor& extra_negative_labels, double margin, const std::string& negatives,
-    double positive_fraction, const std::string& reduction, bool squared, bool compute_grad) {
+    const at::Tensor& extra_negative_labels, double margin, std::string_view negatives,
+    double positive_fraction, std::string_view reduction, bool squared, bool normalize,
+    bool compute_grad) {
   constexpr const char* kOp = "triplet_margin_loss";
-  TORCH_CHECK(emb.dim() == 2, kOp, ": emb must be (B, D), got shape ", emb.sizes());
-  const TripletReduction reduce = parse_choice(kOp, "reduction", reduction, kTripletReductions);
-  const int64_t b = emb.size(0);
-  const at::Tensor self = at::arange(b, labels.options());
-  const triplet::Rule rule =
-      check_problem(kOp, emb, labels, self, emb, labels, extra_negatives, extra_negative_labels,
-                    margin, negatives, positive_fraction);
-  const at::Tensor x = emb.contiguous(), e = extra_negatives.contiguous();
-
-  TripletArgs rows;
-  rows.candidates = build_candidates(x, labels, self, x, labels, e, extra_negative_labels,
-                                     positive_fraction, squared);
-  rows.rule = rule;
-  rows.margin = margin;
-  rows.pass = triplet::kLoss;
-  rows.row_loss = at::zeros({b}, x.options().dtype(at::kDouble));
-  rows.row_nonzero = at::zeros({b}, labels.options());
-  rows.row_mined = at::zeros({b}, labels.options());
-  rows.weights = at::zeros_like(rows.candidates.dist);
-  run_rows(rows);
-
-  // Fixed-order float64 reductions over anchors: deterministic whatever the thread count.
-  const TripletCandidates& c = rows.candidates;
-  at::Tensor norm = reduce == TripletReduction::kMeanNonzero ? rows.row_nonzero.sum()
-                    : reduce == TripletReduction::kMean      ? rows.row_mined.sum()
-                                                             : at::ones({}, labels.options());
-  norm = norm.to(at::kDouble).clamp_min(1.0);
-  const at::Tensor loss = (rows.row_loss.sum() / norm).to(x.scalar_type());
-
-  at::Tensor grad_emb = at::empty({0}, x.options()), grad_extra = at::empty({0}, x.options());
+  TORCH_CHECK_VALUE(emb.dim() == 2, kOp, ": emb must be 2-D (B, D), got shape ", emb.sizes());
+  const at::ScalarType type = emb.scalar_type();
+  TORCH_CHECK_TYPE(type == at::kFloat || type == at::kDouble || type == at::kHalf ||
+                       type == at::kBFloat16,
+                   kOp, ": emb must have dtype in (float16, bfloat16, float32, float64), got ",
+                   type);
+  check_rows("extra_negatives", extra_negatives, emb.size(1));
+  TORCH_CHECK_TYPE(extra_negatives.scalar_type() == type, kOp, ": extra_negatives must have "
+                   "emb's dtype ", type, ", got ", extra_negatives.scalar_type());
+  check_labels("labels", labels, emb.size(0));
+  check_labels("extra_negative_labels", extra_negative_labels, extra_negatives.size(0));
+  check_one_device(emb, {&labels, &extra_negatives, &extra_negative_labels});
+  TripletLossArgs args;
+  args.reduction = parse_choice(kOp, "reduction", reduction, kTripletReductions);
+  args.rule = check_hyperparameters(kOp, margin, negatives, positive_fraction);
+  args.emb = emb.contiguous();
+  args.labels = labels.contiguous();
+  args.extra = extra_negatives.contiguous();
+  args.extra_labels = extra_negative_labels.contiguous();
+  args.margin = margin;
+  args.positive_fraction = positive_fraction;
+  args.squared = squared;
+  args.normalize = normalize;
+  args.loss = at::empty({}, emb.options());
+  args.norm = at::empty({}, emb.options());
   if (compute_grad) {
-    // loss_sum = sum_ij W_ij dist_ij; d(dist_ij) = 2 (x_i - y_j) for squared distances.
-    at::Tensor w = rows.weights;
-    if (!squared) {
-      w = at::where(c.dist > 0, w / (2 * c.dist), at::zeros({}, w.options()));
-    }
-    const at::Tensor w_batch = w.narrow(1, 0, b), w_extra = w.narrow(1, b, e.size(0));
-    const at::Tensor own = (w.sum(1) + w_batch.sum(0)).unsqueeze(1);
-    grad_emb = 2 * (own * x - at::mm(w_batch + w_batch.t(), x) - at::mm(w_extra, e));
-    grad_extra = 2 * (w_extra.sum(0).unsqueeze(1) * e - at::mm(w_extra.t(), x));
+    args.grad_emb = at::empty_like(args.emb);
+    args.grad_extra = at::empty_like(args.extra);
   }
-  return {loss, grad_emb, grad_extra, norm.to(x.scalar_type())};
+  on_device(emb, [&](auto device) { triplet_loss(device, args); });
+  const at::Tensor none = at::empty({0}, emb.options());
+  return {args.loss, compute_grad ? args.grad_emb : none,
+          compute_grad ? args.grad_extra : none, args.norm};
 }
 
 }  // namespace fgo

@@ -23,10 +23,13 @@ LossOutputs loss_kernel(const at::Tensor& emb, const at::Tensor& labels,
                         const at::Tensor& extra_negatives,
                         const at::Tensor& extra_negative_labels, double margin,
                         c10::string_view negatives, double positive_fraction,
-                        c10::string_view reduction, bool squared, bool compute_grad) {
-  return triplet_margin_loss_forward(emb, labels, extra_negatives, extra_negative_labels, margin,
-                                     std::string(negatives), positive_fraction,
-                                     std::string(reduction), squared, compute_grad);
+                        c10::string_view reduction, bool squared, bool normalize,
+                        bool compute_grad) {
+  return triplet_margin_loss(emb, labels, extra_negatives, extra_negative_labels, margin,
+                             std::string_view(negatives.data(), negatives.size()),
+                             positive_fraction,
+                             std::string_view(reduction.data(), reduction.size()), squared,
+                             normalize, compute_grad);
 }
 
 at::Tensor count_kernel(const at::Tensor& query_emb, const at::Tensor& query_labels,
@@ -61,10 +64,10 @@ class TripletMarginLossFunction : public torch::autograd::Function<TripletMargin
       torch::autograd::AutogradContext* ctx, const at::Tensor& emb, const at::Tensor& labels,
       const at::Tensor& extra_negatives, const at::Tensor& extra_negative_labels, double margin,
       c10::string_view negatives, double positive_fraction, c10::string_view reduction,
-      bool squared, bool compute_grad) {
+      bool squared, bool normalize, bool compute_grad) {
     auto [loss, grad_emb, grad_extra, norm] = below_autograd(
         loss_op(), emb, labels, extra_negatives, extra_negative_labels, margin, negatives,
-        positive_fraction, reduction, squared, compute_grad);
+        positive_fraction, reduction, squared, normalize, compute_grad);
     ctx->mark_non_differentiable({grad_emb, grad_extra, norm});
     ctx->set_materialize_grads(false);
     ctx->save_for_backward(
@@ -74,13 +77,14 @@ class TripletMarginLossFunction : public torch::autograd::Function<TripletMargin
     ctx->saved_data["positive_fraction"] = positive_fraction;
     ctx->saved_data["reduction"] = std::string(reduction);
     ctx->saved_data["squared"] = squared;
+    ctx->saved_data["normalize"] = normalize;
     ctx->saved_data["compute_grad"] = compute_grad;
     return {loss, grad_emb, grad_extra, norm};
   }
 
   static torch::autograd::variable_list backward(torch::autograd::AutogradContext* ctx,
                                                  torch::autograd::variable_list grad_outputs) {
-    torch::autograd::variable_list result(10);
+    torch::autograd::variable_list result(11);
     const at::Tensor& grad_loss = grad_outputs[0];
     if (!grad_loss.defined()) return result;
     const auto saved = ctx->get_saved_variables();
@@ -95,7 +99,7 @@ class TripletMarginLossFunction : public torch::autograd::Function<TripletMargin
           ctx->saved_data["margin"].toDouble(), ctx->saved_data["negatives"].toStringRef(),
           ctx->saved_data["positive_fraction"].toDouble(),
           ctx->saved_data["reduction"].toStringRef(), ctx->saved_data["squared"].toBool(),
-          /*compute_grad=*/true);
+          ctx->saved_data["normalize"].toBool(), /*compute_grad=*/true);
     }
     // needs_input_grad counts the tensor arguments: emb is 0, extra_negatives 2.
     if (ctx->needs_input_grad(0)) {
@@ -114,11 +118,12 @@ LossOutputs loss_autograd(const at::Tensor& emb, const at::Tensor& labels,
                           const at::Tensor& extra_negatives,
                           const at::Tensor& extra_negative_labels, double margin,
                           c10::string_view negatives, double positive_fraction,
-                          c10::string_view reduction, bool squared, bool compute_grad) {
+                          c10::string_view reduction, bool squared, bool normalize,
+                          bool compute_grad) {
   const auto out = TripletMarginLossFunction::apply(emb, labels, extra_negatives,
                                                     extra_negative_labels, margin, negatives,
                                                     positive_fraction, reduction, squared,
-                                                    compute_grad);
+                                                    normalize, compute_grad);
   return {out[0], out[1], out[2], out[3]};
 }
 
@@ -135,7 +140,8 @@ void register_device_kernels(torch::Library& m) {
 TORCH_LIBRARY_FRAGMENT(finegrained_ops, m) {
   m.def("triplet_margin_loss(Tensor emb, Tensor labels, Tensor extra_negatives, "
         "Tensor extra_negative_labels, float margin, str negatives, float positive_fraction, "
-        "str reduction, bool squared, bool compute_grad) -> (Tensor, Tensor, Tensor, Tensor)");
+        "str reduction, bool squared, bool normalize, bool compute_grad) "
+        "-> (Tensor, Tensor, Tensor, Tensor)");
   m.def("triplet_count(Tensor query_emb, Tensor query_labels, Tensor query_indices, "
         "Tensor bank_emb, Tensor bank_labels, Tensor extra_negatives, "
         "Tensor extra_negative_labels, float margin, str negatives, float positive_fraction, "

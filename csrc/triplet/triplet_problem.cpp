@@ -10,52 +10,60 @@
 #include <cmath>
 
 namespace fgo {
-namespace {
-
 void check_rows(const char* name, const at::Tensor& t, int64_t dim) {
-  TORCH_CHECK(t.dim() == 2 && t.size(1) == dim, "triplet: ", name, " must be (n, ", dim,
-              "), got shape ", t.sizes());
+  TORCH_CHECK_VALUE(t.dim() == 2 && t.size(1) == dim, "triplet: ", name, " must be (n, ", dim,
+                    "), got shape ", t.sizes());
 }
 
 void check_labels(const char* name, const at::Tensor& labels, int64_t n) {
-  TORCH_CHECK(labels.dim() == 1 && labels.size(0) == n && labels.scalar_type() == at::kLong,
-              "triplet: ", name, " must be int64 of shape (", n, ",), got ", labels.scalar_type(),
-              " ", labels.sizes());
+  TORCH_CHECK_TYPE(labels.scalar_type() == at::kLong, "triplet: ", name,
+                   " must be int64, got ", labels.scalar_type());
+  TORCH_CHECK_VALUE(labels.dim() == 1 && labels.size(0) == n, "triplet: ", name, " has ",
+                    labels.dim() == 1 ? labels.size(0) : labels.numel(), " entries for ", n,
+                    " rows (shape ", labels.sizes(), ")");
 }
 
-}  // namespace
+triplet::Rule check_hyperparameters(const char* op, double margin, std::string_view negatives,
+                                    double positive_fraction) {
+  TORCH_CHECK_VALUE(std::isfinite(margin) && margin >= 0.0,
+                    "triplet: margin must be finite and >= 0, got ", margin);
+  TORCH_CHECK_VALUE(positive_fraction > 0.0 && positive_fraction <= 1.0,
+                    "triplet: positive_fraction must be in (0, 1], got ", positive_fraction);
+  return parse_choice(op, "negatives", negatives, kTripletNegatives);
+}
 
 triplet::Rule check_problem(const char* op, const at::Tensor& query,
                             const at::Tensor& query_labels, const at::Tensor& query_indices,
                             const at::Tensor& bank,
                             const at::Tensor& bank_labels, const at::Tensor& extra,
                             const at::Tensor& extra_labels, double margin,
-                            const std::string& negatives, double positive_fraction) {
-  TORCH_CHECK(query.dim() == 2, "triplet: query_emb must be (Q, D), got shape ",
-              query.sizes());
-  TORCH_CHECK(query.scalar_type() == at::kFloat || query.scalar_type() == at::kDouble,
-              "triplet: native embeddings must be float32 or float64, got ", query.scalar_type());
+                            std::string_view negatives, double positive_fraction) {
+  TORCH_CHECK_VALUE(query.dim() == 2, "triplet: query_emb must be (Q, D), got shape ",
+                    query.sizes());
+  TORCH_CHECK_TYPE(query.scalar_type() == at::kFloat || query.scalar_type() == at::kDouble,
+                   "triplet: native embeddings must be float32 or float64, got ",
+                   query.scalar_type());
   const int64_t dim = query.size(1);
   check_rows("bank_emb", bank, dim);
   check_rows("extra_negatives", extra, dim);
-  TORCH_CHECK(bank.scalar_type() == query.scalar_type() &&
-                  extra.scalar_type() == query.scalar_type(),
-              "triplet: query_emb, bank_emb and extra_negatives must share a dtype, got ",
-              query.scalar_type(), ", ", bank.scalar_type(), ", ", extra.scalar_type());
+  TORCH_CHECK_TYPE(bank.scalar_type() == query.scalar_type() &&
+                       extra.scalar_type() == query.scalar_type(),
+                   "triplet: query_emb, bank_emb and extra_negatives must share a dtype, got ",
+                   query.scalar_type(), ", ", bank.scalar_type(), ", ", extra.scalar_type());
   check_labels("query_labels", query_labels, query.size(0));
   check_labels("query_indices", query_indices, query.size(0));
   check_labels("bank_labels", bank_labels, bank.size(0));
   check_labels("extra_negative_labels", extra_labels, extra.size(0));
-  for (const at::Tensor* t : {&query_labels, &query_indices, &bank, &bank_labels, &extra,
-                              &extra_labels}) {
-    TORCH_CHECK(t->device() == query.device(), "triplet: every tensor must be on ",
-                query.device(), ", got one on ", t->device());
+  check_one_device(query, {&query_labels, &query_indices, &bank, &bank_labels, &extra,
+                           &extra_labels});
+  return check_hyperparameters(op, margin, negatives, positive_fraction);
+}
+
+void check_one_device(const at::Tensor& first, std::initializer_list<const at::Tensor*> others) {
+  for (const at::Tensor* t : others) {
+    TORCH_CHECK_VALUE(t->device() == first.device(), "triplet: every tensor must be on ",
+                      first.device(), ", got one on ", t->device());
   }
-  TORCH_CHECK(std::isfinite(margin) && margin >= 0.0,
-              "triplet: margin must be finite and >= 0, got ", margin);
-  TORCH_CHECK(positive_fraction > 0.0 && positive_fraction <= 1.0,
-              "triplet: positive_fraction must be in (0, 1], got ", positive_fraction);
-  return parse_choice(op, "negatives", negatives, kTripletNegatives);
 }
 
 TripletCandidates build_candidates(const at::Tensor& query, const at::Tensor& query_labels,

@@ -3,21 +3,30 @@
 // problem, building its candidates, and running a pass over its anchors.
 #include <ATen/core/Tensor.h>
 
+#include <initializer_list>
 #include <string>
+#include <string_view>
 
 #include "triplet/triplet.h"
 #include "triplet/triplet_args.h"
 
 namespace fgo {
 
-// Shapes, dtypes, devices and hyperparameters of a problem. Returns the parsed `negatives`
-// rule; `op` names the entry point in messages.
+// Shapes, dtypes, devices and hyperparameters of a mining problem. Returns the parsed
+// `negatives` rule; `op` names the entry point in messages.
 triplet::Rule check_problem(const char* op, const at::Tensor& query,
                             const at::Tensor& query_labels, const at::Tensor& query_indices,
                             const at::Tensor& bank,
                             const at::Tensor& bank_labels, const at::Tensor& extra,
                             const at::Tensor& extra_labels, double margin,
-                            const std::string& negatives, double positive_fraction);
+                            std::string_view negatives, double positive_fraction);
+
+// The checks it is made of, for the loss's entry (which names its arguments its own way).
+void check_rows(const char* name, const at::Tensor& t, int64_t dim);  // (n, dim)
+void check_labels(const char* name, const at::Tensor& labels, int64_t n);  // int64 (n,)
+void check_one_device(const at::Tensor& first, std::initializer_list<const at::Tensor*> others);
+triplet::Rule check_hyperparameters(const char* op, double margin, std::string_view negatives,
+                                    double positive_fraction);
 
 // Distances from every query to the bank, then the extras, and the labels; then the values
 // (finite distances, query_indices in [-1, N)), without a host sync on CUDA.

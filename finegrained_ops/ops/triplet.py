@@ -14,8 +14,8 @@ positive its negatives in index order. A negative index >= B refers to
 import torch
 import torch.nn.functional as F
 
-from .._checks import (FLOATING, check_choice, check_int, check_number, check_tensor,
-                       compute_dtype)
+from .._checks import (FLOATING, as_float, check_choice, check_int, check_number,
+                       check_tensor, compute_dtype)
 from .._native import _C, check_devices
 
 NEGATIVES = tuple(_C.choices["triplet.negatives"])  # the names the native code parses
@@ -28,7 +28,8 @@ def triplet_margin_loss(emb, labels, margin=0.2, negatives="violating", positive
     """Fused in-batch mining + triplet margin loss max(0, d(a,p) - d(a,n) + margin).
 
     Args:
-        emb: (B, D) float16/bfloat16/float32/float64 embeddings (half types computed in float32).
+        emb: (B, D) float16/bfloat16/float32/float64 embeddings (half types read as they are
+            and computed in float32).
         labels: (B,) int64 class labels.
         margin: >= 0.
         negatives: which negatives each (anchor, positive) pair uses: 'violating' (loss > 0),
@@ -48,14 +49,12 @@ def triplet_margin_loss(emb, labels, margin=0.2, negatives="violating", positive
         0-dim tensor in emb's dtype; 0 (with a zero gradient) when no triplet counts.
         Differentiable once w.r.t. emb and extra_negatives.
     """
-    x, labels, extra, extra_labels = _prepare(emb, labels, margin, negatives, positive_fraction,
-                                              extra_negatives, extra_negative_labels, normalize)
-    check_choice("reduction", reduction, REDUCTIONS)
-    compute_grad = torch.is_grad_enabled() and (x.requires_grad or extra.requires_grad)
-    loss, _, _, _ = _triplet_margin_loss(x, labels, extra, extra_labels, float(margin),
-                                         negatives, float(positive_fraction), reduction,
-                                         bool(squared), compute_grad)
-    return loss.to(emb.dtype)
+    check_tensor("emb", emb, dim=2)
+    extra, extra_labels = _extras(emb, labels, extra_negatives, extra_negative_labels)
+    compute_grad = torch.is_grad_enabled() and (emb.requires_grad or extra.requires_grad)
+    return _triplet_margin_loss(emb, labels, extra, extra_labels, as_float("margin", margin),
+                                negatives, as_float("positive_fraction", positive_fraction),
+                                reduction, bool(squared), bool(normalize), compute_grad)[0]
 
 
 def mine_triplets(emb, labels, margin=0.2, negatives="violating", positive_fraction=1.0,
@@ -185,11 +184,7 @@ def _prepare(emb, labels, margin, negatives, positive_fraction, extra, extra_lab
     check_tensor(name, emb, dim=2, dtypes=FLOATING)
     _check_labels("labels" if name == "emb" else name.replace("emb", "labels"), labels,
                   emb.shape[0])
-    if (extra is None) != (extra_labels is None):
-        raise ValueError("extra_negatives and extra_negative_labels must be given together")
-    if extra is None:
-        extra = emb.new_zeros((0, emb.shape[1]))
-        extra_labels = labels.new_zeros((0,))
+    extra, extra_labels = _extras(emb, labels, extra, extra_labels)
     check_tensor("extra_negatives", extra, dim=2, dtypes=FLOATING)
     if extra.shape[1] != emb.shape[1]:
         raise ValueError(f"extra_negatives must have D={emb.shape[1]} columns, got shape "
@@ -202,6 +197,17 @@ def _prepare(emb, labels, margin, negatives, positive_fraction, extra, extra_lab
     if normalize:
         emb, extra = F.normalize(emb, dim=1), F.normalize(extra, dim=1)
     return emb, labels, extra, extra_labels
+
+
+def _extras(emb, labels, extra, extra_labels):
+    """The extra negatives and their labels, both given or both None (then none: (0, D) and
+    (0,), allocated, never filled)."""
+    if (extra is None) != (extra_labels is None):
+        raise ValueError("extra_negatives and extra_negative_labels must be given together")
+    if extra is None:
+        return emb.new_empty((0, emb.shape[1])), torch.empty(0, dtype=torch.int64,
+                                                             device=emb.device)
+    return extra, extra_labels
 
 
 def _check_labels(name, labels, n):
@@ -221,7 +227,7 @@ _triplet_mine = torch.ops.finegrained_ops.triplet_mine.default
 
 @torch.library.register_fake("finegrained_ops::triplet_margin_loss")
 def _(emb, labels, extra_negatives, extra_negative_labels, margin, negatives, positive_fraction,
-      reduction, squared, compute_grad):
+      reduction, squared, normalize, compute_grad):
     def grad_like(t):
         return torch.empty_like(t) if compute_grad else t.new_empty((0,))
     return emb.new_empty(()), grad_like(emb), grad_like(extra_negatives), emb.new_empty(())

@@ -1,0 +1,181 @@
+// The fused triplet margin loss on the CPU: the rows normalised into one float buffer, our
+// fixed-order distances, the loss pass over the anchors (triplet_cpu.cpp), and the gradient
+// from the weights W by two or three GEMMs and one pass that folds in the normalisation's
+// backward and the loss's divisor (so the backward of loss.backward() makes no pass).
+#include <ATen/ATen.h>
+#include <ATen/Dispatch.h>
+#include <ATen/OpMathType.h>
+#include <ATen/Parallel.h>
+
+#include <algorithm>
+#include <cmath>
+#include <vector>
+
+#include "triplet/triplet_args.h"
+
+namespace fgo {
+namespace {
+
+constexpr double kNormEps = 1e-12;  // F.normalize's: x / max(||x||, eps)
+
+// The embeddings in the compute type, L2-normalised when asked, and what the backward of the
+// normalisation needs: 1 / max(||x||, eps) of each row and whether ||x|| > eps.
+template <typename acc_t>
+struct Prepared {
+  at::Tensor x;                // (B + E, D): emb's rows, then extra's
+  std::vector<acc_t> inverse;  // (B + E,), 1 without normalisation
+  std::vector<char> unit;      // (B + E,) the row was divided by its norm (not by eps)
+};
+
+template <typename scalar_t, typename acc_t>
+Prepared<acc_t> prepare(const TripletLossArgs& a) {
+  const int64_t b = a.emb.size(0), e = a.extra.size(0), d = a.emb.size(1), rows = b + e;
+  Prepared<acc_t> p{at::empty({rows, d}, a.emb.options().dtype(
+                                             c10::CppTypeToScalarType<acc_t>::value)),
+                    std::vector<acc_t>(rows, acc_t(1)), std::vector<char>(rows, 0)};
+  acc_t* x = p.x.template data_ptr<acc_t>();
+  const scalar_t* emb = a.emb.data_ptr<scalar_t>();
+  const scalar_t* extra = a.extra.data_ptr<scalar_t>();
+  at::parallel_for(0, rows, std::max<int64_t>(1, 4096 / std::max<int64_t>(d, 1)),
+                   [&](int64_t begin, int64_t end) {
+    for (int64_t r = begin; r < end; ++r) {
+      const scalar_t* in = r < b ? emb + r * d : extra + (r - b) * d;
+      acc_t* out = x + r * d;
+      acc_t squares = 0;
+      for (int64_t k = 0; k < d; ++k) {
+        out[k] = static_cast<acc_t>(in[k]);
+        squares += out[k] * out[k];
+      }
+      if (!a.normalize) continue;
+      const acc_t norm = std::sqrt(squares);
+      p.unit[r] = norm > acc_t(kNormEps);
+      p.inverse[r] = acc_t(1) / std::max(norm, acc_t(kNormEps));
+      for (int64_t k = 0; k < d; ++k) out[k] *= p.inverse[r];
+    }
+  });
+  return p;
+}
+
+// A tensor over a vector's memory (no copy, no operator call).
+template <typename T>
+at::Tensor over(std::vector<T>& v, at::ScalarType type) {
+  return at::from_blob(v.data(), {static_cast<int64_t>(v.size())}, at::TensorOptions(type));
+}
+
+template <typename scalar_t>
+void loss_cpu(const TripletLossArgs& a) {
+  using acc_t = at::opmath_type<scalar_t>;
+  const int64_t b = a.emb.size(0), e = a.extra.size(0), d = a.emb.size(1), n = b + e;
+  Prepared<acc_t> p = prepare<scalar_t, acc_t>(a);
+  const at::Tensor x = p.x.narrow(0, 0, b);
+
+  TripletArgs rows;
+  TripletCandidates& c = rows.candidates;
+  c.dist = squared_distances(Cpu{}, x, p.x);
+  acc_t* dist = c.dist.template data_ptr<acc_t>();
+  bool finite = true;
+  for (int64_t i = 0; i < b * n; ++i) finite = finite && std::isfinite(dist[i]);
+  TORCH_CHECK_VALUE(finite, "triplet: the embeddings must be finite and their squared "
+                    "distances must fit in ", c.dist.scalar_type(),
+                    " (found NaN or Inf; normalise the embeddings or use float64)");
+  if (!a.squared) {
+    for (int64_t i = 0; i < b * n; ++i) dist[i] = std::sqrt(dist[i]);
+  }
+  std::vector<int64_t> self(b), labels(n), nonzero(b, 0), mined(b, 0);
+  std::vector<double> row_loss(b, 0.0);
+  const int64_t* batch_labels = a.labels.data_ptr<int64_t>();
+  const int64_t* extra_labels = a.extra_labels.data_ptr<int64_t>();
+  for (int64_t i = 0; i < b; ++i) self[i] = i;
+  std::copy(batch_labels, batch_labels + b, labels.begin());
+  std::copy(extra_labels, extra_labels + e, labels.begin() + b);
+  c.query_labels = a.labels;
+  c.query_indices = over(self, at::kLong);
+  c.labels = over(labels, at::kLong);
+  c.num_labelled = b;
+  c.positive_fraction = a.positive_fraction;
+  rows.rule = a.rule;
+  rows.margin = a.margin;
+  rows.pass = triplet::kLoss;
+  rows.row_loss = over(row_loss, at::kDouble);
+  rows.row_nonzero = over(nonzero, at::kLong);
+  rows.row_mined = over(mined, at::kLong);
+  rows.weights = at::zeros_like(c.dist);
+  if (b > 0) triplet_rows(Cpu{}, rows);
+
+  // Fixed-order float64 reductions over anchors: deterministic whatever the thread count.
+  double total = 0, count = 0;
+  for (int64_t i = 0; i < b; ++i) {
+    total += row_loss[i];
+    count += a.reduction == TripletReduction::kMeanNonzero ? double(nonzero[i])
+             : a.reduction == TripletReduction::kMean      ? double(mined[i])
+                                                           : 0.0;
+  }
+  const double divisor = a.reduction == TripletReduction::kSum ? 1.0 : std::max(count, 1.0);
+  *a.loss.data_ptr<scalar_t>() = static_cast<scalar_t>(total / divisor);
+  *a.norm.data_ptr<scalar_t>() = scalar_t(1);  // the divisor is folded into the gradients
+  if (!a.grad_emb.defined()) return;
+
+  // loss_sum = sum_ij W_ij dist_ij, d(dist_ij)/d(x_i) = 2 (x_i - y_j) for squared distances.
+  acc_t* w = rows.weights.template data_ptr<acc_t>();
+  if (!a.squared) {
+    for (int64_t i = 0; i < b * n; ++i) w[i] = dist[i] > 0 ? w[i] / (2 * dist[i]) : acc_t(0);
+  }
+  std::vector<acc_t> own(b, acc_t(0)), extra_own(e, acc_t(0));
+  for (int64_t i = 0; i < b; ++i) {  // row sums, and the batch columns' sums, in order
+    for (int64_t j = 0; j < n; ++j) {
+      own[i] += w[i * n + j];
+      if (j < b) own[j] += w[i * n + j];
+      else extra_own[j - b] += w[i * n + j];
+    }
+  }
+  const at::Tensor w_batch = rows.weights.narrow(1, 0, b);
+  const at::Tensor pull = at::mm(rows.weights, p.x);        // W x_all: (B, D)
+  const at::Tensor push = at::mm(w_batch.t(), x);           // W_bᵀ x:  (B, D)
+  const at::Tensor extra_pull = e > 0 ? at::mm(rows.weights.narrow(1, b, e).t(), x)
+                                      : at::Tensor();     // W_eᵀ x:  (E, D)
+  const acc_t factor = acc_t(2.0 / divisor);
+  const acc_t* xs = p.x.template data_ptr<acc_t>();
+  // Row r's gradient g w.r.t. its normalised row y, then back through y = x / max(|x|, eps):
+  // (g - y (y . g)) / |x| where |x| > eps, g / eps where it was clamped.
+  const auto finish = [&](int64_t r, const acc_t* y, acc_t scale, const acc_t* minus_a,
+                          const acc_t* minus_b, scalar_t* out, std::vector<acc_t>& g) {
+    acc_t dot = 0;
+    for (int64_t k = 0; k < d; ++k) {
+      g[k] = factor * (scale * y[k] - minus_a[k] - (minus_b ? minus_b[k] : acc_t(0)));
+      dot += y[k] * g[k];
+    }
+    const bool project = a.normalize && p.unit[r];
+    for (int64_t k = 0; k < d; ++k) {
+      out[k] = static_cast<scalar_t>(p.inverse[r] * (project ? g[k] - y[k] * dot : g[k]));
+    }
+  };
+  const acc_t* pull_data = pull.template data_ptr<acc_t>();
+  const acc_t* push_data = push.template data_ptr<acc_t>();
+  scalar_t* grad_emb = a.grad_emb.data_ptr<scalar_t>();
+  at::parallel_for(0, b, 16, [&](int64_t begin, int64_t end) {
+    std::vector<acc_t> g(d);
+    for (int64_t i = begin; i < end; ++i) {
+      finish(i, xs + i * d, own[i], pull_data + i * d, push_data + i * d, grad_emb + i * d, g);
+    }
+  });
+  if (e > 0) {
+    const acc_t* extra_pull_data = extra_pull.template data_ptr<acc_t>();
+    scalar_t* grad_extra = a.grad_extra.data_ptr<scalar_t>();
+    at::parallel_for(0, e, 16, [&](int64_t begin, int64_t end) {
+      std::vector<acc_t> g(d);
+      for (int64_t j = begin; j < end; ++j) {
+        finish(b + j, xs + (b + j) * d, extra_own[j], extra_pull_data + j * d, nullptr,
+               grad_extra + j * d, g);
+      }
+    });
+  }
+}
+
+}  // namespace
+
+void triplet_loss(Cpu, const TripletLossArgs& args) {
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, args.emb.scalar_type(),
+                                  "triplet_loss_cpu", [&] { loss_cpu<scalar_t>(args); });
+}
+
+}  // namespace fgo
