@@ -1,12 +1,14 @@
 """Host time per call: every op's forward + backward on inputs so small that the kernels take
 next to nothing, against the PyTorch call a user would write instead.
 
-    python -m benchmarks.host_overhead [--device cpu|cuda] [--steps 2000] [--profile]
+    python -m benchmarks.host_overhead [--device cpu|cuda] [--steps 2000] [--profile] [--launches]
 
 What it measures is the Python, dispatcher and autograd layers and the launches: on a GPU, the
 floor under every step of a small model (the H100 run, benchmarks/results/h100-2026-11-27/,
 found most rows of the suite flat at 0.5-3 ms from it). One thread on the CPU, so the numbers
-do not depend on the machine's cores. Prints the mean microseconds per step; --profile adds,
+do not depend on the machine's cores. Prints the mean microseconds per step, ours, PyTorch's
+call and that call under torch.compile; --launches adds the kernel launches per step on the
+CUDA path (counted without a GPU); --profile adds,
 for each of our steps, the host-side calls it makes (torch.profiler, 20 steps), which is where
 the launches and small ATen calls to cut show up.
 """
@@ -18,36 +20,46 @@ import torch.nn.functional as F
 
 import finegrained_ops as fo
 
+from . import launch_count
+
 
 def cases(device):
-    """{name: (ours, theirs)}: two steps each, forward + backward on tiny inputs."""
+    """{name: (ours, theirs, leaf)}: loss closures on tiny inputs, and the input whose
+    gradient a step computes."""
     g = torch.Generator().manual_seed(0)
     logits = torch.randn(4, 10, generator=g).to(device).requires_grad_()
     target = torch.randint(10, (4,), generator=g).to(device)
     weights = torch.rand(10, generator=g).to(device)
-    cb = fo.nn.ClassBalancedLoss(torch.arange(1, 11) * 10, loss_type="softmax").to(device)
+    counts = torch.arange(1, 11) * 10
+    cb = fo.nn.ClassBalancedLoss(counts, loss_type="softmax").to(device)
+    la = fo.nn.LogitAdjustedLoss(counts).to(device)
+    offsets = la.logit_offsets.float()
     emb = torch.randn(8, 4, generator=g).to(device).requires_grad_()
     labels = torch.arange(4).repeat(2).to(device)
     maps = torch.randn(1, 8, 4, 4, generator=g).to(device).requires_grad_()
     pooling = fo.nn.CompactBilinearPooling(8, 16, seed=0).to(device)
-
-    def step(loss_fn, leaf):
-        def run():
-            leaf.grad = None
-            loss_fn().backward()
-        return run
-
     return {
         "class-balanced softmax 4x10 vs F.cross_entropy(weight=)": (
-            step(lambda: cb(logits, target), logits),
-            step(lambda: F.cross_entropy(logits, target, weight=weights), logits)),
+            lambda: cb(logits, target),
+            lambda: F.cross_entropy(logits, target, weight=weights), logits),
+        "logit-adjusted 4x10 vs F.cross_entropy(logits + offsets)": (
+            lambda: la(logits, target),
+            lambda: F.cross_entropy(logits + offsets, target), logits),
         "triplet loss B=8 vs F.triplet_margin_loss on 8 triplets": (
-            step(lambda: fo.triplet_margin_loss(emb, labels), emb),
-            step(lambda: F.triplet_margin_loss(emb, emb.roll(4, 0), emb.roll(1, 0)), emb)),
+            lambda: fo.triplet_margin_loss(emb, labels),
+            lambda: F.triplet_margin_loss(emb, emb.roll(4, 0), emb.roll(1, 0)), emb),
         "compact bilinear 1x8x4x4 d=16 vs bilinear (einsum)": (
-            step(lambda: pooling(maps).sum(), maps),
-            step(lambda: torch.einsum("nchw,ndhw->ncd", maps, maps).sum(), maps)),
+            lambda: pooling(maps).sum(),
+            lambda: torch.einsum("nchw,ndhw->ncd", maps, maps).sum(), maps),
     }
+
+
+def step(loss_fn, leaf):
+    """One forward + backward of loss_fn."""
+    def run():
+        leaf.grad = None
+        loss_fn().backward()
+    return run
 
 
 def per_step_us(fn, device, steps):
@@ -83,17 +95,41 @@ def main(argv=None):
     parser.add_argument("--steps", type=int, default=2000)
     parser.add_argument("--profile", action="store_true",
                         help="also print where each of our steps spends its host time")
+    parser.add_argument("--no-compile", action="store_true",
+                        help="leave out the torch.compile column (compiling takes seconds)")
+    parser.add_argument("--launches", action="store_true",
+                        help="also count each step's CUDA kernel launches (ours on the CUDA "
+                             "emulation, from a checkout; PyTorch's from its ATen calls)")
     args = parser.parse_args(argv)
     device = torch.device(args.device)
     torch.set_num_threads(1)
-    print(f"{'case':<58} {'ours us':>9} {'torch us':>9}")
-    steps = cases(device)
-    for name, (ours, theirs) in steps.items():
-        print(f"{name:<58} {per_step_us(ours, device, args.steps):>9.1f} "
-              f"{per_step_us(theirs, device, args.steps):>9.1f}")
+    emulation = _emulation() if args.launches else None
+    print(f"{'case':<58} {'ours us':>8} {'torch us':>9} {'compiled':>9}"
+          + (f" {'ours launches':>14} {'torch launches':>15}" if args.launches else ""))
+    steps = {}
+    for name, (ours, theirs, leaf) in cases(device).items():
+        steps[name] = step(ours, leaf)
+        row = [per_step_us(step(f, leaf), device, args.steps) for f in (
+            ours, theirs, *(() if args.no_compile else (torch.compile(theirs),)))]
+        line = f"{name:<58} {row[0]:>8.1f} {row[1]:>9.1f} " + (
+            f"{row[2]:>9.1f}" if len(row) > 2 else f"{'-':>9}")
+        if emulation is not None:
+            from tests.test_cuda_emulation import emulated_cuda
+            with emulated_cuda(emulation, launches=False):
+                steps[name]()
+                ours_launches = launch_count.count(steps[name], emulation)[0]
+            line += f" {ours_launches:>14} {launch_count.count(step(theirs, leaf))[0]:>15}"
+        print(line)
     if args.profile:
-        for name, (ours, _) in steps.items():
-            print_profile(name, ours, device)
+        for name, run in steps.items():
+            print_profile(name, run, device)
+
+
+def _emulation():
+    """The CUDA emulation's module (tests/cuda_emulation), built on first use: our launches are
+    counted on its CUDA path, PyTorch's from its ATen calls (benchmarks/launch_count.py)."""
+    from tests.cuda_emulation import build
+    return build.load()
 
 
 if __name__ == "__main__":

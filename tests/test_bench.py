@@ -54,9 +54,10 @@ def test_a_benchmark_child_that_dies_raises_instead_of_hanging():
 
 def test_host_overhead_runs():
     run = subprocess.run([sys.executable, "-m", "benchmarks.host_overhead", "--steps", "20",
-                          "--profile"], capture_output=True, text=True, timeout=300)
+                          "--profile", "--no-compile", "--launches"], capture_output=True,
+                         text=True, timeout=300)
     assert run.returncode == 0, run.stderr[-3000:]
-    rows = run.stdout.splitlines()[1:4]
-    assert all(float(r.split()[-1]) > 0 for r in rows)
-    assert run.stdout.count("host calls over 20 steps") == 3
+    rows = run.stdout.splitlines()[1:5]
+    assert all(float(r.split()[-5]) > 0 and int(r.split()[-1]) > 0 for r in rows), rows
+    assert run.stdout.count("host calls over 20 steps") == 4
     assert "finegrained_ops::triplet_margin_loss" in run.stdout
