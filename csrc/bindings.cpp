@@ -12,6 +12,7 @@
 #include "kernel_pooling/kernel_pooling.h"
 #include "kernel_pooling/kernel_pooling_args.h"
 #include "precomputed_gradient/scale_gradient.h"
+#include "sqrt_normalize/sqrt_normalize.h"
 #include "triplet/triplet.h"
 
 namespace fgo {
@@ -71,6 +72,13 @@ void bind_ops(pybind11::module_& m) {
         "The CPU kernels' real FFT (common/real_fft.h), for the tests: rfft of (R, n) rows, or "
         "(inverse) irfft of (R, n / 2 + 1) complex rows.",
         py::arg("x"), py::arg("inverse"), py::arg("n"), py::call_guard<py::gil_scoped_release>());
+
+  m.def("sqrt_normalize", &fgo::sqrt_normalize,
+        "Signed square root, then L2 normalisation, of each row of y (N, D).", py::arg("y"),
+        py::arg("eps"), py::call_guard<py::gil_scoped_release>());
+  m.def("sqrt_normalize_backward", &fgo::sqrt_normalize_backward,
+        "d(loss)/dy of sqrt_normalize from the gradient of its output.", py::arg("grad"),
+        py::arg("y"), py::arg("z"), py::arg("eps"), py::call_guard<py::gil_scoped_release>());
 
   m.def("triplet_margin_loss", &fgo::triplet_margin_loss,
         "Fused in-batch triplet mining + margin loss: (loss, grad_emb, grad_extra_negatives, "

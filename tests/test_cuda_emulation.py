@@ -44,6 +44,8 @@ EMULATED_ENTRY_POINTS = {
     "class_balanced_weights": "class_balanced_weights",
     "class_loss": "class_loss",
     "scale_gradient": "scale_gradient",
+    "sqrt_normalize": "sqrt_normalize",
+    "sqrt_normalize_backward": "sqrt_normalize_backward",
     "kernel_pooling": "kernel_pooling_forward",
     "kernel_pooling_backward": "kernel_pooling_backward",
     "triplet_margin_loss": "triplet_margin_loss",
@@ -499,3 +501,27 @@ def test_class_loss_values_are_checked_by_device_assertions(emulation, case, mat
         fo.ops.class_loss.fused_class_loss(
             logits, target, logit_offsets=offsets if case == "offsets" else None,
             target_margins=margins if case == "margins" else None, **kwargs)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.bfloat16])
+@pytest.mark.parametrize("rows, d", [(3, 7), (2, 600)])
+def test_sqrt_normalize(emulation, dtype, rows, d):
+    """The heads' post-processing, a block per row, forward and backward (a zero row
+    included, whose norm is clamped)."""
+    from finegrained_ops.ops.kernel_pooling import sqrt_normalize
+    g = torch.Generator().manual_seed(rows)
+    y = torch.randn(rows, d, generator=g, dtype=torch.float64).to(dtype)
+    y[-1] = 0
+    upstream = torch.randn(rows, d, generator=g, dtype=torch.float64).to(dtype)
+
+    def run():
+        leaf = y.clone().requires_grad_()
+        out = sqrt_normalize(leaf)
+        out.backward(upstream)
+        return out.detach(), leaf.grad
+
+    cpu, cuda = run_three_ways(emulation, run)
+    tolerance = {**SCALED_TOLERANCE, torch.bfloat16: 1e-2}
+    for a, b in zip(cpu, cuda):
+        assert a.dtype == b.dtype == dtype
+        assert_relative_close(b.double(), a.double(), tolerance[dtype])

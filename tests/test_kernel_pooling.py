@@ -428,13 +428,13 @@ def test_native_entry_checks_its_own_preconditions():
     x, h, s = torch.zeros(1, 2, 3), torch.zeros(2, 3, dtype=torch.int64), torch.ones(2, 3)
     with pytest.raises(ValueError, match="in \\[0, dim=4\\)"):
         _C.kernel_pooling_forward(x, h + 4, s, 4)
-    with pytest.raises(RuntimeError, match="p >= 2"):
+    with pytest.raises(ValueError, match="p >= 2"):
         _C.kernel_pooling_forward(x, h[:1], s[:1], 4)
-    with pytest.raises(RuntimeError, match="float32 or float64"):
+    with pytest.raises(TypeError, match="float32 or float64"):
         _C.kernel_pooling_forward(x.half(), h, s.half(), 4)
     with pytest.raises(RuntimeError, match="grad must be"):
         _C.kernel_pooling_backward(torch.zeros(1, 1, 5), x, h, s, 4)
-    with pytest.raises(RuntimeError, match="dim must be >= 2"):
+    with pytest.raises(ValueError, match="dim must be >= 2"):
         _C.kernel_pooling_forward(x, h, s, 1)
 
 
@@ -499,3 +499,33 @@ def test_loading_a_sketch_of_another_shape_is_refused_and_the_seed_follows():
     state["hash_sign"] = state["hash_sign"] * 2
     with pytest.raises(ValueError, match="hash_sign must hold only"):
         KernelPooling(8, 16, order=3).load_state_dict(state)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_sqrt_normalize_is_normalize_of_signed_sqrt_in_one_pass(dtype):
+    """The heads' post-processing as one native op each way, equal to its composition (with
+    zero rows, whose norm is clamped as F.normalize's), differentiable once."""
+    from finegrained_ops.ops.kernel_pooling import _sqrt_normalize, sqrt_normalize
+    g = torch.Generator().manual_seed(3)
+    y = torch.randn(5, 300, generator=g, dtype=torch.float64).to(dtype)
+    y[2] = 0
+    y = y.requires_grad_()
+    expected = F.normalize(fo.signed_sqrt(y), dim=1)
+    out = sqrt_normalize(y)
+    torch.testing.assert_close(out, expected)
+    upstream = torch.randn(5, 300, generator=g, dtype=torch.float64).to(dtype)
+    (ours,) = torch.autograd.grad(out, y, upstream)
+    (theirs,) = torch.autograd.grad(expected, y, upstream)
+    torch.testing.assert_close(ours, theirs, rtol=1e-4 if dtype == torch.float32 else 1e-7,
+                               atol=1e-6 if dtype == torch.float32 else 1e-12)
+    if dtype == torch.float64:
+        # (not at 0, where finite differences see less than the slope: signed_sqrt's docstring)
+        check_gradients(sqrt_normalize, (y.detach()[[0, 1, 3], :7].clone().requires_grad_(),))
+        torch.library.opcheck(_sqrt_normalize, (y.detach().clone().requires_grad_(), 1e-12))
+    half = sqrt_normalize(y.detach().to(torch.bfloat16))
+    assert half.dtype == torch.bfloat16
+    torch.testing.assert_close(half.float(), expected.detach().float(), rtol=2e-2, atol=2e-3)
+    with pytest.raises(RuntimeError, match="differentiable once"):
+        z = y.detach().clone().requires_grad_()
+        (first,) = torch.autograd.grad(sqrt_normalize(z).sum(), z, create_graph=True)
+        first.sum().backward()

@@ -332,12 +332,12 @@ const RealFft<T>& RealFft<T>::of_length(int64_t d) {
 
 template <typename T>
 void RealFft<T>::forward(const T* in, int64_t in_stride, T* out, int64_t out_stride,
-                         int64_t count) const {
+                         int64_t count, T scale) const {
   constexpr int64_t W = V::size();
   const int64_t n = complex_->length(), bins = this->bins();
   std::vector<V> real(std::max(d_, 2 * bins));  // a row's scalars, one row per lane
   std::vector<Lanes<V>> data(n), scratch(complex_->scratch());
-  const V half(T(0.5));
+  const V half(T(0.5) * scale), factor(scale);
   for (int64_t first = 0; first < count; first += W) {
     const int64_t rows = std::min(W, count - first);
     load_rows(in + first * in_stride, in_stride, rows, d_, real.data());
@@ -358,8 +358,8 @@ void RealFft<T>::forward(const T* in, int64_t in_stride, T* out, int64_t out_str
       for (int64_t j = 0; j < n; ++j) data[j] = {real[j], V(0)};
       complex_->run(data.data(), scratch.data());
       for (int64_t k = 0; k < bins; ++k) {
-        real[2 * k] = data[k].re;
-        real[2 * k + 1] = data[k].im;
+        real[2 * k] = data[k].re * factor;
+        real[2 * k + 1] = data[k].im * factor;
       }
     }
     store_rows(real.data(), 2 * bins, out + first * out_stride, out_stride, rows);
@@ -368,12 +368,12 @@ void RealFft<T>::forward(const T* in, int64_t in_stride, T* out, int64_t out_str
 
 template <typename T>
 void RealFft<T>::inverse(const T* in, int64_t in_stride, T* out, int64_t out_stride,
-                         int64_t count) const {
+                         int64_t count, T scale) const {
   constexpr int64_t W = V::size();
   const int64_t n = complex_->length(), bins = this->bins();
   std::vector<V> real(std::max(d_, 2 * bins));
   std::vector<Lanes<V>> data(n), scratch(complex_->scratch());
-  const V scale(T(1) / T(n)), half(T(0.5));
+  const V factor(scale / T(n)), half(T(0.5));
   for (int64_t first = 0; first < count; first += W) {
     const int64_t rows = std::min(W, count - first);
     load_rows(in + first * in_stride, in_stride, rows, 2 * bins, real.data());
@@ -390,8 +390,8 @@ void RealFft<T>::inverse(const T* in, int64_t in_stride, T* out, int64_t out_str
       }
       complex_->run(data.data(), scratch.data());
       for (int64_t j = 0; j < n; ++j) {  // conj back, over n
-        real[2 * j] = data[j].re * scale;
-        real[2 * j + 1] = (V(0) - data[j].im) * scale;
+        real[2 * j] = data[j].re * factor;
+        real[2 * j + 1] = (V(0) - data[j].im) * factor;
       }
     } else {  // the Hermitian spectrum of length d, inverse-transformed; its real part over d
       for (int64_t k = 0; k < bins; ++k) {
@@ -399,7 +399,7 @@ void RealFft<T>::inverse(const T* in, int64_t in_stride, T* out, int64_t out_str
         if (k > 0) data[n - k] = bin(k);  // conj(conj(x))
       }
       complex_->run(data.data(), scratch.data());
-      for (int64_t j = 0; j < n; ++j) real[j] = data[j].re * scale;
+      for (int64_t j = 0; j < n; ++j) real[j] = data[j].re * factor;
     }
     store_rows(real.data(), d_, out + first * out_stride, out_stride, rows);
   }

@@ -41,11 +41,15 @@ class RealFft {
   int64_t bins() const { return d_ / 2 + 1; }
 
   // rfft: `count` rows of d reals (row r at in + r * in_stride) to rows of d / 2 + 1 complex
-  // bins as interleaved (re, im) pairs (row r at out + r * out_stride, in scalars).
-  void forward(const T* in, int64_t in_stride, T* out, int64_t out_stride, int64_t count) const;
-  // irfft with torch's "backward" normalisation (1/d): bins to reals; the imaginary parts of
-  // the DC and (even d) Nyquist bins are ignored, as torch's c2r transforms ignore them.
-  void inverse(const T* in, int64_t in_stride, T* out, int64_t out_stride, int64_t count) const;
+  // bins as interleaved (re, im) pairs (row r at out + r * out_stride, in scalars), times
+  // `scale`.
+  void forward(const T* in, int64_t in_stride, T* out, int64_t out_stride, int64_t count,
+               T scale = T(1)) const;
+  // irfft with torch's "backward" normalisation (1/d), times `scale`: bins to reals; the
+  // imaginary parts of the DC and (even d) Nyquist bins are ignored, as torch's c2r
+  // transforms ignore them.
+  void inverse(const T* in, int64_t in_stride, T* out, int64_t out_stride, int64_t count,
+               T scale = T(1)) const;
 
   explicit RealFft(int64_t d);
   ~RealFft();

@@ -120,14 +120,14 @@ class ChunkTransform {
 // the threads: every row's bits are its own, whatever the split.
 template <typename scalar_t>
 void transform_rows(const fft::RealFft<scalar_t>& fft, bool inverse, const scalar_t* in,
-                    scalar_t* out, int64_t rows) {
+                    scalar_t* out, int64_t rows, scalar_t scale) {
   const int64_t bins = 2 * fft.bins(), d = fft.length();
   const int64_t grain = std::max<int64_t>(1, kChunkScalars / (4 * d));
   at::parallel_for(0, rows, grain, [&](int64_t begin, int64_t end) {
     if (inverse) {
-      fft.inverse(in + begin * bins, bins, out + begin * d, d, end - begin);
+      fft.inverse(in + begin * bins, bins, out + begin * d, d, end - begin, scale);
     } else {
-      fft.forward(in + begin * d, d, out + begin * bins, bins, end - begin);
+      fft.forward(in + begin * d, d, out + begin * bins, bins, end - begin, scale);
     }
   });
 }
@@ -172,13 +172,14 @@ at::Tensor pool(Cpu, const KernelPoolingArgs& a) {
         });
       }
     });
-    at::Tensor total = partial.select(1, 0).clone();
+    at::Tensor total = partial.select(1, 0);  // one group: the partial sums are the total
+    if (part.groups > 1) total = total.clone();
     for (int64_t g = 1; g < part.groups; ++g) total.add_(partial.select(1, g));
     transform_rows(fft::RealFft<scalar_t>::of_length(a.dim), /*inverse=*/true,
                    complex_scalars<scalar_t>(total), pooled.data_ptr<scalar_t>(),
-                   images * (order - 1));
+                   images * (order - 1), scalar_t(1) / scalar_t(a.x.size(1)));  // the mean
   });
-  return pooled.div_(static_cast<double>(a.x.size(1)));
+  return pooled;
 }
 
 at::Tensor backprop(Cpu, const KernelPoolingArgs& a, const at::Tensor& grad_pooled) {
@@ -190,8 +191,7 @@ at::Tensor backprop(Cpu, const KernelPoolingArgs& a, const at::Tensor& grad_pool
   AT_DISPATCH_FLOATING_TYPES(a.x.scalar_type(), "kernel_pooling_backward_cpu", [&] {
     transform_rows(fft::RealFft<scalar_t>::of_length(a.dim), /*inverse=*/false,
                    grad_pooled.data_ptr<scalar_t>(), complex_scalars<scalar_t>(grad),
-                   images * (order - 1));
-    grad.div_(static_cast<double>(locations));
+                   images * (order - 1), scalar_t(1) / scalar_t(locations));
     const scalar_t* grad_data = complex_scalars<scalar_t>(grad);
     scalar_t* dx = grad_x.data_ptr<scalar_t>();
     for_each_chunk<scalar_t>(a, part, true, [&](ChunkTransform<scalar_t>& chunk, int64_t,

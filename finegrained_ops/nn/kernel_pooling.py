@@ -1,11 +1,10 @@
 """Kernel pooling and compact bilinear pooling layers (thesis ch. 3; docs/semantics.md §2)."""
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from .._checks import check_choice
 from ..ops.kernel_pooling import (compact_bilinear_pooling, draw_hashes, draw_two_input_hashes,
-                                  estimate_gamma, kernel_pooling, rbf_alpha, signed_sqrt)
+                                  estimate_gamma, kernel_pooling, rbf_alpha, sqrt_normalize)
 
 INPUT_FORMATS = ("NCHW", "NLC")
 ALPHAS = ("learned", "rbf", "ones")
@@ -46,7 +45,7 @@ class _SketchPooling(nn.Module):
         return x
 
     def _postprocess(self, y):
-        return F.normalize(signed_sqrt(y), dim=1) if self.sqrt_normalize else y
+        return sqrt_normalize(y) if self.sqrt_normalize else y
 
     def get_extra_state(self):
         """The sketch's shape and seed travel with the hashes (their tensors' shape does not

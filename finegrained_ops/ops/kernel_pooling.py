@@ -191,6 +191,13 @@ def signed_sqrt(x, eps=1e-12):
     return _SignedSqrt.apply(x, eps)
 
 
+def sqrt_normalize(y, eps=1e-12):
+    """F.normalize(signed_sqrt(y, eps), dim=1) in one native pass each way (thesis 3.3.1, the
+    sketching heads' post-processing): y (N, D) floating -> (N, D) in y's dtype (half types
+    computed in float32). Differentiable once."""
+    return _sqrt_normalize(y, float(eps))
+
+
 class _SignedSqrt(torch.autograd.Function):
     """Autograd through sign(x) would give 0 at x = 0, not the function's slope there."""
 
@@ -241,3 +248,16 @@ def _(x, hash_index, hash_sign, dim):
 @torch.library.register_fake("finegrained_ops::kernel_pooling_backward")
 def _(grad, x, hash_index, hash_sign, dim):
     return torch.empty_like(x)
+
+
+_sqrt_normalize = torch.ops.finegrained_ops.sqrt_normalize.default
+
+
+@torch.library.register_fake("finegrained_ops::sqrt_normalize")
+def _(y, eps):
+    return torch.empty_like(y)
+
+
+@torch.library.register_fake("finegrained_ops::sqrt_normalize_backward")
+def _(grad, y, z, eps):
+    return torch.empty_like(y)
