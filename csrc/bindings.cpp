@@ -92,15 +92,16 @@ void bind_ops(pybind11::module_& m) {
         py::arg("query_emb"), py::arg("query_labels"), py::arg("query_indices"),
         py::arg("bank_emb"), py::arg("bank_labels"), py::arg("extra_negatives"),
         py::arg("extra_negative_labels"), py::arg("margin"), py::arg("negatives"),
-        py::arg("positive_fraction"), py::arg("squared"),
-        py::call_guard<py::gil_scoped_release>());
+        py::arg("positive_fraction"), py::arg("squared"), py::arg("normalize"),
+        py::arg("max_positives"), py::call_guard<py::gil_scoped_release>());
   m.def("triplet_mine", &fgo::triplet_mine,
         "Mined triplets (anchor, positive, negative): all, max_triplets of them, or per_anchor "
         "per anchor, drawn from seed.",
         py::arg("query_emb"), py::arg("query_labels"), py::arg("query_indices"),
         py::arg("bank_emb"), py::arg("bank_labels"), py::arg("extra_negatives"),
         py::arg("extra_negative_labels"), py::arg("margin"), py::arg("negatives"),
-        py::arg("positive_fraction"), py::arg("squared"), py::arg("max_triplets"),
+        py::arg("positive_fraction"), py::arg("squared"), py::arg("normalize"),
+        py::arg("max_positives"), py::arg("max_triplets"),
         py::arg("per_anchor"), py::arg("seed"), py::arg("anchor_offset"),
         py::call_guard<py::gil_scoped_release>());
 

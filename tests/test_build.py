@@ -85,16 +85,19 @@ def test_native_ops_release_the_gil():
     emb = torch.nn.functional.normalize(torch.randn(4000, 64), dim=1)
     labels = torch.randint(0, 40, (4000,))
     none, none_labels = emb[:0], labels[:0]
-    args = (emb, labels, torch.arange(4000), emb, labels, none, none_labels, 0.2, "all", 1.0, True)
+    args = (emb, labels, torch.arange(4000), emb, labels, none, none_labels, 0.2, "all", 1.0, True,
+            True, -1)
     started, done, calls = threading.Event(), threading.Event(), []
 
     def count():
         started.set()
-        for _ in range(3):
-            begin = time.perf_counter()
-            _C.triplet_count(*args)
-            calls.append((begin, time.perf_counter()))
-        done.set()
+        try:
+            for _ in range(3):
+                begin = time.perf_counter()
+                _C.triplet_count(*args)
+                calls.append((begin, time.perf_counter()))
+        finally:  # a failing call must not leave the main thread waiting
+            done.set()
 
     worker = threading.Thread(target=count)
     worker.start()

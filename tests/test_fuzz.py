@@ -614,7 +614,7 @@ NATIVE_ABUSE = textwrap.dedent("""
         "query index": (lambda: _C.triplet_mine(
             torch.randn(3, 2), torch.zeros(3, dtype=torch.long), torch.tensor([0, 1, 1 << 40]),
             torch.randn(4, 2), torch.zeros(4, dtype=torch.long), torch.zeros(0, 2),
-            torch.zeros(0, dtype=torch.long), 0.2, "all", 1.0, True, -1, -1, 0, 0),
+            torch.zeros(0, dtype=torch.long), 0.2, "all", 1.0, True, True, -1, -1, -1, 0, 0),
             "query_indices"),
         "labels short": (lambda: _C.triplet_margin_loss(
             torch.randn(3, 2), torch.zeros(2, dtype=torch.long), torch.zeros(0, 2),

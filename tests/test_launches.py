@@ -92,3 +92,61 @@ def test_pytorchs_cross_entropy_counted_the_same_way():
     launches, reads, what = count(step(lambda: F.cross_entropy(logits, target, weight=weights),
                                        logits))
     assert (launches, reads) == (6, 0), what
+
+
+TRIPLET_LOSS_BUDGET = 10
+MINING_BUDGET = 6
+
+
+def triplet_problem(b=64, d=32, extras=0):
+    g = torch.Generator().manual_seed(0)
+    emb = torch.randn(b, d, generator=g).requires_grad_()
+    labels = torch.randint(8, (b,), generator=g)
+    extra = dict(extra_negatives=torch.randn(extras, d, generator=g),
+                 extra_negative_labels=torch.randint(8, (extras,), generator=g)) if extras else {}
+    return emb, labels, extra
+
+
+@pytest.mark.parametrize("extras", [0, 8])
+@pytest.mark.parametrize("squared", [True, False])
+def test_triplet_loss_launches_at_most_ten_kernels_a_step(emulation, squared, extras):
+    """Prepare, GEMM, rows, finish, GEMM, gradient (triplet_loss_kernels.cuh), the engine's
+    fill of the unit grad_output, and on a GPU the backward's scale (skipped here: the
+    emulation's tensors are on the CPU, where a unit scale is read); nothing grows with B or
+    the number of triplets."""
+    emb, labels, extra = triplet_problem(extras=extras)
+    launches, reads, what = emulated_count(emulation, step(
+        lambda: fo.triplet_margin_loss(emb, labels, squared=squared, **extra), emb))
+    assert launches + 1 <= TRIPLET_LOSS_BUDGET and reads == 0, what
+
+
+@pytest.mark.parametrize("options", [{}, {"max_triplets": 100}, {"negatives": "hardest"}])
+def test_mining_launches_at_most_six_kernels_and_reads_the_count(emulation, options):
+    """Prepare, GEMM, count pass, prefix sums, write pass, and (drawing max_triplets over all
+    anchors on the host) the copy of the drawn ranks; one read, the number of triplets. (The
+    seed is drawn from a CPU generator: its aten::random_ launches nothing on a GPU.)"""
+    emb, labels, extra = triplet_problem(extras=8)
+    if "max_triplets" in options:
+        options = dict(options, generator=torch.Generator().manual_seed(0))
+    launches, reads, what = emulated_count(emulation, lambda: fo.mine_triplets(
+        emb.detach(), labels, **extra, **options))
+    on_gpu = launches - what.count("aten::random_") + ("max_triplets" in options)
+    assert on_gpu <= MINING_BUDGET and reads - ("max_triplets" in options) == 1, what
+
+
+def test_bank_mining_launches_per_chunk(emulation):
+    """Per chunk the same five launches and one read, the per-anchor draws on the device;
+    per call, the bank's largest class (which sizes the scratch) and the default
+    query_indices."""
+    emb, labels, _ = triplet_problem()
+    g = torch.Generator().manual_seed(1)
+    bank, bank_labels = torch.randn(300, 32, generator=g), torch.randint(8, (300,), generator=g)
+
+    def mine(chunk_size):
+        return lambda: fo.mine_from_bank(emb.detach(), labels, bank, bank_labels, per_anchor=2,
+                                         chunk_size=chunk_size,
+                                         generator=torch.Generator().manual_seed(0))
+    one, one_reads, _ = emulated_count(emulation, mine(64))
+    four, four_reads, what = emulated_count(emulation, mine(16))
+    # three more chunks, and the concatenation of the four chunks' three outputs
+    assert (four - one, four_reads - one_reads) == (3 * 5 + 3, 3), what

@@ -333,7 +333,7 @@ def test_torch_compile_fullgraph_and_opcheck():
                                    extra.clone().requires_grad_(), extra_labels, 0.2, rule, 0.6,
                                    reduction, True, True, True))
     problem = (emb, labels, torch.arange(12), emb, labels, extra, extra_labels, 0.2, "violating",
-               1.0, True)
+               1.0, True, True, -1)
     torch.library.opcheck(_triplet_count, problem)
     torch.library.opcheck(_triplet_mine, problem + (-1, 3, 11, 0),
                           test_utils=("test_schema", "test_faketensor"))
@@ -469,7 +469,7 @@ def test_count_triplets_counts_what_mine_triplets_returns(rule):
 def test_values_that_would_mine_nonsense_are_refused():
     labels = torch.tensor([0, 0, 1, 1])
     huge = torch.tensor([[3e19, 0.0], [-3e19, 0.0], [0.0, 1.0], [0.0, 2.0]])  # finite, float32
-    with pytest.raises(ValueError, match="squared distances must fit in Float"):
+    with pytest.raises(ValueError, match="squared distances must fit in their dtype \\(Float"):
         fo.triplet_margin_loss(huge, labels, normalize=False)
     fo.triplet_margin_loss(huge.double(), labels, normalize=False)  # fits in float64
     with pytest.raises(ValueError, match="query_indices must be -1 or an index into "
@@ -500,18 +500,25 @@ def test_bad_arguments_of_the_other_entry_points():
 def test_native_entry_points_check_their_inputs():
     idx = torch.arange(6)
     none, none_labels = torch.empty(0, 3), torch.empty(0, dtype=torch.int64)
-    problem = (EMB, LABELS, idx, EMB, LABELS, none, none_labels, 0.2, "violating", 1.0, True)
-    with pytest.raises(RuntimeError, match="either max_triplets or per_anchor"):
+    problem = (EMB, LABELS, idx, EMB, LABELS, none, none_labels, 0.2, "violating", 1.0, True,
+               True, -1)
+    with pytest.raises(ValueError, match="either max_triplets or per_anchor"):
         _C.triplet_mine(*problem, 3, 2, 0, 0)
     with pytest.raises(ValueError, match="negatives must be one of 'violating', 'semihard', "
                                            "'hardest', 'all', got 'hard'"):
-        _C.triplet_count(*problem[:8], "hard", 1.0, True)
+        _C.triplet_count(*problem[:8], "hard", 1.0, True, True, -1)
     with pytest.raises(ValueError, match="bank_labels has 3 entries for 6 rows"):
         _C.triplet_count(EMB, LABELS, idx, EMB, LABELS[:3], none, none_labels, 0.2, "all", 1.0,
-                         True)
+                         True, True, -1)
     with pytest.raises(TypeError, match="share a dtype"):
         _C.triplet_count(EMB, LABELS, idx, EMB.double(), LABELS, none, none_labels, 0.2, "all",
-                         1.0, True)
+                         1.0, True, True, -1)
+    # max_positives sizes the native scratch: one below an anchor's positives is refused.
+    one_class = torch.zeros(6, dtype=torch.int64)  # 5 positives per anchor
+    with pytest.raises(ValueError, match=r"max_positives \(2\) is below an anchor's 5 kept"):
+        _C.triplet_count(EMB, one_class, idx, EMB, one_class, *problem[5:-1], 2)
+    with pytest.raises(ValueError, match="max_positives must be -1 or >= 0, got -2"):
+        _C.triplet_mine(*problem[:-1], -2, -1, -1, 0, 0)
     with pytest.raises(ValueError, match="reduction must be one of 'mean_nonzero', 'mean', "
                                            "'sum', got 'none'"):
         _C.triplet_margin_loss(EMB, LABELS, none, none_labels, 0.2, "all", 1.0, "none", True,

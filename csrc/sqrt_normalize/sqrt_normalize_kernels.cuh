@@ -1,12 +1,13 @@
 #pragma once
-// CUDA kernels of sqrt_normalize: a block per row, its sums by a fixed shuffle and
-// shared-memory tree (bitwise reproducible). Raw pointers and a stream only (no torch header;
+// CUDA kernels of sqrt_normalize: a block per row, its sums by common/block_sum.cuh (bitwise
+// reproducible). Raw pointers and a stream only (no torch header;
 // `make cuda-check` compiles it alone). scalar_t is the storage type, acc_t the computed one.
 
 #include <cuda_runtime.h>
 
 #include <cstdint>
 
+#include "common/block_sum.cuh"
 #include "sqrt_normalize/sqrt_normalize_math.h"
 
 namespace fgo {
@@ -14,19 +15,6 @@ namespace sqrt_norm {
 namespace cuda {
 
 constexpr int kBlockThreads = 256;
-
-// The sum of v over the block; every thread gets it.
-template <typename T>
-__device__ __forceinline__ T block_sum(T v) {
-  for (int offset = 16; offset > 0; offset >>= 1) v += __shfl_xor_sync(0xffffffffu, v, offset);
-  __shared__ T partial[kBlockThreads / 32];
-  if (threadIdx.x % 32 == 0) partial[threadIdx.x / 32] = v;
-  __syncthreads();
-  T total = partial[0];
-  for (int i = 1; i < kBlockThreads / 32; ++i) total += partial[i];
-  __syncthreads();  // `partial` is reused by the next sum
-  return total;
-}
 
 template <typename scalar_t, typename acc_t>
 __global__ void __launch_bounds__(kBlockThreads)
@@ -39,7 +27,7 @@ __global__ void __launch_bounds__(kBlockThreads)
     const acc_t s = signed_sqrt(static_cast<acc_t>(in[k]), eps, root);
     squares += s * s;
   }
-  const acc_t norm = sqrt(block_sum(squares));
+  const acc_t norm = sqrt(block_sum<kBlockThreads>(squares));
   const acc_t inverse = acc_t(1) / (norm > acc_t(kNormEps) ? norm : acc_t(kNormEps));
   for (int64_t k = threadIdx.x; k < d; k += kBlockThreads) {
     out[k] = static_cast<scalar_t>(signed_sqrt(static_cast<acc_t>(in[k]), eps, root) * inverse);
@@ -58,8 +46,8 @@ __global__ void __launch_bounds__(kBlockThreads)
     squares += s * s;
     dot += static_cast<acc_t>(z[base + k]) * static_cast<acc_t>(grad_z[base + k]);
   }
-  const acc_t norm = sqrt(block_sum(squares));
-  dot = block_sum(dot);
+  const acc_t norm = sqrt(block_sum<kBlockThreads>(squares));
+  dot = block_sum<kBlockThreads>(dot);
   const bool unit = norm > acc_t(kNormEps);
   const acc_t inverse = acc_t(1) / (unit ? norm : acc_t(kNormEps));
   for (int64_t k = threadIdx.x; k < d; k += kBlockThreads) {

@@ -7,6 +7,7 @@
 
 #include <ATen/core/Tensor.h>
 
+#include <optional>
 #include <string>
 #include <string_view>
 #include <tuple>
@@ -37,24 +38,32 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> triplet_margin_loss(
     double positive_fraction, std::string_view reduction, bool squared, bool normalize,
     bool compute_grad);
 
-// Number of triplets each anchor mines: (Q,) int64. query_indices (Q,) int64 is each
-// anchor's index in bank_emb (excluded from its positives) or -1.
+// Mining, on the problem of query_emb (Q, D) against bank_emb (N, D) and extra_negatives
+// (E, D), one floating dtype (half types computed in float32), L2-normalised inside when
+// `normalize`; labels int64. query_indices (Q,) int64 is each anchor's index in bank_emb
+// (excluded from its positives) or -1; undefined, anchor a is bank row a (in-batch mining:
+// then query_emb.is_same(bank_emb) prepares the rows once).
+// max_positives bounds every anchor's positives (the bank's largest class; -1: N), sizing the
+// per-anchor scratch.
+//
+// triplet_count: the number of triplets each anchor mines, (Q,) int64.
 at::Tensor triplet_count(const at::Tensor& query_emb, const at::Tensor& query_labels,
-                         const at::Tensor& query_indices, const at::Tensor& bank_emb,
+                         const std::optional<at::Tensor>& query_indices, const at::Tensor& bank_emb,
                          const at::Tensor& bank_labels, const at::Tensor& extra_negatives,
                          const at::Tensor& extra_negative_labels, double margin,
-                         const std::string& negatives, double positive_fraction, bool squared);
+                         std::string_view negatives, double positive_fraction, bool squared,
+                         bool normalize, int64_t max_positives);
 
-// The mined triplets (anchor + anchor_offset, positive, negative) int64; a negative index
-// >= N is extra_negatives[index - N]. Every triplet (max_triplets < 0, per_anchor < 0), or
-// max_triplets of them drawn uniformly without replacement over all anchors, or up to
-// per_anchor per anchor drawn with a counter-based generator keyed by (seed, anchor +
-// anchor_offset), so chunking does not change them; the order is the documented one.
+// triplet_mine: the mined triplets (anchor + anchor_offset, positive, negative) int64; a
+// negative index >= N is extra_negatives[index - N]. Every triplet (max_triplets < 0,
+// per_anchor < 0), or max_triplets of them drawn uniformly without replacement over all
+// anchors, or up to per_anchor per anchor drawn with a counter-based generator keyed by (seed,
+// anchor + anchor_offset), so chunking does not change them; the order is the documented one.
 std::tuple<at::Tensor, at::Tensor, at::Tensor> triplet_mine(
-    const at::Tensor& query_emb, const at::Tensor& query_labels, const at::Tensor& query_indices,
-    const at::Tensor& bank_emb, const at::Tensor& bank_labels, const at::Tensor& extra_negatives,
-    const at::Tensor& extra_negative_labels, double margin, const std::string& negatives,
-    double positive_fraction, bool squared, int64_t max_triplets, int64_t per_anchor,
-    int64_t seed, int64_t anchor_offset);
+    const at::Tensor& query_emb, const at::Tensor& query_labels,
+    const std::optional<at::Tensor>& query_indices, const at::Tensor& bank_emb, const at::Tensor& bank_labels, const at::Tensor& extra_negatives,
+    const at::Tensor& extra_negative_labels, double margin, std::string_view negatives,
+    double positive_fraction, bool squared, bool normalize, int64_t max_positives,
+    int64_t max_triplets, int64_t per_anchor, int64_t seed, int64_t anchor_offset);
 
 }  // namespace fgo

@@ -10,13 +10,30 @@
 
 namespace fgo {
 
+// The rows of up to three inputs stacked (rows, D) in the compute type (float32 for half
+// types), L2-normalised when asked; lengths: each row's norm before that; sq_norms: CUDA only,
+// |y|^2 of the rows (the CPU's distance kernel sums its own, in its fixed order).
+struct PreparedRows {
+  at::Tensor y, lengths, sq_norms;
+};
+
+PreparedRows prepare_rows(Cpu, at::ArrayRef<at::Tensor> parts, bool normalize);
+PreparedRows prepare_rows(Cuda, at::ArrayRef<at::Tensor> parts, bool normalize);
+
 // Every anchor's candidates: distances by one GEMM; positives and negatives follow from
 // the labels inside the per-anchor passes (triplet_math.h), so no mask is formed.
 struct TripletCandidates {
+  PreparedRows prepared;     // the queries' rows first unless they are the bank, then the bank's and the extras'
   at::Tensor dist;           // (Q, N + E) distances (squared or not) to the bank, then extras
+  // CUDA: when defined, dist holds the inner products <q, c> instead, and the next pass turns
+  // them into distances in place (triplet_kernels.cuh, step 0).
+  at::Tensor query_sq_norms, candidate_sq_norms;  // (Q,), (N + E,) |q|^2, |c|^2
+  bool squared = true;
   at::Tensor query_labels;   // (Q,) int64
-  at::Tensor query_indices;  // (Q,) int64 each anchor's own index in the bank, or -1
-  at::Tensor labels;         // (N + E,) int64 the bank's labels, then the extras'
+  at::Tensor query_indices;  // (Q,) int64 each anchor's own index in the bank, or -1;
+                             // undefined: anchor a is bank row a
+  at::Tensor labels;         // (N,) int64 the bank's labels
+  at::Tensor extra_labels;   // (E,) int64 the extras'
   int64_t num_labelled;      // N
   double positive_fraction;
 };
@@ -32,8 +49,10 @@ struct TripletArgs {
   at::Tensor row_loss;                 // kLoss: (Q,) float64
   at::Tensor row_nonzero, row_mined;   // kLoss: (Q,) int64
   at::Tensor weights;                  // kLoss: (Q, N + E) zeros in dist's dtype
-  at::Tensor first_rank, slot_begin;   // kWrite: (Q,), (Q + 1,) int64
+  at::Tensor ends;                     // kWrite: (Q,) int64 inclusive prefix sums of counts
   at::Tensor ranks;                    // kWrite: selected ranks, or undefined for all
+  int64_t per_anchor = -1;             // kCount, kWrite: see triplet::RowsParams
+  uint64_t seed = 0;
   int64_t anchor_offset = 0;
   at::Tensor out_anchor, out_positive, out_negative;
 };
@@ -49,6 +68,7 @@ triplet::RowsParams<T> triplet_rows_params(const TripletArgs& rows) {
     p.positive_counts = rows.positive_counts.data_ptr<int64_t>();
     p.positive_stride = rows.positive_counts.size(1);
   }
+  p.per_anchor = rows.per_anchor;
   if (rows.pass == triplet::kCount) {
     p.counts = rows.counts.data_ptr<int64_t>();
   } else if (rows.pass == triplet::kLoss) {
@@ -58,9 +78,11 @@ triplet::RowsParams<T> triplet_rows_params(const TripletArgs& rows) {
     p.weights = rows.weights.data_ptr<T>();
     p.weight_stride = rows.weights.size(1);
   } else {
-    p.first_rank = rows.first_rank.data_ptr<int64_t>();
-    p.slot_begin = rows.slot_begin.data_ptr<int64_t>();
+    p.counts = rows.counts.data_ptr<int64_t>();
+    p.ends = rows.ends.data_ptr<int64_t>();
     p.ranks = rows.ranks.defined() ? rows.ranks.data_ptr<int64_t>() : nullptr;
+    p.num_ranks = rows.ranks.defined() ? rows.ranks.numel() : 0;
+    p.seed = rows.seed;
     p.anchor_offset = rows.anchor_offset;
     p.out_anchor = rows.out_anchor.data_ptr<int64_t>();
     p.out_positive = rows.out_positive.data_ptr<int64_t>();
@@ -87,11 +109,10 @@ void triplet_loss(Cuda, const TripletLossArgs& args);
 void triplet_rows(Cpu, const TripletArgs& rows);
 void triplet_rows(Cuda, const TripletArgs& rows);
 
-// (Q, R) squared Euclidean distances between the rows of q (Q, D) and r (R, D), contiguous.
-// |q|^2 + |r|^2 - 2 q.r clamped at 0. CPU: our own tiled kernel, every sum in one fixed order,
-// so the bits (and the triplets mined from them) do not depend on the number of threads.
-// CUDA: one GEMM.
+// (Q, R) squared Euclidean distances between the rows of q (Q, D) and r (R, D), contiguous:
+// |q|^2 + |r|^2 - 2 q.r clamped at 0, by our own tiled kernel, every sum in one fixed order, so
+// the bits (and the triplets mined from them) do not depend on the number of threads. (CUDA
+// forms them from one GEMM inside the first pass: TripletCandidates.)
 at::Tensor squared_distances(Cpu, const at::Tensor& q, const at::Tensor& r);
-at::Tensor squared_distances(Cuda, const at::Tensor& q, const at::Tensor& r);
 
 }  // namespace fgo

@@ -5,11 +5,13 @@
 // thread count.
 #include <ATen/ATen.h>
 #include <ATen/Dispatch.h>
+#include <ATen/OpMathType.h>
 #include <ATen/Parallel.h>
 #include <ATen/cpu/vec/functional.h>
 #include <ATen/cpu/vec/vec.h>
 
 #include <algorithm>
+#include <cmath>
 #include <vector>
 
 #include "triplet/triplet_args.h"
@@ -133,24 +135,95 @@ at::Tensor squared_distances(Cpu, const at::Tensor& q, const at::Tensor& r) {
   return dot;
 }
 
+PreparedRows prepare_rows(Cpu, at::ArrayRef<at::Tensor> parts, bool normalize) {
+  constexpr double kNormEps = 1e-12;  // F.normalize's: x / max(||x||, eps)
+  int64_t rows = 0;
+  for (const at::Tensor& part : parts) rows += part.size(0);
+  const int64_t d = parts[0].size(1);
+  PreparedRows out;
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, parts[0].scalar_type(),
+                                  "triplet_prepare_cpu", [&] {
+    using acc_t = at::opmath_type<scalar_t>;
+    const at::TensorOptions options =
+        parts[0].options().dtype(c10::CppTypeToScalarType<acc_t>::value);
+    out.y = at::empty({rows, d}, options);
+    out.lengths = at::empty({rows}, options);
+    std::vector<const scalar_t*> sources;  // each row's
+    sources.reserve(rows);
+    std::vector<at::Tensor> contiguous(parts.begin(), parts.end());
+    for (at::Tensor& part : contiguous) {
+      part = part.contiguous();
+      for (int64_t r = 0; r < part.size(0); ++r) sources.push_back(part.data_ptr<scalar_t>() + r * d);
+    }
+    acc_t* y = out.y.data_ptr<acc_t>();
+    acc_t* lengths = out.lengths.data_ptr<acc_t>();
+    at::parallel_for(0, rows, std::max<int64_t>(1, 4096 / std::max<int64_t>(d, 1)),
+                     [&](int64_t begin, int64_t end) {
+      for (int64_t r = begin; r < end; ++r) {
+        acc_t* row = y + r * d;
+        acc_t squares = 0;
+        for (int64_t k = 0; k < d; ++k) {
+          row[k] = static_cast<acc_t>(sources[r][k]);
+          squares += row[k] * row[k];
+        }
+        lengths[r] = std::sqrt(squares);
+        if (!normalize) continue;
+        const acc_t divisor = std::max(lengths[r], acc_t(kNormEps));  // divided, as F.normalize
+        for (int64_t k = 0; k < d; ++k) row[k] /= divisor;
+      }
+    });
+  });
+  return out;
+}
+
+void candidate_distances(Cpu, TripletCandidates& c, const at::Tensor& y_query,
+                         const at::Tensor& y_candidates, int64_t) {
+  c.dist = squared_distances(Cpu{}, y_query, y_candidates);
+  AT_DISPATCH_FLOATING_TYPES(c.dist.scalar_type(), "triplet_distances_check_cpu", [&] {
+    scalar_t* dist = c.dist.data_ptr<scalar_t>();
+    bool finite = true;
+    for (int64_t i = 0; i < c.dist.numel(); ++i) finite = finite && std::isfinite(dist[i]);
+    TORCH_CHECK_VALUE(finite, "triplet: the embeddings must be finite and their squared "
+                      "distances must fit in their dtype (", c.dist.scalar_type(), "; found NaN "
+                      "or Inf; normalise the embeddings or use float64)");
+    if (!c.squared) {
+      for (int64_t i = 0; i < c.dist.numel(); ++i) dist[i] = std::sqrt(dist[i]);
+    }
+  });
+}
+
 void triplet_rows(Cpu, const TripletArgs& rows) {
   const TripletCandidates& c = rows.candidates;
   const int64_t q = c.dist.size(0), r = c.dist.size(1);
+  // Undefined query_indices: anchor a is bank row a.
+  const int64_t* query_indices =
+      c.query_indices.defined() ? c.query_indices.data_ptr<int64_t>() : nullptr;
+  if (q > 0 && query_indices != nullptr) {
+    const auto [lowest, highest] = std::minmax_element(query_indices, query_indices + q);
+    TORCH_CHECK_VALUE(*lowest >= -1 && *highest < c.num_labelled,
+                      "triplet: query_indices must be -1 or an index into bank_emb's ",
+                      c.num_labelled, " rows, got values in [", *lowest, ", ", *highest, "]");
+  }
   AT_DISPATCH_FLOATING_TYPES(c.dist.scalar_type(), "triplet_rows_cpu", [&] {
     const triplet::RowsParams<scalar_t> params = triplet_rows_params<scalar_t>(rows);
     const scalar_t* dist = c.dist.data_ptr<scalar_t>();
     const int64_t* labels = c.labels.data_ptr<int64_t>();
+    const int64_t* extra_labels = c.extra_labels.data_ptr<int64_t>();
     const int64_t* query_labels = c.query_labels.data_ptr<int64_t>();
-    const int64_t* query_indices = c.query_indices.data_ptr<int64_t>();
     at::parallel_for(0, q, 1, [&](int64_t begin, int64_t end) {
       SortedPositives<scalar_t> positives;
       for (int64_t a = begin; a < end; ++a) {
         triplet::AnchorCandidates<scalar_t> candidates{
-            nullptr, nullptr, 0, dist + a * r, labels, c.num_labelled, r, query_labels[a]};
-        positives.gather(candidates, query_indices[a], c.positive_fraction);
+            nullptr, nullptr, 0, dist + a * r, labels, extra_labels, c.num_labelled, r,
+            query_labels[a]};
+        positives.gather(candidates, query_indices != nullptr ? query_indices[a] : a,
+                         c.positive_fraction);
         candidates.pos_dist = positives.dist.data();
         candidates.pos_index = positives.index.data();
         candidates.num_pos = static_cast<int64_t>(positives.index.size());
+        TORCH_CHECK_VALUE(rows.pass == triplet::kLoss || candidates.num_pos <= params.positive_stride,
+                          "triplet_mine: max_positives (", params.positive_stride,
+                          ") is below an anchor's ", candidates.num_pos, " kept positives");
         triplet::run_anchor(params, a, candidates);
       }
     });

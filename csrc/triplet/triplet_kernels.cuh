@@ -3,10 +3,13 @@
 // needs no torch header, so `make cuda-check` compiles it on machines without a CUDA torch.
 //
 // One warp per anchor, kWarps anchors per block. The warp
-//  1. ranks the anchor's positives (the bank rows of its label, found through the bank
-//     grouped by label) by (distance, index): each lane counts, for its positives, how many
-//     come before them, and writes the kept ones (bank index, distance) to the anchor's
-//     scratch row at their rank. O(P^2 / 32) per lane; no row of the distance matrix is sorted;
+//  0. (optionally) turns its row of inner products into distances in place, checking them,
+//     and zeroes its rows of the pass's accumulators: no launch of their own;
+//  1. gathers the anchor's positives (the bank rows of its label) in index order by ballots
+//     over the labels, then ranks them by (distance, index): each lane counts, for its
+//     positives, how many come before them, and writes the kept ones (bank index, distance)
+//     to the anchor's scratch row at their rank. O(N / 32 + P^2 / 32) per lane; nothing is
+//     sorted;
 //  2. strides the candidates with its lanes (coalesced reads of the distance row) through the
 //     per-negative math of triplet_math.h: binary searches in the sorted positives and
 //     difference-array updates by atomics (int64 counts; float weights of integer values
@@ -18,6 +21,7 @@
 
 #include <cstdint>
 
+#include "common/block_sum.cuh"
 #include "triplet/triplet_math.h"
 
 namespace fgo {
@@ -27,18 +31,24 @@ namespace cuda {
 constexpr int kWarps = 4;  // anchors per block
 constexpr unsigned kFullMask = 0xffffffffu;
 
-// The rows of a pass and the bank grouped by label.
+// The rows of a pass.
 template <typename T>
 struct AnchorRows {
-  const T* dist;                 // (rows, stride) distances to the bank, then the extras
-  const int64_t* labels;         // (stride,) candidates' labels
+  // (rows, stride) distances to the bank, then the extras; or, when query_sq_norms is set,
+  // the inner products <q, c>, which step 0 turns into distances |q|^2 + |c|^2 - 2 <q, c>
+  // (clamped at 0; their square roots unless `squared`), checked finite.
+  T* dist;
+  const T* query_sq_norms;       // (rows,) or nullptr
+  const T* candidate_sq_norms;   // (stride,)
+  bool squared;
+  const int64_t* labels;         // (num_labelled,) the bank's labels
+  const int64_t* extra_labels;   // (stride - num_labelled,) the extras'
   const int64_t* query_labels;   // (rows,)
-  const int64_t* query_indices;  // (rows,) each anchor's own bank index, or -1
-  const int64_t* label_order;    // (num_labelled,) bank indices sorted by (label, index)
-  const int64_t* label_begin;    // (rows,) the anchor's label's range in label_order
-  const int64_t* label_end;      // (rows,)
-  // Scratch, (rows, capacity) with capacity >= any anchor's positives: the kept positives'
-  // bank indices and distances, nearest first.
+  const int64_t* query_indices;  // (rows,) each anchor's own bank index, or -1; nullptr: a
+                                 // (in-batch, the anchors are the bank's first rows)
+  // Scratch, (rows, capacity) with capacity >= any anchor's positives: its positives in index
+  // order, then the kept ones' bank indices and distances, nearest first.
+  int32_t* positive_list;
   int32_t* sorted_index;
   T* sorted_dist;
   int64_t capacity;
@@ -77,38 +87,90 @@ __device__ __forceinline__ void add_count(int64_t* address, int64_t value) {
   atomicAdd(reinterpret_cast<unsigned long long*>(address), static_cast<unsigned long long>(value));
 }
 
+// The anchor's own index in the bank, excluded from its positives (-1: none).
+template <typename T>
+__device__ __forceinline__ int64_t self_index(const AnchorRows<T>& s, int64_t a) {
+  return s.query_indices != nullptr ? s.query_indices[a] : a;
+}
+
+// Step 0: the anchor's distances from its inner products, and its accumulator rows zeroed.
+template <typename T>
+__device__ void prepare_row(const AnchorRows<T>& s, const RowsParams<T>& p, int64_t a, T* dist) {
+  FGO_KERNEL_CHECK(self_index(s, a) >= -1 && self_index(s, a) < s.num_labelled,
+                   "triplet: query_indices must be -1 or an index into bank_emb's rows");
+  if (s.query_sq_norms != nullptr) {
+    const T own = s.query_sq_norms[a];
+    for (int64_t n = lane_id(); n < s.stride; n += 32) {
+      const T squared = own + s.candidate_sq_norms[n] - T(2) * dist[n];
+      const T d = squared < T(0) ? T(0) : squared;  // NaN stays NaN, for the check
+      FGO_KERNEL_CHECK(::isfinite(d),
+                       "triplet: the embeddings must be finite and their squared distances "
+                       "must fit in their dtype (found NaN or Inf; normalise the embeddings or "
+                       "use float64)");
+      dist[n] = s.squared ? d : sqrt(d);
+    }
+  }
+  if (p.pass == kLoss) {
+    for (int64_t n = lane_id(); n < p.weight_stride; n += 32) p.weights[a * p.weight_stride + n] = T(0);
+  } else if (p.pass == kCount) {
+    for (int64_t j = lane_id(); j < p.positive_stride; j += 32) {
+      p.positive_counts[a * p.positive_stride + j] = 0;
+    }
+  }
+  __syncwarp();
+}
+
+// The anchor's positives (same label, labelled, not itself) in index order into `list`, by a
+// ballot per 32 candidates; returns how many.
+template <typename T>
+__device__ int64_t gather_positives(const AnchorRows<T>& s, int64_t a, int32_t* list) {
+  const int64_t self = self_index(s, a), label = s.query_labels[a];
+  int64_t count = 0;
+  for (int64_t base = 0; base < s.num_labelled; base += 32) {
+    const int64_t n = base + lane_id();
+    const bool positive = n < s.num_labelled && s.labels[n] == label && n != self;
+    const unsigned ballot = __ballot_sync(kFullMask, positive);
+    const int64_t slot = count + __popc(ballot & ((1u << lane_id()) - 1u));
+    if (positive && slot < s.capacity) list[slot] = static_cast<int32_t>(n);
+    count += __popc(ballot);
+  }
+  __syncwarp();
+  FGO_KERNEL_CHECK(count <= s.capacity,
+                   "triplet_mine: max_positives is below an anchor's number of positives");
+  return count < s.capacity ? count : s.capacity;
+}
+
 // Writes the anchor's kept positives, nearest first, to `out`; returns how many. A lane ranks
 // its positives by (distance, index) against tiles of 32, each loaded coalesced by the warp
 // and broadcast lane by lane: O(P^2 / 32) shuffles per lane, no sort.
 template <typename T>
 __device__ int64_t sort_positives(const AnchorRows<T>& s, int64_t a, const T* dist,
                                   const SortedPositives<T>& out) {
-  const int64_t begin = s.label_begin[a], end = s.label_end[a], self = s.query_indices[a];
-  // Position e of the label's range as (bank index, distance); `self` marks no positive.
+  int32_t* list = s.positive_list + a * s.capacity;
+  const int64_t count = gather_positives(s, a, list);
+  const int64_t kept = kept_positives(count, s.positive_fraction);
+  // Position e of the list as (bank index, distance); past its end, unused placeholders.
   const auto load = [&](int64_t e, int64_t* n, T* d) {
-    *n = e < end ? s.label_order[e] : self;
-    *d = *n != self ? dist[*n] : T(0);
+    *n = e < count ? list[e] : 0;
+    *d = e < count ? dist[*n] : T(0);
   };
-  int64_t count = 0;
-  for (int64_t e = begin + lane_id(); e < end; e += 32) count += s.label_order[e] != self;
-  const int64_t kept = kept_positives(warp_sum(count), s.positive_fraction);
-  for (int64_t own = begin; own < end; own += 32) {
+  for (int64_t own = 0; own < count; own += 32) {
     int64_t n;
     T d;
     load(own + lane_id(), &n, &d);
     int64_t rank = 0;
-    for (int64_t tile = begin; tile < end; tile += 32) {
+    for (int64_t tile = 0; tile < count; tile += 32) {
       int64_t m;
       T dm;
       load(tile + lane_id(), &m, &dm);
-      const int64_t width = end - tile < 32 ? end - tile : 32;
+      const int64_t width = count - tile < 32 ? count - tile : 32;
       for (int i = 0; i < width; ++i) {
         const int64_t mi = __shfl_sync(kFullMask, m, i);
         const T di = __shfl_sync(kFullMask, dm, i);
-        rank += mi != self && nearer(di, mi, d, n);
+        rank += nearer(di, mi, d, n);
       }
     }
-    if (n != self && rank < kept) {
+    if (own + lane_id() < count && rank < kept) {
       out.index[rank] = static_cast<int32_t>(n);
       out.dist[rank] = d;
     }
@@ -139,7 +201,7 @@ __device__ int64_t nearest_negative_of_warp(const AnchorCandidates<T>& c) {
   return best;
 }
 
-// kCount: cnt[j] = triplets of the j-th kept positive (cnt zeroed by the launcher).
+// kCount: cnt[j] = triplets of the j-th kept positive (cnt zeroed by step 0).
 template <typename T>
 __device__ void count_anchor(const RowsParams<T>& p, int64_t a, const AnchorCandidates<T>& c,
                              const SortedPositives<T>& d_ap, int64_t kept) {
@@ -149,7 +211,7 @@ __device__ void count_anchor(const RowsParams<T>& p, int64_t a, const AnchorCand
     if (lane_id() == 0) {
       const bool found = n >= 0 && kept > 0;
       if (found) cnt[farthest_positive(d_ap, kept)] = 1;
-      p.counts[a] = found ? 1 : 0;
+      p.counts[a] = selected_count(p, found ? 1 : 0);
     }
     return;
   }
@@ -177,10 +239,10 @@ __device__ void count_anchor(const RowsParams<T>& p, int64_t a, const AnchorCand
     carry = __shfl_sync(kFullMask, running, 31);
   }
   total = warp_sum(total);
-  if (lane_id() == 0) p.counts[a] = total;
+  if (lane_id() == 0) p.counts[a] = selected_count(p, total);
 }
 
-// kLoss: the anchor's loss and the weights of d(a, .) (weight row zeroed by the launcher).
+// kLoss: the anchor's loss and the weights of d(a, .) (weight row zeroed by step 0).
 template <typename T>
 __device__ void loss_anchor(const RowsParams<T>& p, int64_t a, const AnchorCandidates<T>& c,
                             const SortedPositives<T>& d_ap, int64_t kept) {
@@ -246,8 +308,19 @@ template <typename T>
 __device__ void write_anchor(const RowsParams<T>& p, int64_t a, const AnchorCandidates<T>& c,
                              const SortedPositives<T>& d_ap, int64_t kept) {
   const int64_t* cnt = p.positive_counts + a * p.positive_stride;
-  const int64_t first_slot = p.slot_begin[a], slot_end = p.slot_begin[a + 1];
-  const int64_t first_rank = p.first_rank[a];
+  const WriteRange range = write_range(p, a);
+  if (p.per_anchor >= 0) {  // the anchor's own draw, by one lane (per_anchor is small)
+    int64_t total = 0;
+    for (int64_t j = lane_id(); j < kept; j += 32) total += cnt[j];
+    total = warp_sum(total);
+    if (lane_id() == 0) {
+      draw_anchor_ranks(total, p.per_anchor, p.seed, a + p.anchor_offset,
+                        p.ranks + range.slot_begin);
+    }
+    __syncwarp();
+  }
+  const int64_t first_slot = range.slot_begin, slot_end = range.slot_end;
+  const int64_t first_rank = range.first_rank;
   // The slot holding rank r, or -1 when r is not selected (ranks sorted; slots from `from`).
   const auto slot_of = [&](int64_t r, int64_t from) -> int64_t {
     if (p.ranks == nullptr) return first_slot + (r - first_rank);
@@ -303,12 +376,14 @@ __global__ void __launch_bounds__(kWarps * 32) triplet_rows_kernel(AnchorRows<T>
                                                                    RowsParams<T> p) {
   const int64_t a = static_cast<int64_t>(blockIdx.x) * kWarps + threadIdx.x / 32;
   if (a >= s.rows) return;  // the whole warp
-  const T* dist = s.dist + a * s.stride;
+  T* dist = s.dist + a * s.stride;
+  prepare_row(s, p, a, dist);
   const SortedPositives<T> d_ap{s.sorted_dist + a * s.capacity,
                                 s.sorted_index + a * s.capacity};
   const int64_t kept = sort_positives(s, a, dist, d_ap);
   const AnchorCandidates<T> c{nullptr, nullptr,        0,        dist,
-                              s.labels, s.num_labelled, s.stride, s.query_labels[a]};
+                              s.labels, s.extra_labels, s.num_labelled, s.stride,
+                              s.query_labels[a]};
   switch (p.pass) {
     case kCount:
       count_anchor(p, a, c, d_ap, kept);
@@ -331,10 +406,74 @@ cudaError_t launch_triplet_rows(const AnchorRows<T>& s, const RowsParams<T>& p,
   return cudaGetLastError();
 }
 
+// ---------------------------------------------------------------------------------------------
+// The rows of up to three inputs (the queries, the bank, the extras) stacked as y (rows, d) in
+// the compute type, L2-normalised when asked, with |y|^2 and ||x||: a block per row, the sums
+// by common/block_sum.cuh.
+
+constexpr int kPrepareThreads = 128;
+constexpr double kNormEps = 1e-12;  // F.normalize's: x / max(||x||, eps)
+
+template <typename scalar_t, typename acc_t>
+struct PrepareParams {
+  const scalar_t* parts[3];
+  int64_t part_end[3];  // rows [part_end[i - 1], part_end[i]) are parts[i]'s
+  int64_t d;
+  bool normalize;
+  acc_t* y;
+  acc_t* sq_norms;
+  acc_t* lengths;
+};
+
+template <typename scalar_t, typename acc_t>
+__global__ void __launch_bounds__(kPrepareThreads)
+    prepare_rows_kernel(PrepareParams<scalar_t, acc_t> p) {
+  const int64_t r = blockIdx.x;
+  const int part = r < p.part_end[0] ? 0 : r < p.part_end[1] ? 1 : 2;
+  const scalar_t* in = p.parts[part] + (r - (part > 0 ? p.part_end[part - 1] : 0)) * p.d;
+  acc_t* out = p.y + r * p.d;
+  acc_t squares = 0;
+  for (int64_t k = threadIdx.x; k < p.d; k += kPrepareThreads) {
+    const acc_t v = static_cast<acc_t>(in[k]);
+    squares += v * v;
+  }
+  const acc_t length = sqrt(block_sum<kPrepareThreads>(squares));
+  const acc_t divisor =  // divided, as F.normalize does
+      p.normalize ? (length > acc_t(kNormEps) ? length : acc_t(kNormEps)) : acc_t(1);
+  squares = 0;
+  for (int64_t k = threadIdx.x; k < p.d; k += kPrepareThreads) {
+    const acc_t v = static_cast<acc_t>(in[k]) / divisor;
+    out[k] = v;
+    squares += v * v;
+  }
+  squares = block_sum<kPrepareThreads>(squares);
+  if (threadIdx.x == 0) {
+    p.sq_norms[r] = squares;
+    p.lengths[r] = length;
+  }
+}
+
+inline cudaError_t blocks_for(int64_t rows, unsigned* blocks) {
+  if (rows > 0x7fffffff) return cudaErrorInvalidConfiguration;
+  *blocks = static_cast<unsigned>(rows);
+  return cudaSuccess;
+}
+
+template <typename scalar_t, typename acc_t>
+cudaError_t launch_prepare_rows(const PrepareParams<scalar_t, acc_t>& p, cudaStream_t stream) {
+  unsigned blocks = 0;
+  if (p.part_end[2] == 0) return cudaSuccess;
+  if (const cudaError_t error = blocks_for(p.part_end[2], &blocks)) return error;
+  prepare_rows_kernel<scalar_t, acc_t><<<blocks, kPrepareThreads, 0, stream>>>(p);
+  return cudaGetLastError();
+}
+
 #ifdef FGO_CUDA_CHECK
 inline void* const kInstantiated[] = {
     reinterpret_cast<void*>(&launch_triplet_rows<float>),
     reinterpret_cast<void*>(&launch_triplet_rows<double>),
+    reinterpret_cast<void*>(&launch_prepare_rows<float, float>),
+    reinterpret_cast<void*>(&launch_prepare_rows<double, double>),
 };
 #endif
 

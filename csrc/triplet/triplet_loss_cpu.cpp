@@ -12,49 +12,12 @@
 #include <vector>
 
 #include "triplet/triplet_args.h"
+#include "triplet/triplet_problem.h"
 
 namespace fgo {
 namespace {
 
 constexpr double kNormEps = 1e-12;  // F.normalize's: x / max(||x||, eps)
-
-// The embeddings in the compute type, L2-normalised when asked, and what the backward of the
-// normalisation needs: 1 / max(||x||, eps) of each row and whether ||x|| > eps.
-template <typename acc_t>
-struct Prepared {
-  at::Tensor x;                // (B + E, D): emb's rows, then extra's
-  std::vector<acc_t> inverse;  // (B + E,), 1 without normalisation
-  std::vector<char> unit;      // (B + E,) the row was divided by its norm (not by eps)
-};
-
-template <typename scalar_t, typename acc_t>
-Prepared<acc_t> prepare(const TripletLossArgs& a) {
-  const int64_t b = a.emb.size(0), e = a.extra.size(0), d = a.emb.size(1), rows = b + e;
-  Prepared<acc_t> p{at::empty({rows, d}, a.emb.options().dtype(
-                                             c10::CppTypeToScalarType<acc_t>::value)),
-                    std::vector<acc_t>(rows, acc_t(1)), std::vector<char>(rows, 0)};
-  acc_t* x = p.x.template data_ptr<acc_t>();
-  const scalar_t* emb = a.emb.data_ptr<scalar_t>();
-  const scalar_t* extra = a.extra.data_ptr<scalar_t>();
-  at::parallel_for(0, rows, std::max<int64_t>(1, 4096 / std::max<int64_t>(d, 1)),
-                   [&](int64_t begin, int64_t end) {
-    for (int64_t r = begin; r < end; ++r) {
-      const scalar_t* in = r < b ? emb + r * d : extra + (r - b) * d;
-      acc_t* out = x + r * d;
-      acc_t squares = 0;
-      for (int64_t k = 0; k < d; ++k) {
-        out[k] = static_cast<acc_t>(in[k]);
-        squares += out[k] * out[k];
-      }
-      if (!a.normalize) continue;
-      const acc_t norm = std::sqrt(squares);
-      p.unit[r] = norm > acc_t(kNormEps);
-      p.inverse[r] = acc_t(1) / std::max(norm, acc_t(kNormEps));
-      for (int64_t k = 0; k < d; ++k) out[k] *= p.inverse[r];
-    }
-  });
-  return p;
-}
 
 // A tensor over a vector's memory (no copy, no operator call).
 template <typename T>
@@ -66,31 +29,19 @@ template <typename scalar_t>
 void loss_cpu(const TripletLossArgs& a) {
   using acc_t = at::opmath_type<scalar_t>;
   const int64_t b = a.emb.size(0), e = a.extra.size(0), d = a.emb.size(1), n = b + e;
-  Prepared<acc_t> p = prepare<scalar_t, acc_t>(a);
-  const at::Tensor x = p.x.narrow(0, 0, b);
+  const PreparedRows p = prepare_rows(Cpu{}, {a.emb, a.extra}, a.normalize);
+  const at::Tensor x = p.y.narrow(0, 0, b);
 
   TripletArgs rows;
   TripletCandidates& c = rows.candidates;
-  c.dist = squared_distances(Cpu{}, x, p.x);
+  c.squared = a.squared;
+  candidate_distances(Cpu{}, c, x, p.y, 0);
   acc_t* dist = c.dist.template data_ptr<acc_t>();
-  bool finite = true;
-  for (int64_t i = 0; i < b * n; ++i) finite = finite && std::isfinite(dist[i]);
-  TORCH_CHECK_VALUE(finite, "triplet: the embeddings must be finite and their squared "
-                    "distances must fit in ", c.dist.scalar_type(),
-                    " (found NaN or Inf; normalise the embeddings or use float64)");
-  if (!a.squared) {
-    for (int64_t i = 0; i < b * n; ++i) dist[i] = std::sqrt(dist[i]);
-  }
-  std::vector<int64_t> self(b), labels(n), nonzero(b, 0), mined(b, 0);
+  std::vector<int64_t> nonzero(b, 0), mined(b, 0);
   std::vector<double> row_loss(b, 0.0);
-  const int64_t* batch_labels = a.labels.data_ptr<int64_t>();
-  const int64_t* extra_labels = a.extra_labels.data_ptr<int64_t>();
-  for (int64_t i = 0; i < b; ++i) self[i] = i;
-  std::copy(batch_labels, batch_labels + b, labels.begin());
-  std::copy(extra_labels, extra_labels + e, labels.begin() + b);
-  c.query_labels = a.labels;
-  c.query_indices = over(self, at::kLong);
-  c.labels = over(labels, at::kLong);
+  c.query_labels = a.labels;  // c.query_indices undefined: anchor i is row i
+  c.labels = a.labels;
+  c.extra_labels = a.extra_labels;
   c.num_labelled = b;
   c.positive_fraction = a.positive_fraction;
   rows.rule = a.rule;
@@ -129,12 +80,13 @@ void loss_cpu(const TripletLossArgs& a) {
     }
   }
   const at::Tensor w_batch = rows.weights.narrow(1, 0, b);
-  const at::Tensor pull = at::mm(rows.weights, p.x);        // W x_all: (B, D)
+  const at::Tensor pull = at::mm(rows.weights, p.y);        // W x_all: (B, D)
   const at::Tensor push = at::mm(w_batch.t(), x);           // W_bᵀ x:  (B, D)
   const at::Tensor extra_pull = e > 0 ? at::mm(rows.weights.narrow(1, b, e).t(), x)
                                       : at::Tensor();     // W_eᵀ x:  (E, D)
   const acc_t factor = acc_t(2.0 / divisor);
-  const acc_t* xs = p.x.template data_ptr<acc_t>();
+  const acc_t* xs = p.y.template data_ptr<acc_t>();
+  const acc_t* lengths = p.lengths.template data_ptr<acc_t>();
   // Row r's gradient g w.r.t. its normalised row y, then back through y = x / max(|x|, eps):
   // (g - y (y . g)) / |x| where |x| > eps, g / eps where it was clamped.
   const auto finish = [&](int64_t r, const acc_t* y, acc_t scale, const acc_t* minus_a,
@@ -144,9 +96,11 @@ void loss_cpu(const TripletLossArgs& a) {
       g[k] = factor * (scale * y[k] - minus_a[k] - (minus_b ? minus_b[k] : acc_t(0)));
       dot += y[k] * g[k];
     }
-    const bool project = a.normalize && p.unit[r];
+    const bool project = a.normalize && lengths[r] > acc_t(kNormEps);
+    const acc_t inverse =
+        a.normalize ? acc_t(1) / std::max(lengths[r], acc_t(kNormEps)) : acc_t(1);
     for (int64_t k = 0; k < d; ++k) {
-      out[k] = static_cast<scalar_t>(p.inverse[r] * (project ? g[k] - y[k] * dot : g[k]));
+      out[k] = static_cast<scalar_t>(inverse * (project ? g[k] - y[k] * dot : g[k]));
     }
   };
   const acc_t* pull_data = pull.template data_ptr<acc_t>();

@@ -1,59 +1,77 @@
-// The fused triplet margin loss on CUDA (built only in a CUDA build): normalisation and the
-// gradient's products by ATen on the current stream, the loss pass by the rows kernel
-// (triplet_cuda.cu). The gradients are of the loss (the divisor folded in; norm = 1).
+// The fused triplet margin loss on CUDA (built only in a CUDA build): four kernels of ours and
+// two GEMMs on the current stream (triplet_loss_kernels.cuh lists them), no host sync. The
+// gradients are of the loss (the divisor folded in; norm = 1).
 #include <ATen/ATen.h>
+#include <ATen/Dispatch.h>
 #include <ATen/OpMathType.h>
+#include <c10/cuda/CUDAException.h>
 #include <c10/cuda/CUDAGuard.h>
+#include <c10/cuda/CUDAStream.h>
 
 #include "triplet/triplet_args.h"
 #include "triplet/triplet_problem.h"
+#include "triplet/triplet_loss_kernels.cuh"
 
 namespace fgo {
+namespace {
 
-void triplet_loss(Cuda, const TripletLossArgs& a) {
-  const c10::cuda::CUDAGuard guard(a.emb.device());
-  constexpr double kNormEps = 1e-12;  // F.normalize's
-  const int64_t b = a.emb.size(0), e = a.extra.size(0);
-  const at::Tensor raw = at::cat({a.emb, a.extra}).to(at::toOpMathType(a.emb.scalar_type()));
-  const at::Tensor lengths = raw.norm(2, 1, /*keepdim=*/true);
-  const at::Tensor x_all = a.normalize ? raw / lengths.clamp_min(kNormEps) : raw;
-  const at::Tensor x = x_all.narrow(0, 0, b);
+static_assert(static_cast<int>(TripletReduction::kMeanNonzero) == triplet::cuda::kMeanNonzero &&
+              static_cast<int>(TripletReduction::kMean) == triplet::cuda::kMean &&
+              static_cast<int>(TripletReduction::kSum) == triplet::cuda::kSum);
+
+template <typename scalar_t>
+void loss_cuda(const TripletLossArgs& a, cudaStream_t stream) {
+  namespace k = triplet::cuda;
+  using acc_t = at::opmath_type<scalar_t>;
+  const int64_t b = a.emb.size(0), e = a.extra.size(0), d = a.emb.size(1), n = b + e;
+  const at::TensorOptions acc = a.emb.options().dtype(c10::CppTypeToScalarType<acc_t>::value);
+  const bool grad = a.grad_emb.defined();
+  // One allocation for the small per-row and scalar values: own and factor.
+  const at::Tensor small = at::empty({n + 1}, acc);
+  acc_t* own = small.data_ptr<acc_t>();
+  acc_t* factor = own + n;
 
   TripletArgs rows;
   TripletCandidates& c = rows.candidates;
-  c = build_candidates(x, a.labels, at::arange(b, a.labels.options()), x, a.labels,
-                       x_all.narrow(0, b, e), a.extra_labels, a.positive_fraction, a.squared);
+  // In-batch, each anchor its own row of the bank (query_indices undefined).
+  c = build_candidates(a.emb, a.labels, at::Tensor(), a.emb, a.labels, a.extra, a.extra_labels,
+                       a.positive_fraction, a.squared, a.normalize);
+  const at::Tensor& y = c.prepared.y;
   rows.rule = a.rule;
   rows.margin = a.margin;
   rows.pass = triplet::kLoss;
-  rows.row_loss = at::zeros({b}, x.options().dtype(at::kDouble));
-  rows.row_nonzero = at::zeros({b}, a.labels.options());
-  rows.row_mined = at::zeros({b}, a.labels.options());
-  rows.weights = at::zeros_like(c.dist);
+  const at::Tensor row_counts = at::empty({2, b}, a.labels.options());
+  rows.row_nonzero = row_counts[0];
+  rows.row_mined = row_counts[1];
+  rows.row_loss = at::empty({b}, a.labels.options().dtype(at::kDouble));
+  rows.weights = at::empty_like(c.dist);  // zeroed by the rows pass
   if (b > 0) triplet_rows(Cuda{}, rows);
 
-  at::Tensor divisor = a.reduction == TripletReduction::kMeanNonzero ? rows.row_nonzero.sum()
-                       : a.reduction == TripletReduction::kMean      ? rows.row_mined.sum()
-                                                                     : at::ones({}, a.labels.options());
-  divisor = divisor.to(at::kDouble).clamp_min(1.0);
-  a.loss.copy_(rows.row_loss.sum() / divisor);
-  a.norm.fill_(1);
-  if (!a.grad_emb.defined()) return;
+  const at::Tensor s = grad ? at::empty({n, n}, acc) : at::Tensor();
+  k::FinishParams<acc_t, scalar_t> finish{
+      rows.row_loss.data_ptr<double>(), rows.row_nonzero.data_ptr<int64_t>(),
+      rows.row_mined.data_ptr<int64_t>(), c.dist.data_ptr<acc_t>(),
+      rows.weights.data_ptr<acc_t>(), b, e, static_cast<int>(a.reduction), a.squared,
+      a.loss.data_ptr<scalar_t>(), a.norm.data_ptr<scalar_t>(), factor,
+      grad ? s.data_ptr<acc_t>() : nullptr, own};
+  C10_CUDA_CHECK(k::launch_finish(finish, stream));
+  if (!grad) return;
 
-  at::Tensor w = rows.weights;
-  if (!a.squared) w = at::where(c.dist > 0, w / (2 * c.dist), at::zeros({}, w.options()));
-  w = w / divisor.to(w.scalar_type());
-  const at::Tensor w_batch = w.narrow(1, 0, b), w_extra = w.narrow(1, b, e);
-  const at::Tensor own = at::cat({w.sum(1) + w_batch.sum(0), w_extra.sum(0)}).unsqueeze(1);
-  const at::Tensor pulled = at::cat({at::mm(w, x_all) + at::mm(w_batch.t(), x),
-                                     at::mm(w_extra.t(), x)});
-  at::Tensor g = 2 * (own * x_all - pulled);  // w.r.t. the normalised rows y
-  if (a.normalize) {  // y = x / max(|x|, eps): (g - y (y . g)) / |x|, or g / eps at the clamp
-    const at::Tensor projected = g - x_all * (x_all * g).sum(1, true);
-    g = at::where(lengths > kNormEps, projected, g) / lengths.clamp_min(kNormEps);
-  }
-  a.grad_emb.copy_(g.narrow(0, 0, b));
-  a.grad_extra.copy_(g.narrow(0, b, e));
+  const at::Tensor pulled = at::mm(s, y);
+  k::GradientParams<scalar_t, acc_t> gradient{
+      y.data_ptr<acc_t>(), pulled.data_ptr<acc_t>(), own,
+      c.prepared.lengths.data_ptr<acc_t>(), factor, b, d, a.normalize,
+      a.grad_emb.data_ptr<scalar_t>(), a.grad_extra.data_ptr<scalar_t>()};
+  C10_CUDA_CHECK(k::launch_gradient(gradient, n, stream));
+}
+
+}  // namespace
+
+void triplet_loss(Cuda, const TripletLossArgs& a) {
+  const c10::cuda::CUDAGuard guard(a.emb.device());
+  const cudaStream_t stream = c10::cuda::getCurrentCUDAStream();
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, a.emb.scalar_type(),
+                                  "triplet_loss_cuda", [&] { loss_cuda<scalar_t>(a, stream); });
 }
 
 }  // namespace fgo

@@ -40,14 +40,15 @@ struct AnchorCandidates {
   const int64_t* pos_index;  // their candidate indices
   int64_t num_pos;
   const T* dist;             // (num_candidates,) the anchor's distance to every candidate
-  const int64_t* labels;     // (num_candidates,) the bank's labels, then the extras'
-  int64_t num_labelled;      // candidates [0, num_labelled) are the labelled bank
+  const int64_t* labels;        // (num_labelled,) the bank's labels
+  const int64_t* extra_labels;  // (num_candidates - num_labelled,) the extras'
+  int64_t num_labelled;         // candidates [0, num_labelled) are the labelled bank
   int64_t num_candidates;
-  int64_t label;             // the anchor's label
+  int64_t label;                // the anchor's label
 
   // A bank row of another class, or an extra negative of this anchor's class.
   FGO_HOST_DEVICE bool negative(int64_t n) const {
-    return (labels[n] == label) != (n < num_labelled);
+    return n < num_labelled ? labels[n] != label : extra_labels[n - num_labelled] == label;
   }
   // Same class, labelled, and not the anchor itself (self = its own index or -1).
   FGO_HOST_DEVICE bool positive(int64_t n, int64_t self) const {
@@ -68,7 +69,7 @@ struct RowsParams {
   int64_t rule;
   T margin;
   int pass;
-  int64_t* counts;             // kCount: (Q,)
+  int64_t* counts;             // kCount: (Q,) selected_count of each anchor; read by kWrite
   int64_t* positive_counts;    // kCount, read by kWrite: (Q, positive_stride) triplets of each
   int64_t positive_stride;     //   kept positive, in sorted order
   double* row_loss;            // kLoss: (Q,) sum of positive hinge values
@@ -76,15 +77,69 @@ struct RowsParams {
   int64_t* row_mined;          // kLoss: (Q,) number of mined triplets
   T* weights;                  // kLoss: (Q, weight_stride) zero-initialised, d(row loss)/d(dist)
   int64_t weight_stride;
-  const int64_t* first_rank;   // kWrite: (Q,) rank of the anchor's first triplet
-  const int64_t* slot_begin;   // kWrite: (Q+1,) the anchor's output slots [slot_begin[a], slot_begin[a+1])
-  const int64_t* ranks;        // kWrite: sorted selected ranks (slot s holds rank ranks[s]), or
-                               //         nullptr when every triplet is written
+  // kWrite: the anchor's output slots and the ranks of its triplets written there follow from
+  // the count pass's counts and their inclusive prefix sums (write_range).
+  const int64_t* ends;         // kWrite: (Q,) counts[0] + ... + counts[a]
+  int64_t* ranks;              // kWrite: nullptr (every triplet is written), or the sorted
+                               //         selected ranks, slot s holding rank ranks[s]
+  int64_t num_ranks;           //   their number (drawn over all anchors)
+  int64_t per_anchor;          // >= 0: counts are min(triplets, per_anchor), and each anchor
+                               //   draws its own ranks into ranks[its slots] (draw_anchor_ranks)
+  uint64_t seed;               //   the draw's seed
   int64_t anchor_offset;       // kWrite: added to the anchor index written out
   int64_t* out_anchor;
   int64_t* out_positive;
   int64_t* out_negative;
 };
+
+// splitmix64: a counter-based generator, so each anchor's draw depends only on (seed, anchor).
+struct SplitMix64 {
+  uint64_t state;
+  FGO_HOST_DEVICE uint64_t next() {
+    uint64_t z = (state += 0x9E3779B97F4A7C15ull);
+    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+    return z ^ (z >> 31);
+  }
+  FGO_HOST_DEVICE int64_t below(int64_t n) {  // uniform in [0, n): the high word of next() * n
+#if defined(__CUDA_ARCH__)
+    return static_cast<int64_t>(__umul64hi(next(), static_cast<uint64_t>(n)));
+#else
+    return static_cast<int64_t>((static_cast<unsigned __int128>(next()) * static_cast<uint64_t>(n)) >> 64);
+#endif
+  }
+};
+
+// An anchor's per-anchor draw into out[0, min(n, k)), sorted: every rank of [0, n) when
+// n <= k, else k of them drawn uniformly without replacement (Floyd's algorithm; k is small,
+// so membership is a scan) from the generator keyed by (seed, anchor). Returns how many.
+FGO_HOST_DEVICE int64_t draw_anchor_ranks(int64_t n, int64_t k, uint64_t seed, int64_t anchor,
+                                          int64_t* out) {
+  if (n <= k) {
+    for (int64_t i = 0; i < n; ++i) out[i] = i;
+    return n;
+  }
+  SplitMix64 rng{seed ^ (static_cast<uint64_t>(anchor) * 0xD1B54A32D192ED03ull)};
+  for (int64_t t = n - k, m = 0; t < n; ++t, ++m) {
+    const int64_t r = rng.below(t + 1);
+    bool taken = false;
+    for (int64_t i = 0; i < m; ++i) taken = taken || out[i] == r;
+    out[m] = taken ? t : r;  // t is above every earlier pick
+  }
+  for (int64_t i = 1; i < k; ++i) {  // insertion sort
+    const int64_t v = out[i];
+    int64_t j = i;
+    for (; j > 0 && out[j - 1] > v; --j) out[j] = out[j - 1];
+    out[j] = v;
+  }
+  return k;
+}
+
+// What the count pass stores for an anchor of `total` triplets: its slots in the output.
+template <typename Params>
+FGO_HOST_DEVICE int64_t selected_count(const Params& p, int64_t total) {
+  return p.per_anchor >= 0 && total > p.per_anchor ? p.per_anchor : total;
+}
 
 // Hinge strictly positive, computed the same way everywhere (boundaries are exact).
 template <typename T>
@@ -232,17 +287,39 @@ FGO_HOST_DEVICE void accumulate_loss(const AnchorCandidates<T>& c, int64_t rule,
   *mined_out = mined;
 }
 
+// Where an anchor's triplets go: output slots [slot_begin, slot_end) and the rank of its first
+// triplet in the numbering that p.ranks refers to.
+struct WriteRange {
+  int64_t first_rank, slot_begin, slot_end;
+};
+
+template <typename T>
+FGO_HOST_DEVICE WriteRange write_range(const RowsParams<T>& p, int64_t a) {
+  const int64_t end = p.ends[a], begin = end - p.counts[a];
+  if (p.per_anchor >= 0) return {0, begin, end};  // its own ranks, numbered from 0
+  if (p.ranks == nullptr) return {begin, begin, end};
+  const int64_t* ranks = p.ranks;
+  return {begin, first_true(p.num_ranks, [&](int64_t i) { return ranks[i] >= begin; }),
+          first_true(p.num_ranks, [&](int64_t i) { return ranks[i] >= end; })};
+}
+
 // Writes the anchor's triplets: every one when p.ranks == nullptr, else those whose ranks
-// are p.ranks[slot_begin[a] .. slot_begin[a+1]) (sorted and within the anchor, as
-// triplet_mine.cpp draws them).
+// are p.ranks[range.slot_begin .. range.slot_end) (sorted, within the anchor).
 // cnt: the kept positives' triplet counts from the count pass.
 template <typename T>
 FGO_HOST_DEVICE void write_mined(const AnchorCandidates<T>& c, const RowsParams<T>& p,
                                  int64_t a, const int64_t* cnt) {
-  const int64_t slot_end = p.slot_begin[a + 1];
-  int64_t slot = p.slot_begin[a];
+  const WriteRange range = write_range(p, a);
+  if (p.per_anchor >= 0) {
+    int64_t total = 0;
+    for (int64_t j = 0; j < c.num_pos; ++j) total += cnt[j];
+    draw_anchor_ranks(total, p.per_anchor, p.seed, a + p.anchor_offset,
+                      p.ranks + range.slot_begin);
+  }
+  const int64_t slot_end = range.slot_end;
+  int64_t slot = range.slot_begin;
   const int64_t hardest_n = p.rule == kHardest ? nearest_negative(c) : -1;
-  int64_t rank = p.first_rank[a];  // rank of positive j's first triplet
+  int64_t rank = range.first_rank;  // rank of positive j's first triplet
   for (int64_t j = 0; j < c.num_pos && slot < slot_end; rank += cnt[j], ++j) {
     if (cnt[j] == 0 || (p.ranks && p.ranks[slot] >= rank + cnt[j])) continue;
     int64_t r = rank;  // rank of the next mined negative of j
@@ -266,7 +343,8 @@ template <typename T>
 FGO_HOST_DEVICE void run_anchor(const RowsParams<T>& p, int64_t a, const AnchorCandidates<T>& c) {
   switch (p.pass) {
     case kCount:
-      p.counts[a] = count_mined(c, p.rule, p.margin, p.positive_counts + a * p.positive_stride);
+      p.counts[a] = selected_count(
+          p, count_mined(c, p.rule, p.margin, p.positive_counts + a * p.positive_stride));
       break;
     case kLoss:
       accumulate_loss(c, p.rule, p.margin, p.row_loss + a, p.row_nonzero + a, p.row_mined + a,

@@ -7,7 +7,9 @@
 #include <torch/csrc/autograd/custom_function.h>
 #include <torch/library.h>
 
+#include <optional>
 #include <string>
+#include <string_view>
 #include <tuple>
 
 #include "common/below_autograd.h"
@@ -33,24 +35,29 @@ LossOutputs loss_kernel(const at::Tensor& emb, const at::Tensor& labels,
 }
 
 at::Tensor count_kernel(const at::Tensor& query_emb, const at::Tensor& query_labels,
-                        const at::Tensor& query_indices, const at::Tensor& bank_emb,
+                        const std::optional<at::Tensor>& query_indices, const at::Tensor& bank_emb,
                         const at::Tensor& bank_labels, const at::Tensor& extra_negatives,
                         const at::Tensor& extra_negative_labels, double margin,
-                        c10::string_view negatives, double positive_fraction, bool squared) {
+                        c10::string_view negatives, double positive_fraction, bool squared,
+                        bool normalize, int64_t max_positives) {
   return triplet_count(query_emb, query_labels, query_indices, bank_emb, bank_labels,
-                       extra_negatives, extra_negative_labels, margin, std::string(negatives),
-                       positive_fraction, squared);
+                       extra_negatives, extra_negative_labels, margin,
+                       std::string_view(negatives.data(), negatives.size()), positive_fraction,
+                       squared, normalize, max_positives);
 }
 
 std::tuple<at::Tensor, at::Tensor, at::Tensor> mine_kernel(
-    const at::Tensor& query_emb, const at::Tensor& query_labels, const at::Tensor& query_indices,
-    const at::Tensor& bank_emb, const at::Tensor& bank_labels, const at::Tensor& extra_negatives,
+    const at::Tensor& query_emb, const at::Tensor& query_labels,
+    const std::optional<at::Tensor>& query_indices, const at::Tensor& bank_emb,
+    const at::Tensor& bank_labels, const at::Tensor& extra_negatives,
     const at::Tensor& extra_negative_labels, double margin, c10::string_view negatives,
-    double positive_fraction, bool squared, int64_t max_triplets, int64_t per_anchor,
-    int64_t seed, int64_t anchor_offset) {
+    double positive_fraction, bool squared, bool normalize, int64_t max_positives,
+    int64_t max_triplets, int64_t per_anchor, int64_t seed, int64_t anchor_offset) {
   return triplet_mine(query_emb, query_labels, query_indices, bank_emb, bank_labels,
-                      extra_negatives, extra_negative_labels, margin, std::string(negatives),
-                      positive_fraction, squared, max_triplets, per_anchor, seed, anchor_offset);
+                      extra_negatives, extra_negative_labels, margin,
+                      std::string_view(negatives.data(), negatives.size()), positive_fraction,
+                      squared, normalize, max_positives, max_triplets, per_anchor, seed,
+                      anchor_offset);
 }
 
 const c10::TypedOperatorHandle<decltype(loss_kernel)>& loss_op() {
@@ -142,14 +149,15 @@ TORCH_LIBRARY_FRAGMENT(finegrained_ops, m) {
         "Tensor extra_negative_labels, float margin, str negatives, float positive_fraction, "
         "str reduction, bool squared, bool normalize, bool compute_grad) "
         "-> (Tensor, Tensor, Tensor, Tensor)");
-  m.def("triplet_count(Tensor query_emb, Tensor query_labels, Tensor query_indices, "
+  m.def("triplet_count(Tensor query_emb, Tensor query_labels, Tensor? query_indices, "
         "Tensor bank_emb, Tensor bank_labels, Tensor extra_negatives, "
         "Tensor extra_negative_labels, float margin, str negatives, float positive_fraction, "
-        "bool squared) -> Tensor");
-  m.def("triplet_mine(Tensor query_emb, Tensor query_labels, Tensor query_indices, "
+        "bool squared, bool normalize, int max_positives) -> Tensor");
+  m.def("triplet_mine(Tensor query_emb, Tensor query_labels, Tensor? query_indices, "
         "Tensor bank_emb, Tensor bank_labels, Tensor extra_negatives, "
         "Tensor extra_negative_labels, float margin, str negatives, float positive_fraction, "
-        "bool squared, int max_triplets, int per_anchor, int seed, int anchor_offset) "
+        "bool squared, bool normalize, int max_positives, int max_triplets, int per_anchor, "
+        "int seed, int anchor_offset) "
         "-> (Tensor, Tensor, Tensor)");
 }
 

@@ -28,18 +28,30 @@ void check_one_device(const at::Tensor& first, std::initializer_list<const at::T
 triplet::Rule check_hyperparameters(const char* op, double margin, std::string_view negatives,
                                     double positive_fraction);
 
-// Distances from every query to the bank, then the extras, and the labels; then the values
-// (finite distances, query_indices in [-1, N)), without a host sync on CUDA.
+// The rows prepared (prepare_rows: the compute type, normalised when asked), the distances from
+// every query to the bank, then the extras (CUDA: their inner products, made distances by the
+// first pass), and the labels. query.is_same(bank) marks in-batch mining: the bank's rows are
+// prepared once. The values (finite distances, query_indices in [-1, N)) are checked without
+// a host sync on CUDA: by the first pass.
 TripletCandidates build_candidates(const at::Tensor& query, const at::Tensor& query_labels,
                                    const at::Tensor& query_indices, const at::Tensor& bank,
                                    const at::Tensor& bank_labels, const at::Tensor& extra,
                                    const at::Tensor& extra_labels, double positive_fraction,
-                                   bool squared);
+                                   bool squared, bool normalize);
+
+// The device's part of build_candidates: c.dist from the prepared query rows y_query and
+// candidate rows y_candidates (rows [first, ...) of c.prepared), with c.squared and
+// c.query_indices set.
+void candidate_distances(Cpu, TripletCandidates& c, const at::Tensor& y_query,
+                         const at::Tensor& y_candidates, int64_t first);
+void candidate_distances(Cuda, TripletCandidates& c, const at::Tensor& y_query,
+                         const at::Tensor& y_candidates, int64_t first);
 
 // One pass of rows.pass over every anchor, on the candidates' device.
 void run_rows(const TripletArgs& rows);
 
-// The count pass: rows.counts (Q,) and rows.positive_counts (Q, max positives).
-void count_rows(TripletArgs& rows);
+// The count pass: rows.counts (Q,) and rows.positive_counts (Q, max_positives), max_positives
+// bounding every anchor's positives (the bank's largest class, or its size).
+void count_rows(TripletArgs& rows, int64_t max_positives);
 
 }  // namespace fgo

@@ -12,10 +12,9 @@ positive its negatives in index order. A negative index >= B refers to
 ``extra_negatives[index - B]``.
 """
 import torch
-import torch.nn.functional as F
 
 from .._checks import (FLOATING, as_float, check_choice, check_int, check_number,
-                       check_tensor, compute_dtype)
+                       check_tensor)
 from .._native import _C, check_devices
 
 NEGATIVES = tuple(_C.choices["triplet.negatives"])  # the names the native code parses
@@ -96,9 +95,11 @@ def _in_batch_problem(emb, labels, margin, negatives, positive_fraction, extra, 
     """The arguments of the native count and mining passes for in-batch mining: the batch is
     both the queries (each its own index in the bank) and the bank."""
     x, labels, extra, extra_labels = _prepare(emb, labels, margin, negatives, positive_fraction,
-                                              extra, extra_labels, normalize)
-    return (x, labels, torch.arange(x.shape[0], device=x.device), x, labels, extra, extra_labels,
-            float(margin), negatives, float(positive_fraction), bool(squared))
+                                              extra, extra_labels)
+    # In-batch: the same tensor as queries and bank, query_indices None (anchor a is row a), and
+    # at most B - 1 positives per anchor (max_positives -1: the bank's size).
+    return (x, labels, None, x, labels, extra, extra_labels,
+            float(margin), negatives, float(positive_fraction), bool(squared), bool(normalize), -1)
 
 
 def mine_from_bank(query_emb, query_labels, bank_emb, bank_labels, per_anchor=1, margin=0.2,
@@ -128,17 +129,16 @@ def mine_from_bank(query_emb, query_labels, bank_emb, bank_labels, per_anchor=1,
         self_retrieval = query_emb is bank_emb
         bank, bank_labels, extra, extra_labels = _prepare(
             bank_emb, bank_labels, margin, negatives, positive_fraction, extra_negatives,
-            extra_negative_labels, normalize, name="bank_emb")
+            extra_negative_labels, name="bank_emb")
         query, query_labels, _, _ = _prepare(query_emb, query_labels, margin, negatives,
-                                             positive_fraction, None, None, normalize,
-                                             name="query_emb")
+                                             positive_fraction, None, None, name="query_emb")
         if query.dtype != bank.dtype or query.shape[1] != bank.shape[1]:
             raise ValueError(f"query_emb {tuple(query.shape)} {query.dtype} and bank_emb "
                              f"{tuple(bank.shape)} {bank.dtype} need the same D and dtype")
         if query_indices is None:
             q = query.shape[0]
-            query_indices = (torch.arange(q) if self_retrieval else torch.full((q,), -1))
-            query_indices = query_indices.to(query.device)
+            query_indices = (torch.arange(q, device=query.device) if self_retrieval
+                             else torch.full((q,), -1, device=query.device))
         check_tensor("query_indices", query_indices, dim=1, dtypes=(torch.int64,))
         if query_indices.shape[0] != query.shape[0]:
             raise ValueError(f"query_indices has {query_indices.shape[0]} entries for "
@@ -151,17 +151,22 @@ def mine_from_bank(query_emb, query_labels, bank_emb, bank_labels, per_anchor=1,
             chunk_size = max(1, entries // max(1, bank.shape[0] + extra.shape[0]))
         check_int("chunk_size", chunk_size)
         seed = _draw_seed(generator) if per_anchor else 0
+        # Bounds every anchor's positives, sizing the native scratch: one read per call.
+        class_sizes = torch.unique(bank_labels, return_counts=True)[1]
+        max_positives = int(class_sizes.max()) if class_sizes.numel() else 0
         parts = []
         for start in range(0, query.shape[0], chunk_size):
             stop = start + chunk_size
             parts.append(_triplet_mine(
                 query[start:stop], query_labels[start:stop], query_indices[start:stop], bank,
                 bank_labels, extra, extra_labels, float(margin), negatives,
-                float(positive_fraction), bool(squared), -1,
+                float(positive_fraction), bool(squared), bool(normalize), max_positives, -1,
                 -1 if per_anchor is None else per_anchor, seed, start))
         if not parts:
             empty = torch.empty(0, dtype=torch.int64, device=query.device)
             return empty, empty.clone(), empty.clone()
+        if len(parts) == 1:
+            return parts[0]
         return tuple(torch.cat(column) for column in zip(*parts))
 
 
@@ -177,9 +182,10 @@ def check_triplet_args(margin, negatives, positive_fraction):
     check_number("positive_fraction", positive_fraction, low=0, high=1, low_open=True)
 
 
-def _prepare(emb, labels, margin, negatives, positive_fraction, extra, extra_labels, normalize,
+def _prepare(emb, labels, margin, negatives, positive_fraction, extra, extra_labels,
              name="emb"):
-    """Validated (embeddings, labels, extra, extra_labels) in the compute dtype, normalised."""
+    """Validated (embeddings, labels, extra, extra_labels); the native op converts half types
+    and normalises."""
     check_triplet_args(margin, negatives, positive_fraction)
     check_tensor(name, emb, dim=2, dtypes=FLOATING)
     _check_labels("labels" if name == "emb" else name.replace("emb", "labels"), labels,
@@ -192,10 +198,8 @@ def _prepare(emb, labels, margin, negatives, positive_fraction, extra, extra_lab
     _check_labels("extra_negative_labels", extra_labels, extra.shape[0])
     check_devices(**{name: emb, "labels": labels, "extra_negatives": extra,
                      "extra_negative_labels": extra_labels})
-    dtype = compute_dtype(emb.dtype)
-    emb, extra = emb.to(dtype), extra.to(dtype)
-    if normalize:
-        emb, extra = F.normalize(emb, dim=1), F.normalize(extra, dim=1)
+    if extra.dtype != emb.dtype:
+        raise TypeError(f"extra_negatives must have {name}'s dtype {emb.dtype}, got {extra.dtype}")
     return emb, labels, extra, extra_labels
 
 
