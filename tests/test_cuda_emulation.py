@@ -12,7 +12,6 @@ blocks run in reverse order: no kernel may depend on the schedule. The emulator'
 (barriers, shuffles, launch limits) are tested first.
 """
 import contextlib
-import warnings
 
 import pytest
 import torch
@@ -39,39 +38,21 @@ def emulation():
     return build.load()
 
 
-# Each op of finegrained_ops and the emulation's entry point that runs its CUDA path.
-EMULATED_ENTRY_POINTS = {
-    "class_balanced_weights": "class_balanced_weights",
-    "class_loss": "class_loss",
-    "scale_gradient": "scale_gradient",
-    "sqrt_normalize": "sqrt_normalize",
-    "sqrt_normalize_backward": "sqrt_normalize_backward",
-    "kernel_pooling": "kernel_pooling_forward",
-    "kernel_pooling_backward": "kernel_pooling_backward",
-    "triplet_margin_loss": "triplet_margin_loss",
-    "triplet_count": "triplet_count",
-    "triplet_mine": "triplet_mine",
-}
-
-
 @contextlib.contextmanager
 def emulated_cuda(emulation, reverse=False, launches=True):
     """Every op of finegrained_ops runs the emulated CUDA path (on CPU tensors) inside: the
-    emulation's entry points temporarily replace the ops' CPU kernels in the dispatcher, below
-    the ops' own autograd. Unless `launches` is False (empty inputs), a kernel must launch."""
-    override = torch.library.Library("finegrained_ops", "IMPL")
+    emulation registers each op's device kernels, compiled for the CUDA path, over its CPU
+    kernels in the dispatcher, below the ops' own autograd (csrc/common/device_kernels.h).
+    Unless `launches` is False (empty inputs), a kernel must launch."""
     try:
-        with warnings.catch_warnings():  # the override is the point
-            warnings.filterwarnings("ignore", "(?s).*Overriding a previously registered kernel")
-            for op, entry_point in EMULATED_ENTRY_POINTS.items():
-                override.impl(op, getattr(emulation, entry_point), "CPU")
+        emulation.emulate(True)
         emulation.set_reverse_order(reverse)
         emulation.take_launches()
         yield
         assert bool(emulation.take_launches()) == launches
     finally:
         emulation.set_reverse_order(False)
-        override._destroy()  # the real CPU kernels are back
+        emulation.emulate(False)  # the real CPU kernels are back
 
 
 def run_three_ways(emulation, fn, launches=True):

@@ -592,9 +592,9 @@ NATIVE_ABUSE = textwrap.dedent("""
     x = torch.randn(2, 3, 4)
     sign = torch.ones(3, 4)
     calls = {  # name: (the call, the argument its message must name)
-        "hash past dim": (lambda: _C.kernel_pooling_forward(x, torch.full((3, 4), 99), sign, 8),
+        "hash past dim": (lambda: _C.kernel_pooling(x, torch.full((3, 4), 99), sign, 8),
                           "hash_index"),
-        "negative hash": (lambda: _C.kernel_pooling_forward(x, torch.full((3, 4), -5), sign, 8),
+        "negative hash": (lambda: _C.kernel_pooling(x, torch.full((3, 4), -5), sign, 8),
                           "hash_index"),
         "backward hash": (lambda: _C.kernel_pooling_backward(torch.zeros(2, 2, 8), x,
                                                              torch.full((3, 4), 8), sign, 8),

@@ -427,15 +427,15 @@ def test_native_entry_checks_its_own_preconditions():
     from finegrained_ops._native import _C
     x, h, s = torch.zeros(1, 2, 3), torch.zeros(2, 3, dtype=torch.int64), torch.ones(2, 3)
     with pytest.raises(ValueError, match="in \\[0, dim=4\\)"):
-        _C.kernel_pooling_forward(x, h + 4, s, 4)
+        _C.kernel_pooling(x, h + 4, s, 4)
     with pytest.raises(ValueError, match="p >= 2"):
-        _C.kernel_pooling_forward(x, h[:1], s[:1], 4)
+        _C.kernel_pooling(x, h[:1], s[:1], 4)
     with pytest.raises(TypeError, match="float32 or float64"):
-        _C.kernel_pooling_forward(x.half(), h, s.half(), 4)
+        _C.kernel_pooling(x.half(), h, s.half(), 4)
     with pytest.raises(RuntimeError, match="grad must be"):
         _C.kernel_pooling_backward(torch.zeros(1, 1, 5), x, h, s, 4)
     with pytest.raises(ValueError, match="dim must be >= 2"):
-        _C.kernel_pooling_forward(x, h, s, 1)
+        _C.kernel_pooling(x, h, s, 1)
 
 
 @pytest.mark.parametrize("channels, dim, order, two_input",

@@ -1,7 +1,7 @@
 // The torch.library ops finegrained_ops::class_loss and ::class_balanced_weights: schemas,
 // device kernels, autograd and autocast. Fake (meta) kernels are registered from Python
-// (finegrained_ops/ops/class_loss.py). Compiled into the extension module only: the CUDA
-// emulation's module loads into the same process and must not register them again.
+// (finegrained_ops/ops/class_loss.py). The CUDA emulation compiles this file
+// too, for its device kernels only (common/device_kernels.h).
 #include <ATen/autocast_mode.h>
 #include <ATen/core/Tensor.h>
 #include <torch/csrc/autograd/custom_function.h>
@@ -14,6 +14,7 @@
 
 #include "class_loss/class_loss.h"
 #include "common/below_autograd.h"
+#include "common/device_kernels.h"
 #include "precomputed_gradient/precomputed_gradient.h"
 
 namespace fgo {
@@ -135,6 +136,7 @@ void register_device_kernels(torch::Library& m) {
 
 }  // namespace
 
+#if FGO_OP_REGISTRATION
 TORCH_LIBRARY_FRAGMENT(finegrained_ops, m) {
   m.def("class_balanced_weights(Tensor samples_per_class, float beta) -> Tensor");
   m.def("class_loss(Tensor logits, Tensor target, Tensor? class_weights, "
@@ -142,13 +144,11 @@ TORCH_LIBRARY_FRAGMENT(finegrained_ops, m) {
         "str loss_type, str reduction, int ignore_index, bool compute_grad, "
         "ScalarType? loss_dtype=None) -> (Tensor, Tensor, Tensor)");
 }
+#endif  // FGO_OP_REGISTRATION
 
-TORCH_LIBRARY_IMPL(finegrained_ops, CPU, m) { register_device_kernels(m); }
+FGO_DEVICE_KERNELS(register_device_kernels);
 
-#ifdef WITH_CUDA
-TORCH_LIBRARY_IMPL(finegrained_ops, CUDA, m) { register_device_kernels(m); }
-#endif
-
+#if FGO_OP_REGISTRATION
 TORCH_LIBRARY_IMPL(finegrained_ops, Autograd, m) {
   m.impl("class_loss", TORCH_FN(loss_autograd));
 }
@@ -160,5 +160,6 @@ TORCH_LIBRARY_IMPL(finegrained_ops, AutocastCPU, m) {
 TORCH_LIBRARY_IMPL(finegrained_ops, AutocastCUDA, m) {
   m.impl("class_loss", TORCH_FN(loss_autocast));
 }
+#endif  // FGO_OP_REGISTRATION
 
 }  // namespace fgo

@@ -1,13 +1,14 @@
 // The torch.library ops finegrained_ops::kernel_pooling and ::kernel_pooling_backward:
 // schemas, device kernels and autograd. Fake (meta) kernels are registered from Python
-// (finegrained_ops/ops/kernel_pooling.py). Compiled into the extension module only: the CUDA
-// emulation's module loads into the same process and must not register them again.
+// (finegrained_ops/ops/kernel_pooling.py). The CUDA emulation compiles this file
+// too, for its device kernels only (common/device_kernels.h).
 #include <ATen/core/Tensor.h>
 #include <torch/csrc/autograd/custom_function.h>
 #include <torch/csrc/autograd/autograd_not_implemented_fallback.h>
 #include <torch/library.h>
 
 #include "common/below_autograd.h"
+#include "common/device_kernels.h"
 #include "kernel_pooling/kernel_pooling.h"
 
 namespace fgo {
@@ -52,21 +53,21 @@ void register_device_kernels(torch::Library& m) {
 
 }  // namespace
 
+#if FGO_OP_REGISTRATION
 TORCH_LIBRARY_FRAGMENT(finegrained_ops, m) {
   m.def("kernel_pooling(Tensor x, Tensor hash_index, Tensor hash_sign, int dim) -> Tensor");
   m.def("kernel_pooling_backward(Tensor grad, Tensor x, Tensor hash_index, Tensor hash_sign, "
         "int dim) -> Tensor");
 }
+#endif  // FGO_OP_REGISTRATION
 
-TORCH_LIBRARY_IMPL(finegrained_ops, CPU, m) { register_device_kernels(m); }
+FGO_DEVICE_KERNELS(register_device_kernels);
 
-#ifdef WITH_CUDA
-TORCH_LIBRARY_IMPL(finegrained_ops, CUDA, m) { register_device_kernels(m); }
-#endif
-
+#if FGO_OP_REGISTRATION
 TORCH_LIBRARY_IMPL(finegrained_ops, Autograd, m) {
   m.impl("kernel_pooling", TORCH_FN(kernel_pooling_autograd));
   m.impl("kernel_pooling_backward", torch::autograd::autogradNotImplementedFallback());
 }
+#endif  // FGO_OP_REGISTRATION
 
 }  // namespace fgo

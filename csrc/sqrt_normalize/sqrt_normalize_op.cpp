@@ -1,11 +1,13 @@
 // The torch.library ops finegrained_ops::sqrt_normalize and its backward: schemas, device
 // kernels and autograd. Fake kernels are registered from Python
-// (finegrained_ops/ops/kernel_pooling.py). Compiled into the extension module only.
+// (finegrained_ops/ops/kernel_pooling.py). The CUDA emulation compiles this file
+// too, for its device kernels only (common/device_kernels.h).
 #include <ATen/core/Tensor.h>
 #include <torch/csrc/autograd/custom_function.h>
 #include <torch/library.h>
 
 #include "common/below_autograd.h"
+#include "common/device_kernels.h"
 #include "sqrt_normalize/sqrt_normalize.h"
 
 namespace fgo {
@@ -56,19 +58,19 @@ void register_device_kernels(torch::Library& m) {
 
 }  // namespace
 
+#if FGO_OP_REGISTRATION
 TORCH_LIBRARY_FRAGMENT(finegrained_ops, m) {
   m.def("sqrt_normalize(Tensor y, float eps) -> Tensor");
   m.def("sqrt_normalize_backward(Tensor grad, Tensor y, Tensor z, float eps) -> Tensor");
 }
+#endif  // FGO_OP_REGISTRATION
 
-TORCH_LIBRARY_IMPL(finegrained_ops, CPU, m) { register_device_kernels(m); }
+FGO_DEVICE_KERNELS(register_device_kernels);
 
-#ifdef WITH_CUDA
-TORCH_LIBRARY_IMPL(finegrained_ops, CUDA, m) { register_device_kernels(m); }
-#endif
-
+#if FGO_OP_REGISTRATION
 TORCH_LIBRARY_IMPL(finegrained_ops, Autograd, m) {
   m.impl("sqrt_normalize", TORCH_FN(sqrt_normalize_autograd));
 }
+#endif  // FGO_OP_REGISTRATION
 
 }  // namespace fgo

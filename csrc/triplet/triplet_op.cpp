@@ -1,8 +1,7 @@
 // The torch.library ops finegrained_ops::triplet_margin_loss, ::triplet_count and
 // ::triplet_mine: schemas, device kernels and the loss's autograd. Fake (meta) kernels are
-// registered from Python (finegrained_ops/ops/triplet.py). Compiled into the extension module
-// only: the CUDA emulation's module loads into the same process and must not register them
-// again.
+// registered from Python (finegrained_ops/ops/triplet.py). The CUDA emulation compiles this file
+// too, for its device kernels only (common/device_kernels.h).
 #include <ATen/core/Tensor.h>
 #include <torch/csrc/autograd/custom_function.h>
 #include <torch/library.h>
@@ -13,6 +12,7 @@
 #include <tuple>
 
 #include "common/below_autograd.h"
+#include "common/device_kernels.h"
 #include "precomputed_gradient/precomputed_gradient.h"
 #include "triplet/triplet.h"
 
@@ -144,6 +144,7 @@ void register_device_kernels(torch::Library& m) {
 
 }  // namespace
 
+#if FGO_OP_REGISTRATION
 TORCH_LIBRARY_FRAGMENT(finegrained_ops, m) {
   m.def("triplet_margin_loss(Tensor emb, Tensor labels, Tensor extra_negatives, "
         "Tensor extra_negative_labels, float margin, str negatives, float positive_fraction, "
@@ -160,15 +161,14 @@ TORCH_LIBRARY_FRAGMENT(finegrained_ops, m) {
         "int seed, int anchor_offset) "
         "-> (Tensor, Tensor, Tensor)");
 }
+#endif  // FGO_OP_REGISTRATION
 
-TORCH_LIBRARY_IMPL(finegrained_ops, CPU, m) { register_device_kernels(m); }
+FGO_DEVICE_KERNELS(register_device_kernels);
 
-#ifdef WITH_CUDA
-TORCH_LIBRARY_IMPL(finegrained_ops, CUDA, m) { register_device_kernels(m); }
-#endif
-
+#if FGO_OP_REGISTRATION
 TORCH_LIBRARY_IMPL(finegrained_ops, Autograd, m) {
   m.impl("triplet_margin_loss", TORCH_FN(loss_autograd));
 }
+#endif  // FGO_OP_REGISTRATION
 
 }  // namespace fgo

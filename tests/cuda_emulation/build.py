@@ -14,7 +14,8 @@ messages at csrc/):
 They are compiled against torch's CPU headers with the shim in shim/ (cuda_runtime.h, the
 c10/cuda headers) and the emulator (emulator.cpp), together with the ops' device-independent
 entry points, into one extension module whose entry points run the CUDA path
-(``FGO_CUDA_EMULATION``, see csrc/common/device.h) on CPU tensors. The module also binds the
+(``FGO_CUDA_EMULATION``, see csrc/common/device.h) on CPU tensors; ``emulate(True)`` puts the
+ops' device kernels, so compiled, in place of their CPU kernels. The module also binds the
 emulator's controls and its self-test kernels (module.cpp). See docs/cuda_emulation.md.
 """
 import os
@@ -136,10 +137,12 @@ def load(verbose=False):
     """Compile (incrementally, with ninja) and import the emulation module."""
     from torch.utils.cpp_extension import load as load_extension
 
-    # Not the CPU kernels, the module or the torch.library registrations (<op>_op.cpp): the
-    # emulation's module loads beside the real one, and an op is registered once per process.
+    # Not the CPU kernels, the module or its Python bindings. The <op>_op.cpp files contribute
+    # their device kernels only (csrc/common/device_kernels.h): the emulation's module loads
+    # beside the real one, and an op is defined once per process.
     entry_points = [p for p in sorted(CSRC.rglob("*.cpp"))
-                    if not p.name.endswith(("_cpu.cpp", "_op.cpp")) and p.name != "module.cpp"]
+                    if not p.name.endswith("_cpu.cpp")
+                    and p.name not in ("module.cpp", "bindings.cpp")]
     (BUILD / "obj").mkdir(parents=True, exist_ok=True)
     return load_extension(
         name=NAME,
