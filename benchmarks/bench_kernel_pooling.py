@@ -1,7 +1,8 @@
 """Kernel pooling, forward + backward: the native op (spectra pooled over locations, one
 inverse FFT per image and order, spectra recomputed in the backward) vs the in-package
 reference, which is the usual vectorised PyTorch version (count sketch by index_add, rfft,
-running product and irfft at every location, then the mean; autograd keeps it all).
+running product and irfft at every location, then the mean; autograd keeps it all), and, in the
+full suite, that version under torch.compile.
 
     python -m benchmarks --ops kernel_pooling [--device cpu|cuda] [--quick]
 
@@ -22,6 +23,7 @@ CONFIGS = [("VGG-16", 8, 14 * 14, 512, 4096, 4), ("ResNet-50", 8, 14 * 14, 2048,
 CUDA_CONFIGS = [("VGG-16 448px", 32, 28 * 28, 512, 4096, 4)]
 QUICK_CONFIGS = [("small", 4, 7 * 7, 256, 1024, 3)]
 CANDIDATES = ("native", "reference")
+COMPILED = "reference, torch.compile"  # the full suite only: compiling costs a minute per case
 # scaling sweeps at N=4, C=256, p=3: L at d=1024, then d at L=49
 SCALING_L, SCALING_D = [16, 49, 196, 784], [256, 1024, 4096, 16384]
 
@@ -34,7 +36,8 @@ def setup(candidate, n, locations, channels, dim, order, device):
     x = torch.relu(torch.randn(n, locations, channels, generator=g)).to(device).requires_grad_()
     hash_index, hash_sign = (t.to(device) for t in fo.draw_hashes(channels, dim, order, 0))
     alpha = torch.ones(order + 1, device=device, requires_grad=True)
-    fn = fo.kernel_pooling if candidate == "native" else reference
+    fn = (fo.kernel_pooling if candidate == "native"
+          else torch.compile(reference) if candidate == COMPILED else reference)
 
     def step(features, a):
         features.grad = a.grad = None
@@ -73,16 +76,18 @@ def work(n, locations, channels, dim, order):
     return 4 * (2 * n * locations * channels + n * out), n * locations * per_location
 
 
-def _cases(shapes, device, repeats):
+def _cases(shapes, device, repeats, names=CANDIDATES):
     """{shape: {candidate: result}} for (N, L, C, d, p) shapes, in one child process."""
-    return compare({shape: {c: functools.partial(setup, c, *shape) for c in CANDIDATES}
+    return compare({shape: {c: functools.partial(setup, c, *shape) for c in names}
                     for shape in shapes}, device, repeats)
 
 
 def comparison(device, quick=False, repeats=10):
-    """Rows of the main table: native vs reference at the configured shapes."""
+    """Rows of the main table: native vs reference (and, in the full suite, the reference
+    under torch.compile) at the configured shapes."""
     configs = QUICK_CONFIGS if quick else CONFIGS + (CUDA_CONFIGS if device == "cuda" else [])
-    results = _cases([tuple(c[1:]) for c in configs], device, repeats)
+    results = _cases([tuple(c[1:]) for c in configs], device, repeats,
+                     CANDIDATES + (() if quick else (COMPILED,)))
     rows = []
     for name, *shape in configs:
         for cand, r in results[tuple(shape)].items():

@@ -303,6 +303,21 @@ def test_triplet_loss(emulation, rule, b, fraction, reduction, squared, normaliz
     assert_all(cpu, cuda, tolerance=SCALED_TOLERANCE | {torch.float32: 1e-3})
 
 
+@pytest.mark.parametrize("squared", [True, False])
+def test_triplet_loss_with_more_extras_than_anchors(emulation, squared):
+    """The extras' rows of the gradient's matrix are their own block (E x B, not E x E)."""
+    batch = triplet_batch(20, 6, 3, 50, torch.float64)
+    cpu, cuda = run_three_ways(emulation, lambda: triplet_loss_and_grads(
+        *batch, negatives="all", squared=squared, margin=0.5))
+    assert_all(cpu, cuda)
+    assert cpu[2].abs().sum() > 0  # the extras get gradients
+    # No anchor: a zero loss and zero gradients (the finish kernel still writes the extras' rows).
+    empty = triplet_batch(0, 6, 3, 5, torch.float64)
+    cpu, cuda = run_three_ways(emulation, lambda: triplet_loss_and_grads(*empty, squared=squared))
+    assert_all(cpu, cuda)
+    assert not cuda[2].any()
+
+
 @pytest.mark.parametrize("rule", RULES)
 def test_triplet_mining_all_and_sampled(emulation, rule):
     emb, labels, extra, extra_labels = triplet_batch(300, 9, 6, 11)

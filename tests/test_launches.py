@@ -110,10 +110,10 @@ def triplet_problem(b=64, d=32, extras=0):
 @pytest.mark.parametrize("extras", [0, 8])
 @pytest.mark.parametrize("squared", [True, False])
 def test_triplet_loss_launches_at_most_ten_kernels_a_step(emulation, squared, extras):
-    """Prepare, GEMM, rows, finish, GEMM, gradient (triplet_loss_kernels.cuh), the engine's
-    fill of the unit grad_output, and on a GPU the backward's scale (skipped here: the
-    emulation's tensors are on the CPU, where a unit scale is read); nothing grows with B or
-    the number of triplets."""
+    """Prepare, GEMM, rows, finish, GEMM (a second one for the extras' rows), gradient
+    (triplet_loss_kernels.cuh), the engine's fill of the unit grad_output, and on a GPU the
+    backward's scale (skipped here: the emulation's tensors are on the CPU, where a unit scale
+    is read); nothing grows with B or the number of triplets."""
     emb, labels, extra = triplet_problem(extras=extras)
     launches, reads, what = emulated_count(emulation, step(
         lambda: fo.triplet_margin_loss(emb, labels, squared=squared, **extra), emb))

@@ -515,8 +515,13 @@ def test_native_entry_points_check_their_inputs():
                          1.0, True, True, -1)
     # max_positives sizes the native scratch: one below an anchor's positives is refused.
     one_class = torch.zeros(6, dtype=torch.int64)  # 5 positives per anchor
-    with pytest.raises(ValueError, match=r"max_positives \(2\) is below an anchor's 5 kept"):
+    with pytest.raises(ValueError, match=r"max_positives \(2\) is below an anchor's 5 positives"):
         _C.triplet_count(EMB, one_class, idx, EMB, one_class, *problem[5:-1], 2)
+    # Nothing to write: empty outputs (the write pass is not run).
+    assert all(t.numel() == 0 for t in _C.triplet_mine(*problem, 0, -1, 0, 0))
+    assert all(t.numel() == 0 for t in _C.triplet_mine(*problem, -1, 0, 0, 0))
+    with pytest.raises(ValueError, match="without query_indices anchor a is bank row a"):
+        _C.triplet_count(EMB, LABELS, None, EMB[:3], LABELS[:3], *problem[5:])
     with pytest.raises(ValueError, match="max_positives must be -1 or >= 0, got -2"):
         _C.triplet_mine(*problem[:-1], -2, -1, -1, 0, 0)
     with pytest.raises(ValueError, match="reduction must be one of 'mean_nonzero', 'mean', "

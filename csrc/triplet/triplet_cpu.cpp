@@ -24,12 +24,14 @@ template <typename T>
 struct SortedPositives {
   std::vector<int64_t> index;
   std::vector<T> dist;
+  int64_t all = 0;  // positives before the local ones are kept
 
   void gather(const triplet::AnchorCandidates<T>& c, int64_t self, double fraction) {
     index.clear();
     for (int64_t n = 0; n < c.num_labelled; ++n) {
       if (c.positive(n, self)) index.push_back(n);
     }
+    all = static_cast<int64_t>(index.size());
     const T* d = c.dist;
     const auto nearer = [d](int64_t i, int64_t j) { return triplet::nearer(d[i], i, d[j], j); };
     const int64_t keep = triplet::kept_positives(static_cast<int64_t>(index.size()), fraction);
@@ -221,9 +223,9 @@ void triplet_rows(Cpu, const TripletArgs& rows) {
         candidates.pos_dist = positives.dist.data();
         candidates.pos_index = positives.index.data();
         candidates.num_pos = static_cast<int64_t>(positives.index.size());
-        TORCH_CHECK_VALUE(rows.pass == triplet::kLoss || candidates.num_pos <= params.positive_stride,
+        TORCH_CHECK_VALUE(rows.pass == triplet::kLoss || positives.all <= params.positive_stride,
                           "triplet_mine: max_positives (", params.positive_stride,
-                          ") is below an anchor's ", candidates.num_pos, " kept positives");
+                          ") is below an anchor's ", positives.all, " positives");
         triplet::run_anchor(params, a, candidates);
       }
     });

@@ -47,17 +47,20 @@ void loss_cuda(const TripletLossArgs& a, cudaStream_t stream) {
   rows.weights = at::empty_like(c.dist);  // zeroed by the rows pass
   if (b > 0) triplet_rows(Cuda{}, rows);
 
-  const at::Tensor s = grad ? at::empty({n, n}, acc) : at::Tensor();
+  const at::Tensor s = grad ? at::empty({b * n + e * b}, acc) : at::Tensor();
   k::FinishParams<acc_t, scalar_t> finish{
       rows.row_loss.data_ptr<double>(), rows.row_nonzero.data_ptr<int64_t>(),
       rows.row_mined.data_ptr<int64_t>(), c.dist.data_ptr<acc_t>(),
       rows.weights.data_ptr<acc_t>(), b, e, static_cast<int>(a.reduction), a.squared,
       a.loss.data_ptr<scalar_t>(), a.norm.data_ptr<scalar_t>(), factor,
-      grad ? s.data_ptr<acc_t>() : nullptr, own};
+      grad ? s.data_ptr<acc_t>() : nullptr, grad ? own : nullptr};
   C10_CUDA_CHECK(k::launch_finish(finish, stream));
   if (!grad) return;
 
-  const at::Tensor pulled = at::mm(s, y);
+  const at::Tensor pulled = at::empty({n, d}, acc);
+  at::Tensor pulled_batch = pulled.narrow(0, 0, b), pulled_extra = pulled.narrow(0, b, e);
+  at::mm_out(pulled_batch, s.narrow(0, 0, b * n).view({b, n}), y);
+  if (e > 0) at::mm_out(pulled_extra, s.narrow(0, b * n, e * b).view({e, b}), y.narrow(0, 0, b));
   k::GradientParams<scalar_t, acc_t> gradient{
       y.data_ptr<acc_t>(), pulled.data_ptr<acc_t>(), own,
       c.prepared.lengths.data_ptr<acc_t>(), factor, b, d, a.normalize,

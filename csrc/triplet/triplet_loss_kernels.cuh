@@ -6,10 +6,11 @@
 //            (triplet_kernels.cuh, as for mining);
 //   GEMM     <y_a, y_c> for every anchor a and candidate c;
 //   rows     distances from those in place, the loss pass (loss, counts, weights W);
-//   finish   the loss and the reduction's divisor, and the symmetric matrix S of the
-//            gradient: S_ij = V_ij + V_ji for V = W (squared distances) or W / (2 d) (plain
-//            ones), V's rows past B zero; own_i = sum_j S_ij;
-//   GEMM     S y;
+//   finish   the loss and the reduction's divisor, and the matrix S of the gradient:
+//            S_ij = V_ij + V_ji for V = W (squared distances) or W / (2 d) (plain ones), V's
+//            rows past B zero, stored as its B rows over all B + E columns and its E extra
+//            rows over the B batch columns (the E x E block is zero); own_i = sum_j S_ij;
+//   GEMMs    S y: one for the batch rows, one for the extras' (when there are extras);
 //   gradient g_i = 2 / divisor (own_i y_i - (S y)_i), back through the normalisation.
 // Raw pointers, sizes and a stream only: no torch header (`make cuda-check` compiles it alone).
 // scalar_t is the embeddings' storage type (half types included), acc_t the computed one.
@@ -42,8 +43,8 @@ struct FinishParams {
   loss_t* loss;                // 0-dim
   loss_t* norm;                // 0-dim, set to 1 (the divisor is folded into the gradient)
   acc_t* factor;               // 0-dim: 2 / divisor, for the gradient kernel
-  acc_t* s;                    // (b + e, b + e), or nullptr without a gradient
-  acc_t* own;                  // (b + e,)
+  acc_t* s;                    // (b, b + e) then (e, b)
+  acc_t* own;                  // (b + e,), or nullptr without a gradient (then s is not used)
 };
 
 // V_ij of the gradient matrix: W_ij for squared distances, W_ij / (2 d_ij) for plain ones
@@ -79,12 +80,15 @@ __global__ void __launch_bounds__(kLossThreads) finish_kernel(FinishParams<acc_t
       *p.factor = static_cast<acc_t>(2.0 / divisor);
     }
   }
-  if (p.s == nullptr) return;
   const int64_t n = p.b + p.e;
+  if (p.own == nullptr || i >= n) return;
+  // A batch row spans every column; an extra row only the batch's (V's rows past B are zero).
+  const int64_t columns = i < p.b ? n : p.b;
+  acc_t* row = i < p.b ? p.s + i * n : p.s + p.b * n + (i - p.b) * p.b;
   acc_t own = 0;
-  for (int64_t j = threadIdx.x; j < n; j += kLossThreads) {
+  for (int64_t j = threadIdx.x; j < columns; j += kLossThreads) {
     const acc_t v = pull_weight(p, i, j) + pull_weight(p, j, i);
-    p.s[i * n + j] = v;
+    row[j] = v;
     own += v;
   }
   own = block_sum<kLossThreads>(own);
@@ -129,7 +133,7 @@ __global__ void __launch_bounds__(kLossThreads) gradient_kernel(GradientParams<s
 template <typename acc_t, typename loss_t>
 cudaError_t launch_finish(const FinishParams<acc_t, loss_t>& p, cudaStream_t stream) {
   unsigned blocks = 0;
-  const int64_t rows = p.s == nullptr ? 1 : (p.b + p.e > 0 ? p.b + p.e : 1);
+  const int64_t rows = p.own == nullptr ? 1 : (p.b + p.e > 0 ? p.b + p.e : 1);
   if (const cudaError_t error = blocks_for(rows, &blocks)) return error;
   finish_kernel<acc_t, loss_t><<<blocks, kLossThreads, 0, stream>>>(p);
   return cudaGetLastError();

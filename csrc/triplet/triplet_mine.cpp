@@ -74,6 +74,8 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> triplet_mine(
     int64_t max_triplets, int64_t per_anchor, int64_t seed, int64_t anchor_offset) {
   TORCH_CHECK_VALUE(max_triplets < 0 || per_anchor < 0,
                     "triplet_mine: give either max_triplets or per_anchor, not both");
+  TORCH_CHECK_VALUE(max_triplets >= -1 && per_anchor >= -1, "triplet_mine: max_triplets and "
+                    "per_anchor must be -1 (off) or >= 0, got ", max_triplets, ", ", per_anchor);
   TripletArgs rows = counted_problem("triplet_mine", query_emb, query_labels,
                                      query_indices.value_or(at::Tensor()),
                                      bank_emb, bank_labels, extra_negatives,
@@ -98,7 +100,8 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> triplet_mine(
   rows.out_anchor = at::empty({n_out}, counts.options());
   rows.out_positive = at::empty({n_out}, counts.options());
   rows.out_negative = at::empty({n_out}, counts.options());
-  run_rows(rows);
+  // Nothing to write (and an empty ranks tensor has no data: the pass would read "every").
+  if (n_out > 0) run_rows(rows);
   return {rows.out_anchor, rows.out_positive, rows.out_negative};
 }
 

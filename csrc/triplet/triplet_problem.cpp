@@ -51,7 +51,13 @@ triplet::Rule check_problem(const char* op, const at::Tensor& query,
                    "triplet: query_emb, bank_emb and extra_negatives must share a dtype, got ",
                    query.scalar_type(), ", ", bank.scalar_type(), ", ", extra.scalar_type());
   check_labels("query_labels", query_labels, query.size(0));
-  if (query_indices.defined()) check_labels("query_indices", query_indices, query.size(0));
+  if (query_indices.defined()) {
+    check_labels("query_indices", query_indices, query.size(0));
+  } else {
+    TORCH_CHECK_VALUE(query.size(0) <= bank.size(0), op, ": without query_indices anchor a is "
+                      "bank row a, so query_emb's ", query.size(0), " rows need as many bank "
+                      "rows, got ", bank.size(0));
+  }
   check_labels("bank_labels", bank_labels, bank.size(0));
   check_labels("extra_negative_labels", extra_labels, extra.size(0));
   check_one_device(query, {&query_labels, &query_indices, &bank, &bank_labels, &extra,
@@ -102,8 +108,9 @@ void count_rows(TripletArgs& rows, int64_t max_positives) {
   const int64_t q = c.dist.size(0);
   rows.pass = triplet::kCount;
   rows.counts = at::empty({q}, c.query_labels.options());
-  rows.positive_counts = at::empty({q, std::max<int64_t>(max_positives, 1)},
-                                   rows.counts.options());  // each row zeroed by the pass
+  // No anchor has more positives than the bank has rows.
+  const int64_t capacity = std::clamp<int64_t>(max_positives, 1, std::max<int64_t>(c.num_labelled, 1));
+  rows.positive_counts = at::empty({q, capacity}, rows.counts.options());  // rows zeroed by the pass
   run_rows(rows);
   c.query_sq_norms = c.candidate_sq_norms = at::Tensor();  // dist holds distances now
 }
