@@ -48,11 +48,11 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> triplet_margin_loss(
 //
 // triplet_count: the number of triplets each anchor mines, (Q,) int64.
 at::Tensor triplet_count(const at::Tensor& query_emb, const at::Tensor& query_labels,
-                         const std::optional<at::Tensor>& query_indices, const at::Tensor& bank_emb,
-                         const at::Tensor& bank_labels, const at::Tensor& extra_negatives,
-                         const at::Tensor& extra_negative_labels, double margin,
-                         std::string_view negatives, double positive_fraction, bool squared,
-                         bool normalize, int64_t max_positives);
+                         const std::optional<at::Tensor>& query_indices,
+                         const at::Tensor& bank_emb, const at::Tensor& bank_labels,
+                         const at::Tensor& extra_negatives, const at::Tensor& extra_negative_labels,
+                         double margin, std::string_view negatives, double positive_fraction,
+                         bool squared, bool normalize, int64_t max_positives);
 
 // triplet_mine: the mined triplets (anchor + anchor_offset, positive, negative) int64; a
 // negative index >= N is extra_negatives[index - N]. Every triplet (max_triplets < 0,
@@ -61,7 +61,8 @@ at::Tensor triplet_count(const at::Tensor& query_emb, const at::Tensor& query_la
 // anchor + anchor_offset), so chunking does not change them; the order is the documented one.
 std::tuple<at::Tensor, at::Tensor, at::Tensor> triplet_mine(
     const at::Tensor& query_emb, const at::Tensor& query_labels,
-    const std::optional<at::Tensor>& query_indices, const at::Tensor& bank_emb, const at::Tensor& bank_labels, const at::Tensor& extra_negatives,
+    const std::optional<at::Tensor>& query_indices, const at::Tensor& bank_emb,
+    const at::Tensor& bank_labels, const at::Tensor& extra_negatives,
     const at::Tensor& extra_negative_labels, double margin, std::string_view negatives,
     double positive_fraction, bool squared, bool normalize, int64_t max_positives,
     int64_t max_triplets, int64_t per_anchor, int64_t seed, int64_t anchor_offset);

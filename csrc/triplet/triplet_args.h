@@ -23,7 +23,8 @@ PreparedRows prepare_rows(Cuda, at::ArrayRef<at::Tensor> parts, bool normalize);
 // Every anchor's candidates: distances by one GEMM; positives and negatives follow from
 // the labels inside the per-anchor passes (triplet_math.h), so no mask is formed.
 struct TripletCandidates {
-  PreparedRows prepared;     // the queries' rows first unless they are the bank, then the bank's and the extras'
+  // The queries' rows first unless they are the bank, then the bank's and the extras'.
+  PreparedRows prepared;
   at::Tensor dist;           // (Q, N + E) distances (squared or not) to the bank, then extras
   // CUDA: when defined, dist holds the inner products <q, c> instead, and the next pass turns
   // them into distances in place (triplet_kernels.cuh, step 0).

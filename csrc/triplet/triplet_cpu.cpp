@@ -138,7 +138,6 @@ at::Tensor squared_distances(Cpu, const at::Tensor& q, const at::Tensor& r) {
 }
 
 PreparedRows prepare_rows(Cpu, at::ArrayRef<at::Tensor> parts, bool normalize) {
-  constexpr double kNormEps = 1e-12;  // F.normalize's: x / max(||x||, eps)
   int64_t rows = 0;
   for (const at::Tensor& part : parts) rows += part.size(0);
   const int64_t d = parts[0].size(1);
@@ -155,7 +154,8 @@ PreparedRows prepare_rows(Cpu, at::ArrayRef<at::Tensor> parts, bool normalize) {
     std::vector<at::Tensor> contiguous(parts.begin(), parts.end());
     for (at::Tensor& part : contiguous) {
       part = part.contiguous();
-      for (int64_t r = 0; r < part.size(0); ++r) sources.push_back(part.data_ptr<scalar_t>() + r * d);
+      const scalar_t* first = part.data_ptr<scalar_t>();
+      for (int64_t r = 0; r < part.size(0); ++r) sources.push_back(first + r * d);
     }
     acc_t* y = out.y.data_ptr<acc_t>();
     acc_t* lengths = out.lengths.data_ptr<acc_t>();
@@ -170,7 +170,7 @@ PreparedRows prepare_rows(Cpu, at::ArrayRef<at::Tensor> parts, bool normalize) {
         }
         lengths[r] = std::sqrt(squares);
         if (!normalize) continue;
-        const acc_t divisor = std::max(lengths[r], acc_t(kNormEps));  // divided, as F.normalize
+        const acc_t divisor = triplet::norm_divisor(lengths[r], true);
         for (int64_t k = 0; k < d; ++k) row[k] /= divisor;
       }
     });

@@ -111,7 +111,9 @@ __device__ void prepare_row(const AnchorRows<T>& s, const RowsParams<T>& p, int6
     }
   }
   if (p.pass == kLoss) {
-    for (int64_t n = lane_id(); n < p.weight_stride; n += 32) p.weights[a * p.weight_stride + n] = T(0);
+    for (int64_t n = lane_id(); n < p.weight_stride; n += 32) {
+      p.weights[a * p.weight_stride + n] = T(0);
+    }
   } else if (p.pass == kCount) {
     for (int64_t j = lane_id(); j < p.positive_stride; j += 32) {
       p.positive_counts[a * p.positive_stride + j] = 0;
@@ -412,7 +414,6 @@ cudaError_t launch_triplet_rows(const AnchorRows<T>& s, const RowsParams<T>& p,
 // by common/block_sum.cuh.
 
 constexpr int kPrepareThreads = 128;
-constexpr double kNormEps = 1e-12;  // F.normalize's: x / max(||x||, eps)
 
 template <typename scalar_t, typename acc_t>
 struct PrepareParams {
@@ -438,8 +439,7 @@ __global__ void __launch_bounds__(kPrepareThreads)
     squares += v * v;
   }
   const acc_t length = sqrt(block_sum<kPrepareThreads>(squares));
-  const acc_t divisor =  // divided, as F.normalize does
-      p.normalize ? (length > acc_t(kNormEps) ? length : acc_t(kNormEps)) : acc_t(1);
+  const acc_t divisor = norm_divisor(length, p.normalize);
   squares = 0;
   for (int64_t k = threadIdx.x; k < p.d; k += kPrepareThreads) {
     const acc_t v = static_cast<acc_t>(in[k]) / divisor;

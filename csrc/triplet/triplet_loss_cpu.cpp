@@ -17,8 +17,6 @@
 namespace fgo {
 namespace {
 
-constexpr double kNormEps = 1e-12;  // F.normalize's: x / max(||x||, eps)
-
 // A tensor over a vector's memory (no copy, no operator call).
 template <typename T>
 at::Tensor over(std::vector<T>& v, at::ScalarType type) {
@@ -29,21 +27,16 @@ template <typename scalar_t>
 void loss_cpu(const TripletLossArgs& a) {
   using acc_t = at::opmath_type<scalar_t>;
   const int64_t b = a.emb.size(0), e = a.extra.size(0), d = a.emb.size(1), n = b + e;
-  const PreparedRows p = prepare_rows(Cpu{}, {a.emb, a.extra}, a.normalize);
-  const at::Tensor x = p.y.narrow(0, 0, b);
-
   TripletArgs rows;
   TripletCandidates& c = rows.candidates;
-  c.squared = a.squared;
-  candidate_distances(Cpu{}, c, x, p.y, 0);
+  // In-batch, each anchor its own row of the bank (query_indices undefined).
+  c = build_candidates(a.emb, a.labels, at::Tensor(), a.emb, a.labels, a.extra, a.extra_labels,
+                       a.positive_fraction, a.squared, a.normalize);
+  const PreparedRows& p = c.prepared;
+  const at::Tensor x = p.y.narrow(0, 0, b);
   acc_t* dist = c.dist.template data_ptr<acc_t>();
   std::vector<int64_t> nonzero(b, 0), mined(b, 0);
   std::vector<double> row_loss(b, 0.0);
-  c.query_labels = a.labels;  // c.query_indices undefined: anchor i is row i
-  c.labels = a.labels;
-  c.extra_labels = a.extra_labels;
-  c.num_labelled = b;
-  c.positive_fraction = a.positive_fraction;
   rows.rule = a.rule;
   rows.margin = a.margin;
   rows.pass = triplet::kLoss;
@@ -96,9 +89,8 @@ void loss_cpu(const TripletLossArgs& a) {
       g[k] = factor * (scale * y[k] - minus_a[k] - (minus_b ? minus_b[k] : acc_t(0)));
       dot += y[k] * g[k];
     }
-    const bool project = a.normalize && lengths[r] > acc_t(kNormEps);
-    const acc_t inverse =
-        a.normalize ? acc_t(1) / std::max(lengths[r], acc_t(kNormEps)) : acc_t(1);
+    const bool project = a.normalize && lengths[r] > acc_t(triplet::kNormEps);
+    const acc_t inverse = acc_t(1) / triplet::norm_divisor(lengths[r], a.normalize);
     for (int64_t k = 0; k < d; ++k) {
       out[k] = static_cast<scalar_t>(inverse * (project ? g[k] - y[k] * dot : g[k]));
     }

@@ -123,8 +123,7 @@ __global__ void __launch_bounds__(kLossThreads) gradient_kernel(GradientParams<s
   dot = block_sum<kLossThreads>(dot);
   const acc_t length = p.lengths[r];
   const bool project = p.normalize && length > acc_t(kNormEps);
-  const acc_t inverse =
-      p.normalize ? acc_t(1) / (length > acc_t(kNormEps) ? length : acc_t(kNormEps)) : acc_t(1);
+  const acc_t inverse = acc_t(1) / norm_divisor(length, p.normalize);
   for (int64_t k = threadIdx.x; k < p.d; k += kLossThreads) {
     out[k] = static_cast<scalar_t>(inverse * (project ? g(k) - y[k] * dot : g(k)));
   }

@@ -56,6 +56,15 @@ struct AnchorCandidates {
   }
 };
 
+// Embeddings are L2-normalised as F.normalize does: a row x is divided by max(||x||, eps).
+constexpr double kNormEps = 1e-12;
+
+// What a row of norm `length` is divided by (1 without normalisation).
+template <typename T>
+FGO_HOST_DEVICE T norm_divisor(T length, bool normalize) {
+  return !normalize ? T(1) : length > T(kNormEps) ? length : T(kNormEps);
+}
+
 // Local positives: the ceil(f * P) nearest (guarded so that 0.6 * 5 keeps 3), at least one.
 FGO_HOST_DEVICE int64_t kept_positives(int64_t num_positives, double fraction) {
   if (num_positives == 0 || fraction >= 1.0) return num_positives;
@@ -105,7 +114,8 @@ struct SplitMix64 {
 #if defined(__CUDA_ARCH__)
     return static_cast<int64_t>(__umul64hi(next(), static_cast<uint64_t>(n)));
 #else
-    return static_cast<int64_t>((static_cast<unsigned __int128>(next()) * static_cast<uint64_t>(n)) >> 64);
+    const auto wide = static_cast<unsigned __int128>(next()) * static_cast<uint64_t>(n);
+    return static_cast<int64_t>(wide >> 64);
 #endif
   }
 };

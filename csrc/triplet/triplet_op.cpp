@@ -35,11 +35,11 @@ LossOutputs loss_kernel(const at::Tensor& emb, const at::Tensor& labels,
 }
 
 at::Tensor count_kernel(const at::Tensor& query_emb, const at::Tensor& query_labels,
-                        const std::optional<at::Tensor>& query_indices, const at::Tensor& bank_emb,
-                        const at::Tensor& bank_labels, const at::Tensor& extra_negatives,
-                        const at::Tensor& extra_negative_labels, double margin,
-                        c10::string_view negatives, double positive_fraction, bool squared,
-                        bool normalize, int64_t max_positives) {
+                        const std::optional<at::Tensor>& query_indices,
+                        const at::Tensor& bank_emb, const at::Tensor& bank_labels,
+                        const at::Tensor& extra_negatives, const at::Tensor& extra_negative_labels,
+                        double margin, c10::string_view negatives, double positive_fraction,
+                        bool squared, bool normalize, int64_t max_positives) {
   return triplet_count(query_emb, query_labels, query_indices, bank_emb, bank_labels,
                        extra_negatives, extra_negative_labels, margin,
                        std::string_view(negatives.data(), negatives.size()), positive_fraction,

@@ -82,14 +82,14 @@ TripletCandidates build_candidates(const at::Tensor& query, const at::Tensor& qu
   // In-batch (the queries are the bank): its rows are prepared once.
   const bool in_batch = query.is_same(bank);
   const int64_t q = query.size(0), n = bank.size(0) + extra.size(0), first = in_batch ? 0 : q;
+  c.squared = squared;
   on_device(query, [&](auto device) {
     c.prepared = in_batch ? prepare_rows(device, {bank, extra}, normalize)
                           : prepare_rows(device, {query, bank, extra}, normalize);
-    c.squared = squared;
-    c.query_indices = query_indices.defined() ? query_indices.contiguous() : query_indices;
     candidate_distances(device, c, c.prepared.y.narrow(0, 0, q), c.prepared.y.narrow(0, first, n),
                         first);
   });
+  c.query_indices = query_indices.defined() ? query_indices.contiguous() : query_indices;
   c.query_labels = query_labels.contiguous();
   c.labels = bank_labels.contiguous();
   c.extra_labels = extra_labels.contiguous();
@@ -109,8 +109,9 @@ void count_rows(TripletArgs& rows, int64_t max_positives) {
   rows.pass = triplet::kCount;
   rows.counts = at::empty({q}, c.query_labels.options());
   // No anchor has more positives than the bank has rows.
-  const int64_t capacity = std::clamp<int64_t>(max_positives, 1, std::max<int64_t>(c.num_labelled, 1));
-  rows.positive_counts = at::empty({q, capacity}, rows.counts.options());  // rows zeroed by the pass
+  const int64_t capacity =
+      std::clamp<int64_t>(max_positives, 1, std::max<int64_t>(c.num_labelled, 1));
+  rows.positive_counts = at::empty({q, capacity}, rows.counts.options());  // zeroed by the pass
   run_rows(rows);
   c.query_sq_norms = c.candidate_sq_norms = at::Tensor();  // dist holds distances now
 }

@@ -40,8 +40,7 @@ TripletCandidates build_candidates(const at::Tensor& query, const at::Tensor& qu
                                    bool squared, bool normalize);
 
 // The device's part of build_candidates: c.dist from the prepared query rows y_query and
-// candidate rows y_candidates (rows [first, ...) of c.prepared), with c.squared and
-// c.query_indices set.
+// candidate rows y_candidates (rows [first, ...) of c.prepared), with c.squared set.
 void candidate_distances(Cpu, TripletCandidates& c, const at::Tensor& y_query,
                          const at::Tensor& y_candidates, int64_t first);
 void candidate_distances(Cuda, TripletCandidates& c, const at::Tensor& y_query,

@@ -29,7 +29,9 @@ void emulate(bool on) {
   const c10::WarningUtils::WarningHandlerGuard guard(&quiet);
   emulated_kernels = std::make_unique<torch::Library>(
       torch::Library::IMPL, "finegrained_ops", c10::DispatchKey::CPU, __FILE__, __LINE__);
-  for (const fgo::DeviceKernels kernels : fgo::emulated_device_kernels()) kernels(*emulated_kernels);
+  for (const fgo::DeviceKernels kernels : fgo::emulated_device_kernels()) {
+    kernels(*emulated_kernels);
+  }
 }
 
 }  // namespace
