@@ -16,8 +16,6 @@
 #include "build_info/build_info.h"
 #include "class_loss/class_loss.h"
 #include "common/real_fft.h"
-#include "kernel_pooling/kernel_pooling.h"
-#include "kernel_pooling/kernel_pooling_args.h"
 #include "triplet/triplet.h"
 
 namespace fgo {
@@ -63,10 +61,13 @@ void bind_ops(pybind11::module_& m) {
           "norm.");
   bind_op(m, "scale_gradient",
           "grad * grad_loss / norm (grad_loss 0-dim or per row): the losses' backward pass.");
+  bind_op(m, "sketch_table",
+          "The count sketches' hashes as the kernel-pooling kernels read them: (p, 2C + dim + 1) "
+          "int64.");
   bind_op(m, "kernel_pooling",
-          "Pooled tensor-sketch blocks of orders 2..p of kernel pooling: (N, p-1, dim).");
+          "Kernel pooling (alpha given) or the sketch blocks alone: (out, blocks), both (N, D).");
   bind_op(m, "kernel_pooling_backward",
-          "Gradient of kernel_pooling w.r.t. x, given the gradient of its output.");
+          "Gradients of kernel_pooling w.r.t. x and alpha, given the gradient of its output.");
   bind_op(m, "sqrt_normalize", "Signed square root, then L2 normalisation, of each row of y.");
   bind_op(m, "sqrt_normalize_backward",
           "d(loss)/dy of sqrt_normalize from the gradient of its output.");
@@ -79,14 +80,6 @@ void bind_ops(pybind11::module_& m) {
           "per anchor, drawn from seed.");
 
   // Test hooks: not ops.
-  m.def("_kernel_pooling_bin_lookup", [](const at::Tensor& hash_index, const at::Tensor& hash_sign,
-                                         int64_t dim) {
-    const fgo::BinLookup bins = fgo::bin_lookup(hash_index, hash_sign, dim);
-    return std::make_tuple(bins.start, bins.channel, bins.sign);
-  }, "The hashes grouped by bin as the CUDA sketch kernel reads them: (start, channel, sign).",
-        py::arg("hash_index"), py::arg("hash_sign"), py::arg("dim"),
-        py::call_guard<py::gil_scoped_release>());
-
   m.def("_real_fft", &fgo::fft::real_fft_rows,
         "The CPU kernels' real FFT (common/real_fft.h), for the tests: rfft of (R, n) rows, or "
         "(inverse) irfft of (R, n / 2 + 1) complex rows.",

@@ -210,6 +210,52 @@ def test_kernel_pooling(emulation, shape, dtype):
     assert_all(cpu, cuda)
 
 
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16, torch.float32, torch.float64])
+@pytest.mark.parametrize("variant", ["module NCHW", "module NCHW normalised", "order 1",
+                                     "compact bilinear normalised", "strided x"])
+def test_kernel_pooling_reads_any_layout_and_dtype_and_finishes_natively(emulation, variant,
+                                                                          dtype):
+    """The CUDA path reads x in its dtype through its strides, writes dx in x's layout, and
+    computes the mean block, alpha (and its gradient) and the normalisation in its kernels."""
+    g = torch.Generator().manual_seed(5)
+    maps = torch.randn(3, 12, 5, 7, generator=g).to(dtype)  # 35 locations: chunks of 12 at p=3
+    if variant.startswith("module"):
+        module = fo.nn.KernelPooling(12, 32, order=3, sqrt_normalize="normalised" in variant)
+        module.alpha.data = torch.rand(4, generator=g) + 0.5
+        inputs, run = (maps,), module
+    elif variant == "order 1":
+        module = fo.nn.KernelPooling(12, 32, order=1, sqrt_normalize=True)
+        inputs, run = (maps,), module
+    elif variant == "compact bilinear normalised":
+        module = fo.nn.CompactBilinearPooling(12, 40)
+        inputs, run = (maps,), module
+    else:
+        x = maps.flatten(2)[:, :, ::2]  # (N, C, 18) with strides (420, 35, 2)
+        h, s = fo.draw_hashes(12, 24, 3, seed=1)
+        alpha = (torch.rand(4, generator=g) + 0.5).requires_grad_()
+        inputs, run = (x,), lambda t: fo.kernel_pooling(t.transpose(1, 2), h, s, alpha, 24)
+    parameters = [p for p in getattr(run, "parameters", lambda: [])()] + (
+        [alpha] if variant == "strided x" else [])
+
+    def forward_backward():
+        leaves = [t.detach().requires_grad_() for t in inputs]
+        out = run(*leaves)
+        upstream = torch.randn(out.shape, generator=torch.Generator().manual_seed(0))
+        grads = torch.autograd.grad(out, leaves + parameters, upstream.to(out.dtype))
+        return (out.detach(), *grads)
+
+    cpu, cuda = run_three_ways(emulation, forward_backward)
+    assert all(a.stride() == b.stride() for a, b in zip(cpu[1:2], cuda[1:2])), "dx's layout"
+    # The signed square root's slope, up to 5e5 near 0, magnifies the rounding of sketch values
+    # near 0 in dx; the normalisation's backward sums cancelling terms, and alpha's gradient is
+    # nearly 0 under it (the output does not change with a common scale): it is compared
+    # absolutely.
+    assert_all(cpu[:2], cuda[:2], {torch.float64: 1e-10, torch.float32: 1e-2,
+                                   torch.float16: 2e-2, torch.bfloat16: 1e-1})
+    for a, b in zip(cpu[2:], cuda[2:]):
+        torch.testing.assert_close(b, a, rtol=0, atol=1e-3)
+
+
 def test_kernel_pooling_order_beyond_the_shared_memory_is_refused(emulation):
     x, h, s, alpha, _ = kernel_pooling_problem(1, 2, 4, 2, 98, torch.float64)
     with emulated_cuda(emulation, launches=False), pytest.raises(

@@ -104,13 +104,10 @@ def test_kernel_pooling(data, n, locations, channels, dim, order, dtype, layout,
 
     if dim < 2:
         return raises_naming(lambda: run(xl), "dim")
+    if fault in ("hash_high", "hash_low", "sign") and channels:  # checked as the table is built
+        return raises_naming(lambda: run(xl), "hash_sign" if fault == "sign" else "hash_index")
     if locations == 0:
         return raises_naming(lambda: run(xl), "location")
-    if fault in ("hash_high", "hash_low", "sign"):
-        if channels and order >= 2:
-            return raises_naming(lambda: run(xl), "hash_sign" if fault == "sign" else "hash_index")
-        run(xl)  # order 1 or no channel: no sketch, the hashes are not read
-        return
     y = run(xl)
     xc = xl.contiguous()
     assert same_bits(y, run(xc))
@@ -591,17 +588,21 @@ NATIVE_ABUSE = textwrap.dedent("""
     from finegrained_ops._native import _C
     x = torch.randn(2, 3, 4)
     sign = torch.ones(3, 4)
+    table = _C.sketch_table(torch.zeros(3, 4, dtype=torch.long), sign, 8)
+    bad_table = table.clone()
+    bad_table[0, 5] = 1 << 40  # a bin offset far past the channels
     calls = {  # name: (the call, the argument its message must name)
-        "hash past dim": (lambda: _C.kernel_pooling(x, torch.full((3, 4), 99), sign, 8),
+        "hash past dim": (lambda: _C.sketch_table(torch.full((3, 4), 99), sign, 8),
                           "hash_index"),
-        "negative hash": (lambda: _C.kernel_pooling(x, torch.full((3, 4), -5), sign, 8),
+        "negative hash": (lambda: _C.sketch_table(torch.full((3, 4), -5), sign, 8),
                           "hash_index"),
-        "backward hash": (lambda: _C.kernel_pooling_backward(torch.zeros(2, 2, 8), x,
-                                                             torch.full((3, 4), 8), sign, 8),
-                          "hash_index"),
-        "wrong grad": (lambda: _C.kernel_pooling_backward(torch.zeros(2, 2, 5), x,
-                                                          torch.zeros(3, 4, dtype=torch.long),
-                                                          sign, 8), "grad"),
+        "bad table": (lambda: _C.kernel_pooling(x, bad_table, None, 8, False), "sketch_table"),
+        "backward table": (lambda: _C.kernel_pooling_backward(
+            torch.zeros(2, 16), x, bad_table, None, torch.zeros(2, 16), torch.zeros(2, 16), 8,
+            False), "sketch_table"),
+        "wrong grad": (lambda: _C.kernel_pooling_backward(
+            torch.zeros(2, 5), x, table, None, torch.zeros(2, 16), torch.zeros(2, 16), 8, False),
+            "grad"),
         "label past C": (lambda: _C.class_loss(
             torch.zeros(2, 3), torch.tensor([0, 1 << 40]), torch.ones(3), None, None, 1.0, 0.5,
             "softmax", "mean", -100, True), "target"),

@@ -10,7 +10,8 @@ from hypothesis import strategies as st
 import finegrained_ops as fo
 from finegrained_ops._native import _C
 from finegrained_ops.nn import CompactBilinearPooling, KernelPooling
-from finegrained_ops.ops.kernel_pooling import _kernel_pooling, _kernel_pooling_backward
+from finegrained_ops.ops.kernel_pooling import (_kernel_pooling, _kernel_pooling_backward,
+                                                sketch_table)
 from finegrained_ops.reference import compact_bilinear_pooling as reference_two_input
 from finegrained_ops.reference import kernel_pooling as reference
 
@@ -192,8 +193,8 @@ def test_sketch_inner_product_is_unbiased(order):
     estimates = []
     for seed in range(draws):
         h, s = fo.draw_hashes(channels, dim, order, seed)
-        blocks = _kernel_pooling(xy, h, s.double(), dim)  # (2, order - 1, dim)
-        estimates.append((blocks[0, -1] @ blocks[1, -1]).item())
+        blocks, _ = _kernel_pooling(xy, sketch_table(h, s, dim), None, dim, False)
+        estimates.append((blocks[0, -dim:] @ blocks[1, -dim:]).item())  # order `order`
     estimates = torch.tensor(estimates, dtype=torch.float64)
     stderr = estimates.std().item() / math.sqrt(draws)
     assert abs(estimates.mean().item() - exact) < 4 * stderr
@@ -342,9 +343,16 @@ def test_torch_compile_fullgraph_and_opcheck():
     xe = x.clone().requires_grad_()
     fo.kernel_pooling(xe, h, s, alpha, 10).sum().backward()
     torch.testing.assert_close(xc.grad, xe.grad)
-    torch.library.opcheck(_kernel_pooling, (x.clone().requires_grad_(), h, s, 10))
-    grad = torch.randn(2, 2, 10)
-    torch.library.opcheck(_kernel_pooling_backward, (grad, x, h, s, 10))
+    table = sketch_table(h, s, 10)
+    for a, normalize in [(alpha, True), (None, False)]:
+        args = (x.clone().requires_grad_(), table, a, 10, normalize)
+        torch.library.opcheck(_kernel_pooling, args)
+        out, blocks = _kernel_pooling(*args)
+        # a strided gradient, as .sum()'s backward passes
+        grad = torch.randn(out.shape[1]).expand(out.shape)
+        torch.library.opcheck(_kernel_pooling_backward,
+                              (grad, x, table, a, blocks.detach(), out.detach(), 10, normalize))
+    torch.library.opcheck(torch.ops.finegrained_ops.sketch_table.default, (h, s, 10))
 
 
 @pytest.mark.parametrize("change, error, match", [
@@ -354,10 +362,10 @@ def test_torch_compile_fullgraph_and_opcheck():
      "\\+1, -1 or 0"),
     (dict(hash_index=torch.zeros(2, 4, dtype=torch.int64)), ValueError, "C = 3"),
     (dict(hash_index=torch.zeros(2, 3, dtype=torch.int32)), TypeError, "int64"),
-    (dict(hash_sign=torch.ones(3, 3)), ValueError, "hash_sign must have"),
-    (dict(alpha=torch.ones(2)), ValueError, "p \\+ 1 = 3"),
-    (dict(x=torch.zeros(2, 4, 3, dtype=torch.int64)), TypeError, "dtype"),
-    (dict(x=torch.zeros(2, 3)), ValueError, "3-D"),
+    (dict(hash_sign=torch.ones(3, 3)), ValueError, "of one shape"),
+    (dict(alpha=torch.ones(2)), ValueError, "p \\+ 1,\\) = \\(3,\\)"),
+    (dict(x=torch.zeros(2, 4, 3, dtype=torch.int64)), TypeError, "floating point"),
+    (dict(x=torch.zeros(2, 3)), ValueError, "\\(N, L, C\\)"),
     (dict(x=torch.zeros(2, 0, 3)), ValueError, "at least one location"),
     (dict(dim=1), ValueError, "dim must be an int >= 2"),
     (dict(dim=8.0), ValueError, "dim must be an int"),
@@ -424,38 +432,49 @@ def test_two_input_module_matches_the_function_and_keeps_its_shape_in_the_state_
 
 def test_native_entry_checks_its_own_preconditions():
     """Calling _C directly with bad values raises, never touches memory out of range."""
-    from finegrained_ops._native import _C
     x, h, s = torch.zeros(1, 2, 3), torch.zeros(2, 3, dtype=torch.int64), torch.ones(2, 3)
+    table = _C.sketch_table(h, s, 4)
     with pytest.raises(ValueError, match="in \\[0, dim=4\\)"):
-        _C.kernel_pooling(x, h + 4, s, 4)
+        _C.sketch_table(h + 4, s, 4)
     with pytest.raises(ValueError, match="p >= 2"):
-        _C.kernel_pooling(x, h[:1], s[:1], 4)
-    with pytest.raises(TypeError, match="float32 or float64"):
-        _C.kernel_pooling(x.half(), h, s.half(), 4)
-    with pytest.raises(RuntimeError, match="grad must be"):
-        _C.kernel_pooling_backward(torch.zeros(1, 1, 5), x, h, s, 4)
+        _C.kernel_pooling(x, table[:1], None, 4, False)
+    with pytest.raises(ValueError, match="\\(p, 2C \\+ dim \\+ 1\\) = \\(p, 12\\)"):
+        _C.kernel_pooling(x, table, None, 5, False)
+    for row, column, value in [(0, 0, 9), (1, 3, 2), (0, 10, 7), (1, 8, 2), (1, 9, -2)]:
+        bad = table.clone()
+        bad[row, column] = value
+        with pytest.raises(ValueError, match=f"row {row} of sketch_table is not"):
+            _C.kernel_pooling(x, bad, None, 4, False)
+    out, blocks = _C.kernel_pooling(x, table, None, 4, True)
+    with pytest.raises(ValueError, match="grad must be"):
+        _C.kernel_pooling_backward(torch.zeros(1, 5), x, table, None, blocks, out, 4, True)
     with pytest.raises(ValueError, match="dim must be >= 2"):
-        _C.kernel_pooling(x, h, s, 1)
+        _C.sketch_table(h, s, 1)
 
 
 @pytest.mark.parametrize("channels, dim, order, two_input",
                          [(1, 2, 2, False), (40, 7, 3, False), (300, 64, 4, False),
                           (5, 300, 2, False), (40, 7, 2, True), (3, 64, 2, True)])
-def test_bin_lookup_groups_the_channels_of_each_bin(channels, dim, order, two_input):
-    """The per-bin lookup that the CUDA count-sketch kernel gathers through, against a
-    brute-force grouping (it once sorted descending: at::sort(t, true, 1) is sort(dim=1,
-    descending=true)). Channels with sign 0 are in no bin."""
+def test_sketch_table_holds_signed_buckets_and_the_channels_of_each_bin(channels, dim, order,
+                                                                        two_input):
+    """The table the kernels read, against a brute-force grouping (it once sorted descending:
+    at::sort(t, true, 1) is sort(dim=1, descending=true)). Channels with sign 0 are in no
+    bin and have code 0."""
     if two_input:
         h, s = fo.draw_two_input_hashes(channels, channels + 1, dim, seed=channels)
     else:
         h, s = fo.draw_hashes(channels, dim, order, seed=channels)
-    start, channel, sign = _C._kernel_pooling_bin_lookup(h, s, dim)
-    for t in range(order):
+    width = h.shape[1]
+    table = sketch_table(h, s, dim)
+    assert table.shape == (h.shape[0], 2 * width + dim + 1) and table.dtype == torch.int64
+    for t in range(h.shape[0]):
+        codes, start, entries = table[t].split([width, dim + 1, width])
+        assert codes.tolist() == [int(s[t, k]) * (int(h[t, k]) + 1) for k in range(width)]
         hashes = [v if s[t, k] != 0 else dim for k, v in enumerate(h[t].tolist())]
-        grouped = [k for j in range(dim) for k in range(h.shape[1]) if hashes[k] == j]
-        assert channel[t, :len(grouped)].tolist() == grouped
-        assert start[t].tolist() == [sum(v < j for v in hashes) for j in range(dim + 1)]
-        assert torch.equal(sign[t], s[t, channel[t]])
+        grouped = [int(s[t, k]) * (k + 1) for j in range(dim) for k in range(width)
+                   if hashes[k] == j]
+        assert entries.tolist() == grouped + [0] * (width - len(grouped))
+        assert start.tolist() == [sum(v < j for v in hashes) for j in range(dim + 1)]
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])

@@ -150,3 +150,29 @@ def test_bank_mining_launches_per_chunk(emulation):
     four, four_reads, what = emulated_count(emulation, mine(16))
     # three more chunks, and the concatenation of the four chunks' three outputs
     assert (four - one, four_reads - one_reads) == (3 * 5 + 3, 3), what
+
+
+POOLING_BUDGET = 12
+POOLING_MODULES = {
+    "compact bilinear": lambda: fo.nn.CompactBilinearPooling(8, 16),
+    "kernel pooling p=3, learned alpha": lambda: fo.nn.KernelPooling(8, 16, order=3),
+    "kernel pooling p=4, not normalised": lambda: fo.nn.KernelPooling(
+        8, 16, order=4, alpha="ones", sqrt_normalize=False),
+}
+
+
+@pytest.mark.parametrize("name", sorted(POOLING_MODULES))
+def test_pooling_launches_at_most_twelve_kernels_a_step(emulation, name):
+    """Forward: sketch, rfft, products, inverse FFT, finish; backward: sketch with the rows'
+    gradients, one rfft of both, products' adjoint, irfft (2 on a GPU: ATen clones its input),
+    sketch adjoint; and the fill of the caller's ones (kernel_pooling_kernels.cuh). NCHW maps
+    are read through their strides; nothing grows with the order."""
+    module = POOLING_MODULES[name]()
+    maps = torch.randn(1, 8, 4, 4, generator=torch.Generator().manual_seed(0)).requires_grad_()
+
+    def run():
+        module.zero_grad(set_to_none=True)
+        step(lambda: module(maps), maps)()
+    launches, reads, what = emulated_count(emulation, run)
+    assert launches <= POOLING_BUDGET and reads == 0, what
+    assert sum("_fft_r2c" in w for w in what) == 2 and sum("_fft_c2c" in w for w in what) == 1

@@ -1,23 +1,39 @@
 #pragma once
-// Kernel pooling (docs/semantics.md §2): the pooled tensor-sketch blocks of orders 2..p,
-//   U_i[n] = mean_l IFFT(prod_{t=1..i} FFT(CS_t(x[n, l]))),   i = 2..p,
-// computed without ever forming a per-location d-dimensional output: the spectra are summed
-// over locations and inverse-transformed once per image and order. The order-0 and order-1
-// blocks and the alpha scaling are cheap dense ops done in Python (ops/kernel_pooling.py).
+// Kernel pooling (docs/semantics.md §2): the pooled feature of each image,
+//   [alpha_0 | alpha_1 mean_l x[n, l] | alpha_i U_i[n] for i = 2..p],
+//   U_i[n] = mean_l IFFT(prod_{t=1..i} FFT(CS_t(x[n, l]))),
+// optionally signed-square-rooted and L2-normalised; without alpha (compact bilinear pooling)
+// the blocks U_2..U_p alone. The spectra are summed over locations and inverse-transformed
+// once per image and order, so no per-location d-dimensional output ever exists.
 
 #include <ATen/core/Tensor.h>
 
+#include <optional>
+#include <tuple>
+
 namespace fgo {
 
-// Entry points bound in bindings.cpp. They check shapes, dtypes and hash values.
-//   x (N, L, C) float32/float64 with L >= 1; hash_index (p, C) int64 in [0, dim) with
-//   p >= 2; hash_sign (p, C) of +-1 in x's dtype, or 0 where channel k is
-//   left out of sketch t (two-input compact bilinear pooling: docs/semantics.md §2); dim = d >= 2.
-// Forward returns U (N, p-1, d). Backward takes dU (N, p-1, d) and returns dx (N, L, C).
-at::Tensor kernel_pooling_forward(const at::Tensor& x, const at::Tensor& hash_index,
-                                  const at::Tensor& hash_sign, int64_t dim);
-at::Tensor kernel_pooling_backward(const at::Tensor& grad_pooled, const at::Tensor& x,
-                                   const at::Tensor& hash_index, const at::Tensor& hash_sign,
-                                   int64_t dim);
+// Entry points of the ops (kernel_pooling_op.cpp). They check shapes, dtypes and values.
+//
+// sketch_table: hash_index (p, C) int64 in [0, dim), hash_sign (p, C) floating of +-1, or 0
+//   where channel k is left out of sketch t -> the (p, 2C + dim + 1) int64 table the kernels
+//   read (kernel_pooling_math.h), on the hashes' device. A module builds it once.
+at::Tensor sketch_table(const at::Tensor& hash_index, const at::Tensor& hash_sign, int64_t dim);
+
+// kernel_pooling: x (N, L, C) floating, L >= 1, any strides; table from sketch_table with
+//   p >= 1 (p >= 2 without alpha); alpha (p + 1,) floating or none; dim = d >= 2.
+//   Returns (out, blocks), both (N, D): out in x's dtype, blocks (the row before alpha and the
+//   normalisation, which the backward reads) in the compute dtype. D = 1 + C + (p - 1) d
+//   with alpha, (p - 1) d without.
+std::tuple<at::Tensor, at::Tensor> kernel_pooling(const at::Tensor& x, const at::Tensor& table,
+                                                  const std::optional<at::Tensor>& alpha,
+                                                  int64_t dim, bool normalize);
+
+// kernel_pooling_backward: the gradient (N, D) of out, any strides, and the forward's inputs
+//   and outputs -> (dx in x's shape and dtype, d(alpha) in alpha's dtype, (0,) without alpha).
+std::tuple<at::Tensor, at::Tensor> kernel_pooling_backward(
+    const at::Tensor& grad, const at::Tensor& x, const at::Tensor& table,
+    const std::optional<at::Tensor>& alpha, const at::Tensor& blocks, const at::Tensor& out,
+    int64_t dim, bool normalize);
 
 }  // namespace fgo

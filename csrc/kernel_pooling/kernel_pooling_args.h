@@ -1,38 +1,39 @@
 #pragma once
-// The validated inputs of the kernel-pooling device functions, the per-bin hash lookup of the
-// CUDA count sketch, and the device functions themselves.
+// The validated inputs of the kernel-pooling device functions, and the device functions.
 
+#include <ATen/OpMathType.h>
 #include <ATen/core/Tensor.h>
 #include <c10/util/complex.h>
 
 #include "common/device.h"
+#include "kernel_pooling/kernel_pooling_math.h"
 
 namespace fgo {
 
-// Validated, contiguous inputs of the device kernels.
+// Validated inputs of the device functions.
 struct KernelPoolingArgs {
-  at::Tensor x;           // (N, L, C)
-  at::Tensor hash_index;  // (p, C) int64 in [0, dim)
-  at::Tensor hash_sign;   // (p, C), x's dtype: +-1, or 0 for a channel left out of sketch t
+  at::Tensor x;      // (N, L, C) as given: any strides; float16, bfloat16, float32 or float64
+  at::Tensor table;  // (p, 2C + d + 1) int64, contiguous: the sketch table (kernel_pooling_math.h)
+  at::Tensor alpha;  // (p + 1,) in the compute dtype; undefined for the sketch blocks alone
   int64_t dim;
+  bool normalize;    // signed square root, then L2 normalisation of each row
 
-  int64_t order() const { return hash_index.size(0); }
+  int64_t images() const { return x.size(0); }
+  int64_t locations() const { return x.size(1); }
+  int64_t channels() const { return x.size(2); }
+  int64_t order() const { return table.size(0); }
+  // The sketches transformed: none for kernel pooling of order 1.
+  int64_t sketches() const { return order() >= 2 ? order() : 0; }
   int64_t bins() const { return dim / 2 + 1; }  // rfft bins of a length-dim sketch
+  kp::RowLayout layout() const { return {channels(), dim, order(), alpha.defined()}; }
+  kp::SketchTable sketch_table() const { return {table.data_ptr<int64_t>(), channels(), dim}; }
+  // Half types are computed in float32.
+  at::ScalarType compute_type() const { return at::toOpMathType(x.scalar_type()); }
+  at::TensorOptions compute_options() const { return x.options().dtype(compute_type()); }
   at::TensorOptions spectra_options() const {
-    return x.options().dtype(c10::toComplexType(x.scalar_type()));
+    return x.options().dtype(c10::toComplexType(compute_type()));
   }
 };
-
-// The hashes of each sketch grouped by bin (CSR), which makes the count sketch a gather:
-// bin j of sketch t holds the channels channel[t][e], with signs sign[t][e], for e in
-// [start[t][j], start[t][j + 1]); channels ascend within a bin, and channels with sign 0 are in
-// no bin. On the hashes' device.
-struct BinLookup {
-  at::Tensor start;    // (p, dim + 1) int64
-  at::Tensor channel;  // (p, C) int64
-  at::Tensor sign;     // (p, C), hash_sign's dtype
-};
-BinLookup bin_lookup(const at::Tensor& hash_index, const at::Tensor& hash_sign, int64_t dim);
 
 // A complex tensor's data as interleaved (re, im) scalars, the layout the kernels take.
 template <typename scalar_t>
@@ -40,16 +41,19 @@ scalar_t* complex_scalars(const at::Tensor& spectra) {
   return reinterpret_cast<scalar_t*>(spectra.data_ptr<c10::complex<scalar_t>>());
 }
 
-// Device functions. Spectra are complex tensors of the d/2 + 1 rfft bins.
-//   pool: returns U (N, p-1, d), the irfft of sum over l of prod_{t<=i} FFT(CS_t(x[n, l])),
-//     over L.
-//   backprop: takes dU (N, p-1, d), contiguous, and returns dx (N, L, C). It transforms dU to
-//     G = rfft(dU) / L, the gradient w.r.t. the sums above without the per-bin factors w_k / d
-//     of the irfft adjoint (w_k = 2 off DC and Nyquist); the irfft that brings the
-//     per-location gradients back to sketch space cancels them exactly.
-at::Tensor pool(Cpu, const KernelPoolingArgs& args);
-at::Tensor backprop(Cpu, const KernelPoolingArgs& args, const at::Tensor& grad_pooled);
-at::Tensor pool(Cuda, const KernelPoolingArgs& args);
-at::Tensor backprop(Cuda, const KernelPoolingArgs& args, const at::Tensor& grad_pooled);
+// Device functions, on N >= 1 images.
+//   pool: returns (out (N, D) in x's dtype, blocks (N, D) in the compute dtype): blocks is the
+//     row before alpha and the normalisation (kernel_pooling_math.h's RowLayout), with
+//     U_i = mean_l irfft(prod_{t<=i} FFT(CS_t(x[n, l]))); out = normalize?(alpha * blocks).
+//   backprop: takes the output's gradient (N, D), any strides, and returns dx (x's shape and
+//     dtype) and d(alpha) ((p + 1,) in the compute dtype; (0,) without alpha).
+std::tuple<at::Tensor, at::Tensor> pool(Cpu, const KernelPoolingArgs& args);
+std::tuple<at::Tensor, at::Tensor> backprop(Cpu, const KernelPoolingArgs& args,
+                                            const at::Tensor& grad, const at::Tensor& blocks,
+                                            const at::Tensor& out);
+std::tuple<at::Tensor, at::Tensor> pool(Cuda, const KernelPoolingArgs& args);
+std::tuple<at::Tensor, at::Tensor> backprop(Cuda, const KernelPoolingArgs& args,
+                                            const at::Tensor& grad, const at::Tensor& blocks,
+                                            const at::Tensor& out);
 
 }  // namespace fgo

@@ -8,11 +8,13 @@
 #include <ATen/cpu/vec/vec.h>
 
 #include <algorithm>
+#include <cmath>
 #include <vector>
 
 #include "common/real_fft.h"
 #include "kernel_pooling/kernel_pooling_args.h"
 #include "kernel_pooling/kernel_pooling_math.h"
+#include "sqrt_normalize/sqrt_normalize_math.h"
 
 namespace fgo {
 namespace {
@@ -59,10 +61,9 @@ template <typename scalar_t>
 class ChunkTransform {
  public:
   ChunkTransform(const KernelPoolingArgs& a, int64_t chunk, bool with_adjoint)
-      : hash_(a.hash_index.data_ptr<int64_t>()),
-        sign_(a.hash_sign.data_ptr<scalar_t>()),
+      : table_(a.sketch_table()),
         order_(a.order()),
-        channels_(a.hash_index.size(1)),
+        channels_(a.channels()),
         dim_(a.dim),
         fft_(fft::RealFft<scalar_t>::of_length(a.dim)),
         sketch_(chunk * order_ * dim_),
@@ -77,10 +78,11 @@ class ChunkTransform {
       const scalar_t* xj = x + j * channels_;
       for (int64_t t = 0; t < order_; ++t) {
         scalar_t* row = sketch + (j * order_ + t) * dim_;
-        const int64_t* h = hash_ + t * channels_;
-        const scalar_t* s = sign_ + t * channels_;
+        const int64_t* codes = table_.codes(t);
         for (int64_t k = 0; k < channels_; ++k) {
-          if (s[k] != 0) row[h[k]] += s[k] * xj[k];  // sign 0: not in this sketch, as on CUDA
+          if (codes[k] != 0) {  // code 0: not in this sketch
+            row[kp::code_index(codes[k])] += kp::code_sign<scalar_t>(codes[k]) * xj[k];
+          }
         }
       }
     }
@@ -101,7 +103,8 @@ class ChunkTransform {
       for (int64_t k = 0; k < channels_; ++k) {
         scalar_t acc = 0;
         for (int64_t t = 0; t < order_; ++t) {
-          acc += sign_[t * channels_ + k] * dj[t * dim_ + hash_[t * channels_ + k]];
+          const int64_t code = table_.codes(t)[k];
+          if (code != 0) acc += kp::code_sign<scalar_t>(code) * dj[t * dim_ + kp::code_index(code)];
         }
         dx[j * channels_ + k] = acc;
       }
@@ -109,8 +112,7 @@ class ChunkTransform {
   }
 
  private:
-  const int64_t* hash_;
-  const scalar_t* sign_;
+  kp::SketchTable table_;
   int64_t order_, channels_, dim_;
   const fft::RealFft<scalar_t>& fft_;
   std::vector<scalar_t> sketch_, spectra_, adjoint_;
@@ -135,10 +137,9 @@ void transform_rows(const fft::RealFft<scalar_t>& fft, bool inverse, const scala
 // Calls body(chunk, item, n, l, m, spectra) for every chunk of m locations starting at l of
 // image n, with work items (n, group) spread over the threads.
 template <typename scalar_t, typename Body>
-void for_each_chunk(const KernelPoolingArgs& a, const Partition& part, bool with_adjoint,
-                    const Body& body) {
-  const int64_t images = a.x.size(0), locations = a.x.size(1), channels = a.x.size(2);
-  const scalar_t* x = a.x.data_ptr<scalar_t>();
+void for_each_chunk(const KernelPoolingArgs& a, const scalar_t* x, const Partition& part,
+                    bool with_adjoint, const Body& body) {
+  const int64_t images = a.images(), locations = a.locations(), channels = a.channels();
   at::parallel_for(0, images * part.groups, 1, [&](int64_t begin, int64_t end) {
     ChunkTransform<scalar_t> chunk(a, part.chunk, with_adjoint);
     for (int64_t item = begin; item < end; ++item) {
@@ -151,65 +152,206 @@ void for_each_chunk(const KernelPoolingArgs& a, const Partition& part, bool with
   });
 }
 
-}  // namespace
 
-at::Tensor pool(Cpu, const KernelPoolingArgs& a) {
-  const int64_t images = a.x.size(0), order = a.order(), bins = a.bins();
-  const Partition part(a.x.size(1), order, a.dim);
+// U (N, p - 1, d) of the contiguous compute-dtype x: the pooled spectra of each work item,
+// added in group order, then one inverse transform per image and order (with the mean's 1/L).
+template <typename scalar_t>
+at::Tensor pool_sketches(const KernelPoolingArgs& a, const at::Tensor& x) {
+  const int64_t images = a.images(), order = a.order(), bins = a.bins();
+  const Partition part(a.locations(), order, a.dim);
   const at::Tensor partial = at::zeros({images, part.groups, order - 1, bins}, a.spectra_options());
-  at::Tensor pooled = at::empty({images, order - 1, a.dim}, a.x.options());
-  AT_DISPATCH_FLOATING_TYPES(a.x.scalar_type(), "kernel_pooling_cpu", [&] {
-    scalar_t* partial_data = complex_scalars<scalar_t>(partial);
-    for_each_chunk<scalar_t>(a, part, false, [&](ChunkTransform<scalar_t>&, int64_t item,
-                                                  int64_t, int64_t, int64_t m,
-                                                  const scalar_t* spectra) {
-      scalar_t* pooled = partial_data + item * (order - 1) * bins * 2;
-      for (int64_t j = 0; j < m; ++j) {
-        const scalar_t* location = spectra + j * order * bins * 2;
-        for_each_bin<scalar_t>(bins, [&]<typename Bins>(int64_t offset) {
-          kp::accumulate_products<Bins>(location + offset, 2 * bins, order, pooled + offset,
-                                        2 * bins);
-        });
-      }
-    });
-    at::Tensor total = partial.select(1, 0);  // one group: the partial sums are the total
-    if (part.groups > 1) total = total.clone();
-    for (int64_t g = 1; g < part.groups; ++g) total.add_(partial.select(1, g));
-    transform_rows(fft::RealFft<scalar_t>::of_length(a.dim), /*inverse=*/true,
-                   complex_scalars<scalar_t>(total), pooled.data_ptr<scalar_t>(),
-                   images * (order - 1), scalar_t(1) / scalar_t(a.x.size(1)));  // the mean
+  at::Tensor pooled = at::empty({images, order - 1, a.dim}, a.compute_options());
+  scalar_t* partial_data = complex_scalars<scalar_t>(partial);
+  for_each_chunk<scalar_t>(a, x.data_ptr<scalar_t>(), part, false,
+                           [&](ChunkTransform<scalar_t>&, int64_t item, int64_t, int64_t,
+                               int64_t m, const scalar_t* spectra) {
+    scalar_t* pooled = partial_data + item * (order - 1) * bins * 2;
+    for (int64_t j = 0; j < m; ++j) {
+      const scalar_t* location = spectra + j * order * bins * 2;
+      for_each_bin<scalar_t>(bins, [&]<typename Bins>(int64_t offset) {
+        kp::accumulate_products<Bins>(location + offset, 2 * bins, order, pooled + offset,
+                                      2 * bins);
+      });
+    }
   });
+  at::Tensor total = partial.select(1, 0);  // one group: the partial sums are the total
+  if (part.groups > 1) total = total.clone();
+  for (int64_t g = 1; g < part.groups; ++g) total.add_(partial.select(1, g));
+  transform_rows(fft::RealFft<scalar_t>::of_length(a.dim), /*inverse=*/true,
+                 complex_scalars<scalar_t>(total), pooled.data_ptr<scalar_t>(),
+                 images * (order - 1), scalar_t(1) / scalar_t(a.locations()));  // the mean
   return pooled;
 }
 
-at::Tensor backprop(Cpu, const KernelPoolingArgs& a, const at::Tensor& grad_pooled) {
-  const int64_t images = a.x.size(0), order = a.order(), bins = a.bins();
-  const int64_t locations = a.x.size(1), channels = a.x.size(2);
+// dx (N, L, C) of the sketch blocks alone, from their gradient dU (N, p - 1, d), contiguous.
+// dU is transformed to G = rfft(dU) / L, the gradient w.r.t. the pooled spectra without the
+// per-bin factors w_k / d of the irfft adjoint (w_k = 2 off DC and Nyquist); the irfft that
+// brings the per-location gradients back to sketch space cancels them exactly.
+template <typename scalar_t>
+at::Tensor backprop_sketches(const KernelPoolingArgs& a, const at::Tensor& x,
+                             const at::Tensor& grad_pooled) {
+  const int64_t images = a.images(), order = a.order(), bins = a.bins();
+  const int64_t locations = a.locations(), channels = a.channels();
   const Partition part(locations, order, a.dim);
   const at::Tensor grad = at::empty({images, order - 1, bins}, a.spectra_options());
-  at::Tensor grad_x = at::empty_like(a.x);
-  AT_DISPATCH_FLOATING_TYPES(a.x.scalar_type(), "kernel_pooling_backward_cpu", [&] {
-    transform_rows(fft::RealFft<scalar_t>::of_length(a.dim), /*inverse=*/false,
-                   grad_pooled.data_ptr<scalar_t>(), complex_scalars<scalar_t>(grad),
-                   images * (order - 1), scalar_t(1) / scalar_t(locations));
-    const scalar_t* grad_data = complex_scalars<scalar_t>(grad);
-    scalar_t* dx = grad_x.data_ptr<scalar_t>();
-    for_each_chunk<scalar_t>(a, part, true, [&](ChunkTransform<scalar_t>& chunk, int64_t,
-                                                 int64_t n, int64_t l, int64_t m,
-                                                 const scalar_t* spectra) {
-      const scalar_t* g = grad_data + n * (order - 1) * bins * 2;
-      scalar_t* adjoint = chunk.adjoint();
-      for (int64_t j = 0; j < m; ++j) {
-        const int64_t location = j * order * bins * 2;
-        for_each_bin<scalar_t>(bins, [&]<typename Bins>(int64_t offset) {
-          kp::backprop_products<Bins>(spectra + location + offset, 2 * bins, order, g + offset,
-                                      2 * bins, adjoint + location + offset);
-        });
-      }
-      chunk.backprop_to_input(m, dx + (n * locations + l) * channels);
-    });
+  at::Tensor grad_x = at::empty_like(x);
+  transform_rows(fft::RealFft<scalar_t>::of_length(a.dim), /*inverse=*/false,
+                 grad_pooled.data_ptr<scalar_t>(), complex_scalars<scalar_t>(grad),
+                 images * (order - 1), scalar_t(1) / scalar_t(locations));
+  const scalar_t* grad_data = complex_scalars<scalar_t>(grad);
+  scalar_t* dx = grad_x.data_ptr<scalar_t>();
+  for_each_chunk<scalar_t>(a, x.data_ptr<scalar_t>(), part, true,
+                           [&](ChunkTransform<scalar_t>& chunk, int64_t, int64_t n, int64_t l,
+                               int64_t m, const scalar_t* spectra) {
+    const scalar_t* g = grad_data + n * (order - 1) * bins * 2;
+    scalar_t* adjoint = chunk.adjoint();
+    for (int64_t j = 0; j < m; ++j) {
+      const int64_t location = j * order * bins * 2;
+      for_each_bin<scalar_t>(bins, [&]<typename Bins>(int64_t offset) {
+        kp::backprop_products<Bins>(spectra + location + offset, 2 * bins, order, g + offset,
+                                    2 * bins, adjoint + location + offset);
+      });
+    }
+    chunk.backprop_to_input(m, dx + (n * locations + l) * channels);
   });
   return grad_x;
+}
+
+// Rows of images in parallel, a few at a time.
+template <typename Body>
+void for_each_image(int64_t images, int64_t width, const Body& body) {
+  at::parallel_for(0, images, std::max<int64_t>(1, 8192 / std::max<int64_t>(width, 1)),
+                   [&](int64_t begin, int64_t end) {
+    for (int64_t n = begin; n < end; ++n) body(n);
+  });
+}
+
+// The scale of every column: alpha of its block, or 1.
+template <typename scalar_t>
+scalar_t column_scale(const kp::RowLayout& layout, const scalar_t* alpha, int64_t j) {
+  return alpha ? alpha[layout.block(j)] : scalar_t(1);
+}
+
+}  // namespace
+
+std::tuple<at::Tensor, at::Tensor> pool(Cpu, const KernelPoolingArgs& a) {
+  // The chunks read contiguous rows in the compute dtype.
+  const at::Tensor x = a.x.to(a.compute_type()).contiguous();
+  const kp::RowLayout layout = a.layout();
+  const int64_t images = a.images(), locations = a.locations(), channels = a.channels();
+  const int64_t width = layout.width(), sketch_begin = layout.sketch_begin();
+  at::Tensor blocks, out = at::empty({images, width}, a.compute_options());
+  AT_DISPATCH_FLOATING_TYPES(a.compute_type(), "kernel_pooling_cpu", [&] {
+    const at::Tensor pooled = a.sketches() ? pool_sketches<scalar_t>(a, x) : at::Tensor();
+    if (!layout.dense) {
+      blocks = pooled.view({images, width});
+    } else {
+      blocks = at::empty({images, width}, a.compute_options());
+      if (pooled.defined()) blocks.narrow(1, sketch_begin, width - sketch_begin)
+                                .copy_(pooled.view({images, -1}));
+      const scalar_t* in = x.data_ptr<scalar_t>();
+      scalar_t* b = blocks.data_ptr<scalar_t>();
+      for_each_image(images, locations * channels, [&](int64_t n) {
+        scalar_t* row = b + n * width;
+        row[0] = 1;
+        for (int64_t k = 0; k < channels; ++k) row[1 + k] = 0;
+        for (int64_t l = 0; l < locations; ++l) {
+          const scalar_t* xl = in + (n * locations + l) * channels;
+          for (int64_t k = 0; k < channels; ++k) row[1 + k] += xl[k];
+        }
+        for (int64_t k = 0; k < channels; ++k) row[1 + k] /= scalar_t(locations);
+      });
+    }
+    const scalar_t* alpha = a.alpha.defined() ? a.alpha.data_ptr<scalar_t>() : nullptr;
+    const scalar_t* b = blocks.data_ptr<scalar_t>();
+    scalar_t* o = out.data_ptr<scalar_t>();
+    const scalar_t eps = scalar_t(kp::kSqrtEps), root = std::sqrt(eps);
+    for_each_image(images, width, [&](int64_t n) {
+      const scalar_t* row = b + n * width;
+      scalar_t* z = o + n * width;
+      scalar_t squares = 0;
+      for (int64_t j = 0; j < width; ++j) {
+        const scalar_t y = column_scale(layout, alpha, j) * row[j];
+        z[j] = a.normalize ? sqrt_norm::signed_sqrt(y, eps, root) : y;
+        squares += z[j] * z[j];
+      }
+      if (!a.normalize) return;
+      const scalar_t inverse =
+          scalar_t(1) / std::max(std::sqrt(squares), scalar_t(sqrt_norm::kNormEps));
+      for (int64_t j = 0; j < width; ++j) z[j] *= inverse;
+    });
+  });
+  return {out.to(a.x.scalar_type()), blocks};
+}
+
+std::tuple<at::Tensor, at::Tensor> backprop(Cpu, const KernelPoolingArgs& a,
+                                            const at::Tensor& grad, const at::Tensor& blocks,
+                                            const at::Tensor& out) {
+  const at::Tensor x = a.x.to(a.compute_type()).contiguous();
+  const at::Tensor g = grad.to(a.compute_type()).contiguous();
+  const at::Tensor z = out.to(a.compute_type()).contiguous();
+  const kp::RowLayout layout = a.layout();
+  const int64_t images = a.images(), locations = a.locations(), channels = a.channels();
+  const int64_t width = layout.width(), sketch_begin = layout.sketch_begin();
+  const int64_t alphas = a.alpha.defined() ? a.alpha.size(0) : 0;
+  at::Tensor grad_blocks = at::empty({images, width}, a.compute_options());
+  at::Tensor partial = at::zeros({images, alphas}, a.compute_options());
+  at::Tensor grad_alpha = at::zeros({alphas}, a.compute_options());
+  at::Tensor grad_x;
+  AT_DISPATCH_FLOATING_TYPES(a.compute_type(), "kernel_pooling_backward_cpu", [&] {
+    const scalar_t* alpha = alphas ? a.alpha.data_ptr<scalar_t>() : nullptr;
+    const scalar_t *gz = g.data_ptr<scalar_t>(), *zz = z.data_ptr<scalar_t>();
+    const scalar_t* b = blocks.data_ptr<scalar_t>();
+    scalar_t *gb = grad_blocks.data_ptr<scalar_t>(), *part = partial.data_ptr<scalar_t>();
+    const scalar_t eps = scalar_t(kp::kSqrtEps), root = std::sqrt(eps);
+    for_each_image(images, width, [&](int64_t n) {
+      const scalar_t *row = b + n * width, *gr = gz + n * width, *zr = zz + n * width;
+      scalar_t squares = 0, dot = 0;
+      for (int64_t j = 0; a.normalize && j < width; ++j) {
+        const scalar_t s =
+            sqrt_norm::signed_sqrt(column_scale(layout, alpha, j) * row[j], eps, root);
+        squares += s * s;
+        dot += zr[j] * gr[j];
+      }
+      const scalar_t norm = std::sqrt(squares);
+      for (int64_t j = 0; j < width; ++j) {
+        const scalar_t scale = column_scale(layout, alpha, j);
+        const scalar_t gy = a.normalize
+                                ? kp::normalized_grad(gr[j], zr[j], scale * row[j], dot, norm)
+                                : gr[j];
+        gb[n * width + j] = scale * gy;
+        if (alphas) part[n * alphas + layout.block(j)] += gy * row[j];
+      }
+    });
+    scalar_t* ga = grad_alpha.data_ptr<scalar_t>();
+    for (int64_t n = 0; n < images; ++n) {
+      for (int64_t i = 0; i < alphas; ++i) ga[i] += part[n * alphas + i];
+    }
+    if (a.sketches()) {
+      const at::Tensor grad_pooled = grad_blocks.narrow(1, sketch_begin, width - sketch_begin)
+                                         .contiguous().view({images, a.order() - 1, a.dim});
+      grad_x = backprop_sketches<scalar_t>(a, x, grad_pooled);
+    } else {
+      grad_x = at::zeros_like(x);
+    }
+    if (layout.dense) {  // the mean's gradient, to every location
+      scalar_t* dx = grad_x.data_ptr<scalar_t>();
+      for_each_image(images, locations * channels, [&](int64_t n) {
+        for (int64_t l = 0; l < locations; ++l) {
+          for (int64_t k = 0; k < channels; ++k) {
+            dx[(n * locations + l) * channels + k] +=
+                gb[n * width + 1 + k] / scalar_t(locations);
+          }
+        }
+      });
+    }
+  });
+  // In x's layout where it is dense (the NCHW maps behind an (N, L, C) view), as on CUDA.
+  at::Tensor dx = at::empty_like(a.x);
+  return {grad_x.strides() == dx.strides() && grad_x.scalar_type() == dx.scalar_type()
+              ? grad_x
+              : dx.copy_(grad_x),
+          grad_alpha};
 }
 
 }  // namespace fgo

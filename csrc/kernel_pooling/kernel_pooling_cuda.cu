@@ -1,9 +1,10 @@
-// Torch-facing CUDA launcher of kernel pooling (built only in a CUDA build): chunks of
-// locations go count sketch (gather kernel) -> batched cuFFT through ATen -> a fused kernel
-// for the running spectral product and the per-image sum (forward), or its adjoint followed
-// by an inverse cuFFT and the count-sketch adjoint (backward). All on the current stream.
+// Torch-facing CUDA launcher of kernel pooling (built only in a CUDA build): the kernels of
+// kernel_pooling_kernels.cuh with cuFFT through ATen between them, chunks of locations at a
+// time, all on the current stream. A step is 5 launches forward and 6 backward (the irfft's
+// input is cloned by ATen: cuFFT's c2r overwrites it) whatever N, L and p, for one chunk.
 #include <ATen/ATen.h>
 #include <ATen/Dispatch.h>
+#include <ATen/OpMathType.h>
 #include <c10/cuda/CUDAException.h>
 #include <c10/cuda/CUDAGuard.h>
 #include <c10/cuda/CUDAStream.h>
@@ -24,109 +25,143 @@ namespace {
 #endif
 constexpr int64_t kChunkScalars = FGO_KP_CUDA_CHUNK_SCALARS;
 
-// Buffers of one call and the chunk loop over the flattened (N * L) locations.
-template <typename scalar_t>
-class ChunkedSketches {
- public:
-  using cuda_params_t = kp::cuda::SketchParams<scalar_t>;
+constexpr int64_t kNoNormalization = 0;  // ATen's fft_norm_mode::none: the kernels scale
 
-  ChunkedSketches(const KernelPoolingArgs& a, bool with_adjoint) : args_(a) {
-    const int64_t order = a.order(), bins = a.bins();
-    rows_ = a.x.size(0) * a.x.size(1);
-    chunk_ = std::clamp<int64_t>(kChunkScalars / (order * a.dim), 1, rows_);
-    // The sketch kernel gathers each bin's channels instead of scattering with atomics.
-    bins_ = bin_lookup(a.hash_index, a.hash_sign, a.dim);
+template <typename In, typename T>
+kp::cuda::PoolingParams<In, T> params_of(const KernelPoolingArgs& a) {
+  kp::cuda::PoolingParams<In, T> p;
+  p.images = a.images();
+  p.locations = a.locations();
+  p.channels = a.channels();
+  p.order = a.order();
+  p.sketches = a.sketches();
+  p.dim = a.dim;
+  p.bins = a.bins();
+  p.x = a.x.data_ptr<In>();
+  for (int i = 0; i < 3; ++i) p.x_stride[i] = a.x.stride(i);
+  p.table = a.sketch_table();
+  p.layout = a.layout();
+  p.alpha = a.alpha.defined() ? a.alpha.data_ptr<T>() : nullptr;
+  p.normalize = a.normalize;
+  return p;
+}
 
-    sketch_ = at::empty({chunk_ * order, a.dim}, a.x.options());
-    spectra_ = at::empty({chunk_ * order, bins}, a.spectra_options());
-    if (with_adjoint) adjoint_ = at::empty({chunk_ * order, bins}, a.spectra_options());
+// Locations per chunk: all of them when the chunk's sketches fit kChunkScalars.
+int64_t chunk_rows(const KernelPoolingArgs& a) {
+  return std::clamp<int64_t>(kChunkScalars / (a.sketches() * a.dim), 1,
+                             a.images() * a.locations());
+}
 
-    params_.locations = a.x.size(1);
-    params_.channels = a.x.size(2);
-    params_.order = order;
-    params_.dim = a.dim;
-    params_.bins = bins;
-    params_.hash_index = a.hash_index.data_ptr<int64_t>();
-    params_.hash_sign = a.hash_sign.data_ptr<scalar_t>();
-    params_.bin_start = bins_.start.data_ptr<int64_t>();
-    params_.bin_channel = bins_.channel.data_ptr<int64_t>();
-    params_.bin_sign = bins_.sign.data_ptr<scalar_t>();
-  }
-
-  const cuda_params_t& params() const { return params_; }
-
-  // Calls body(first_row, rows, spectra) for each chunk, after sketching and transforming it.
-  template <typename Body>
-  void for_each_chunk(cudaStream_t stream, const Body& body) {
-    const scalar_t* x = args_.x.data_ptr<scalar_t>();
-    for (int64_t first = 0; first < rows_; first += chunk_) {
-      const int64_t rows = std::min(chunk_, rows_ - first);
-      C10_CUDA_CHECK(kp::cuda::launch_count_sketch(params_, x + first * params_.channels, rows,
-                                                    sketch_.data_ptr<scalar_t>(), stream));
-      at::Tensor spectra = spectra_.narrow(0, 0, rows * params_.order);
-      at::fft_rfft_out(spectra, sketch_.narrow(0, 0, rows * params_.order), params_.dim, 1);
-      body(first, rows, complex_scalars<scalar_t>(spectra_));
-    }
-  }
-
-  scalar_t* adjoint() { return complex_scalars<scalar_t>(adjoint_); }
-
-  // The sketch-space gradient (irfft of the adjoint) of `rows` locations, in the sketch buffer.
-  const scalar_t* inverse_transform_adjoint(int64_t rows) {
-    at::Tensor dsketch = sketch_.narrow(0, 0, rows * params_.order);
-    at::fft_irfft_out(dsketch, adjoint_.narrow(0, 0, rows * params_.order), params_.dim, 1);
-    return sketch_.data_ptr<scalar_t>();
-  }
-
- private:
-  const KernelPoolingArgs& args_;
-  int64_t rows_, chunk_;
-  BinLookup bins_;
-  at::Tensor sketch_, spectra_, adjoint_;
-  cuda_params_t params_;
-};
+// The rfft of `rows` rows of d real scalars, unscaled (the out= form would copy its result).
+at::Tensor rfft_rows(const at::Tensor& real, int64_t rows) {
+  return at::_fft_r2c(real.narrow(0, 0, rows), {1}, kNoNormalization, /*onesided=*/true);
+}
 
 }  // namespace
 
-at::Tensor pool(Cuda, const KernelPoolingArgs& a) {
+std::tuple<at::Tensor, at::Tensor> pool(Cuda, const KernelPoolingArgs& a) {
   const c10::cuda::CUDAGuard guard(a.x.device());
   const cudaStream_t stream = c10::cuda::getCurrentCUDAStream();
-  at::Tensor pooled = at::zeros({a.x.size(0), a.order() - 1, a.bins()}, a.spectra_options());
-  AT_DISPATCH_FLOATING_TYPES(a.x.scalar_type(), "kernel_pooling_cuda", [&] {
-    TORCH_CHECK(kp::cuda::product_groups<scalar_t>(a.order()) >= 1,
-                "kernel_pooling (CUDA): the order p must be at most ",
-                (int64_t(48) << 10) / (kp::cuda::kProductBins * 2 * sizeof(scalar_t)) + 1,
-                " in ", a.x.scalar_type(), ", got ", a.order());
-    ChunkedSketches<scalar_t> chunks(a, /*with_adjoint=*/false);
-    scalar_t* out = complex_scalars<scalar_t>(pooled);
-    chunks.for_each_chunk(stream, [&](int64_t first, int64_t rows, const scalar_t* spectra) {
-      C10_CUDA_CHECK(kp::cuda::launch_accumulate_products(chunks.params(), spectra, first, rows,
-                                                           out, stream));
-    });
+  const int64_t width = a.layout().width(), order = a.order();
+  at::Tensor blocks = at::empty({a.images(), width}, a.compute_options());
+  at::Tensor out = at::empty({a.images(), width}, a.x.options());
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, a.x.scalar_type(),
+                                  "kernel_pooling_cuda", [&] {
+    using In = scalar_t;
+    using T = at::opmath_type<In>;
+    const auto p = params_of<In, T>(a);
+    at::Tensor inverse;
+    if (a.sketches()) {
+      TORCH_CHECK(kp::cuda::product_groups<T>(order) >= 1,
+                  "kernel_pooling (CUDA): the order p must be at most ",
+                  (int64_t(48) << 10) / (kp::cuda::kProductBins * 2 * sizeof(T)) + 1, " in ",
+                  a.compute_type(), ", got ", order);
+      const int64_t rows = a.images() * a.locations(), chunk = chunk_rows(a);
+      const at::Tensor sketch = at::empty({chunk * order, a.dim}, a.compute_options());
+      // All d bins of each image's sums: the inverse transform is a complex one, whose input
+      // ATen does not clone (its c2r would).
+      const at::Tensor spectrum = at::empty({a.images(), order - 1, a.dim}, a.spectra_options());
+      for (int64_t first = 0; first < rows; first += chunk) {
+        const int64_t m = std::min(chunk, rows - first);
+        C10_CUDA_CHECK(kp::cuda::launch_sketch(p, first, m, sketch.data_ptr<T>(), {}, stream));
+        const at::Tensor spectra = rfft_rows(sketch, m * order);
+        C10_CUDA_CHECK(kp::cuda::launch_accumulate_products(
+            p, complex_scalars<T>(spectra), first, m, complex_scalars<T>(spectrum), stream));
+      }
+      inverse = at::_fft_c2c(spectrum, {2}, kNoNormalization, /*forward=*/false);
+    }
+    C10_CUDA_CHECK(kp::cuda::launch_finish(
+        p, inverse.defined() ? complex_scalars<T>(inverse) : nullptr, blocks.data_ptr<T>(),
+        out.data_ptr<In>(), stream));
   });
-  // One inverse transform per image and order (batched cuFFT).
-  return at::fft_irfft(pooled, a.dim, -1).div_(static_cast<double>(a.x.size(1)));
+  return {out, blocks};
 }
 
-at::Tensor backprop(Cuda, const KernelPoolingArgs& a, const at::Tensor& grad_pooled) {
+std::tuple<at::Tensor, at::Tensor> backprop(Cuda, const KernelPoolingArgs& a,
+                                            const at::Tensor& grad, const at::Tensor& blocks,
+                                            const at::Tensor& out) {
   const c10::cuda::CUDAGuard guard(a.x.device());
   const cudaStream_t stream = c10::cuda::getCurrentCUDAStream();
-  const at::Tensor grad = at::fft_rfft(grad_pooled, a.dim, -1).div_(double(a.x.size(1)));
-  at::Tensor grad_x = at::empty_like(a.x);
-  AT_DISPATCH_FLOATING_TYPES(a.x.scalar_type(), "kernel_pooling_backward_cuda", [&] {
-    ChunkedSketches<scalar_t> chunks(a, /*with_adjoint=*/true);
-    const scalar_t* g = complex_scalars<scalar_t>(grad);
-    scalar_t* dx = grad_x.data_ptr<scalar_t>();
-    chunks.for_each_chunk(stream, [&](int64_t first, int64_t rows, const scalar_t* spectra) {
-      const auto& p = chunks.params();
-      C10_CUDA_CHECK(kp::cuda::launch_backprop_products(p, spectra, first, rows, g,
-                                                         chunks.adjoint(), stream));
-      const scalar_t* dsketch = chunks.inverse_transform_adjoint(rows);
-      C10_CUDA_CHECK(kp::cuda::launch_sketch_adjoint(p, dsketch, rows, dx + first * p.channels,
-                                                      stream));
-    });
+  const int64_t images = a.images(), order = a.order(), rows = images * a.locations();
+  const int64_t alphas = a.alpha.defined() ? order + 1 : 0;
+  at::Tensor grad_x = at::empty_like(a.x);  // x's strides where they are dense
+  at::Tensor alpha_partial = at::empty({images, alphas}, a.compute_options());
+  at::Tensor grad_alpha = at::empty({alphas}, a.compute_options());
+  at::Tensor mean_grad = a.layout().dense ? at::empty({images, a.channels()}, a.compute_options())
+                                          : at::Tensor();
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, a.x.scalar_type(),
+                                  "kernel_pooling_backward_cuda", [&] {
+    using In = scalar_t;
+    using T = at::opmath_type<In>;
+    const auto p = params_of<In, T>(a);
+    kp::cuda::RowGradients<In, T> g;
+    g.images = images;
+    g.grad = grad.data_ptr<In>();
+    g.grad_stride[0] = grad.stride(0);
+    g.grad_stride[1] = grad.stride(1);
+    g.out = out.data_ptr<In>();
+    g.blocks = blocks.data_ptr<T>();
+    g.mean_grad = mean_grad.defined() ? mean_grad.data_ptr<T>() : nullptr;
+    g.alpha_partial = alphas ? alpha_partial.data_ptr<T>() : nullptr;
+    g.sketch_grad = nullptr;
+    const int64_t dx_stride[3] = {grad_x.stride(0), grad_x.stride(1), grad_x.stride(2)};
+    T* alpha_out = alphas ? grad_alpha.data_ptr<T>() : nullptr;
+    if (!a.sketches()) {  // order 1: the rows' gradients, then the mean block's to every location
+      C10_CUDA_CHECK(kp::cuda::launch_sketch(p, 0, 0, static_cast<T*>(nullptr), g, stream));
+      C10_CUDA_CHECK(kp::cuda::launch_sketch_adjoint(p, static_cast<const T*>(nullptr), 0, rows,
+                                                     g.mean_grad, g.alpha_partial, alpha_out,
+                                                     grad_x.data_ptr<In>(), dx_stride, stream));
+      return;
+    }
+    // One buffer of real rows: the chunk's sketches, then (for the first chunk) the rows'
+    // gradients dU / (L d), so that one rfft transforms both.
+    const int64_t chunk = chunk_rows(a), sketch_rows = chunk * order;
+    const int64_t grad_rows = images * (order - 1);
+    const at::Tensor real = at::empty({sketch_rows + grad_rows, a.dim}, a.compute_options());
+    const at::Tensor adjoint = at::empty({sketch_rows, a.bins()}, a.spectra_options());
+    g.sketch_grad = real.data_ptr<T>() + sketch_rows * a.dim;
+    at::Tensor first_spectra;  // holds the rows' gradient spectra G after its sketches
+    for (int64_t first = 0; first < rows; first += chunk) {
+      const int64_t m = std::min(chunk, rows - first);
+      kp::cuda::RowGradients<In, T> chunk_g = g;
+      if (first > 0) chunk_g.images = 0;
+      C10_CUDA_CHECK(kp::cuda::launch_sketch(p, first, m, real.data_ptr<T>(), chunk_g, stream));
+      const at::Tensor spectra =
+          rfft_rows(real, first == 0 ? sketch_rows + grad_rows : m * order);
+      if (first == 0) first_spectra = spectra;
+      const T* grad_spectra = complex_scalars<T>(first_spectra) + sketch_rows * a.bins() * 2;
+      C10_CUDA_CHECK(kp::cuda::launch_backprop_products(p, complex_scalars<T>(spectra), first, m,
+                                                         grad_spectra, complex_scalars<T>(adjoint),
+                                                         stream));
+      const at::Tensor dsketch =
+          at::_fft_c2r(adjoint.narrow(0, 0, m * order), {1}, kNoNormalization, a.dim);
+      C10_CUDA_CHECK(kp::cuda::launch_sketch_adjoint(
+          p, dsketch.data_ptr<T>(), first, m, g.mean_grad,
+          first == 0 ? g.alpha_partial : nullptr, alpha_out, grad_x.data_ptr<In>(), dx_stride,
+          stream));
+    }
   });
-  return grad_x;
+  return {grad_x, grad_alpha};
 }
 
 }  // namespace fgo

@@ -3,15 +3,17 @@ import torch
 from torch import nn
 
 from .._checks import check_choice
-from ..ops.kernel_pooling import (compact_bilinear_pooling, draw_hashes, draw_two_input_hashes,
-                                  estimate_gamma, kernel_pooling, rbf_alpha, sqrt_normalize)
+from ..ops.kernel_pooling import (_concat_streams, _kernel_pooling, draw_hashes,
+                                  draw_two_input_hashes, estimate_gamma, rbf_alpha, sketch_table,
+                                  two_input_signs)
 
 INPUT_FORMATS = ("NCHW", "NLC")
 ALPHAS = ("learned", "rbf", "ones")
 
 
 class _SketchPooling(nn.Module):
-    """Hashes as buffers, the input layout, and the signed-sqrt + L2 post-processing."""
+    """Hashes as buffers (and the sketch table the native op reads, built from them once), the
+    input layout, and the signed-sqrt + L2 post-processing flag."""
 
     # What the hashes were drawn for: stored with them, checked when a state dict is loaded.
     SHAPE_KEYS = ("in_channels", "dim", "order")
@@ -26,7 +28,18 @@ class _SketchPooling(nn.Module):
         self.register_buffer("hash_sign", hash_sign)
         self.in_channels, self.dim, self.order, self.seed = in_channels, dim, order, seed
         self.input_format, self.sqrt_normalize = input_format, sqrt_normalize
+        # Derived from the hashes, so not saved: rebuilt whenever hashes are loaded.
+        self.register_buffer("sketch_table", None, persistent=False)
         self.register_load_state_dict_pre_hook(_check_loaded_hashes)
+        self.register_load_state_dict_post_hook(lambda module, _: module._build_table())
+
+    def _signs(self):
+        """The signs the sketches read (two-input pooling restricts them to each stream)."""
+        return self.hash_sign
+
+    def _build_table(self):
+        with torch.no_grad():
+            self.sketch_table = sketch_table(self.hash_index, self._signs(), self.dim)
 
     def _locations(self, x, channels=None, name="input"):
         """(N, C, H, W) or (N, L, C), as set by input_format -> (N, L, C); C = `channels`,
@@ -44,8 +57,9 @@ class _SketchPooling(nn.Module):
                              f"got shape {tuple(x.shape)}")
         return x
 
-    def _postprocess(self, y):
-        return sqrt_normalize(y) if self.sqrt_normalize else y
+    def _pool(self, locations, alpha=None):
+        return _kernel_pooling(locations, self.sketch_table, alpha, self.dim,
+                               self.sqrt_normalize)[0]
 
     def get_extra_state(self):
         """The sketch's shape and seed travel with the hashes (their tensors' shape does not
@@ -109,6 +123,7 @@ class KernelPooling(_SketchPooling):
             self.alpha = nn.Parameter(init)
         else:
             self.register_buffer("alpha", init)
+        self._build_table()
 
     @property
     def output_dim(self):
@@ -131,9 +146,7 @@ class KernelPooling(_SketchPooling):
         if self.alpha_mode == "rbf" and self.gamma is None:
             raise RuntimeError("KernelPooling(alpha='rbf') needs gamma: pass gamma= or call "
                                "estimate_gamma(features) first")
-        y = kernel_pooling(self._locations(x), self.hash_index, self.hash_sign, self.alpha,
-                           self.dim)
-        return self._postprocess(y)
+        return self._pool(self._locations(x), self.alpha)
 
     def get_extra_state(self):
         return super().get_extra_state() | {"gamma": self.gamma}
@@ -169,6 +182,12 @@ class CompactBilinearPooling(_SketchPooling):
         self.y_channels = y_channels
         if y_channels is not None:
             self.SHAPE_KEYS = (*self.SHAPE_KEYS, "y_channels")
+        self._build_table()
+
+    def _signs(self):
+        if self.y_channels is None:
+            return self.hash_sign
+        return two_input_signs(self.hash_sign, self.y_channels)
 
     @property
     def output_dim(self):
@@ -188,9 +207,9 @@ class CompactBilinearPooling(_SketchPooling):
                 where = "N and H, W" if self.input_format == "NCHW" else "N and L"
                 raise ValueError(f"y must have x's {where}: x has shape {tuple(x.shape)}, y "
                                  f"{tuple(y.shape)}")
-        z = compact_bilinear_pooling(locations, self.hash_index, self.hash_sign, self.dim,
-                                     y=y_locations)
-        return self._postprocess(z)
+        if y_locations is not None:
+            locations = _concat_streams(locations, y_locations, self.hash_index)
+        return self._pool(locations)
 
     def extra_repr(self):
         two = "" if self.y_channels is None else f", y_channels={self.y_channels}"

@@ -1,10 +1,11 @@
 """Kernel pooling and compact bilinear pooling (thesis ch. 3, Algorithm 1; docs/semantics.md §2).
 
-The native op computes the pooled tensor-sketch blocks of orders 2..p. It sums the spectra
-over locations and inverse-transforms once per image and order, so no per-location
-d-dimensional output ever exists. Its backward recomputes the spectra rather than saving
-them (saving them would cost N·L·p·d memory). The order-0 and order-1 blocks and the alpha
-scaling are cheap dense ops, left to autograd here.
+One native op computes the whole pooled row: the Count Sketches of every location (read in
+x's dtype and layout), their spectra summed over locations and inverse-transformed once per
+image and order (no per-location d-dimensional output ever exists), the order-0 and order-1
+blocks, alpha, and the signed square root with L2 normalisation. Its backward recomputes the
+spectra rather than saving them (saving them would cost N·L·p·d memory). The sketches' hashes
+reach it as a sketch table (:func:`sketch_table`), which the modules build once.
 """
 import math
 
@@ -15,53 +16,49 @@ from .._checks import (FLOATING, check_int, check_number, check_tensor, compute_
 from .._native import check_devices  # imported first: loading the extension registers the ops
 
 
-def kernel_pooling(x, hash_index, hash_sign, alpha, dim):
+def kernel_pooling(x, hash_index, hash_sign, alpha, dim, normalize=False):
     """Taylor-series kernel feature map of every location, averaged over locations.
 
     Args:
-        x: (N, L, C) features at L >= 1 locations; float16/bfloat16 (computed in float32),
-            float32 or float64.
+        x: (N, L, C) features at L >= 1 locations, any strides; float16/bfloat16 (computed in
+            float32), float32 or float64.
         hash_index: (p, C) int64 in [0, dim), the bucket h_t(k) of channel k in sketch t.
         hash_sign: (p, C) floating, +-1: the sign s_t(k), or 0 to leave channel k out of
             sketch t (as two-input compact bilinear pooling does). A constant: no gradient.
         alpha: (p + 1,) floating coefficients; alpha_i scales the order-i block, so
             φ(x)·φ(y) ≈ sum_i alpha_i² (x·y)^i (eq. 3.7).
         dim: sketch size d >= 2 of every order >= 2 (any d, odd included).
+        normalize: apply the signed square root, then L2 normalisation, to each row (what
+            :func:`sqrt_normalize` does), in the same native pass.
 
     Returns:
         (N, 1 + C + (p - 1)·dim) in x's dtype: [alpha_0, alpha_1·mean_l x_l,
         alpha_i·mean_l IFFT(prod_{t<=i} FFT(CS_t(x_l))) for i = 2..p]. Differentiable
         (once) w.r.t. x and alpha. p = 1 gives [alpha_0, alpha_1·mean_l x_l].
+
+    The hashes are turned into a sketch table on every call; :class:`~finegrained_ops.nn.
+    KernelPooling` builds it once.
     """
-    order = _check_sketch_args(x, hash_index, hash_sign, dim, min_order=1)
-    check_tensor("alpha", alpha, dim=1, dtypes=FLOATING)
-    if alpha.shape[0] != order + 1:
-        raise ValueError(f"alpha must have p + 1 = {order + 1} coefficients (orders 0..{order}), "
-                         f"got {alpha.shape[0]}")
-    check_devices(x=x, hash_index=hash_index, hash_sign=hash_sign, alpha=alpha)
-    dtype = compute_dtype(x.dtype)
-    features, alpha = x.to(dtype).contiguous(), alpha.to(dtype)
-    n = x.shape[0]
-    blocks = [alpha[:1].expand(n, 1), alpha[1] * features.mean(dim=1)]
-    if order >= 2:
-        pooled = _kernel_pooling(features, hash_index, hash_sign.to(dtype), dim)
-        blocks.append((pooled * alpha[2:, None]).flatten(1))
-    return torch.cat(blocks, dim=1).to(x.dtype)
+    check_int("dim", dim, 2)
+    _check_hash_channels(x, hash_index)
+    table = _sketch_table(hash_index, hash_sign, dim)
+    return _kernel_pooling(x, table, alpha, dim, normalize)[0]
 
 
-def compact_bilinear_pooling(x, hash_index, hash_sign, dim, y=None):
+def compact_bilinear_pooling(x, hash_index, hash_sign, dim, y=None, normalize=False):
     """Compact bilinear pooling (Gao et al. 2016): the order-2 block of kernel pooling alone;
     with `y`, the two-input form (Fukui et al. 2016's MCB; two-stream bilinear CNNs), a sketch
     of the pooled outer product of x and y.
 
     Args:
-        x: (N, L, C) floating.
+        x: (N, L, C) floating, any strides.
         hash_index: (2, C) int64 in [0, dim); with y, (2, C + C_y), as from
             :func:`draw_two_input_hashes`: sketch 1 reads row 0's first C entries, for x's
             channels, sketch 2 row 1's last C_y, for y's; the other entries are not used.
         hash_sign: hash_index's shape, +-1 (0 where a channel is left out of a sketch).
         dim: sketch size d >= 2.
         y: optional (N, L, C_y) second stream at the same locations, x's dtype and device.
+        normalize: signed square root, then L2 normalisation of each row, in the same pass.
 
     Returns:
         (N, dim) in x's dtype, mean_l IFFT(FFT(CS_1(x_l))·FFT(CS_2(y_l))) (y = x without y):
@@ -71,17 +68,41 @@ def compact_bilinear_pooling(x, hash_index, hash_sign, dim, y=None):
     """
     if y is not None:
         x = _concat_streams(x, y, hash_index)
-    order = _check_sketch_args(x, hash_index, hash_sign, dim, min_order=2)
-    if order != 2:
+        hash_sign = two_input_signs(hash_sign, y.shape[2])
+    _check_hash_channels(x, hash_index)
+    if isinstance(hash_index, torch.Tensor) and hash_index.dim() == 2 and hash_index.shape[0] != 2:
         raise ValueError(f"compact bilinear pooling takes two sketches: hash_index must be "
                          f"(2, C), got shape {tuple(hash_index.shape)}")
-    if y is not None:  # sketch 1 covers x's channels only, sketch 2 y's
-        y_channel = torch.arange(x.shape[2], device=hash_sign.device) >= x.shape[2] - y.shape[2]
-        hash_sign = torch.where(torch.stack([~y_channel, y_channel]), hash_sign, 0)
-    check_devices(x=x, hash_index=hash_index, hash_sign=hash_sign)
-    dtype = compute_dtype(x.dtype)
-    pooled = _kernel_pooling(x.to(dtype).contiguous(), hash_index, hash_sign.to(dtype), dim)
-    return pooled[:, 0].to(x.dtype)
+    check_int("dim", dim, 2)
+    table = _sketch_table(hash_index, hash_sign, dim)
+    return _kernel_pooling(x, table, None, dim, normalize)[0]
+
+
+def sketch_table(hash_index, hash_sign, dim):
+    """The hashes of p count sketches as the native kernels read them (docs/semantics.md §2).
+
+    hash_index (p, C) int64 in [0, dim) and hash_sign (p, C) floating of +-1 (0: channel left
+    out) -> (p, 2C + dim + 1) int64 on their device: per sketch, each channel's signed bucket,
+    then the channels grouped by bucket. Built once by the modules (a buffer, rebuilt when
+    hashes are loaded), per call by the functions.
+    """
+    return _sketch_table(hash_index, hash_sign, dim)
+
+
+def two_input_signs(hash_sign, y_channels):
+    """hash_sign (2, C + C_y) with sketch 1 restricted to the first C channels (x's) and
+    sketch 2 to the last C_y (y's): what two-input compact bilinear pooling reads."""
+    channels = hash_sign.shape[1]
+    y_channel = torch.arange(channels, device=hash_sign.device) >= channels - y_channels
+    return torch.where(torch.stack([~y_channel, y_channel]), hash_sign, 0)
+
+
+def _check_hash_channels(x, hash_index):
+    """hash_index must hash x's C channels (the native op sees only the table built from it)."""
+    if (isinstance(x, torch.Tensor) and isinstance(hash_index, torch.Tensor) and x.dim() == 3
+            and hash_index.dim() == 2 and hash_index.shape[1] != x.shape[2]):
+        raise ValueError(f"hash_index must be (p, C) with C = {x.shape[2]} (x's channels), got "
+                         f"shape {tuple(hash_index.shape)}")
 
 
 def _concat_streams(x, y, hash_index):
@@ -216,38 +237,34 @@ class _SignedSqrt(torch.autograd.Function):
         return grad / (2 * torch.sqrt(x.abs() + ctx.eps)), None
 
 
-def _check_sketch_args(x, hash_index, hash_sign, dim, min_order):
-    check_tensor("x", x, dim=3, dtypes=FLOATING)
-    check_tensor("hash_index", hash_index, dim=2, dtypes=(torch.int64,))
-    check_tensor("hash_sign", hash_sign, dim=2, dtypes=FLOATING)
-    check_int("dim", dim, 2)
-    n, locations, channels = x.shape
-    if locations < 1:
-        raise ValueError(f"x must have at least one location, got shape {tuple(x.shape)}")
-    order = hash_index.shape[0]
-    if order < min_order or hash_index.shape[1] != channels:
-        raise ValueError(f"hash_index must be (p, C) with p >= {min_order} and C = {channels} "
-                         f"(x's channels), got shape {tuple(hash_index.shape)}")
-    if hash_sign.shape != hash_index.shape:
-        raise ValueError(f"hash_sign must have hash_index's shape {tuple(hash_index.shape)}, got "
-                         f"{tuple(hash_sign.shape)}")
-    return order
-
-
 # The ops are defined in C++ with their device kernels and autograd
 # (csrc/kernel_pooling/kernel_pooling_op.cpp); their fake kernels are here.
+_sketch_table = torch.ops.finegrained_ops.sketch_table.default
 _kernel_pooling = torch.ops.finegrained_ops.kernel_pooling.default
 _kernel_pooling_backward = torch.ops.finegrained_ops.kernel_pooling_backward.default
 
 
+@torch.library.register_fake("finegrained_ops::sketch_table")
+def _(hash_index, hash_sign, dim):
+    order, channels = hash_index.shape
+    return hash_index.new_empty((order, 2 * channels + dim + 1))
+
+
+def _pooled_width(x, table, alpha, dim):
+    return (0 if alpha is None else 1 + x.shape[2]) + (table.shape[0] - 1) * dim
+
+
 @torch.library.register_fake("finegrained_ops::kernel_pooling")
-def _(x, hash_index, hash_sign, dim):
-    return x.new_empty((x.shape[0], hash_index.shape[0] - 1, dim))
+def _(x, table, alpha, dim, normalize):
+    shape = (x.shape[0], _pooled_width(x, table, alpha, dim))
+    return x.new_empty(shape), x.new_empty(shape, dtype=compute_dtype(x.dtype))
 
 
 @torch.library.register_fake("finegrained_ops::kernel_pooling_backward")
-def _(grad, x, hash_index, hash_sign, dim):
-    return torch.empty_like(x)
+def _(grad, x, table, alpha, blocks, out, dim, normalize):
+    grad_alpha = (torch.empty_like(alpha) if alpha is not None
+                  else x.new_empty((0,), dtype=compute_dtype(x.dtype)))
+    return torch.empty_like(x), grad_alpha
 
 
 _sqrt_normalize = torch.ops.finegrained_ops.sqrt_normalize.default
