@@ -349,6 +349,21 @@ def test_triplet_loss(emulation, rule, b, fraction, reduction, squared, normaliz
     assert_all(cpu, cuda, tolerance=SCALED_TOLERANCE | {torch.float32: 1e-3})
 
 
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+@pytest.mark.parametrize("autocast", [False, True])
+def test_triplet_loss_reads_half_embeddings(emulation, dtype, autocast):
+    """Half rows read as they are, computed in float32; under autocast the finish kernel
+    writes a float32 loss. The devices agree to the half type's rounding."""
+    batch = triplet_batch(40, 5, 8, 3, dtype)
+    with torch.autocast("cpu", dtype=dtype, enabled=autocast):
+        cpu, cuda = run_three_ways(emulation, lambda: triplet_loss_and_grads(
+            *batch, positive_fraction=0.6, margin=0.3))
+    assert cpu[0].dtype == cuda[0].dtype == (torch.float32 if autocast else dtype)
+    for a, b in zip(cpu, cuda):
+        assert a.dtype == b.dtype
+        assert_relative_close(b.float(), a.float(), 1e-2)
+
+
 @pytest.mark.parametrize("squared", [True, False])
 def test_triplet_loss_with_more_extras_than_anchors(emulation, squared):
     """The extras' rows of the gradient's matrix are their own block (E x B, not E x E)."""

@@ -301,6 +301,33 @@ def test_reduced_precision(device, dtype, tol):
     torch.testing.assert_close(x.grad.double(), x64.grad, rtol=tol * 10, atol=tol)
 
 
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_half_embeddings_are_computed_in_float32_and_autocast_returns_float32(dtype):
+    """No .to() around the call: half rows are read as they are and computed in float32, so
+    loss and gradient are the float32 computation's on the same values, rounded; under
+    autocast the loss is float32 (as torch.nn.functional.triplet_margin_loss's), the gradient
+    stays in emb's dtype."""
+    emb, labels, extra, extra_labels = random_batch(32, 4, 16, num_extra=4, seed=3)
+    half, half_extra = emb.to(dtype), extra.to(dtype)
+
+    def loss_and_grad(x, x_extra):
+        x = x.detach().requires_grad_()
+        loss = fo.triplet_margin_loss(x, labels, extra_negatives=x_extra,
+                                      extra_negative_labels=extra_labels, positive_fraction=0.6)
+        return loss.detach(), torch.autograd.grad(loss, x)[0]
+    loss, grad = loss_and_grad(half, half_extra)
+    loss32, grad32 = loss_and_grad(half.float(), half_extra.float())
+    assert loss.dtype == grad.dtype == dtype and loss32 > 0
+    assert torch.equal(loss, loss32.to(dtype)) and torch.equal(grad, grad32.to(dtype))
+    with torch.autocast("cpu", dtype=dtype):
+        autocast_loss, autocast_grad = loss_and_grad(half, half_extra)
+    assert autocast_loss.dtype == torch.float32 and autocast_grad.dtype == dtype
+    assert torch.equal(autocast_loss, loss32) and torch.equal(autocast_grad, grad)
+    with pytest.raises(TypeError, match="loss_dtype must be emb's dtype"):
+        _C.triplet_margin_loss(half, labels, half_extra, extra_labels, 0.2, "all", 1.0,
+                               "sum", True, True, False, torch.float64)
+
+
 def test_bitwise_determinism(device):
     emb, labels, extra, extra_labels = random_batch(96, 6, 24, num_extra=8, dtype=torch.float32,
                                                     seed=4, device=device)

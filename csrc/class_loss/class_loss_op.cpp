@@ -2,7 +2,6 @@
 // device kernels, autograd and autocast. Fake (meta) kernels are registered from Python
 // (finegrained_ops/ops/class_loss.py). The CUDA emulation compiles this file
 // too, for its device kernels only (common/device_kernels.h).
-#include <ATen/autocast_mode.h>
 #include <ATen/core/Tensor.h>
 #include <torch/csrc/autograd/custom_function.h>
 #include <torch/library.h>
@@ -13,6 +12,7 @@
 #include <tuple>
 
 #include "class_loss/class_loss.h"
+#include "common/autocast.h"
 #include "common/below_autograd.h"
 #include "common/device_kernels.h"
 #include "precomputed_gradient/precomputed_gradient.h"
@@ -120,11 +120,9 @@ LossOutputs loss_autocast(const at::Tensor& logits, const at::Tensor& target,
                           int64_t ignore_index, bool compute_grad,
                           std::optional<at::ScalarType> loss_dtype) {
   c10::impl::ExcludeDispatchKeyGuard no_autocast(c10::autocast_dispatch_keyset);
-  const bool half = logits.scalar_type() == at::kHalf || logits.scalar_type() == at::kBFloat16;
   return loss_op().call(logits, target, class_weights, logit_offsets, target_margins, scale,
                         gamma, loss_type, reduction, ignore_index, compute_grad,
-                        loss_dtype.has_value() || !half ? loss_dtype
-                                                        : std::optional(at::kFloat));
+                        autocast_loss_dtype(logits, loss_dtype));
 }
 
 // The device kernels, the same for CPU and CUDA: each entry point picks its device's

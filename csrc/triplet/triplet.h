@@ -31,12 +31,13 @@ inline constexpr Choices<TripletReduction, 3> kTripletReductions = {{
 // inside when `normalize`; labels (B,) and extra_negative_labels (E,) int64. Returns (loss,
 // grad_emb, grad_extra_negatives, norm): d(loss)/d(emb) = grad_emb / norm (w.r.t. the raw,
 // unnormalised embeddings; norm = 1 where the kernels fold the divisor in), empty gradients when
-// !compute_grad.
+// !compute_grad. loss and norm are in loss_dtype: emb's dtype (the default) or the float32 the
+// half types are computed in (what autocast asks for).
 std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> triplet_margin_loss(
     const at::Tensor& emb, const at::Tensor& labels, const at::Tensor& extra_negatives,
     const at::Tensor& extra_negative_labels, double margin, std::string_view negatives,
     double positive_fraction, std::string_view reduction, bool squared, bool normalize,
-    bool compute_grad);
+    bool compute_grad, std::optional<at::ScalarType> loss_dtype = std::nullopt);
 
 // Mining, on the problem of query_emb (Q, D) against bank_emb (N, D) and extra_negatives
 // (E, D), one floating dtype (half types computed in float32), L2-normalised inside when

@@ -94,7 +94,8 @@ triplet::RowsParams<T> triplet_rows_params(const TripletArgs& rows) {
 
 // The fused loss of an in-batch problem (triplet_loss.cpp checks it): its inputs, contiguous,
 // in their own dtype, and its outputs, allocated by the entry point (the gradients in the
-// inputs' dtype, undefined when not wanted; loss and norm 0-dim in the inputs' dtype).
+// inputs' dtype, undefined when not wanted; loss and norm 0-dim in the inputs' dtype or, for
+// the half types, float32).
 struct TripletLossArgs {
   at::Tensor emb, labels, extra, extra_labels;
   int64_t rule;

@@ -3,6 +3,7 @@
 // loss pass over the anchors filling the weights W of the (B, B + E) distance matrix, and the
 // gradient as W's products with the embeddings, back through the normalisation.
 #include <ATen/ATen.h>
+#include <ATen/OpMathType.h>
 
 #include "triplet/triplet_args.h"
 #include "triplet/triplet_problem.h"
@@ -13,7 +14,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> triplet_margin_loss(
     const at::Tensor& emb, const at::Tensor& labels, const at::Tensor& extra_negatives,
     const at::Tensor& extra_negative_labels, double margin, std::string_view negatives,
     double positive_fraction, std::string_view reduction, bool squared, bool normalize,
-    bool compute_grad) {
+    bool compute_grad, std::optional<at::ScalarType> loss_dtype) {
   constexpr const char* kOp = "triplet_margin_loss";
   TORCH_CHECK_VALUE(emb.dim() == 2, kOp, ": emb must be 2-D (B, D), got shape ", emb.sizes());
   const at::ScalarType type = emb.scalar_type();
@@ -24,6 +25,10 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> triplet_margin_loss(
   check_rows("extra_negatives", extra_negatives, emb.size(1));
   TORCH_CHECK_TYPE(extra_negatives.scalar_type() == type, kOp, ": extra_negatives must have "
                    "emb's dtype ", type, ", got ", extra_negatives.scalar_type());
+  const at::ScalarType loss_type = loss_dtype.value_or(type);
+  TORCH_CHECK_TYPE(loss_type == type || loss_type == at::toOpMathType(type), kOp,
+                   ": loss_dtype must be emb's dtype ", type, " or the ",
+                   at::toOpMathType(type), " it is computed in, got ", loss_type);
   check_labels("labels", labels, emb.size(0));
   check_labels("extra_negative_labels", extra_negative_labels, extra_negatives.size(0));
   check_one_device(emb, {&labels, &extra_negatives, &extra_negative_labels});
@@ -38,8 +43,8 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> triplet_margin_loss(
   args.positive_fraction = positive_fraction;
   args.squared = squared;
   args.normalize = normalize;
-  args.loss = at::empty({}, emb.options());
-  args.norm = at::empty({}, emb.options());
+  args.loss = at::empty({}, emb.options().dtype(loss_type));
+  args.norm = at::empty({}, emb.options().dtype(loss_type));
   if (compute_grad) {
     args.grad_emb = at::empty_like(args.emb);
     args.grad_extra = at::empty_like(args.extra);

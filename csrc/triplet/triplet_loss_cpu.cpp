@@ -23,6 +23,14 @@ at::Tensor over(std::vector<T>& v, at::ScalarType type) {
   return at::from_blob(v.data(), {static_cast<int64_t>(v.size())}, at::TensorOptions(type));
 }
 
+// The loss in its dtype (loss_t: emb's or, under autocast, float32), and norm = 1: the divisor
+// is folded into the gradients.
+template <typename loss_t>
+void write_loss(const TripletLossArgs& a, double loss) {
+  *a.loss.data_ptr<loss_t>() = static_cast<loss_t>(loss);
+  *a.norm.data_ptr<loss_t>() = loss_t(1);
+}
+
 template <typename scalar_t>
 void loss_cpu(const TripletLossArgs& a) {
   using acc_t = at::opmath_type<scalar_t>;
@@ -55,8 +63,11 @@ void loss_cpu(const TripletLossArgs& a) {
                                                            : 0.0;
   }
   const double divisor = a.reduction == TripletReduction::kSum ? 1.0 : std::max(count, 1.0);
-  *a.loss.data_ptr<scalar_t>() = static_cast<scalar_t>(total / divisor);
-  *a.norm.data_ptr<scalar_t>() = scalar_t(1);  // the divisor is folded into the gradients
+  if (a.loss.scalar_type() == a.emb.scalar_type()) {
+    write_loss<scalar_t>(a, total / divisor);
+  } else {
+    write_loss<acc_t>(a, total / divisor);
+  }
   if (!a.grad_emb.defined()) return;
 
   // loss_sum = sum_ij W_ij dist_ij, d(dist_ij)/d(x_i) = 2 (x_i - y_j) for squared distances.

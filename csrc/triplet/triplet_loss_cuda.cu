@@ -8,6 +8,8 @@
 #include <c10/cuda/CUDAGuard.h>
 #include <c10/cuda/CUDAStream.h>
 
+#include <type_traits>
+
 #include "triplet/triplet_args.h"
 #include "triplet/triplet_problem.h"
 #include "triplet/triplet_loss_kernels.cuh"
@@ -48,13 +50,21 @@ void loss_cuda(const TripletLossArgs& a, cudaStream_t stream) {
   if (b > 0) triplet_rows(Cuda{}, rows);
 
   const at::Tensor s = grad ? at::empty({b * n + e * b}, acc) : at::Tensor();
-  k::FinishParams<acc_t, scalar_t> finish{
-      rows.row_loss.data_ptr<double>(), rows.row_nonzero.data_ptr<int64_t>(),
-      rows.row_mined.data_ptr<int64_t>(), c.dist.data_ptr<acc_t>(),
-      rows.weights.data_ptr<acc_t>(), b, e, static_cast<int>(a.reduction), a.squared,
-      a.loss.data_ptr<scalar_t>(), a.norm.data_ptr<scalar_t>(), factor,
-      grad ? s.data_ptr<acc_t>() : nullptr, grad ? own : nullptr};
-  C10_CUDA_CHECK(k::launch_finish(finish, stream));
+  // The loss in emb's dtype or, under autocast, in float32 (loss_t).
+  const auto finish = [&](auto* loss, auto* norm) {
+    using loss_t = std::remove_pointer_t<decltype(loss)>;
+    k::FinishParams<acc_t, loss_t> p{
+        rows.row_loss.data_ptr<double>(), rows.row_nonzero.data_ptr<int64_t>(),
+        rows.row_mined.data_ptr<int64_t>(), c.dist.data_ptr<acc_t>(),
+        rows.weights.data_ptr<acc_t>(), b, e, static_cast<int>(a.reduction), a.squared, loss,
+        norm, factor, grad ? s.data_ptr<acc_t>() : nullptr, grad ? own : nullptr};
+    C10_CUDA_CHECK(k::launch_finish(p, stream));
+  };
+  if (a.loss.scalar_type() == a.emb.scalar_type()) {
+    finish(a.loss.data_ptr<scalar_t>(), a.norm.data_ptr<scalar_t>());
+  } else {
+    finish(a.loss.data_ptr<acc_t>(), a.norm.data_ptr<acc_t>());
+  }
   if (!grad) return;
 
   const at::Tensor pulled = at::empty({n, d}, acc);

@@ -1,7 +1,7 @@
 // The torch.library ops finegrained_ops::triplet_margin_loss, ::triplet_count and
-// ::triplet_mine: schemas, device kernels and the loss's autograd. Fake (meta) kernels are
-// registered from Python (finegrained_ops/ops/triplet.py). The CUDA emulation compiles this file
-// too, for its device kernels only (common/device_kernels.h).
+// ::triplet_mine: schemas, device kernels and the loss's autograd and autocast. Fake (meta)
+// kernels are registered from Python (finegrained_ops/ops/triplet.py). The CUDA emulation
+// compiles this file too, for its device kernels only (common/device_kernels.h).
 #include <ATen/core/Tensor.h>
 #include <torch/csrc/autograd/custom_function.h>
 #include <torch/library.h>
@@ -11,6 +11,7 @@
 #include <string_view>
 #include <tuple>
 
+#include "common/autocast.h"
 #include "common/below_autograd.h"
 #include "common/device_kernels.h"
 #include "precomputed_gradient/precomputed_gradient.h"
@@ -26,12 +27,12 @@ LossOutputs loss_kernel(const at::Tensor& emb, const at::Tensor& labels,
                         const at::Tensor& extra_negative_labels, double margin,
                         c10::string_view negatives, double positive_fraction,
                         c10::string_view reduction, bool squared, bool normalize,
-                        bool compute_grad) {
+                        bool compute_grad, std::optional<at::ScalarType> loss_dtype) {
   return triplet_margin_loss(emb, labels, extra_negatives, extra_negative_labels, margin,
                              std::string_view(negatives.data(), negatives.size()),
                              positive_fraction,
                              std::string_view(reduction.data(), reduction.size()), squared,
-                             normalize, compute_grad);
+                             normalize, compute_grad, loss_dtype);
 }
 
 at::Tensor count_kernel(const at::Tensor& query_emb, const at::Tensor& query_labels,
@@ -71,10 +72,10 @@ class TripletMarginLossFunction : public torch::autograd::Function<TripletMargin
       torch::autograd::AutogradContext* ctx, const at::Tensor& emb, const at::Tensor& labels,
       const at::Tensor& extra_negatives, const at::Tensor& extra_negative_labels, double margin,
       c10::string_view negatives, double positive_fraction, c10::string_view reduction,
-      bool squared, bool normalize, bool compute_grad) {
+      bool squared, bool normalize, bool compute_grad, std::optional<at::ScalarType> loss_dtype) {
     auto [loss, grad_emb, grad_extra, norm] = below_autograd(
         loss_op(), emb, labels, extra_negatives, extra_negative_labels, margin, negatives,
-        positive_fraction, reduction, squared, normalize, compute_grad);
+        positive_fraction, reduction, squared, normalize, compute_grad, loss_dtype);
     ctx->mark_non_differentiable({grad_emb, grad_extra, norm});
     ctx->set_materialize_grads(false);
     ctx->save_for_backward(
@@ -91,7 +92,7 @@ class TripletMarginLossFunction : public torch::autograd::Function<TripletMargin
 
   static torch::autograd::variable_list backward(torch::autograd::AutogradContext* ctx,
                                                  torch::autograd::variable_list grad_outputs) {
-    torch::autograd::variable_list result(11);
+    torch::autograd::variable_list result(12);
     const at::Tensor& grad_loss = grad_outputs[0];
     if (!grad_loss.defined()) return result;
     const auto saved = ctx->get_saved_variables();
@@ -106,7 +107,7 @@ class TripletMarginLossFunction : public torch::autograd::Function<TripletMargin
           ctx->saved_data["margin"].toDouble(), ctx->saved_data["negatives"].toStringRef(),
           ctx->saved_data["positive_fraction"].toDouble(),
           ctx->saved_data["reduction"].toStringRef(), ctx->saved_data["squared"].toBool(),
-          ctx->saved_data["normalize"].toBool(), /*compute_grad=*/true);
+          ctx->saved_data["normalize"].toBool(), /*compute_grad=*/true, std::nullopt);
     }
     // needs_input_grad counts the tensor arguments: emb is 0, extra_negatives 2.
     if (ctx->needs_input_grad(0)) {
@@ -126,12 +127,26 @@ LossOutputs loss_autograd(const at::Tensor& emb, const at::Tensor& labels,
                           const at::Tensor& extra_negative_labels, double margin,
                           c10::string_view negatives, double positive_fraction,
                           c10::string_view reduction, bool squared, bool normalize,
-                          bool compute_grad) {
+                          bool compute_grad, std::optional<at::ScalarType> loss_dtype) {
   const auto out = TripletMarginLossFunction::apply(emb, labels, extra_negatives,
                                                     extra_negative_labels, margin, negatives,
                                                     positive_fraction, reduction, squared,
-                                                    normalize, compute_grad);
+                                                    normalize, compute_grad, loss_dtype);
   return {out[0], out[1], out[2], out[3]};
+}
+
+// Under autocast the loss is float32, as torch's triplet_margin_loss is (the embeddings are
+// read in their own dtype either way: no cast of them).
+LossOutputs loss_autocast(const at::Tensor& emb, const at::Tensor& labels,
+                          const at::Tensor& extra_negatives,
+                          const at::Tensor& extra_negative_labels, double margin,
+                          c10::string_view negatives, double positive_fraction,
+                          c10::string_view reduction, bool squared, bool normalize,
+                          bool compute_grad, std::optional<at::ScalarType> loss_dtype) {
+  c10::impl::ExcludeDispatchKeyGuard no_autocast(c10::autocast_dispatch_keyset);
+  return loss_op().call(emb, labels, extra_negatives, extra_negative_labels, margin, negatives,
+                        positive_fraction, reduction, squared, normalize, compute_grad,
+                        autocast_loss_dtype(emb, loss_dtype));
 }
 
 // The device kernels, the same for CPU and CUDA: each entry point picks its device's
@@ -148,8 +163,8 @@ void register_device_kernels(torch::Library& m) {
 TORCH_LIBRARY_FRAGMENT(finegrained_ops, m) {
   m.def("triplet_margin_loss(Tensor emb, Tensor labels, Tensor extra_negatives, "
         "Tensor extra_negative_labels, float margin, str negatives, float positive_fraction, "
-        "str reduction, bool squared, bool normalize, bool compute_grad) "
-        "-> (Tensor, Tensor, Tensor, Tensor)");
+        "str reduction, bool squared, bool normalize, bool compute_grad, "
+        "ScalarType? loss_dtype=None) -> (Tensor, Tensor, Tensor, Tensor)");
   m.def("triplet_count(Tensor query_emb, Tensor query_labels, Tensor? query_indices, "
         "Tensor bank_emb, Tensor bank_labels, Tensor extra_negatives, "
         "Tensor extra_negative_labels, float margin, str negatives, float positive_fraction, "
@@ -168,6 +183,14 @@ FGO_DEVICE_KERNELS(register_device_kernels);
 #if FGO_OP_REGISTRATION
 TORCH_LIBRARY_IMPL(finegrained_ops, Autograd, m) {
   m.impl("triplet_margin_loss", TORCH_FN(loss_autograd));
+}
+
+TORCH_LIBRARY_IMPL(finegrained_ops, AutocastCPU, m) {
+  m.impl("triplet_margin_loss", TORCH_FN(loss_autocast));
+}
+
+TORCH_LIBRARY_IMPL(finegrained_ops, AutocastCUDA, m) {
+  m.impl("triplet_margin_loss", TORCH_FN(loss_autocast));
 }
 #endif  // FGO_OP_REGISTRATION
 

@@ -45,7 +45,8 @@ def triplet_margin_loss(emb, labels, margin=0.2, negatives="violating", positive
         normalize: L2-normalise embeddings (and extra negatives) first.
 
     Returns:
-        0-dim tensor in emb's dtype; 0 (with a zero gradient) when no triplet counts.
+        0-dim tensor in emb's dtype (float32 under autocast, as torch's losses); 0 (with a
+        zero gradient) when no triplet counts.
         Differentiable once w.r.t. emb and extra_negatives.
     """
     check_tensor("emb", emb, dim=2)
@@ -231,10 +232,12 @@ _triplet_mine = torch.ops.finegrained_ops.triplet_mine.default
 
 @torch.library.register_fake("finegrained_ops::triplet_margin_loss")
 def _(emb, labels, extra_negatives, extra_negative_labels, margin, negatives, positive_fraction,
-      reduction, squared, normalize, compute_grad):
+      reduction, squared, normalize, compute_grad, loss_dtype=None):
     def grad_like(t):
         return torch.empty_like(t) if compute_grad else t.new_empty((0,))
-    return emb.new_empty(()), grad_like(emb), grad_like(extra_negatives), emb.new_empty(())
+    dtype = loss_dtype if loss_dtype is not None else emb.dtype
+    return (emb.new_empty((), dtype=dtype), grad_like(emb), grad_like(extra_negatives),
+            emb.new_empty((), dtype=dtype))
 
 
 @torch.library.register_fake("finegrained_ops::triplet_count")
