@@ -265,20 +265,16 @@ std::tuple<at::Tensor, at::Tensor> pool(Cpu, const KernelPoolingArgs& a) {
     const scalar_t* alpha = a.alpha.defined() ? a.alpha.data_ptr<scalar_t>() : nullptr;
     const scalar_t* b = blocks.data_ptr<scalar_t>();
     scalar_t* o = out.data_ptr<scalar_t>();
-    const scalar_t eps = scalar_t(kp::kSqrtEps), root = std::sqrt(eps);
     for_each_image(images, width, [&](int64_t n) {
       const scalar_t* row = b + n * width;
       scalar_t* z = o + n * width;
-      scalar_t squares = 0;
-      for (int64_t j = 0; j < width; ++j) {
-        const scalar_t y = column_scale(layout, alpha, j) * row[j];
-        z[j] = a.normalize ? sqrt_norm::signed_sqrt(y, eps, root) : y;
-        squares += z[j] * z[j];
+      const auto scaled = [&](int64_t j) { return column_scale(layout, alpha, j) * row[j]; };
+      if (!a.normalize) {
+        for (int64_t j = 0; j < width; ++j) z[j] = scaled(j);
+        return;
       }
-      if (!a.normalize) return;
-      const scalar_t inverse =
-          scalar_t(1) / std::max(std::sqrt(squares), scalar_t(sqrt_norm::kNormEps));
-      for (int64_t j = 0; j < width; ++j) z[j] *= inverse;
+      sqrt_norm::signed_sqrt_normalize_row(width, scalar_t(kp::kSqrtEps), scaled,
+                                           [&](int64_t j, scalar_t value) { z[j] = value; });
     });
   });
   return {out.to(a.x.scalar_type()), blocks};

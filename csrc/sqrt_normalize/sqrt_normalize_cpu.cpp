@@ -18,20 +18,14 @@ void sqrt_normalize_rows(Cpu, const at::Tensor& y, double eps, const at::Tensor&
     using acc_t = at::opmath_type<scalar_t>;
     const scalar_t* in = y.const_data_ptr<scalar_t>();
     scalar_t* out = z.data_ptr<scalar_t>();
-    const acc_t e = acc_t(eps), root = std::sqrt(e);
     at::parallel_for(0, rows, std::max<int64_t>(1, 8192 / std::max<int64_t>(d, 1)),
                      [&](int64_t begin, int64_t end) {
       for (int64_t r = begin; r < end; ++r) {
-        acc_t squares = 0;
-        for (int64_t k = 0; k < d; ++k) {
-          const acc_t s = sqrt_norm::signed_sqrt(acc_t(in[r * d + k]), e, root);
-          squares += s * s;
-        }
-        const acc_t inverse = acc_t(1) / std::max(std::sqrt(squares), acc_t(sqrt_norm::kNormEps));
-        for (int64_t k = 0; k < d; ++k) {
-          out[r * d + k] =
-              static_cast<scalar_t>(sqrt_norm::signed_sqrt(acc_t(in[r * d + k]), e, root) * inverse);
-        }
+        const scalar_t* y_row = in + r * d;
+        scalar_t* z_row = out + r * d;
+        sqrt_norm::signed_sqrt_normalize_row(
+            d, acc_t(eps), [&](int64_t k) { return acc_t(y_row[k]); },
+            [&](int64_t k, acc_t z) { z_row[k] = static_cast<scalar_t>(z); });
       }
     });
   });
