@@ -85,6 +85,28 @@ def test_soft_targets_launch_as_few(emulation):
     assert launches <= CLASS_LOSS_BUDGET and reads == 0, what
 
 
+FUNCTIONAL_FORMS = {
+    "logit adjusted": (fo.logit_adjusted_loss, fo.logit_adjustment_offsets),
+    "LDAM": (fo.ldam_loss, fo.ldam_margins),
+    "class-balanced focal": (fo.class_balanced_loss,
+                             lambda counts: fo.class_balanced_weights(counts, 0.9999)),
+}
+
+
+@pytest.mark.parametrize("name", sorted(FUNCTIONAL_FORMS))
+def test_functional_forms_add_only_their_per_class_constants(emulation, name):
+    """The budget is the modules': they build the per-class constants once. A function builds
+    them from samples_per_class on every call (the counts' check and a few elementwise ops on
+    (C,) values, 16-28 launches) and casts them to the logits' dtype (a module keeps one copy
+    per dtype); the rest of its step is the module's."""
+    loss, constants = FUNCTIONAL_FORMS[name]
+    logits, target, counts = class_problem()
+    launches, _, what = emulated_count(emulation, step(lambda: loss(logits, target, counts),
+                                                       logits))
+    constant_launches, _, _ = emulated_count(emulation, lambda: constants(counts))
+    assert launches - constant_launches <= CLASS_LOSS_BUDGET + 1, what
+
+
 def test_pytorchs_cross_entropy_counted_the_same_way():
     """The reference for the budget: counted on the CPU, whose ATen calls are CUDA's."""
     logits, target, counts = class_problem()
