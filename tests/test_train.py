@@ -166,6 +166,76 @@ def test_loss_parameters_train_and_checkpoint(tmp_path):
     assert any(not torch.equal(saved[k], before[k]) for k in before)   # anchors were trained
 
 
+def test_eval_fn_runs_in_eval_mode_and_leaves_batchnorm_statistics_alone():
+    x, y = regression_data()
+    model = nn.Sequential(nn.Linear(5, 4), nn.BatchNorm1d(4), nn.Linear(4, 1))
+    seen = []
+
+    def eval_fn(m):
+        seen.append((m.training, torch.is_grad_enabled()))
+        before = m[1].running_mean.clone()
+        m(x + 100)  # an evaluation that forgets model.eval(): its data must not reach BN
+        assert torch.equal(m[1].running_mean, before)
+        return {}
+    fit(model, F.mse_loss, DataLoader(TensorDataset(x, y), batch_size=16),
+        sgd(model.parameters()), 2, eval_fn=eval_fn, progress=False)
+    assert seen == [(False, False)] * 2 and model.training
+
+
+def test_history_lr_is_the_epochs_and_a_finished_checkpoint_says_so(tmp_path, capsys):
+    x, y = regression_data()
+    loader = DataLoader(TensorDataset(x, y), batch_size=16)
+
+    def run(epochs):
+        model = linear()
+        opt = sgd(model.parameters(), lr=0.08)
+        return fit(model, F.mse_loss, loader, opt, epochs, checkpoint=tmp_path / "run.pt",
+                   scheduler=torch.optim.lr_scheduler.StepLR(opt, 1, gamma=0.5))
+    history = run(3)
+    assert [h["lr"] for h in history] == [0.08, 0.04, 0.02]  # as used, before the step
+    lines = capsys.readouterr().out.splitlines()
+    assert [line.split(":")[0] for line in lines[-3:]] == ["epoch 1/3", "epoch 2/3",
+                                                          "epoch 3/3"]
+    assert "loss" in lines[-1] and "lr 0.02" in lines[-1]
+    assert run(3) == history
+    assert "already holds 3 epochs (epochs=3): nothing to train" in capsys.readouterr().out
+
+
+def test_batches_that_are_not_pairs_are_refused_with_the_fix():
+    x, y = regression_data(n=8)
+    model = linear()
+    dict_batches = [{"image": x, "label": y}]
+    with pytest.raises(TypeError, match=r"\(inputs, target\) batches, got a dict with keys "
+                                        r"\['image', 'label'\]: give the loader a collate_fn"):
+        fit(model, F.mse_loss, dict_batches, sgd(model.parameters()), 1, progress=False)
+    with pytest.raises(TypeError, match="got a tuple of 3"):
+        fit(model, F.mse_loss, [(x, y, y)], sgd(model.parameters()), 1, progress=False)
+
+
+def test_extract_features_picks_the_models_output():
+    x, y = regression_data(n=12)
+    trunk = nn.Linear(5, 3)
+
+    class TwoHeads(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.trunk = trunk
+
+        def forward(self, inputs):
+            embedding = self.trunk(inputs)
+            return embedding.sum(1, keepdim=True), embedding  # (logits, embedding)
+    loader = DataLoader(TensorDataset(x, y), batch_size=5)
+    with torch.no_grad():
+        expected = trunk(x)
+    for output in (1, lambda out: out[1]):
+        feats, _ = extract_features(TwoHeads(), loader, output=output)
+        torch.testing.assert_close(feats, expected)
+    with pytest.raises(TypeError, match="returned a tuple, not a tensor: pass output="):
+        extract_features(TwoHeads(), loader)
+    with pytest.raises(ValueError, match="output=5 does not name a part"):
+        extract_features(TwoHeads(), loader, output=5)
+
+
 def test_extract_features_concatenates_and_restores_mode():
     x, y = regression_data(n=30)
     model = nn.Sequential(nn.Linear(5, 3), nn.Dropout(0.5))

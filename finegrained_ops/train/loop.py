@@ -34,8 +34,8 @@ def fit(model, loss_fn, train_loader, optimizer, epochs, scheduler=None, amp=Non
         epoch_hooks=()):
     """Train ``model`` for ``epochs`` epochs and return the per-epoch history.
 
-    Each batch from ``train_loader`` is ``(inputs, target)``; ``target`` may be a tensor or a
-    tuple/list of tensors. Both go to ``device`` and the step minimises
+    Each batch from ``train_loader`` is ``(inputs, target)``; ``inputs`` and ``target`` may be
+    tensors or tuples/lists of tensors. Both go to ``device`` and the step minimises
     ``loss_fn(model(inputs), target)`` (a 0-dim tensor).
 
     Args:
@@ -46,12 +46,15 @@ def fit(model, loss_fn, train_loader, optimizer, epochs, scheduler=None, amp=Non
         grad_clip: None, a float c (clip every gradient element to [-c, c], as the
             kernel-pooling paper does with c = 1) or ('norm', max_norm).
         device: where to train; default: the device of the model's first parameter.
-        eval_fn: called as ``eval_fn(model)`` after every epoch; a dict of numbers, stored in
-            the history.
+        eval_fn: called as ``eval_fn(model)`` after every epoch, with the model in eval mode
+            (BatchNorm statistics and dropout frozen) under torch.no_grad(), train mode restored
+            afterwards; returns a dict of numbers, stored in the history.
         checkpoint: a path. After every epoch the model, optimizer, scheduler, scaler and
             history are saved there (rank 0); when the file exists, training resumes after its
-            last epoch. Loaded with ``weights_only=True``.
-        progress: a tqdm bar per epoch (rank 0) with the running loss and samples/s.
+            last epoch (a checkpoint that already holds ``epochs`` epochs trains nothing and
+            returns its history, saying so). Loaded with ``weights_only=True``.
+        progress: on rank 0, a tqdm bar per epoch with the running loss and samples/s, and a
+            line per epoch with the history's entries; False: silent.
         epoch_hooks: callables called as ``hook(epoch)`` before each epoch (after the model
             and loss moved to ``device``), e.g. train.DeferredReweighting. They should depend
             on the epoch only: a resumed run calls them from its first new epoch.
@@ -63,7 +66,8 @@ def fit(model, loss_fn, train_loader, optimizer, epochs, scheduler=None, amp=Non
     over ranks in the history.
 
     Returns:
-        list of dicts, one per epoch: epoch, loss (mean over batches), samples_per_s, lr, and
+        list of dicts, one per epoch: epoch, loss (mean over batches), samples_per_s, lr (of
+        the first parameter group, as the epoch used it: before the scheduler's step), and
         eval_fn's entries.
     """
     _check_fit_args(epochs, grad_clip)
@@ -97,6 +101,9 @@ def fit(model, loss_fn, train_loader, optimizer, epochs, scheduler=None, amp=Non
             stateful["scheduler"] = scheduler
         history = _resume(checkpoint, device, stateful)
         start = len(history)
+        if start >= epochs and progress and is_main:
+            print(f"fit: checkpoint {checkpoint!r} already holds {start} epochs (epochs="
+                  f"{epochs}): nothing to train, returning its history", flush=True)
 
     for epoch in range(start, epochs):
         for hook in epoch_hooks:
@@ -110,7 +117,8 @@ def fit(model, loss_fn, train_loader, optimizer, epochs, scheduler=None, amp=Non
         batches, samples, began = 0, 0, time.perf_counter()
         progress_on = progress and is_main
         bar = _progress(train_loader, epoch, epochs) if progress_on else train_loader
-        for inputs, target in bar:
+        for batch in bar:
+            inputs, target = _inputs_and_target(batch)
             inputs, target = _to(inputs, device), _to(target, device)
             with torch.autocast(device.type, dtype=amp_dtype or torch.float32,
                                 enabled=amp_dtype is not None):
@@ -130,15 +138,16 @@ def fit(model, loss_fn, train_loader, optimizer, epochs, scheduler=None, amp=Non
             if progress_on:
                 bar.set_postfix(loss=f"{float(total) / batches:.4f}",
                                 samples_s=f"{samples / (time.perf_counter() - began):.0f}")
-        if scheduler is not None:
-            scheduler.step()
         record = {"epoch": epoch, "loss": _mean_over_ranks(total, batches, distributed),
                   "samples_per_s": samples / (time.perf_counter() - began),
                   "lr": optimizer.param_groups[0]["lr"]}
+        if scheduler is not None:
+            scheduler.step()
         if eval_fn is not None:
-            with torch.no_grad():
-                record.update({k: float(v) for k, v in eval_fn(model).items()})
+            record.update(_evaluate(eval_fn, model))
         history.append(record)
+        if progress_on:
+            print(_epoch_line(record, epochs), flush=True)
         if checkpoint is not None and is_main:
             state = {"model": model.state_dict(), "optimizer": optimizer.state_dict(),
                      "scaler": scaler.state_dict(), "history": history}
@@ -152,12 +161,14 @@ def fit(model, loss_fn, train_loader, optimizer, epochs, scheduler=None, amp=Non
 
 
 @torch.no_grad()
-def extract_features(model, loader, device=None, amp=None):
+def extract_features(model, loader, device=None, amp=None, output=None):
     """Run ``model`` in eval mode over ``loader`` and concatenate its outputs.
 
-    Batches are ``inputs`` or ``(inputs, labels, ...)``. Returns ``(features, labels)``:
-    features (N, ...) float32 on the CPU, labels (N,) or None when the batches carry none.
-    The model's train/eval mode is restored afterwards.
+    Batches are ``inputs`` or ``(inputs, labels, ...)``. ``output`` picks the features from
+    what the model returns: None (a tensor), an index into a tuple/list output (e.g. 1 for a
+    model returning ``(logits, embedding)``), a key of a dict output, or a callable of the
+    output. Returns ``(features, labels)``: features (N, ...) float32 on the CPU, labels (N,)
+    or None when the batches carry none. The model's train/eval mode is restored afterwards.
     """
     amp_dtype = _amp_dtype(amp)
     device = torch.device(device) if device is not None else _model_device(model)
@@ -169,7 +180,7 @@ def extract_features(model, loader, device=None, amp=None):
             inputs = batch[0] if isinstance(batch, (tuple, list)) else batch
             with torch.autocast(device.type, dtype=amp_dtype or torch.float32,
                                 enabled=amp_dtype is not None):
-                features.append(model(_to(inputs, device)).float().cpu())
+                features.append(_pick(model(_to(inputs, device)), output).float().cpu())
             if isinstance(batch, (tuple, list)) and len(batch) > 1:
                 labels.append(torch.as_tensor(batch[1]).cpu())
     finally:
@@ -177,6 +188,48 @@ def extract_features(model, loader, device=None, amp=None):
     if not features:
         raise ValueError("loader yielded no batches")
     return torch.cat(features), (torch.cat(labels) if labels else None)
+
+
+def _pick(out, output):
+    """The features `output` names in a model's output (extract_features)."""
+    if callable(output):
+        out = output(out)
+    elif output is not None:
+        try:
+            out = out[output]
+        except (TypeError, IndexError, KeyError):
+            raise ValueError(f"output={output!r} does not name a part of the model's output "
+                             f"({type(out).__name__})") from None
+    if not isinstance(out, torch.Tensor):
+        raise TypeError(f"the model returned a {type(out).__name__}, not a tensor: pass "
+                        "output= (an index, a key or a callable) to pick the features")
+    return out
+
+
+def _inputs_and_target(batch):
+    if isinstance(batch, (tuple, list)) and len(batch) == 2:
+        return batch
+    what = (f"a dict with keys {sorted(batch)}" if isinstance(batch, dict)
+            else f"a {type(batch).__name__}" + (f" of {len(batch)}" if isinstance(
+                batch, (tuple, list)) else ""))
+    raise TypeError(f"fit needs (inputs, target) batches, got {what}: give the loader a "
+                    "collate_fn (or a dataset) that returns the pair")
+
+
+def _evaluate(eval_fn, model):
+    """eval_fn(model)'s numbers, run in eval mode under no_grad; train mode restored."""
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            return {k: float(v) for k, v in eval_fn(model).items()}
+    finally:
+        model.train(was_training)
+
+
+def _epoch_line(record, epochs):
+    numbers = ", ".join(f"{k} {v:.4g}" for k, v in record.items() if k != "epoch")
+    return f"epoch {record['epoch'] + 1}/{epochs}: {numbers}"
 
 
 def _resume(checkpoint, device, stateful):
