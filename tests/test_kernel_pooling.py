@@ -507,17 +507,43 @@ def test_loading_a_sketch_of_another_shape_is_refused_and_the_seed_follows():
     twin = KernelPooling(8, 16, order=3, seed=5)
     twin.load_state_dict(KernelPooling(8, 16, order=3, seed=9).state_dict())
     assert twin.seed == 9 and "seed=9" in repr(twin)
-    old_format = small.state_dict()  # saved before the sketch's shape was stored
-    del old_format["_extra_state"]
-    with pytest.raises(ValueError, match=r"outside \[0, dim=8\)"):
+    old_format = small.state_dict()  # saved before the sketch's spec was stored
+    del old_format["hash_spec"]
+    with pytest.raises(ValueError, match=r"hash_index values must be in \[0, dim=8\), got min "
+                                         r"0, max 15"):
         KernelPooling(8, 8, order=3).load_state_dict(old_format)
     saved = CompactBilinearPooling(8, 16, seed=3).state_dict()
     CompactBilinearPooling(8, 16).load_state_dict({k: v for k, v in saved.items()
-                                                   if k != "_extra_state"})
+                                                   if k != "hash_spec"})
+    with pytest.raises(ValueError, match="is for y_channels=None, this CompactBilinearPooling "
+                                         "has y_channels=4"):
+        CompactBilinearPooling(8, 16, y_channels=4).load_state_dict(
+            CompactBilinearPooling(8, 16).state_dict())
     state = small.state_dict()
     state["hash_sign"] = state["hash_sign"] * 2
-    with pytest.raises(ValueError, match="hash_sign must hold only"):
+    with pytest.raises(ValueError, match="hash_sign values must be"):
         KernelPooling(8, 16, order=3).load_state_dict(state)
+    legacy = small.state_dict()  # the former non-tensor entry
+    del legacy["hash_spec"]
+    legacy["_extra_state"] = {"in_channels": 8, "dim": 16, "order": 3, "seed": 0, "gamma": None}
+    with pytest.raises(ValueError, match="the state dict is for dim=16"):
+        big.load_state_dict(legacy)
+    twin.load_state_dict(legacy)
+    assert twin.seed == 0
+
+
+def test_state_dicts_hold_only_tensors_and_the_loaded_table_is_the_hashes():
+    """safetensors and timm's ModelEma take tensors only; the step reads the table built, once,
+    from the hashes a state dict brings (and gamma comes back with them)."""
+    source = KernelPooling(8, 16, order=3, alpha="rbf", gamma=0.25, seed=4)
+    for module in (source, CompactBilinearPooling(3, 16, y_channels=5)):
+        assert all(isinstance(v, torch.Tensor) for v in module.state_dict().values())
+    target = KernelPooling(8, 16, order=3, alpha="rbf", seed=9)
+    target.load_state_dict(source.state_dict())
+    assert torch.equal(target.sketch_table, source.sketch_table)
+    assert (target.gamma, target.seed) == (0.25, 4)
+    x = torch.randn(2, 8, 3, 3)
+    torch.testing.assert_close(target(x), source(x), rtol=0, atol=0)
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])

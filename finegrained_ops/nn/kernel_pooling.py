@@ -15,31 +15,43 @@ class _SketchPooling(nn.Module):
     """Hashes as buffers (and the sketch table the native op reads, built from them once), the
     input layout, and the signed-sqrt + L2 post-processing flag."""
 
-    # What the hashes were drawn for: stored with them, checked when a state dict is loaded.
-    SHAPE_KEYS = ("in_channels", "dim", "order")
+    # What the hashes were drawn for, in the buffer hash_spec: checked when a state dict is
+    # loaded (the hashes' shape does not say which dim they were drawn for); the seed follows.
+    SPEC = ("in_channels", "dim", "order", "y_channels", "seed")
 
     def __init__(self, in_channels, dim, order, seed, input_format, sqrt_normalize,
-                 hashes=None):
+                 hashes=None, y_channels=None):
         super().__init__()
         check_choice("input_format", input_format, INPUT_FORMATS)
         hash_index, hash_sign = hashes or draw_hashes(in_channels, dim, order, seed)
         # Buffers: saved by state_dict(), moved by .to(); .half() converts the signs only.
+        # Every entry of the state dict is a tensor (safetensors, timm's ModelEma).
         self.register_buffer("hash_index", hash_index)
         self.register_buffer("hash_sign", hash_sign)
         self.in_channels, self.dim, self.order, self.seed = in_channels, dim, order, seed
+        self.y_channels = y_channels
+        self.register_buffer("hash_spec", torch.tensor(self._spec(), dtype=torch.int64))
         self.input_format, self.sqrt_normalize = input_format, sqrt_normalize
-        # Derived from the hashes, so not saved: rebuilt whenever hashes are loaded.
-        self.register_buffer("sketch_table", None, persistent=False)
+        # Derived from the hashes, so not saved: built from the hashes a state dict brings.
+        self.register_buffer("sketch_table", self._table(), persistent=False)
+        self._loaded_table = None
         self.register_load_state_dict_pre_hook(_check_loaded_hashes)
-        self.register_load_state_dict_post_hook(lambda module, _: module._build_table())
+        self.register_load_state_dict_post_hook(_use_loaded_table)
 
-    def _signs(self):
+    def _spec(self):
+        """(in_channels, dim, order, y_channels (0: one input), seed): hash_spec's values."""
+        return [self.in_channels, self.dim, self.order, self.y_channels or 0, self.seed]
+
+    def _signs(self, hash_sign):
         """The signs the sketches read (two-input pooling restricts them to each stream)."""
-        return self.hash_sign
+        return hash_sign
 
-    def _build_table(self):
+    def _table(self, hash_index=None, hash_sign=None):
+        """The table of these hashes, or of others of this sketch (checked by the native op)."""
+        index = self.hash_index if hash_index is None else hash_index
+        sign = self.hash_sign if hash_sign is None else hash_sign
         with torch.no_grad():
-            self.sketch_table = sketch_table(self.hash_index, self._signs(), self.dim)
+            return sketch_table(index, self._signs(sign), self.dim)
 
     def _locations(self, x, channels=None, name="input"):
         """(N, C, H, W) or (N, L, C), as set by input_format -> (N, L, C); C = `channels`,
@@ -61,33 +73,48 @@ class _SketchPooling(nn.Module):
         return _kernel_pooling(locations, self.sketch_table, alpha, self.dim,
                                self.sqrt_normalize)[0]
 
-    def get_extra_state(self):
-        """The sketch's shape and seed travel with the hashes (their tensors' shape does not
-        say which dim they were drawn for)."""
-        return {key: getattr(self, key) for key in self.SHAPE_KEYS} | {"seed": self.seed}
-
-    def set_extra_state(self, state):
-        self.seed = state.get("seed", self.seed)  # checked against the hashes by the pre-hook
 
 
 def _check_loaded_hashes(module, state_dict, prefix, *_):
-    """A state dict must be for this module's sketch: same in_channels, dim and order, hash
-    values in range. Checked before anything is copied, once per load (drawn hashes are valid
-    by construction), rather than read back in every step. A state dict saved before the
-    sketch's shape was stored in it gets this module's, after the hash-range check."""
-    extra = state_dict.setdefault(prefix + "_extra_state", module.get_extra_state())
-    for key in module.SHAPE_KEYS:
-        if key in extra and extra[key] != getattr(module, key):
-            raise ValueError(f"the state dict is for {key}={extra[key]}, this "
+    """A state dict must be for this module's sketch: same in_channels, dim, order and
+    y_channels, hash values in range. Checked before anything is copied, once per load (drawn
+    hashes are valid by construction), rather than in every step: the table the step reads is
+    built here, from the incoming hashes (the native op checks their values), and taken by
+    _use_loaded_table once they are copied. A state dict saved before the sketch's spec was
+    stored in it gets this module's; one with the former dict entry `_extra_state`, the spec
+    that entry held."""
+    legacy = state_dict.pop(prefix + "_extra_state", None)
+    if prefix + "hash_spec" not in state_dict:
+        spec = module._spec()
+        if isinstance(legacy, dict):
+            spec = [legacy.get(key, value) or 0 for key, value in zip(module.SPEC, spec)]
+        state_dict[prefix + "hash_spec"] = torch.tensor(spec, dtype=torch.int64)
+    spec = state_dict[prefix + "hash_spec"]
+    if not isinstance(spec, torch.Tensor) or spec.shape != (len(module.SPEC),):
+        raise ValueError(f"the state dict's hash_spec must be ({len(module.SPEC)},) int64 "
+                         f"{module.SPEC}, got {spec!r}")
+    for key, loaded, own in zip(module.SPEC[:-1], spec.tolist(), module._spec()):
+        if loaded != own:
+            raise ValueError(f"the state dict is for {key}={loaded or None}, this "
                              f"{type(module).__name__} has {key}={getattr(module, key)}")
     index, sign = state_dict.get(prefix + "hash_index"), state_dict.get(prefix + "hash_sign")
-    if index is not None and index.numel() and (int(index.min()) < 0
-                                                or int(index.max()) >= module.dim):
-        raise ValueError(f"the state dict's hash_index holds values in [{int(index.min())}, "
-                         f"{int(index.max())}], outside [0, dim={module.dim}): it was made for "
-                         "another sketch size")
-    if sign is not None and not bool(((sign.abs() == 1) | (sign == 0)).all()):
-        raise ValueError("the state dict's hash_sign must hold only +1, -1 and 0")
+    module._loaded_table = None
+    if index is not None and sign is not None:
+        module._loaded_table = module._table(index, sign)
+
+
+def _use_loaded_table(module, _):
+    """After a load: the table built from the state dict's hashes, and the seed they came
+    with."""
+    if module._loaded_table is not None:
+        module.sketch_table = module._loaded_table.to(module.hash_index.device)
+        module._loaded_table = None
+    module.seed = int(module.hash_spec[-1])
+
+
+def _use_loaded_gamma(module, _):
+    gamma = float(module.rbf_gamma)
+    module.gamma = None if gamma != gamma else gamma  # NaN: not known
 
 
 class KernelPooling(_SketchPooling):
@@ -115,6 +142,10 @@ class KernelPooling(_SketchPooling):
         check_choice("alpha", alpha, ALPHAS)
         self.alpha_mode = alpha
         self.gamma = None if gamma is None else float(gamma)
+        # gamma as a tensor in the state dict (NaN: not known), read back once per load.
+        self.register_buffer("rbf_gamma", torch.tensor(
+            float("nan") if gamma is None else self.gamma, dtype=torch.float64))
+        self.register_load_state_dict_post_hook(_use_loaded_gamma)
         if alpha == "ones" or gamma is None:
             init = torch.ones(order + 1)
         else:
@@ -123,7 +154,6 @@ class KernelPooling(_SketchPooling):
             self.alpha = nn.Parameter(init)
         else:
             self.register_buffer("alpha", init)
-        self._build_table()
 
     @property
     def output_dim(self):
@@ -138,6 +168,7 @@ class KernelPooling(_SketchPooling):
         Returns γ.
         """
         self.gamma = estimate_gamma(self._locations(features))
+        self.rbf_gamma.fill_(self.gamma)
         if self.alpha_mode != "ones":
             self.alpha.copy_(rbf_alpha(self.gamma, self.order))
         return self.gamma
@@ -147,13 +178,6 @@ class KernelPooling(_SketchPooling):
             raise RuntimeError("KernelPooling(alpha='rbf') needs gamma: pass gamma= or call "
                                "estimate_gamma(features) first")
         return self._pool(self._locations(x), self.alpha)
-
-    def get_extra_state(self):
-        return super().get_extra_state() | {"gamma": self.gamma}
-
-    def set_extra_state(self, state):
-        super().set_extra_state(state)
-        self.gamma = state.get("gamma", self.gamma)
 
     def extra_repr(self):
         return (f"in_channels={self.in_channels}, dim={self.dim}, order={self.order}, "
@@ -178,16 +202,13 @@ class CompactBilinearPooling(_SketchPooling):
                  y_channels=None):
         hashes = None if y_channels is None else draw_two_input_hashes(in_channels, y_channels,
                                                                          dim, seed)
-        super().__init__(in_channels, dim, 2, seed, input_format, sqrt_normalize, hashes)
-        self.y_channels = y_channels
-        if y_channels is not None:
-            self.SHAPE_KEYS = (*self.SHAPE_KEYS, "y_channels")
-        self._build_table()
+        super().__init__(in_channels, dim, 2, seed, input_format, sqrt_normalize, hashes,
+                         y_channels)
 
-    def _signs(self):
+    def _signs(self, hash_sign):
         if self.y_channels is None:
-            return self.hash_sign
-        return two_input_signs(self.hash_sign, self.y_channels)
+            return hash_sign
+        return two_input_signs(hash_sign, self.y_channels)
 
     @property
     def output_dim(self):
