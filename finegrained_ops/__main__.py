@@ -1,5 +1,6 @@
-"""Command line: ``python -m finegrained_ops info | demo | bench``."""
+"""Command line: ``python -m finegrained_ops info | demo | bench`` (or ``finegrained-ops``)."""
 import argparse
+import os
 import platform
 import sys
 
@@ -17,6 +18,8 @@ def cmd_info(args) -> int:
         ("python", platform.python_version()),
         ("torch", f"{torch.__version__} (extension built against {b['torch_version']})"),
         ("native build", f"{backend}: {_C.__file__}"),
+        ("CPU kernels", f"{b['cpu_capability']} (this CPU: "
+                        f"{torch.backends.cpu.get_cpu_capability()})"),
         ("OpenMP", f"{'yes' if b['with_openmp'] else 'no'}, {b['num_threads']} threads"),
         ("CUDA device", torch.cuda.get_device_name() if torch.cuda.is_available() else "none"),
         ("native ops", ", ".join(NATIVE_OPS) or "none yet"),
@@ -40,8 +43,6 @@ def cmd_bench(args) -> int:
     libraries that are not dependencies of finegrained_ops), so it runs from a checkout: this
     is `python -m benchmarks` with the checkout found next to the package. Installed without a
     checkout, it says so and exits with status 2."""
-    import os
-
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     if not os.path.exists(os.path.join(root, "benchmarks", "suite.py")):
         print("finegrained_ops bench: the benchmark suite ships with the source repository, not "
@@ -55,8 +56,17 @@ def cmd_bench(args) -> int:
     return suite_main(args.bench_args)
 
 
+def program_name():
+    """How the user called us: `python -m finegrained_ops` or the console script's name."""
+    name = os.path.basename(sys.argv[0]) if sys.argv and sys.argv[0] else ""
+    return "python -m finegrained_ops" if name in ("", "__main__.py", "-c") else name
+
+
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m finegrained_ops", description=__doc__)
+    from finegrained_ops.version import __version__
+
+    parser = argparse.ArgumentParser(prog=program_name(), description=__doc__)
+    parser.add_argument("--version", action="version", version=f"finegrained_ops {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
     sub.add_parser("info", help="versions and the native build").set_defaults(run=cmd_info)
     demo = sub.add_parser("demo", help="the papers' effects reproduced on bundled data (CPU)")

@@ -30,8 +30,9 @@ if BUILD_INFO["torch_version"] != torch.__version__:
         "its ABI may differ.\n" + _BUILD_HELP
     )
 
-# Entry points bound in csrc/bindings.cpp, build_info aside.
-NATIVE_OPS = tuple(sorted(n for n in dir(_C) if not n.startswith("_") and n != "build_info"))
+# The ops bound in csrc/bindings.cpp (not build_info, nor the dict of mode names).
+NATIVE_OPS = tuple(sorted(n for n in dir(_C) if not n.startswith("_") and n != "build_info"
+                          and callable(getattr(_C, n))))
 
 
 def check_devices(**tensors) -> torch.device:

@@ -29,6 +29,20 @@ def test_info_command_reports_the_native_build(capsys):
     out = capsys.readouterr().out
     assert "native build" in out and _native._C.__file__ in out
     assert ("CUDA" if _native.BUILD_INFO["with_cuda"] else "CPU only") in out
+    assert f"CPU kernels      {_native.BUILD_INFO['cpu_capability']} (this CPU: " in out
+    ops = next(line for line in out.splitlines() if line.startswith("native ops"))
+    assert "class_loss" in ops and "choices" not in ops
+
+
+def test_version_and_program_name(capsys, monkeypatch):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--version"])
+    assert exit_info.value.code == 0
+    assert capsys.readouterr().out.strip() == f"finegrained_ops {finegrained_ops.__version__}"
+    monkeypatch.setattr("sys.argv", ["/venv/bin/finegrained-ops", "--help"])
+    with pytest.raises(SystemExit):
+        main()
+    assert capsys.readouterr().out.startswith("usage: finegrained-ops ")
 
 
 def test_cuda_tensor_on_cpu_build_is_a_clear_error():
