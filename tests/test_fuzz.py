@@ -651,14 +651,14 @@ def test_every_public_op_and_module_is_fuzzed():
     # AnchorPointClassifier is TripletAnchorPointLoss's classifier; the bases are bases; the
     # decoupled classifiers are pure PyTorch on a linear layer (test_decoupled_classifiers.py),
     # and so are the global descriptors and the contrastive loss (test_global_descriptors.py,
-    # test_retrieval_postprocessing.py).
+    # test_retrieval_postprocessing.py), as is CosineLinear (test_long_tail_losses.py).
     assert set(fo.nn.__all__) == {
         "KernelPooling", "CompactBilinearPooling", "ClassBalancedLoss", "TripletMarginLoss",
         "TripletAnchorPointLoss", "SuperClassInstanceLoss", "AnchorPointClassifier",
         "sigmoid_bias_init", "LogitAdjustedLoss", "BalancedSoftmaxLoss", "LDAMLoss",
         "SoftmaxFocalLoss", "ClassCountsLoss", "ClassWeightedLoss", "LearnableWeightScaling",
         "tau_normalize", "tau_normalized_linear", "MAC", "SPoC", "GeM", "RMAC", "CroW",
-        "ContrastiveLoss", "ISqrtCovPooling"}
+        "ContrastiveLoss", "ISqrtCovPooling", "CosineLinear"}
     not_ops = {"BUILD_INFO", "__version__", "data", "metrics", "nn", "ops", "reference",
                "retrieval", "train",
                # small closed-form helpers with their own value tests

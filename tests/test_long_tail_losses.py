@@ -2,6 +2,7 @@
 targets) on the fused native loss, against references written from the papers' formulas."""
 import math
 import pickle
+import warnings
 
 import pytest
 import torch
@@ -214,6 +215,34 @@ def test_modules_hold_their_per_class_tensors():
                                fo.balanced_softmax_loss(logits, target, counts))
     torch.testing.assert_close(fnn.SoftmaxFocalLoss(gamma=1.0)(logits, target),
                                fo.softmax_focal_loss(logits, target, gamma=1.0))
+
+
+def test_cosine_linear_gives_cosines_and_ldam_warns_once_on_other_logits():
+    """LDAM with an ordinary Linear head diverged silently (a margin of an unbounded logit):
+    CosineLinear is the head it needs, and LDAMLoss's first call says so when it sees logits
+    outside [-1, 1]."""
+    torch.manual_seed(0)
+    head = fnn.CosineLinear(6, 3)
+    x = torch.randn(5, 6, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    head = head.double()
+    expected = torch.stack([torch.stack([F.cosine_similarity(row, w, dim=0) for w in
+                                         head.weight]) for row in x])
+    torch.testing.assert_close(head(x), expected)
+    assert head.weight.shape == (3, 6) and head(x).abs().max() <= 1
+    with pytest.raises(ValueError, match=r"expected \(N, 6\) input, got \(5, 4\)"):
+        head(torch.zeros(5, 4))
+    target = torch.tensor([0, 1, 2, 1, 0])
+    criterion = fnn.LDAMLoss([50, 10, 2])
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        criterion(head(x), target)
+    criterion = fnn.LDAMLoss([50, 10, 2])
+    with pytest.warns(UserWarning, match=r"cosine logits in \[-1, 1\].*got \|logit\| up to "
+                                         r"\d\.\d+: put finegrained_ops.nn.CosineLinear"):
+        criterion(4 * head(x), target)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        criterion(4 * head(x), target)  # once
 
 
 def test_deferred_reweighting_in_fit():

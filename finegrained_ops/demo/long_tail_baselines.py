@@ -9,25 +9,14 @@ import torch.nn.functional as F
 from torch import nn
 
 from .. import logit_adjust
-from ..nn import (BalancedSoftmaxLoss, ClassBalancedLoss, LDAMLoss, LearnableWeightScaling,
-                  LogitAdjustedLoss, sigmoid_bias_init, tau_normalized_linear)
+from ..nn import (BalancedSoftmaxLoss, ClassBalancedLoss, CosineLinear, LDAMLoss,
+                  LearnableWeightScaling, LogitAdjustedLoss, sigmoid_bias_init,
+                  tau_normalized_linear)
 from ..train import DeferredReweighting, retrain_classifier
 from .common import SmallCNN, digits_splits, embed, head_tail_errors, train
 
 TAUS = (0.25, 0.5, 0.75, 1.0, 1.5)
 RETRAIN_LRS = (0.1, 0.01, 0.001)
-
-
-class CosineLinear(nn.Module):
-    """Cosine similarities of normalised features and class weights: LDAM's classifier
-    (NormedLinear in the official code), whose logits the loss scales by s."""
-
-    def __init__(self, in_features, num_classes):
-        super().__init__()
-        self.weight = nn.Parameter(torch.empty(num_classes, in_features).uniform_(-1, 1))
-
-    def forward(self, x):
-        return F.normalize(x, dim=1) @ F.normalize(self.weight, dim=1).T
 
 
 def run(report, settings):

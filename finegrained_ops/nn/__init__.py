@@ -3,6 +3,7 @@ from .anchor_points import AnchorPointClassifier, TripletAnchorPointLoss
 from .class_balanced_loss import ClassBalancedLoss, sigmoid_bias_init
 from .class_counts import ClassCountsLoss, ClassWeightedLoss
 from .contrastive_loss import ContrastiveLoss
+from .cosine_linear import CosineLinear
 from .decoupled_classifiers import LearnableWeightScaling, tau_normalize, tau_normalized_linear
 from .global_descriptors import MAC, RMAC, CroW, GeM, ISqrtCovPooling, SPoC
 from .kernel_pooling import CompactBilinearPooling, KernelPooling
@@ -18,6 +19,7 @@ __all__ = [
     "ClassWeightedLoss",
     "CompactBilinearPooling",
     "ContrastiveLoss",
+    "CosineLinear",
     "CroW",
     "GeM",
     "ISqrtCovPooling",

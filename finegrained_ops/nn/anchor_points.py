@@ -35,6 +35,7 @@ class AnchorPointClassifier(nn.Module):
         self.anchors = nn.Parameter(0.1 * torch.randn(num_classes, anchors_per_class, dim))
 
     def forward(self, features):
+        """features (N, D) -> (N, C) log-probabilities of the classes."""
         f = self._features(features)
         u = self.anchors.reshape(-1, self.anchors.shape[-1]).to(f.dtype)
         sq = (f.pow(2).sum(1, keepdim=True) + u.pow(2).sum(1) - 2 * f @ u.t()).clamp_min(0)
@@ -102,6 +103,7 @@ class TripletAnchorPointLoss(nn.Module):
         self.triplet = TripletMarginLoss(**triplet_kwargs)
 
     def forward(self, emb, labels, extra_negatives=None, extra_negative_labels=None):
+        """emb (B, D), labels (B,) -> 0-dim omega · triplet + (1 - omega) · anchor loss."""
         triplet = self.triplet(emb, labels, extra_negatives, extra_negative_labels)
         return self.omega * triplet + (1 - self.omega) * self.classifier.loss(emb, labels)
 

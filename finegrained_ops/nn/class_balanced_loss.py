@@ -53,6 +53,7 @@ class ClassBalancedLoss(ClassCountsLoss):
         self.class_weights = class_balanced_weights(self.samples_per_class, self._beta)
 
     def forward(self, logits, target):
+        """logits (N, C), target (N,) or (N, C) -> the loss (0-dim, or (N,) for 'none')."""
         return fused_class_loss(logits, target, class_weights=self.weights_for(logits),
                                 gamma=self.gamma if self.loss_type == "focal" else 0.0,
                                 loss_type=self.loss_type, reduction=self.reduction,

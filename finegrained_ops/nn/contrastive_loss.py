@@ -18,6 +18,7 @@ class ContrastiveLoss(nn.Module):
                            negatives=negatives, normalize=normalize, reduction=reduction)
 
     def forward(self, embeddings, labels):
+        """embeddings (B, D), labels (B,) -> 0-dim loss."""
         return contrastive_loss(embeddings, labels, **self.kwargs)
 
     def extra_repr(self):

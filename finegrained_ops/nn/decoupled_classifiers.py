@@ -58,4 +58,5 @@ class LearnableWeightScaling(nn.Module):
                                               dtype=linear.weight.dtype))
 
     def forward(self, x):
+        """x (N, D) -> logits (N, C), the linear layer's scaled per class."""
         return self.linear(x) * self.scales

@@ -9,24 +9,32 @@ from ..retrieval.covariance_pooling import isqrt_cov
 
 
 class MAC(nn.Module):
-    """Max over locations (retrieval.mac)."""
+    """Max over locations (retrieval.mac).
+
+    Shape: (N, C, H, W) -> (N, C) in the input's dtype, L2-normalised when ``normalize``.
+    """
 
     def __init__(self, normalize=True):
         super().__init__()
         self.normalize = normalize
 
     def forward(self, x):
+        """x (N, C, H, W) -> descriptors (N, C)."""
         return descriptors.mac(x, self.normalize)
 
 
 class SPoC(nn.Module):
-    """Mean over locations, optionally with the centre prior (retrieval.spoc)."""
+    """Mean over locations, optionally with the centre prior (retrieval.spoc).
+
+    Shape: (N, C, H, W) -> (N, C) in the input's dtype, L2-normalised when ``normalize``.
+    """
 
     def __init__(self, center_prior=False, normalize=True):
         super().__init__()
         self.center_prior, self.normalize = center_prior, normalize
 
     def forward(self, x):
+        """x (N, C, H, W) -> descriptors (N, C)."""
         return descriptors.spoc(x, self.center_prior, self.normalize)
 
     def extra_repr(self):
@@ -35,7 +43,10 @@ class SPoC(nn.Module):
 
 class GeM(nn.Module):
     """Generalised mean pooling (retrieval.gem) with p learnable (a (1,) parameter) or fixed
-    (a buffer). p > 0; the paper initialises it at 3."""
+    (a buffer). p > 0; the paper initialises it at 3.
+
+    Shape: (N, C, H, W) -> (N, C) in the input's dtype, L2-normalised when ``normalize``.
+    """
 
     def __init__(self, p=3.0, learnable=True, eps=1e-6, normalize=True):
         super().__init__()
@@ -49,6 +60,7 @@ class GeM(nn.Module):
         self.eps, self.normalize = eps, normalize
 
     def forward(self, x):
+        """x (N, C, H, W) -> descriptors (N, C)."""
         return descriptors.gem(x, self.p, self.eps, self.normalize)
 
     def extra_repr(self):
@@ -56,7 +68,10 @@ class GeM(nn.Module):
 
 
 class RMAC(nn.Module):
-    """Regional MAC over `levels` scales of regions (retrieval.rmac)."""
+    """Regional MAC over `levels` scales of regions (retrieval.rmac).
+
+    Shape: (N, C, H, W) -> (N, C) in the input's dtype, L2-normalised when ``normalize``.
+    """
 
     def __init__(self, levels=3, eps=1e-6, normalize=True):
         super().__init__()
@@ -64,6 +79,7 @@ class RMAC(nn.Module):
         self.levels, self.eps, self.normalize = levels, eps, normalize
 
     def forward(self, x):
+        """x (N, C, H, W) -> descriptors (N, C)."""
         return descriptors.rmac(x, self.levels, self.eps, self.normalize)
 
     def extra_repr(self):
@@ -71,7 +87,10 @@ class RMAC(nn.Module):
 
 
 class CroW(nn.Module):
-    """Cross-dimensional weighting (retrieval.crow)."""
+    """Cross-dimensional weighting (retrieval.crow).
+
+    Shape: (N, C, H, W) -> (N, C) in the input's dtype, L2-normalised when ``normalize``.
+    """
 
     def __init__(self, a=2.0, b=2.0, normalize=True):
         super().__init__()
@@ -79,6 +98,7 @@ class CroW(nn.Module):
         self.a, self.b, self.normalize = a, b, normalize
 
     def forward(self, x):
+        """x (N, C, H, W) -> descriptors (N, C)."""
         return descriptors.crow(x, self.a, self.b, self.normalize)
 
     def extra_repr(self):
@@ -96,6 +116,7 @@ class ISqrtCovPooling(nn.Module):
         self.iterations = iterations
 
     def forward(self, x):
+        """x (N, C, H, W) -> (N, C (C + 1) / 2)."""
         return isqrt_cov(x, self.iterations)
 
     def extra_repr(self):

@@ -174,6 +174,7 @@ class KernelPooling(_SketchPooling):
         return self.gamma
 
     def forward(self, x):
+        """x (N, C, H, W) or (N, L, C) (input_format) -> (N, output_dim)."""
         if self.alpha_mode == "rbf" and self.gamma is None:
             raise RuntimeError("KernelPooling(alpha='rbf') needs gamma: pass gamma= or call "
                                "estimate_gamma(features) first")
@@ -215,6 +216,7 @@ class CompactBilinearPooling(_SketchPooling):
         return self.dim
 
     def forward(self, x, y=None):
+        """x, and y for the two-input form, (N, C, H, W) or (N, L, C) -> (N, dim)."""
         if (y is None) != (self.y_channels is None):
             raise ValueError("this CompactBilinearPooling takes " + (
                 "one input (construct it with y_channels= for two)" if self.y_channels is None

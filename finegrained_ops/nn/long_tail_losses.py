@@ -1,6 +1,10 @@
 """Module forms of the long-tail softmax losses (docs/semantics.md §4.2). Each holds what it
 derives from the class counts (offsets, margins) computed once, as ClassCountsLoss describes,
 and optional class weights that train.DeferredReweighting can set per epoch."""
+import warnings
+
+import torch
+
 from .._checks import check_choice, check_number
 from ..ops.class_loss import REDUCTIONS, fused_class_loss
 from ..ops.long_tail_losses import ldam_margins, logit_adjustment_offsets
@@ -29,6 +33,8 @@ class LogitAdjustedLoss(ClassCountsLoss):
                              persistent=False)
 
     def forward(self, logits, target):
+        """logits (N, C), target (N,) or (N, C) soft rows -> the loss (0-dim, or (N,) for
+        'none')."""
         return fused_class_loss(logits, target, class_weights=self.weights_for(logits),
                                 logit_offsets=self.per_class("logit_offsets", logits),
                                 reduction=self.reduction,
@@ -61,6 +67,10 @@ class LDAMLoss(ClassCountsLoss):
     Args: samples_per_class (C,), max_margin >= 0 (0.5), scale > 0 (30), class_weights (C,) or
     None, reduction, ignore_index. Shape: logits (N, C), target (N,) int64 -> 0-dim, or (N,)
     for 'none'. The margins are a float64 buffer ``target_margins``.
+
+    The logits must be cosines, in [-1, 1] (the loss scales them by ``scale``): put
+    nn.CosineLinear before it, not an ordinary Linear. The first call warns when they are not
+    (one read of the logits' largest magnitude, once).
     """
 
     def __init__(self, samples_per_class, max_margin=0.5, scale=30.0, class_weights=None,
@@ -71,6 +81,7 @@ class LDAMLoss(ClassCountsLoss):
         super().__init__(samples_per_class, class_weights)
         self.max_margin, self.scale = max_margin, scale
         self.reduction, self.ignore_index = reduction, ignore_index
+        self._checked_cosines = False
         self.refresh()
 
     def refresh(self):
@@ -79,6 +90,10 @@ class LDAMLoss(ClassCountsLoss):
                              persistent=False)
 
     def forward(self, logits, target):
+        """logits (N, C) cosines, target (N,) -> the loss (0-dim, or (N,) for 'none')."""
+        if not self._checked_cosines and not torch.compiler.is_compiling():
+            self._checked_cosines = True
+            _warn_unless_cosines(logits)
         return fused_class_loss(logits, target, class_weights=self.weights_for(logits),
                                 target_margins=self.per_class("target_margins", logits),
                                 scale=self.scale,
@@ -88,6 +103,17 @@ class LDAMLoss(ClassCountsLoss):
     def extra_repr(self):
         return (f"num_classes={self.samples_per_class.numel()}, max_margin={self.max_margin}, "
                 f"scale={self.scale}")
+
+
+def _warn_unless_cosines(logits):
+    if (isinstance(logits, torch.Tensor) and logits.numel() and logits.is_floating_point()
+            and logits.device.type != "meta"):
+        largest = float(logits.detach().abs().max())
+        if largest > 1 + 1e-3:
+            warnings.warn(f"LDAMLoss expects cosine logits in [-1, 1] (it subtracts a margin "
+                          f"and multiplies by scale), got |logit| up to {largest:.3g}: put "
+                          "finegrained_ops.nn.CosineLinear before it, not an ordinary Linear",
+                          stacklevel=3)
 
 
 class SoftmaxFocalLoss(ClassWeightedLoss):
@@ -104,6 +130,8 @@ class SoftmaxFocalLoss(ClassWeightedLoss):
         self.gamma, self.reduction, self.ignore_index = gamma, reduction, ignore_index
 
     def forward(self, logits, target):
+        """logits (N, C), target (N,) or (N, C) soft rows -> the loss (0-dim, or (N,) for
+        'none')."""
         return fused_class_loss(logits, target, class_weights=self.weights_for(logits),
                                 gamma=self.gamma, reduction=self.reduction,
                                 ignore_index=self.ignore_index)

@@ -54,6 +54,7 @@ class SuperClassInstanceLoss(nn.Module):
         self.register_buffer("position_in_super", position)
 
     def forward(self, features, target):
+        """features (B, D), target (super_labels (B,), instance_ids (B,)) -> 0-dim loss."""
         if not (isinstance(target, (tuple, list)) and len(target) == 2):
             raise TypeError("target must be a pair (super_labels (B,), instance_ids (B,)), got "
                             f"{type(target).__name__}")

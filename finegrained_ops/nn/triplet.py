@@ -39,6 +39,7 @@ class TripletMarginLoss(nn.Module):
         self.distributed = distributed
 
     def forward(self, emb, labels, extra_negatives=None, extra_negative_labels=None):
+        """emb (B, D), labels (B,), extra negatives (E, D) and labels (E,) -> 0-dim loss."""
         emb, labels, extra_negatives, extra_negative_labels = self._global_batch(
             emb, labels, extra_negatives, extra_negative_labels)
         return triplet_margin_loss(emb, labels, self.margin, self.negatives,

@@ -15,18 +15,19 @@ def isqrt_cov(x, iterations=5):
 
         Y_0 = Σ / tr Σ, Z_0 = I;  T_k = (3 I - Z_{k-1} Y_{k-1}) / 2,  Y_k = Y_{k-1} T_k,  Z_k = T_k Z_{k-1}
 
-    The iterations have a hand-written backward (:class:`_NewtonSchulzSqrt`, Li et al.'s
-    closed form): it keeps the 2K - 1 iterates, not the ~3K matrices autograd would, for
-    about as many matrix products (one fewer at K = 5). Measured at K = 5 on the CPU: 26-31%
-    fewer saved bytes, 11% less peak memory, equal time
-    (benchmarks/results/cpu-2core-2026-11-27-pooling_heads). The covariance, the trace
-    normalisation and the compensation are left to autograd. Differentiable once
-    (differentiating the gradient raises); torch.func.grad, jacrev and vmap work,
-    forward-mode AD (jvp, jacfwd, hessian) does not.
-    float16 / bfloat16 maps are computed in float32, autocast off, and the result returned in
-    their dtype: the iteration is not stable in half precision. Each map is divided by its
-    largest |value| first and the result multiplied back (it is homogeneous of degree 1), so
-    the covariance cannot overflow. A constant map gives 0 (the original code: NaN).
+    Args:
+        x: (N, C, H, W) floating maps.
+        iterations: K >= 1 Newton-Schulz steps (the paper uses 5).
+
+    Returns: (N, C (C + 1) / 2) in x's dtype. float16 / bfloat16 maps are computed in
+    float32 (the iteration is not stable in half precision), autocast off. A constant map
+    gives 0 (the original code: NaN); no map overflows (each is scaled by its largest |value|
+    first, the result being homogeneous of degree 1).
+
+    Differentiable once (differentiating the gradient raises), through Li et al.'s closed-form
+    backward of the iterations, which keeps 2K - 1 iterates instead of autograd's ~3K
+    matrices; torch.func.grad, jacrev and vmap work, forward-mode AD (jvp, jacfwd, hessian)
+    does not.
     """
     check_int("iterations", iterations)
 
