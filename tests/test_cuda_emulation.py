@@ -395,12 +395,15 @@ def test_triplet_mining_all_and_sampled(emulation, rule):
     assert cpu[0].numel() > 0
 
 
-@pytest.mark.parametrize("per_anchor, chunk_size", [(None, None), (3, 50), (1, 7)])
-def test_bank_mining(emulation, per_anchor, chunk_size):
+@pytest.mark.parametrize("per_anchor, chunk_size, size", [
+    (None, None, 400), (3, 50, 400), (1, 7, 160),  # 1-7 at 400 took 77 s: 58 chunks
+    (2, 9, 60),  # what make sanitize runs: per-anchor draws over several chunks, small
+])
+def test_bank_mining(emulation, per_anchor, chunk_size, size):
     """float64: the devices sum the distances in different orders, and of float32's 2.3M mined
-    triplets here one lies within rounding of the margin."""
-    bank, bank_labels, extra, extra_labels = triplet_batch(400, 15, 8, 5, torch.float64, seed=1)
-    query, query_labels = bank[:150], bank_labels[:150]
+    triplets at size 400 one lies within rounding of the margin."""
+    bank, bank_labels, extra, extra_labels = triplet_batch(size, 15, 8, 5, torch.float64, seed=1)
+    query, query_labels = bank[:size * 3 // 8], bank_labels[:size * 3 // 8]
 
     def mine():
         return (*fo.mine_from_bank(bank, bank_labels, bank, bank_labels, per_anchor=per_anchor,
