@@ -18,13 +18,14 @@ endif
 NVCC ?= nvcc
 CUDA_ARCH ?= sm_90
 
-.PHONY: help install build test sanitize cuda-check gpu-check demo bench info clean
+.PHONY: help install build test sanitize package-check cuda-check gpu-check demo bench info clean
 
 help:
 	@echo "make install     install pinned torch + dependencies, build the extension (editable)"
 	@echo "make build       rebuild the native extension in place (incremental)"
 	@echo "make test        install, compile-check CUDA sources (if nvcc), run pytest"
 	@echo "make sanitize    the op tests and the CUDA emulation under ASan + UBSan (tools/sanitize.py)"
+	@echo "make package-check  build the sdist, a wheel from it, and check both (tools/package_check.py)"
 	@echo "make cuda-check  compile every CUDA source with nvcc for $(CUDA_ARCH)"
 	@echo "make gpu-check OUT=dir [DRY_RUN=1] [BENCH=full]  the GPU validation run (tools/gpu_check.py)"
 	@echo "make demo        install, then run the end-to-end demo on bundled data"
@@ -73,6 +74,10 @@ test: install
 # A separate ASan + UBSan build in build/sanitize/; fails on any report touching csrc/.
 sanitize: install
 	$(PYTHON) tools/sanitize.py
+
+# The sdist holds what a build needs, and the wheel built from it pins its torch.
+package-check: install
+	$(PYTHON) tools/package_check.py
 
 demo: install
 	$(PYTHON) -m finegrained_ops demo

@@ -23,9 +23,10 @@ try:
     from torch.utils.cpp_extension import CUDA_HOME, BuildExtension, CppExtension, CUDAExtension
 except ImportError:  # pragma: no cover - exercised only on a broken install
     sys.exit(
-        "finegrained_ops: torch must be installed before building the extension, and the build "
-        "must see it: `pip install torch` first, then `pip install --no-build-isolation -e .` "
-        "(build isolation would compile against a different torch)."
+        "finegrained_ops: the build cannot import torch. If torch is installed, pip's build "
+        "isolation hides it (it builds in a fresh environment): run `pip install "
+        "--no-build-isolation .` (or `-e .`). Otherwise `pip install torch` first. Isolation "
+        "would compile against a different torch than the one you run with."
     )
 
 ROOT = os.path.dirname(os.path.abspath(__file__))
@@ -121,8 +122,10 @@ def extension():
         ("FGO_TORCH_VERSION", f'"{torch.__version__}"'),
     ]
     sanitize = os.environ.get("FINEGRAINED_OPS_SANITIZE_FLAGS", "").split()
-    # torch adds the C++ standard its headers need
-    cxx_flags = ["-O3"] + FP_CONTRACTION_FLAGS["cxx"] + cpu_simd_flags() + sanitize
+    # torch adds the C++ standard its headers need. -g0 undoes the -g of Python's CFLAGS: the
+    # debug info made the library 36 MB instead of 1 and its build slower (the sanitizer build
+    # asks for line tables again, after it).
+    cxx_flags = ["-O3", "-g0"] + FP_CONTRACTION_FLAGS["cxx"] + cpu_simd_flags() + sanitize
     link_flags = list(sanitize)
     if torch_uses_openmp():
         # at::parallel_for is an inline `#pragma omp parallel`: without -fopenmp it runs serially.
@@ -146,9 +149,17 @@ def extension():
         extra_compile_args={"cxx": cxx_flags}, extra_link_args=link_flags)
 
 
+def requirements():
+    """The runtime dependencies; torch pinned to the release this build was compiled against,
+    the only one whose ABI the binary imports under (2.5 is the oldest the sources support)."""
+    return [f"torch=={torch.__version__.split('+')[0]}", "numpy", "scipy", "pot",
+            "scikit-learn", "tqdm", "matplotlib", "pillow"]
+
+
 if __name__ == "__main__":  # importable, for the tests of the build decisions
     setup(
         version=read_version(),
+        install_requires=requirements(),
         packages=find_packages(include=["finegrained_ops", "finegrained_ops.*"]),
         ext_modules=[extension()],
         cmdclass={"build_ext": BuildExtension.with_options(use_ninja=True)},

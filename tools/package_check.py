@@ -1,0 +1,88 @@
+"""`make package-check`: the sdist builds, and the wheel built from it says what it holds.
+
+1. Builds the sdist into build/package/ and checks that it holds what a build and the tests
+   need (every csrc/ header and CUDA source, the tests with the CUDA emulation, docs/, LICENSE):
+   the sdist once held only the .cpp files and could not be built.
+2. Builds a wheel from that sdist alone (pip, no build isolation, no dependencies: the torch
+   of this environment), as a user installing from the sdist would.
+3. Checks the wheel: torch pinned to the release it was compiled against (a binary imports
+   under that torch only), the extension without debug info, LICENSE in its metadata.
+"""
+import email
+import subprocess
+import sys
+import tarfile
+import zipfile
+from pathlib import Path
+
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+OUT = ROOT / "build" / "package"
+# The largest extension we expect without debug info (it is about 1 MB; 36 MB with it).
+MAX_EXTENSION_BYTES = 8 << 20
+
+
+def run(cmd):
+    print("+", " ".join(str(c) for c in cmd), flush=True)
+    subprocess.run([str(c) for c in cmd], cwd=ROOT, check=True)
+
+
+def tracked(*patterns):
+    """The repository's tracked files matching the git pathspecs `patterns`."""
+    out = subprocess.run(["git", "ls-files", *patterns], cwd=ROOT, check=True,
+                         capture_output=True, text=True).stdout
+    return set(out.split())
+
+
+def check_sdist(sdist):
+    with tarfile.open(sdist) as archive:
+        held = {name.split("/", 1)[1] for name in archive.getnames() if "/" in name}
+    needed = tracked("csrc", "tests/*.py", "tests/cuda_emulation", "docs") | {"LICENSE"}
+    missing = sorted(needed - held)
+    if missing:
+        sys.exit(f"package-check: the sdist {sdist.name} lacks {len(missing)} files a build or "
+                 f"the tests need (MANIFEST.in): {missing[:10]}")
+    print(f"package-check: {sdist.name} holds all {len(needed)} source, test and doc files")
+
+
+def check_wheel(wheel):
+    release = torch.__version__.split("+")[0]
+    with zipfile.ZipFile(wheel) as archive:
+        names = archive.namelist()
+        metadata_name = next(n for n in names if n.endswith(".dist-info/METADATA"))
+        metadata = email.message_from_bytes(archive.read(metadata_name))
+        extensions = [archive.getinfo(n) for n in names if Path(n).name.startswith("_C")]
+        licenses = [n for n in names if ".dist-info/" in n and "LICENSE" in n]
+    torch_requirements = [r for r in metadata.get_all("Requires-Dist", [])
+                          if r.split(";")[0].strip().startswith("torch")]
+    problems = []
+    if torch_requirements != [f"torch=={release}"]:
+        problems.append(f"Requires-Dist for torch is {torch_requirements}, expected "
+                        f"['torch=={release}'] (the release the extension was compiled against)")
+    if len(extensions) != 1:
+        problems.append(f"expected one extension _C*.so, found {[e.filename for e in extensions]}")
+    elif extensions[0].file_size > MAX_EXTENSION_BYTES:
+        problems.append(f"{extensions[0].filename} is {extensions[0].file_size >> 20} MB: built "
+                        "with debug info?")
+    if not licenses:
+        problems.append("no LICENSE in the wheel's metadata")
+    if problems:
+        sys.exit("package-check: the wheel " + wheel.name + ":\n  " + "\n  ".join(problems))
+    size = extensions[0].file_size / (1 << 20)
+    print(f"package-check: {wheel.name}: torch=={release}, extension {size:.1f} MB, LICENSE")
+
+
+def main():
+    for old in OUT.glob("finegrained_ops-*"):
+        old.unlink()
+    run([sys.executable, "setup.py", "-q", "sdist", "--dist-dir", OUT])
+    sdist = next(OUT.glob("finegrained_ops-*.tar.gz"))
+    check_sdist(sdist)
+    run([sys.executable, "-m", "pip", "wheel", "-q", "--no-build-isolation", "--no-deps",
+         "--wheel-dir", OUT, sdist])
+    check_wheel(next(OUT.glob("finegrained_ops-*.whl")))
+
+
+if __name__ == "__main__":
+    main()
