@@ -6,13 +6,15 @@ next to nothing, against the PyTorch call a user would write instead.
 What it measures is the Python, dispatcher and autograd layers and the launches: on a GPU, the
 floor under every step of a small model (the H100 run, benchmarks/results/h100-2026-11-27/,
 found most rows of the suite flat at 0.5-3 ms from it). One thread on the CPU, so the numbers
-do not depend on the machine's cores. Prints the mean microseconds per step, ours, PyTorch's
+do not depend on the machine's cores. Prints the median microseconds per step (rounds alternating the
+calls), ours, PyTorch's
 call and that call under torch.compile; --launches adds the kernel launches per step on the
 CUDA path (counted without a GPU); --profile adds,
 for each of our steps, the host-side calls it makes (torch.profiler, 20 steps), which is where
 the launches and small ATen calls to cut show up.
 """
 import argparse
+import statistics
 import time
 
 import torch
@@ -75,6 +77,17 @@ def per_step_us(fn, device, steps):
     return (time.perf_counter() - start) / steps * 1e6
 
 
+def median_per_step_us(fns, device, steps, rounds=7):
+    """Each fn's median µs per step over `rounds` rounds of steps / rounds steps, the fns
+    alternating within every round: a drift of the machine's speed (another process, the
+    clock) reaches all of them alike instead of whichever ran last."""
+    times = [[] for _ in fns]
+    for _ in range(rounds):
+        for fn, samples in zip(fns, times):
+            samples.append(per_step_us(fn, device, max(1, steps // rounds)))
+    return [statistics.median(samples) for samples in times]
+
+
 def print_profile(name, fn, device, steps=20):
     from torch.profiler import ProfilerActivity, profile
     for _ in range(steps):
@@ -104,14 +117,15 @@ def main(argv=None):
     device = torch.device(args.device)
     torch.set_num_threads(1)
     emulation = _emulation() if args.launches else None
-    print(f"{'case':<58} {'ours us':>8} {'torch us':>9} {'compiled':>9}"
+    print(f"{'case':<58} {'ours us':>8} {'torch us':>9} {'ratio':>6} {'compiled':>9}"
           + (f" {'ours launches':>14} {'torch launches':>15}" if args.launches else ""))
     steps = {}
     for name, (ours, theirs, leaf) in cases(device).items():
         steps[name] = step(ours, leaf)
-        row = [per_step_us(step(f, leaf), device, args.steps) for f in (
-            ours, theirs, *(() if args.no_compile else (torch.compile(theirs),)))]
-        line = f"{name:<58} {row[0]:>8.1f} {row[1]:>9.1f} " + (
+        row = median_per_step_us([step(f, leaf) for f in (
+            ours, theirs, *(() if args.no_compile else (torch.compile(theirs),)))],
+            device, args.steps)
+        line = f"{name:<58} {row[0]:>8.1f} {row[1]:>9.1f} {row[0] / row[1]:>5.2f}x " + (
             f"{row[2]:>9.1f}" if len(row) > 2 else f"{'-':>9}")
         if emulation is not None:
             from tests.test_cuda_emulation import emulated_cuda
