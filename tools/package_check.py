@@ -7,11 +7,16 @@
    of this environment), as a user installing from the sdist would.
 3. Checks the wheel: torch pinned to the release it was compiled against (a binary imports
    under that torch only), the extension without debug info, LICENSE in its metadata.
+4. Installs the wheel into a fresh virtual environment (its dependencies seen from this
+   one's site-packages, which holds no finegrained_ops of its own) and runs a smoke test there,
+   outside the source tree: the package imported is the wheel's, and its ops run.
 """
 import email
+import site
 import subprocess
 import sys
 import tarfile
+import tempfile
 import zipfile
 from pathlib import Path
 
@@ -73,6 +78,38 @@ def check_wheel(wheel):
     print(f"package-check: {wheel.name}: torch=={release}, extension {size:.1f} MB, LICENSE")
 
 
+SMOKE = """
+import sys
+import torch
+import finegrained_ops as fo
+assert fo.__file__.startswith(sys.prefix), f"imported {fo.__file__}, not the wheel's"
+logits = torch.randn(8, 5, requires_grad=True)
+fo.class_balanced_loss(logits, torch.arange(8) % 5, [50, 20, 9, 4, 2]).backward()
+maps = torch.randn(2, 8, 3, 3, requires_grad=True)
+fo.nn.KernelPooling(8, 16, order=3)(maps).sum().backward()
+emb = torch.randn(16, 4, requires_grad=True)
+fo.triplet_margin_loss(emb, torch.arange(16) % 4).backward()
+assert all(t.grad is not None and bool(t.grad.isfinite().all()) for t in (logits, maps, emb))
+print("package-check: the installed wheel runs", fo.__version__, "from", fo.__file__)
+"""
+
+
+def smoke_test(wheel):
+    """The wheel in a fresh venv, its dependencies taken from this environment."""
+    with tempfile.TemporaryDirectory() as scratch:
+        venv = Path(scratch) / "venv"
+        run([sys.executable, "-m", "venv", venv])
+        python = venv / "bin" / "python"
+        purelib = subprocess.run([python, "-c", "import sysconfig; "
+                                  "print(sysconfig.get_paths()['purelib'])"], check=True,
+                                 capture_output=True, text=True).stdout.strip()
+        # A path line, not a site dir: the editable install's own .pth here is not read.
+        (Path(purelib) / "dependencies.pth").write_text("\n".join(site.getsitepackages()))
+        run([python, "-m", "pip", "install", "-q", "--no-deps", "--no-index", wheel])
+        subprocess.run([python, "-c", SMOKE], cwd=scratch, check=True)
+        run([venv / "bin" / "finegrained-ops", "--version"])
+
+
 def main():
     for old in OUT.glob("finegrained_ops-*"):
         old.unlink()
@@ -81,7 +118,9 @@ def main():
     check_sdist(sdist)
     run([sys.executable, "-m", "pip", "wheel", "-q", "--no-build-isolation", "--no-deps",
          "--wheel-dir", OUT, sdist])
-    check_wheel(next(OUT.glob("finegrained_ops-*.whl")))
+    wheel = next(OUT.glob("finegrained_ops-*.whl"))
+    check_wheel(wheel)
+    smoke_test(wheel)
 
 
 if __name__ == "__main__":
