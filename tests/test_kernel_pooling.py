@@ -1,4 +1,5 @@
 """Native kernel pooling vs the reference, gradients, sketch properties, modules, bad input."""
+import copy
 import math
 
 import pytest
@@ -544,6 +545,31 @@ def test_state_dicts_hold_only_tensors_and_the_loaded_table_is_the_hashes():
     assert (target.gamma, target.seed) == (0.25, 4)
     x = torch.randn(2, 8, 3, 3)
     torch.testing.assert_close(target(x), source(x), rtol=0, atol=0)
+
+
+def test_safetensors_round_trip_and_a_model_ema_copy(tmp_path):
+    """What failed on the former dict entry: safetensors.save_file, and timm's ModelEmaV3
+    pattern (a deep copy whose state-dict values are lerped toward the model's when floating,
+    copied otherwise), written out here (timm would bring its own torchvision)."""
+    safetensors_torch = pytest.importorskip("safetensors.torch")
+    x = torch.randn(2, 8, 3, 3, generator=torch.Generator().manual_seed(1))
+    for module in (KernelPooling(8, 16, order=3, alpha="rbf", gamma=0.3, seed=2),
+                   CompactBilinearPooling(8, 16, seed=5)):
+        path = tmp_path / f"{type(module).__name__}.safetensors"
+        safetensors_torch.save_file(module.state_dict(), path)
+        fresh = type(module)(8, 16, **({"order": 3, "alpha": "rbf"}
+                                       if isinstance(module, KernelPooling) else {}))
+        fresh.load_state_dict(safetensors_torch.load_file(path))
+        torch.testing.assert_close(fresh(x), module(x), rtol=0, atol=0)
+        ema = copy.deepcopy(module)
+        with torch.no_grad():
+            for ema_value, value in zip(ema.state_dict().values(),
+                                        module.state_dict().values()):
+                if ema_value.is_floating_point():
+                    ema_value.lerp_(value, 1 - 0.9998)
+                else:
+                    ema_value.copy_(value)
+        torch.testing.assert_close(ema(x), module(x), rtol=0, atol=0)
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])

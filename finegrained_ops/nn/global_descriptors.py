@@ -106,9 +106,12 @@ class CroW(nn.Module):
 
 
 class ISqrtCovPooling(nn.Module):
-    """iSQRT-COV (retrieval.isqrt_cov): (N, C, H, W) -> (N, C (C + 1) / 2), the
-    square-root-normalised covariance of the location features. The paper first reduces the
-    channels to 256 with a 1x1 convolution; put one in front for large C."""
+    """iSQRT-COV (retrieval.isqrt_cov): the square-root-normalised covariance of the location
+    features. The paper first reduces the channels to 256 with a 1x1 convolution; put one in
+    front for large C.
+
+    Shape: (N, C, H, W) -> (N, C (C + 1) / 2) in the input's dtype.
+    """
 
     def __init__(self, iterations=5):
         super().__init__()

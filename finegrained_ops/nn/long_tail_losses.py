@@ -46,7 +46,10 @@ class LogitAdjustedLoss(ClassCountsLoss):
 
 class BalancedSoftmaxLoss(LogitAdjustedLoss):
     """Balanced Softmax (Ren et al.): cross-entropy of logits + log(n); see
-    ops.balanced_softmax_loss. Arguments as LogitAdjustedLoss without tau."""
+    ops.balanced_softmax_loss. Arguments as LogitAdjustedLoss without tau.
+
+    Shape: logits (N, C), target (N,) int64 or (N, C) soft rows -> 0-dim, or (N,) for 'none'.
+    """
 
     def __init__(self, samples_per_class, class_weights=None, reduction="mean",
                  ignore_index=-100):

@@ -27,8 +27,8 @@ class SuperClassInstanceLoss(nn.Module):
             training image i; n = training-set size).
         lambda_instance: >= 0, the weight of the instance term.
 
-    forward(features, target): features (B, dim); target = (super_labels (B,), instance_ids
-    (B,)), with super_labels == instance_super[instance_ids]. Returns the 0-dim mean loss.
+    Shape: features (B, dim) and target = (super_labels (B,), instance_ids (B,)), with
+    super_labels == instance_super[instance_ids] -> the 0-dim mean loss.
     """
 
     def __init__(self, dim, instance_super, lambda_instance=1.0, within_super=True):
