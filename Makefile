@@ -6,7 +6,7 @@ TORCH_VERSION := 2.13.0
 # Runtime + test + benchmark dependencies; torch is pinned because an unpinned torch pulls
 # several GB of CUDA packages on a CPU machine.
 DEPS := numpy scipy pot scikit-learn tqdm matplotlib pillow pytest hypothesis pytorch-metric-learning \
-        safetensors \
+        safetensors mypy \
         ninja setuptools wheel
 
 # Use the active virtual/conda environment when there is one, else a local .venv.

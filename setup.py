@@ -161,6 +161,7 @@ if __name__ == "__main__":  # importable, for the tests of the build decisions
         version=read_version(),
         install_requires=requirements(),
         packages=find_packages(include=["finegrained_ops", "finegrained_ops.*"]),
+        package_data={"finegrained_ops": ["py.typed"]},  # PEP 561: the package is typed
         ext_modules=[extension()],
         cmdclass={"build_ext": BuildExtension.with_options(use_ninja=True)},
     )

@@ -6,7 +6,8 @@
 2. Builds a wheel from that sdist alone (pip, no build isolation, no dependencies: the torch
    of this environment), as a user installing from the sdist would.
 3. Checks the wheel: torch pinned to the release it was compiled against (a binary imports
-   under that torch only), the extension without debug info, LICENSE in its metadata.
+   under that torch only), the extension without debug info, LICENSE in its metadata, and
+   py.typed.
 4. Installs the wheel into a fresh virtual environment (its dependencies seen from this
    one's site-packages, which holds no finegrained_ops of its own) and runs a smoke test there,
    outside the source tree: the package imported is the wheel's, and its ops run.
@@ -59,6 +60,7 @@ def check_wheel(wheel):
         metadata = email.message_from_bytes(archive.read(metadata_name))
         extensions = [archive.getinfo(n) for n in names if Path(n).name.startswith("_C")]
         licenses = [n for n in names if ".dist-info/" in n and "LICENSE" in n]
+        typed = "finegrained_ops/py.typed" in names
     torch_requirements = [r for r in metadata.get_all("Requires-Dist", [])
                           if r.split(";")[0].strip().startswith("torch")]
     problems = []
@@ -72,10 +74,13 @@ def check_wheel(wheel):
                         "with debug info?")
     if not licenses:
         problems.append("no LICENSE in the wheel's metadata")
+    if not typed:
+        problems.append("no finegrained_ops/py.typed (PEP 561)")
     if problems:
         sys.exit("package-check: the wheel " + wheel.name + ":\n  " + "\n  ".join(problems))
     size = extensions[0].file_size / (1 << 20)
-    print(f"package-check: {wheel.name}: torch=={release}, extension {size:.1f} MB, LICENSE")
+    print(f"package-check: {wheel.name}: torch=={release}, extension {size:.1f} MB, LICENSE, "
+          "py.typed")
 
 
 SMOKE = """

@@ -1,7 +1,11 @@
 """Anchor-point classification on a learned embedding (thesis 2.3.4-2.3.5, eq. 2.3-2.5)."""
+from __future__ import annotations
+
+from typing import Any, Optional
+
 import torch
 import torch.nn.functional as F
-from torch import nn
+from torch import Tensor, nn
 
 from .._checks import as_labels, check_int, check_number, make_generator
 from .triplet import TripletMarginLoss
@@ -25,7 +29,8 @@ class AnchorPointClassifier(nn.Module):
     Shape: features (N, D) -> forward: (N, C) log p; predict: (N,) int64; loss: 0-dim.
     """
 
-    def __init__(self, num_classes, dim, anchors_per_class=3, gamma=5.0, normalize=True):
+    def __init__(self, num_classes: int, dim: int, anchors_per_class: int = 3, gamma: float = 5.0,
+                 normalize: bool = True) -> None:
         super().__init__()
         check_int("num_classes", num_classes)
         check_int("dim", dim)
@@ -34,7 +39,7 @@ class AnchorPointClassifier(nn.Module):
         self.gamma, self.normalize = float(gamma), normalize
         self.anchors = nn.Parameter(0.1 * torch.randn(num_classes, anchors_per_class, dim))
 
-    def forward(self, features):
+    def forward(self, features: Tensor) -> Tensor:
         """features (N, D) -> (N, C) log-probabilities of the classes."""
         f = self._features(features)
         u = self.anchors.reshape(-1, self.anchors.shape[-1]).to(f.dtype)
@@ -94,15 +99,16 @@ class TripletAnchorPointLoss(nn.Module):
     positive_fraction, ...). Shape: emb (B, D), labels (B,) -> 0-dim.
     """
 
-    def __init__(self, num_classes, dim, anchors_per_class=3, gamma=5.0, omega=0.1,
-                 **triplet_kwargs):
+    def __init__(self, num_classes: int, dim: int, anchors_per_class: int = 3, gamma: float = 5.0,
+                 omega: float = 0.1, **triplet_kwargs: Any) -> None:
         super().__init__()
         check_number("omega", omega, low=0, high=1)
         self.omega = omega
         self.classifier = AnchorPointClassifier(num_classes, dim, anchors_per_class, gamma)
         self.triplet = TripletMarginLoss(**triplet_kwargs)
 
-    def forward(self, emb, labels, extra_negatives=None, extra_negative_labels=None):
+    def forward(self, emb: Tensor, labels: Tensor, extra_negatives: Optional[Tensor] = None,
+                extra_negative_labels: Optional[Tensor] = None) -> Tensor:
         """emb (B, D), labels (B,) -> 0-dim omega · triplet + (1 - omega) · anchor loss."""
         triplet = self.triplet(emb, labels, extra_negatives, extra_negative_labels)
         return self.omega * triplet + (1 - self.omega) * self.classifier.loss(emb, labels)

@@ -1,7 +1,13 @@
 """Module form of the class-balanced loss, and the sigmoid-loss bias initialisation."""
+from __future__ import annotations
+
 import math
+from typing import Any
+
+from torch import Tensor
 
 from .._checks import check_int, check_number
+from .._typing import Counts
 from ..ops.class_balanced_loss import check_hyperparameters, class_balanced_weights
 from ..ops.class_loss import fused_class_loss
 from .class_counts import ClassCountsLoss
@@ -29,8 +35,9 @@ class ClassBalancedLoss(ClassCountsLoss):
         loss = criterion(model(images), labels)
     """
 
-    def __init__(self, samples_per_class, beta=0.9999, gamma=0.5, loss_type="focal",
-                 reduction="mean", ignore_index=-100):
+    def __init__(self, samples_per_class: Counts, beta: float = 0.9999, gamma: float = 0.5,
+                 loss_type: str = "focal", reduction: str = "mean",
+                 ignore_index: int = -100) -> None:
         check_hyperparameters(beta, gamma, loss_type, reduction)
         super().__init__(samples_per_class)
         self._beta = beta
@@ -52,7 +59,7 @@ class ClassBalancedLoss(ClassCountsLoss):
         """Recomputes ``class_weights`` (C,) float64 from ``samples_per_class`` and ``beta``."""
         self.class_weights = class_balanced_weights(self.samples_per_class, self._beta)
 
-    def forward(self, logits, target):
+    def forward(self, logits: Tensor, target: Any) -> Tensor:
         """logits (N, C), target (N,) or (N, C) -> the loss (0-dim, or (N,) for 'none')."""
         return fused_class_loss(logits, target, class_weights=self.weights_for(logits),
                                 gamma=self.gamma if self.loss_type == "focal" else 0.0,
@@ -64,7 +71,7 @@ class ClassBalancedLoss(ClassCountsLoss):
                 f"gamma={self.gamma}, loss_type={self.loss_type!r}, reduction={self.reduction!r}")
 
 
-def sigmoid_bias_init(num_classes):
+def sigmoid_bias_init(num_classes: int) -> float:
     """Bias b = -log((1 - pi) / pi) with prior pi = 1/C for sigmoid-based losses (sec. 5.4.2).
 
     Starting every class at probability 1/C avoids the huge initial loss of b = 0. Returns a float.

@@ -1,8 +1,13 @@
 """The bases of the class-weighted losses and of those built from the training class counts."""
+from __future__ import annotations
+
+from typing import Optional
+
 import torch
 from torch import nn
 
 from .._checks import compute_dtype
+from .._typing import Counts
 from ..ops.class_balanced_loss import _counts_tensor, check_counts_positive
 
 
@@ -14,7 +19,7 @@ class ClassWeightedLoss(nn.Module):
     rule or train.DeferredReweighting, sets them again). Assign a (C,) tensor to change them.
     """
 
-    def __init__(self, class_weights=None):
+    def __init__(self, class_weights: Optional[Counts] = None) -> None:
         super().__init__()
         self.register_buffer("class_weights", None if class_weights is None else
                              torch.as_tensor(class_weights, dtype=torch.float64).clone(),
@@ -66,7 +71,7 @@ class ClassCountsLoss(ClassWeightedLoss):
         class_weights: as ClassWeightedLoss.
     """
 
-    def __init__(self, samples_per_class, class_weights=None):
+    def __init__(self, samples_per_class: Counts, class_weights: Optional[Counts] = None) -> None:
         super().__init__(class_weights)
         counts = _counts_tensor(samples_per_class)
         if counts.is_floating_point() and not bool((counts == counts.round()).all()):

@@ -1,5 +1,7 @@
 """Module form of the contrastive loss (retrieval.contrastive_loss)."""
-from torch import nn
+from __future__ import annotations
+
+from torch import Tensor, nn
 
 from ..retrieval.contrastive_loss import check_arguments, contrastive_loss
 
@@ -10,14 +12,15 @@ class ContrastiveLoss(nn.Module):
     Shape: embeddings (B, D), labels (B,) int64 -> 0-dim.
     """
 
-    def __init__(self, pos_margin=0.0, neg_margin=1.0, squared=False, negatives="all",
-                 normalize=True, reduction="avg_nonzero"):
+    def __init__(self, pos_margin: float = 0.0, neg_margin: float = 1.0, squared: bool = False,
+                 negatives: str = "all", normalize: bool = True,
+                 reduction: str = "avg_nonzero") -> None:
         super().__init__()
         check_arguments(pos_margin, neg_margin, negatives, reduction)
         self.kwargs = dict(pos_margin=pos_margin, neg_margin=neg_margin, squared=squared,
                            negatives=negatives, normalize=normalize, reduction=reduction)
 
-    def forward(self, embeddings, labels):
+    def forward(self, embeddings: Tensor, labels: Tensor) -> Tensor:
         """embeddings (B, D), labels (B,) -> 0-dim loss."""
         return contrastive_loss(embeddings, labels, **self.kwargs)
 

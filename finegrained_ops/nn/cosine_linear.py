@@ -1,8 +1,10 @@
 """A linear layer of cosines: the classifier the margin losses need (LDAM, Cao et al. 2019:
 the official code's NormedLinear)."""
+from __future__ import annotations
+
 import torch
 import torch.nn.functional as F
-from torch import nn
+from torch import Tensor, nn
 
 from .._checks import check_int
 
@@ -22,14 +24,14 @@ class CosineLinear(nn.Module):
     would move the outputs out of [-1, 1].
     """
 
-    def __init__(self, in_features, out_features):
+    def __init__(self, in_features: int, out_features: int) -> None:
         super().__init__()
         check_int("in_features", in_features, 1)
         check_int("out_features", out_features, 1)
         self.in_features, self.out_features = in_features, out_features
         self.weight = nn.Parameter(torch.empty(out_features, in_features).uniform_(-1, 1))
 
-    def forward(self, x):
+    def forward(self, x: Tensor) -> Tensor:
         """x (N, D) -> cosines (N, C)."""
         if not isinstance(x, torch.Tensor) or x.dim() != 2 or x.shape[1] != self.in_features:
             shape = tuple(x.shape) if isinstance(x, torch.Tensor) else type(x).__name__

@@ -2,14 +2,16 @@
 long-tailed recognition"): keep the representation learned with instance-balanced sampling and
 re-balance only the classifier. τ-norm rescales the trained weights; LWS learns one scale per
 class on them; cRT re-trains the classifier (train.retrain_classifier)."""
+from __future__ import annotations
+
 import torch
-from torch import nn
+from torch import Tensor, nn
 
 from .._checks import FLOATING, check_number, check_tensor
 from .._numerics import l2_norm
 
 
-def tau_normalize(weight, tau=1.0):
+def tau_normalize(weight: Tensor, tau: float = 1.0) -> Tensor:
     """τ-normalised classifier weights w_c / ||w_c||^tau (Kang et al., eq. 3).
 
     weight: (C, D) one row per class. tau >= 0: 0 is the identity, 1 unit-norm rows (the paper
@@ -22,7 +24,7 @@ def tau_normalize(weight, tau=1.0):
     return weight * scale
 
 
-def tau_normalized_linear(linear, tau=1.0):
+def tau_normalized_linear(linear: nn.Linear, tau: float = 1.0) -> nn.Linear:
     """A copy of ``linear`` (an nn.Linear classifier, (C, D) weight) with τ-normalised weights,
     the post-hoc τ-norm classifier. The bias is kept (the paper's classifiers have none; a
     trained bias carries the class prior that τ-norm removes from the weights, so pass a
@@ -49,7 +51,7 @@ class LearnableWeightScaling(nn.Module):
     Shape: (N, D) features -> (N, C) logits. Parameter: ``scales`` (C,).
     """
 
-    def __init__(self, linear):
+    def __init__(self, linear: nn.Linear) -> None:
         super().__init__()
         if not isinstance(linear, nn.Linear):
             raise TypeError(f"linear must be an nn.Linear, got {type(linear).__name__}")
@@ -57,6 +59,6 @@ class LearnableWeightScaling(nn.Module):
         self.scales = nn.Parameter(torch.ones(linear.out_features, device=linear.weight.device,
                                               dtype=linear.weight.dtype))
 
-    def forward(self, x):
+    def forward(self, x: Tensor) -> Tensor:
         """x (N, D) -> logits (N, C), the linear layer's scaled per class."""
         return self.linear(x) * self.scales

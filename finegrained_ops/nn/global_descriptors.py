@@ -1,7 +1,9 @@
 """Global-descriptor pooling layers: (N, C, H, W) -> (N, C), L2-normalised by default, and the
 iSQRT-COV second-order head; see finegrained_ops.retrieval for what each computes."""
+from __future__ import annotations
+
 import torch
-from torch import nn
+from torch import Tensor, nn
 
 from .._checks import check_int, check_number
 from ..retrieval import descriptors
@@ -14,11 +16,11 @@ class MAC(nn.Module):
     Shape: (N, C, H, W) -> (N, C) in the input's dtype, L2-normalised when ``normalize``.
     """
 
-    def __init__(self, normalize=True):
+    def __init__(self, normalize: bool = True) -> None:
         super().__init__()
         self.normalize = normalize
 
-    def forward(self, x):
+    def forward(self, x: Tensor) -> Tensor:
         """x (N, C, H, W) -> descriptors (N, C)."""
         return descriptors.mac(x, self.normalize)
 
@@ -29,11 +31,11 @@ class SPoC(nn.Module):
     Shape: (N, C, H, W) -> (N, C) in the input's dtype, L2-normalised when ``normalize``.
     """
 
-    def __init__(self, center_prior=False, normalize=True):
+    def __init__(self, center_prior: bool = False, normalize: bool = True) -> None:
         super().__init__()
         self.center_prior, self.normalize = center_prior, normalize
 
-    def forward(self, x):
+    def forward(self, x: Tensor) -> Tensor:
         """x (N, C, H, W) -> descriptors (N, C)."""
         return descriptors.spoc(x, self.center_prior, self.normalize)
 
@@ -48,7 +50,8 @@ class GeM(nn.Module):
     Shape: (N, C, H, W) -> (N, C) in the input's dtype, L2-normalised when ``normalize``.
     """
 
-    def __init__(self, p=3.0, learnable=True, eps=1e-6, normalize=True):
+    def __init__(self, p: float = 3.0, learnable: bool = True, eps: float = 1e-6,
+                 normalize: bool = True) -> None:
         super().__init__()
         check_number("p", p, low=0, low_open=True)
         check_number("eps", eps, low=0, low_open=True)
@@ -59,7 +62,7 @@ class GeM(nn.Module):
             self.register_buffer("p", value)
         self.eps, self.normalize = eps, normalize
 
-    def forward(self, x):
+    def forward(self, x: Tensor) -> Tensor:
         """x (N, C, H, W) -> descriptors (N, C)."""
         return descriptors.gem(x, self.p, self.eps, self.normalize)
 
@@ -73,12 +76,12 @@ class RMAC(nn.Module):
     Shape: (N, C, H, W) -> (N, C) in the input's dtype, L2-normalised when ``normalize``.
     """
 
-    def __init__(self, levels=3, eps=1e-6, normalize=True):
+    def __init__(self, levels: int = 3, eps: float = 1e-6, normalize: bool = True) -> None:
         super().__init__()
         descriptors.check_rmac_arguments(levels, eps)
         self.levels, self.eps, self.normalize = levels, eps, normalize
 
-    def forward(self, x):
+    def forward(self, x: Tensor) -> Tensor:
         """x (N, C, H, W) -> descriptors (N, C)."""
         return descriptors.rmac(x, self.levels, self.eps, self.normalize)
 
@@ -92,12 +95,12 @@ class CroW(nn.Module):
     Shape: (N, C, H, W) -> (N, C) in the input's dtype, L2-normalised when ``normalize``.
     """
 
-    def __init__(self, a=2.0, b=2.0, normalize=True):
+    def __init__(self, a: float = 2.0, b: float = 2.0, normalize: bool = True) -> None:
         super().__init__()
         descriptors.check_crow_arguments(a, b)
         self.a, self.b, self.normalize = a, b, normalize
 
-    def forward(self, x):
+    def forward(self, x: Tensor) -> Tensor:
         """x (N, C, H, W) -> descriptors (N, C)."""
         return descriptors.crow(x, self.a, self.b, self.normalize)
 
@@ -113,12 +116,12 @@ class ISqrtCovPooling(nn.Module):
     Shape: (N, C, H, W) -> (N, C (C + 1) / 2) in the input's dtype.
     """
 
-    def __init__(self, iterations=5):
+    def __init__(self, iterations: int = 5) -> None:
         super().__init__()
         check_int("iterations", iterations)
         self.iterations = iterations
 
-    def forward(self, x):
+    def forward(self, x: Tensor) -> Tensor:
         """x (N, C, H, W) -> (N, C (C + 1) / 2)."""
         return isqrt_cov(x, self.iterations)
 

@@ -1,6 +1,10 @@
 """Kernel pooling and compact bilinear pooling layers (thesis ch. 3; docs/semantics.md §2)."""
+from __future__ import annotations
+
+from typing import Optional
+
 import torch
-from torch import nn
+from torch import Tensor, nn
 
 from .._checks import check_choice
 from ..ops.kernel_pooling import (_concat_streams, _kernel_pooling, draw_hashes,
@@ -136,8 +140,9 @@ class KernelPooling(_SketchPooling):
     Shape: (N, C, H, W) or (N, L, C) -> (N, 1 + C + (p - 1)·d) (``output_dim``).
     """
 
-    def __init__(self, in_channels, dim, order=4, alpha="learned", gamma=None, seed=0,
-                 input_format="NCHW", sqrt_normalize=True):
+    def __init__(self, in_channels: int, dim: int, order: int = 4, alpha: str = "learned",
+                 gamma: Optional[float] = None, seed: int = 0, input_format: str = "NCHW",
+                 sqrt_normalize: bool = True) -> None:
         super().__init__(in_channels, dim, order, seed, input_format, sqrt_normalize)
         check_choice("alpha", alpha, ALPHAS)
         self.alpha_mode = alpha
@@ -173,7 +178,7 @@ class KernelPooling(_SketchPooling):
             self.alpha.copy_(rbf_alpha(self.gamma, self.order))
         return self.gamma
 
-    def forward(self, x):
+    def forward(self, x: Tensor) -> Tensor:
         """x (N, C, H, W) or (N, L, C) (input_format) -> (N, output_dim)."""
         if self.alpha_mode == "rbf" and self.gamma is None:
             raise RuntimeError("KernelPooling(alpha='rbf') needs gamma: pass gamma= or call "
@@ -199,8 +204,8 @@ class CompactBilinearPooling(_SketchPooling):
     channels -> (N, dim).
     """
 
-    def __init__(self, in_channels, dim, seed=0, input_format="NCHW", sqrt_normalize=True,
-                 y_channels=None):
+    def __init__(self, in_channels: int, dim: int, seed: int = 0, input_format: str = "NCHW",
+                 sqrt_normalize: bool = True, y_channels: Optional[int] = None) -> None:
         hashes = None if y_channels is None else draw_two_input_hashes(in_channels, y_channels,
                                                                          dim, seed)
         super().__init__(in_channels, dim, 2, seed, input_format, sqrt_normalize, hashes,
@@ -215,7 +220,7 @@ class CompactBilinearPooling(_SketchPooling):
     def output_dim(self):
         return self.dim
 
-    def forward(self, x, y=None):
+    def forward(self, x: Tensor, y: Optional[Tensor] = None) -> Tensor:
         """x, and y for the two-input form, (N, C, H, W) or (N, L, C) -> (N, dim)."""
         if (y is None) != (self.y_channels is None):
             raise ValueError("this CompactBilinearPooling takes " + (

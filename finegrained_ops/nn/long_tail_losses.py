@@ -1,11 +1,16 @@
 """Module forms of the long-tail softmax losses (docs/semantics.md §4.2). Each holds what it
 derives from the class counts (offsets, margins) computed once, as ClassCountsLoss describes,
 and optional class weights that train.DeferredReweighting can set per epoch."""
+from __future__ import annotations
+
 import warnings
+from typing import Any, Optional
 
 import torch
+from torch import Tensor
 
 from .._checks import check_choice, check_number
+from .._typing import Counts
 from ..ops.class_loss import REDUCTIONS, fused_class_loss
 from ..ops.long_tail_losses import ldam_margins, logit_adjustment_offsets
 from .class_counts import ClassCountsLoss, ClassWeightedLoss
@@ -19,8 +24,9 @@ class LogitAdjustedLoss(ClassCountsLoss):
     for 'none'. The offsets tau * log(pi) are a float64 buffer ``logit_offsets``.
     """
 
-    def __init__(self, samples_per_class, tau=1.0, class_weights=None, reduction="mean",
-                 ignore_index=-100):
+    def __init__(self, samples_per_class: Counts, tau: float = 1.0,
+                 class_weights: Optional[Counts] = None, reduction: str = "mean",
+                 ignore_index: int = -100) -> None:
         check_number("tau", tau, low=0)
         check_choice("reduction", reduction, REDUCTIONS)
         super().__init__(samples_per_class, class_weights)
@@ -32,7 +38,7 @@ class LogitAdjustedLoss(ClassCountsLoss):
                              logit_adjustment_offsets(self.samples_per_class, self.tau),
                              persistent=False)
 
-    def forward(self, logits, target):
+    def forward(self, logits: Tensor, target: Any) -> Tensor:
         """logits (N, C), target (N,) or (N, C) soft rows -> the loss (0-dim, or (N,) for
         'none')."""
         return fused_class_loss(logits, target, class_weights=self.weights_for(logits),
@@ -51,8 +57,8 @@ class BalancedSoftmaxLoss(LogitAdjustedLoss):
     Shape: logits (N, C), target (N,) int64 or (N, C) soft rows -> 0-dim, or (N,) for 'none'.
     """
 
-    def __init__(self, samples_per_class, class_weights=None, reduction="mean",
-                 ignore_index=-100):
+    def __init__(self, samples_per_class: Counts, class_weights: Optional[Counts] = None,
+                 reduction: str = "mean", ignore_index: int = -100) -> None:
         super().__init__(samples_per_class, 1.0, class_weights, reduction, ignore_index)
 
     def refresh(self):
@@ -76,8 +82,9 @@ class LDAMLoss(ClassCountsLoss):
     (one read of the logits' largest magnitude, once).
     """
 
-    def __init__(self, samples_per_class, max_margin=0.5, scale=30.0, class_weights=None,
-                 reduction="mean", ignore_index=-100):
+    def __init__(self, samples_per_class: Counts, max_margin: float = 0.5, scale: float = 30.0,
+                 class_weights: Optional[Counts] = None, reduction: str = "mean",
+                 ignore_index: int = -100) -> None:
         check_number("max_margin", max_margin, low=0)
         check_number("scale", scale, low=0, low_open=True)
         check_choice("reduction", reduction, REDUCTIONS)
@@ -92,7 +99,7 @@ class LDAMLoss(ClassCountsLoss):
                              ldam_margins(self.samples_per_class, self.max_margin),
                              persistent=False)
 
-    def forward(self, logits, target):
+    def forward(self, logits: Tensor, target: Any) -> Tensor:
         """logits (N, C) cosines, target (N,) -> the loss (0-dim, or (N,) for 'none')."""
         if not self._checked_cosines and not torch.compiler.is_compiling():
             self._checked_cosines = True
@@ -126,13 +133,14 @@ class SoftmaxFocalLoss(ClassWeightedLoss):
     (N, C), target (N,) int64 or (N, C) soft rows -> 0-dim, or (N,) for 'none'.
     """
 
-    def __init__(self, gamma=2.0, class_weights=None, reduction="mean", ignore_index=-100):
+    def __init__(self, gamma: float = 2.0, class_weights: Optional[Counts] = None,
+                 reduction: str = "mean", ignore_index: int = -100) -> None:
         check_number("gamma", gamma, low=0)
         check_choice("reduction", reduction, REDUCTIONS)
         super().__init__(class_weights)
         self.gamma, self.reduction, self.ignore_index = gamma, reduction, ignore_index
 
-    def forward(self, logits, target):
+    def forward(self, logits: Tensor, target: Any) -> Tensor:
         """logits (N, C), target (N,) or (N, C) soft rows -> the loss (0-dim, or (N,) for
         'none')."""
         return fused_class_loss(logits, target, class_weights=self.weights_for(logits),

@@ -1,9 +1,11 @@
 """Learning fine-grained patterns from super-class labels only (Xu et al. 2020, eq. 4 and 5):
 super-class cross-entropy plus lambda times an instance-classification cross-entropy, each
 training image being its own class."""
+from __future__ import annotations
+
 import torch
 import torch.nn.functional as F
-from torch import nn
+from torch import Tensor, nn
 
 from .._checks import as_labels, check_number, check_tensor
 from ..data._labels import indices_by_class
@@ -31,7 +33,8 @@ class SuperClassInstanceLoss(nn.Module):
     super_labels == instance_super[instance_ids] -> the 0-dim mean loss.
     """
 
-    def __init__(self, dim, instance_super, lambda_instance=1.0, within_super=True):
+    def __init__(self, dim: int, instance_super: Tensor, lambda_instance: float = 1.0,
+                 within_super: bool = True) -> None:
         super().__init__()
         instance_super = as_labels(instance_super, "instance_super")
         if not instance_super.numel():
@@ -53,7 +56,7 @@ class SuperClassInstanceLoss(nn.Module):
         self.register_buffer("super_members", table)
         self.register_buffer("position_in_super", position)
 
-    def forward(self, features, target):
+    def forward(self, features: Tensor, target: tuple[Tensor, Tensor]) -> Tensor:
         """features (B, D), target (super_labels (B,), instance_ids (B,)) -> 0-dim loss."""
         if not (isinstance(target, (tuple, list)) and len(target) == 2):
             raise TypeError("target must be a pair (super_labels (B,), instance_ids (B,)), got "

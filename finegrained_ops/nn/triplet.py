@@ -1,7 +1,11 @@
 """Module form of the fused triplet margin loss, with cross-rank mining under torch.distributed."""
+from __future__ import annotations
+
+from typing import Optional
+
 import torch
 import torch.distributed as dist
-from torch import nn
+from torch import Tensor, nn
 
 from .._checks import check_choice
 from ..ops.triplet import REDUCTIONS, check_triplet_args, mine_triplets, triplet_margin_loss
@@ -29,8 +33,9 @@ class TripletMarginLoss(nn.Module):
         loss = criterion(model(images), labels)
     """
 
-    def __init__(self, margin=0.2, negatives="violating", positive_fraction=1.0,
-                 reduction="mean_nonzero", squared=True, normalize=True, distributed=False):
+    def __init__(self, margin: float = 0.2, negatives: str = "violating",
+                 positive_fraction: float = 1.0, reduction: str = "mean_nonzero",
+                 squared: bool = True, normalize: bool = True, distributed: bool = False) -> None:
         super().__init__()
         check_triplet_args(margin, negatives, positive_fraction)
         check_choice("reduction", reduction, REDUCTIONS)
@@ -38,7 +43,8 @@ class TripletMarginLoss(nn.Module):
         self.reduction, self.squared, self.normalize = reduction, squared, normalize
         self.distributed = distributed
 
-    def forward(self, emb, labels, extra_negatives=None, extra_negative_labels=None):
+    def forward(self, emb: Tensor, labels: Tensor, extra_negatives: Optional[Tensor] = None,
+                extra_negative_labels: Optional[Tensor] = None) -> Tensor:
         """emb (B, D), labels (B,), extra negatives (E, D) and labels (E,) -> 0-dim loss."""
         emb, labels, extra_negatives, extra_negative_labels = self._global_batch(
             emb, labels, extra_negatives, extra_negative_labels)

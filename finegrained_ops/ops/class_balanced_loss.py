@@ -1,13 +1,19 @@
 """Class-balanced softmax / sigmoid / focal loss (thesis ch. 5; docs/semantics.md §4) on the
 family's fused native loss (class_loss.py)."""
+from __future__ import annotations
+
+from typing import Any
+
 import torch
+from torch import Tensor
 
 from .._checks import check_choice, check_number, check_tensor, check_value
 from .._native import _C  # noqa: F401  (loading the extension registers the ops)
+from .._typing import Counts
 from .class_loss import LOSS_TYPES, REDUCTIONS, fused_class_loss
 
 
-def effective_number(samples_per_class, beta):
+def effective_number(samples_per_class: Counts, beta: float) -> Tensor:
     """Effective number of samples E_n = (1 - beta^n) / (1 - beta) of each class (eq. 5.2).
 
     samples_per_class: (C,) counts (tensor or sequence). beta in [0, 1). Returns (C,) float64
@@ -18,7 +24,7 @@ def effective_number(samples_per_class, beta):
     return (1.0 - beta ** counts) / (1.0 - beta)
 
 
-def class_balanced_weights(samples_per_class, beta):
+def class_balanced_weights(samples_per_class: Counts, beta: float) -> Tensor:
     """Class weights (1 - beta) / (1 - beta^n_c), normalised so they sum to C (eq. 5.6).
 
     samples_per_class: (C,) counts > 0 (tensor or sequence). Returns (C,) float64, on the
@@ -30,8 +36,9 @@ def class_balanced_weights(samples_per_class, beta):
     return _class_balanced_weights(counts, float(beta))
 
 
-def class_balanced_loss(logits, target, samples_per_class, beta=0.9999, gamma=0.5,
-                        loss_type="focal", reduction="mean", ignore_index=-100):
+def class_balanced_loss(logits: Tensor, target: Any, samples_per_class: Counts,
+                        beta: float = 0.9999, gamma: float = 0.5, loss_type: str = "focal",
+                        reduction: str = "mean", ignore_index: int = -100) -> Tensor:
     """Class-balanced loss: each sample's loss weighted by (1 - beta) / (1 - beta^n_y), normalised.
 
     Args:

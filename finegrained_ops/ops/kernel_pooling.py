@@ -7,16 +7,21 @@ blocks, alpha, and the signed square root with L2 normalisation. Its backward re
 spectra rather than saving them (saving them would cost N·L·p·d memory). The sketches' hashes
 reach it as a sketch table (:func:`sketch_table`), which the modules build once.
 """
+from __future__ import annotations
+
 import math
+from typing import Optional
 
 import torch
+from torch import Tensor
 
 from .._checks import (FLOATING, check_int, check_number, check_tensor, compute_dtype,
                        make_generator)
 from .._native import check_devices  # imported first: loading the extension registers the ops
 
 
-def kernel_pooling(x, hash_index, hash_sign, alpha, dim, normalize=False):
+def kernel_pooling(x: Tensor, hash_index: Tensor, hash_sign: Tensor, alpha: Optional[Tensor],
+                   dim: int, normalize: bool = False) -> Tensor:
     """Taylor-series kernel feature map of every location, averaged over locations.
 
     Args:
@@ -45,7 +50,8 @@ def kernel_pooling(x, hash_index, hash_sign, alpha, dim, normalize=False):
     return _kernel_pooling(x, table, alpha, dim, normalize)[0]
 
 
-def compact_bilinear_pooling(x, hash_index, hash_sign, dim, y=None, normalize=False):
+def compact_bilinear_pooling(x: Tensor, hash_index: Tensor, hash_sign: Tensor, dim: int,
+                             y: Optional[Tensor] = None, normalize: bool = False) -> Tensor:
     """Compact bilinear pooling (Gao et al. 2016): the order-2 block of kernel pooling alone;
     with `y`, the two-input form (Fukui et al. 2016's MCB; two-stream bilinear CNNs), a sketch
     of the pooled outer product of x and y.
@@ -78,7 +84,7 @@ def compact_bilinear_pooling(x, hash_index, hash_sign, dim, y=None, normalize=Fa
     return _kernel_pooling(x, table, None, dim, normalize)[0]
 
 
-def sketch_table(hash_index, hash_sign, dim):
+def sketch_table(hash_index: Tensor, hash_sign: Tensor, dim: int) -> Tensor:
     """The hashes of p count sketches as the native kernels read them (docs/semantics.md §2).
 
     hash_index (p, C) int64 in [0, dim) and hash_sign (p, C) floating of +-1 (0: channel left
@@ -121,7 +127,7 @@ def _concat_streams(x, y, hash_index):
     return torch.cat([x, y], dim=2)
 
 
-def draw_hashes(in_channels, dim, order, seed=0):
+def draw_hashes(in_channels: int, dim: int, order: int, seed: int = 0) -> tuple[Tensor, Tensor]:
     """Hash functions of `order` count sketches, drawn from a dedicated torch.Generator(seed).
 
     Returns hash_index (order, in_channels) int64 uniform in [0, dim) and hash_sign
@@ -141,7 +147,8 @@ def draw_hashes(in_channels, dim, order, seed=0):
     return index, sign
 
 
-def draw_two_input_hashes(x_channels, y_channels, dim, seed=0):
+def draw_two_input_hashes(x_channels: int, y_channels: int, dim: int,
+                          seed: int = 0) -> tuple[Tensor, Tensor]:
     """Hashes of two-input compact bilinear pooling: sketch 1 over x's channels, sketch 2 over
     y's, as one (2, C + C_y) pair for the native op on the channels [x, y].
 
@@ -165,7 +172,7 @@ def draw_two_input_hashes(x_channels, y_channels, dim, seed=0):
     return index, sign
 
 
-def rbf_alpha(gamma, order):
+def rbf_alpha(gamma: float, order: int) -> Tensor:
     """Coefficients alpha_i = sqrt(exp(-2γ)(2γ)^i / i!), i = 0..order, with which kernel pooling
     approximates the Gaussian RBF kernel exp(-γ‖x - y‖²) of L2-normalised inputs (eq. 3.11).
 
@@ -178,7 +185,7 @@ def rbf_alpha(gamma, order):
     return torch.exp(0.5 * log_alpha_sq)
 
 
-def estimate_gamma(features):
+def estimate_gamma(features: Tensor) -> float:
     """γ = 1 / mean inner product of distinct pairs of feature vectors (thesis 3.3.2).
 
     features: (..., C) floating; all leading axes are flattened into M >= 2 vectors. The mean
@@ -200,7 +207,7 @@ def estimate_gamma(features):
     return float(1.0 / mean_inner)
 
 
-def signed_sqrt(x, eps=1e-12):
+def signed_sqrt(x: Tensor, eps: float = 1e-12) -> Tensor:
     """sign(x)·(sqrt(|x| + eps) - sqrt(eps)): the signed square root with a finite gradient.
 
     The plain sign(x)·sqrt(|x|) has an infinite derivative at 0 that turns into NaN
@@ -212,7 +219,7 @@ def signed_sqrt(x, eps=1e-12):
     return _SignedSqrt.apply(x, eps)
 
 
-def sqrt_normalize(y, eps=1e-12):
+def sqrt_normalize(y: Optional[Tensor], eps: float = 1e-12) -> Tensor:
     """F.normalize(signed_sqrt(y, eps), dim=1) in one native pass each way (thesis 3.3.1, the
     sketching heads' post-processing): y (N, D) floating -> (N, D) in y's dtype (half types
     computed in float32). Differentiable once."""

@@ -4,14 +4,20 @@ NeurIPS'20), LDAM (Cao et al., NeurIPS'19) and the softmax focal loss. Each is t
 softmax loss with per-class logit offsets, a true-class margin, a scale or a focal exponent;
 one pass computes the loss and its gradient, as for the class-balanced loss.
 """
+from __future__ import annotations
+
+from typing import Any, Optional
+
 import torch
+from torch import Tensor
 
 from .._checks import FLOATING, check_choice, check_number, check_tensor
+from .._typing import Counts, DeviceLike
 from .class_balanced_loss import _counts_tensor, check_counts_positive
 from .class_loss import REDUCTIONS, fused_class_loss
 
 
-def class_counts(samples_per_class, device=None):
+def class_counts(samples_per_class: Counts, device: DeviceLike = None) -> Tensor:
     """(C,) float64 counts, all finite and > 0 (a tensor keeps its device, a sequence goes to
     `device`); checked without a host sync on CUDA and under torch.compile."""
     counts = _counts_tensor(samples_per_class).to(torch.float64)
@@ -19,7 +25,8 @@ def class_counts(samples_per_class, device=None):
     return counts if isinstance(samples_per_class, torch.Tensor) else counts.to(device)
 
 
-def logit_adjustment_offsets(samples_per_class, tau=1.0, device=None):
+def logit_adjustment_offsets(samples_per_class: Counts, tau: float = 1.0,
+                             device: DeviceLike = None) -> Tensor:
     """(C,) float64 offsets tau * log(pi_c), pi_c = n_c / sum n: what logit adjustment adds to
     the logits in the loss and subtracts from them after training. tau >= 0. Device as
     class_counts."""
@@ -28,7 +35,7 @@ def logit_adjustment_offsets(samples_per_class, tau=1.0, device=None):
     return tau * (counts / counts.sum()).log()
 
 
-def logit_adjust(logits, samples_per_class, tau=1.0):
+def logit_adjust(logits: Tensor, samples_per_class: Counts, tau: float = 1.0) -> Tensor:
     """Post-hoc logit adjustment (Menon et al., eq. 9): logits - tau * log(pi).
 
     logits (N, C) of a model trained with plain cross-entropy; argmax of the result is the
@@ -40,8 +47,9 @@ def logit_adjust(logits, samples_per_class, tau=1.0):
     return logits - offsets.to(logits.dtype)
 
 
-def logit_adjusted_loss(logits, target, samples_per_class, tau=1.0, class_weights=None,
-                        reduction="mean", ignore_index=-100):
+def logit_adjusted_loss(logits: Tensor, target: Any, samples_per_class: Counts, tau: float = 1.0,
+                        class_weights: Optional[Counts] = None, reduction: str = "mean",
+                        ignore_index: int = -100) -> Tensor:
     """Logit-adjusted cross-entropy (Menon et al., eq. 10): CE(logits + tau log(pi), target).
 
     Args:
@@ -65,8 +73,9 @@ def logit_adjusted_loss(logits, target, samples_per_class, tau=1.0, class_weight
                             reduction=reduction, ignore_index=ignore_index)
 
 
-def balanced_softmax_loss(logits, target, samples_per_class, class_weights=None, reduction="mean",
-                          ignore_index=-100):
+def balanced_softmax_loss(logits: Tensor, target: Any, samples_per_class: Counts,
+                          class_weights: Optional[Counts] = None, reduction: str = "mean",
+                          ignore_index: int = -100) -> Tensor:
     """Balanced Softmax (Ren et al., eq. 4): CE(logits + log(n), target), which is logit
     adjustment with tau = 1 up to a constant per row. Arguments as logit_adjusted_loss."""
     check_choice("reduction", reduction, REDUCTIONS)
@@ -76,7 +85,8 @@ def balanced_softmax_loss(logits, target, samples_per_class, class_weights=None,
                             reduction=reduction, ignore_index=ignore_index)
 
 
-def ldam_margins(samples_per_class, max_margin=0.5, device=None):
+def ldam_margins(samples_per_class: Counts, max_margin: float = 0.5,
+                 device: DeviceLike = None) -> Tensor:
     """(C,) float64 LDAM margins n_c^(-1/4), scaled so the largest is max_margin (>= 0).
     Device as class_counts."""
     check_number("max_margin", max_margin, low=0)
@@ -84,8 +94,9 @@ def ldam_margins(samples_per_class, max_margin=0.5, device=None):
     return margins * (max_margin / margins.max())
 
 
-def ldam_loss(logits, target, samples_per_class, max_margin=0.5, scale=30.0, class_weights=None,
-              reduction="mean", ignore_index=-100):
+def ldam_loss(logits: Tensor, target: Any, samples_per_class: Counts, max_margin: float = 0.5,
+              scale: float = 30.0, class_weights: Optional[Counts] = None, reduction: str = "mean",
+              ignore_index: int = -100) -> Tensor:
     """Label-distribution-aware margin loss (Cao et al., eq. 13; the official LDAMLoss):
     CE(scale * (logits - margin_y onehot(y)), y, weight=class_weights).
 
@@ -112,8 +123,9 @@ def ldam_loss(logits, target, samples_per_class, max_margin=0.5, scale=30.0, cla
                             else reduction, ignore_index=ignore_index)
 
 
-def softmax_focal_loss(logits, target, gamma=2.0, class_weights=None, reduction="mean",
-                       ignore_index=-100):
+def softmax_focal_loss(logits: Tensor, target: Any, gamma: float = 2.0,
+                       class_weights: Optional[Counts] = None, reduction: str = "mean",
+                       ignore_index: int = -100) -> Tensor:
     """Focal loss on the softmax: w_y (1 - p_y)^gamma (-log p_y), p = softmax(logits).
 
     gamma >= 0 (0 is weighted cross-entropy; 2 is Lin et al.'s choice). Finite, with finite

@@ -11,7 +11,12 @@ Mined triplets are listed per anchor, positives nearest first (ties by index), a
 positive its negatives in index order. A negative index >= B refers to
 ``extra_negatives[index - B]``.
 """
+from __future__ import annotations
+
+from typing import Optional
+
 import torch
+from torch import Tensor
 
 from .._checks import (FLOATING, as_float, check_choice, check_int, check_number,
                        check_tensor)
@@ -21,9 +26,12 @@ NEGATIVES = tuple(_C.choices["triplet.negatives"])  # the names the native code 
 REDUCTIONS = tuple(_C.choices["triplet.reduction"])
 
 
-def triplet_margin_loss(emb, labels, margin=0.2, negatives="violating", positive_fraction=1.0,
-                        extra_negatives=None, extra_negative_labels=None,
-                        reduction="mean_nonzero", squared=True, normalize=True):
+def triplet_margin_loss(emb: Tensor, labels: Tensor, margin: float = 0.2,
+                        negatives: str = "violating", positive_fraction: float = 1.0,
+                        extra_negatives: Optional[Tensor] = None,
+                        extra_negative_labels: Optional[Tensor] = None,
+                        reduction: str = "mean_nonzero", squared: bool = True,
+                        normalize: bool = True) -> Tensor:
     """Fused in-batch mining + triplet margin loss max(0, d(a,p) - d(a,n) + margin).
 
     Args:
@@ -57,9 +65,11 @@ def triplet_margin_loss(emb, labels, margin=0.2, negatives="violating", positive
                                 reduction, bool(squared), bool(normalize), compute_grad)[0]
 
 
-def mine_triplets(emb, labels, margin=0.2, negatives="violating", positive_fraction=1.0,
-                  extra_negatives=None, extra_negative_labels=None, max_triplets=None,
-                  generator=None, squared=True, normalize=True):
+def mine_triplets(emb: Tensor, labels: Tensor, margin: float = 0.2, negatives: str = "violating",
+                  positive_fraction: float = 1.0, extra_negatives: Optional[Tensor] = None,
+                  extra_negative_labels: Optional[Tensor] = None,
+                  max_triplets: Optional[int] = None, generator: Optional[torch.Generator] = None,
+                  squared: bool = True, normalize: bool = True) -> tuple[Tensor, Tensor, Tensor]:
     """The triplets the loss would use, as (anchor, positive, negative) int64 index tensors.
 
     Arguments as in :func:`triplet_margin_loss`. max_triplets: when more triplets are mined,
@@ -77,9 +87,10 @@ def mine_triplets(emb, labels, margin=0.2, negatives="violating", positive_fract
         return _triplet_mine(*problem, -1 if max_triplets is None else max_triplets, -1, seed, 0)
 
 
-def count_triplets(emb, labels, margin=0.2, negatives="violating", positive_fraction=1.0,
-                   extra_negatives=None, extra_negative_labels=None, squared=True,
-                   normalize=True):
+def count_triplets(emb: Tensor, labels: Tensor, margin: float = 0.2, negatives: str = "violating",
+                   positive_fraction: float = 1.0, extra_negatives: Optional[Tensor] = None,
+                   extra_negative_labels: Optional[Tensor] = None, squared: bool = True,
+                   normalize: bool = True) -> Tensor:
     """How many triplets each anchor mines, without forming them: (B,) int64 on emb's device.
 
     Arguments as in :func:`triplet_margin_loss`. The counts are those of :func:`mine_triplets`
@@ -103,10 +114,14 @@ def _in_batch_problem(emb, labels, margin, negatives, positive_fraction, extra, 
             float(margin), negatives, float(positive_fraction), bool(squared), bool(normalize), -1)
 
 
-def mine_from_bank(query_emb, query_labels, bank_emb, bank_labels, per_anchor=1, margin=0.2,
-                   negatives="violating", positive_fraction=1.0, extra_negatives=None,
-                   extra_negative_labels=None, query_indices=None, chunk_size=None,
-                   generator=None, squared=True, normalize=True):
+def mine_from_bank(query_emb: Tensor, query_labels: Tensor, bank_emb: Tensor, bank_labels: Tensor,
+                   per_anchor: Optional[int] = 1, margin: float = 0.2,
+                   negatives: str = "violating", positive_fraction: float = 1.0,
+                   extra_negatives: Optional[Tensor] = None,
+                   extra_negative_labels: Optional[Tensor] = None,
+                   query_indices: Optional[Tensor] = None, chunk_size: Optional[int] = None,
+                   generator: Optional[torch.Generator] = None, squared: bool = True,
+                   normalize: bool = True) -> tuple[Tensor, Tensor, Tensor]:
     """Mine triplets of each query against a whole feature bank (quasi-online sampling).
 
     The queries are processed in chunks, so memory is O(chunk_size * (N + E)).

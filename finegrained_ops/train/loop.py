@@ -1,17 +1,21 @@
 """A small training loop: progress bar, AMP, gradient clipping, resumable checkpoints and
 DistributedDataParallel when torch.distributed is initialised (docs/semantics.md §5)."""
+from __future__ import annotations
+
 import copy
 import itertools
 import os
 import time
+from typing import Any, Callable, Iterable, Mapping, Optional, Sequence, Union
 
 import torch
 import torch.distributed as dist
-from torch import nn
+from torch import Tensor, nn
 from torch.utils.data import (BatchSampler, DataLoader, DistributedSampler, RandomSampler,
                               SequentialSampler)
 
 from .._checks import check_int, check_number
+from .._typing import DeviceLike
 
 AMP_DTYPES = {"bf16": torch.bfloat16, "bfloat16": torch.bfloat16, torch.bfloat16: torch.bfloat16,
               "fp16": torch.float16, "float16": torch.float16, torch.float16: torch.float16}
@@ -29,9 +33,13 @@ class _ModelWithLoss(nn.Module):
         return self.loss_fn(self.model(inputs), target)
 
 
-def fit(model, loss_fn, train_loader, optimizer, epochs, scheduler=None, amp=None,
-        grad_clip=None, device=None, eval_fn=None, checkpoint=None, progress=True,
-        epoch_hooks=()):
+def fit(model: nn.Module, loss_fn: Callable[..., Tensor], train_loader: Iterable[Any],
+        optimizer: torch.optim.Optimizer, epochs: int, scheduler: Optional[Any] = None,
+        amp: Union[str, torch.dtype, None] = None,
+        grad_clip: Union[float, tuple[str, float], None] = None, device: DeviceLike = None,
+        eval_fn: Optional[Callable[[nn.Module], Mapping[str, Any]]] = None,
+        checkpoint: Union[str, os.PathLike, None] = None, progress: bool = True,
+        epoch_hooks: Sequence[Callable[[int], Any]] = ()) -> list[dict[str, float]]:
     """Train ``model`` for ``epochs`` epochs and return the per-epoch history.
 
     Each batch from ``train_loader`` is ``(inputs, target)``; ``inputs`` and ``target`` may be
@@ -161,7 +169,10 @@ def fit(model, loss_fn, train_loader, optimizer, epochs, scheduler=None, amp=Non
 
 
 @torch.no_grad()
-def extract_features(model, loader, device=None, amp=None, output=None):
+def extract_features(model: nn.Module, loader: Iterable[Any], device: DeviceLike = None,
+                     amp: Union[str, torch.dtype, None] = None,
+                     output: Union[int, str, Callable[[Any], Tensor], None] = None,
+                     ) -> tuple[Tensor, Optional[Tensor]]:
     """Run ``model`` in eval mode over ``loader`` and concatenate its outputs.
 
     Batches are ``inputs`` or ``(inputs, labels, ...)``. ``output`` picks the features from
