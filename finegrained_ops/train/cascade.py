@@ -8,7 +8,7 @@ import torch.nn.functional as F
 from torch.utils.data import DataLoader, TensorDataset
 
 from .._checks import as_labels, make_generator
-from .loop import fit
+from .loop import eval_mode, fit
 
 
 class HierarchicalCascade:
@@ -123,12 +123,8 @@ class HierarchicalCascade:
             **self.fit_kwargs)
 
     def _scores(self, model, inputs):
-        was_training = model.training
-        model.eval()
-        with torch.no_grad():
+        with eval_mode(model):
             device = next(model.parameters()).device
-            scores = torch.cat([torch.sigmoid(model(inputs[i:i + 1024].to(device)).float()).cpu()
-                                for i in range(0, len(inputs), 1024)]) if len(inputs) else \
+            return torch.cat([torch.sigmoid(model(inputs[i:i + 1024].to(device)).float()).cpu()
+                              for i in range(0, len(inputs), 1024)]) if len(inputs) else \
                 torch.empty(0, self.tree.num_classes)
-        model.train(was_training)
-        return scores

@@ -2,6 +2,7 @@
 DistributedDataParallel when torch.distributed is initialised (docs/semantics.md §5)."""
 from __future__ import annotations
 
+import contextlib
 import copy
 import itertools
 import os
@@ -168,7 +169,6 @@ def fit(model: nn.Module, loss_fn: Callable[..., Tensor], train_loader: Iterable
     return history
 
 
-@torch.no_grad()
 def extract_features(model: nn.Module, loader: Iterable[Any], device: DeviceLike = None,
                      amp: Union[str, torch.dtype, None] = None,
                      output: Union[int, str, Callable[[Any], Tensor], None] = None,
@@ -183,10 +183,8 @@ def extract_features(model: nn.Module, loader: Iterable[Any], device: DeviceLike
     """
     amp_dtype = _amp_dtype(amp)
     device = torch.device(device) if device is not None else _model_device(model)
-    was_training = model.training
-    model.eval()
     features, labels = [], []
-    try:
+    with eval_mode(model):
         for batch in loader:
             inputs = batch[0] if isinstance(batch, (tuple, list)) else batch
             with torch.autocast(device.type, dtype=amp_dtype or torch.float32,
@@ -194,8 +192,6 @@ def extract_features(model: nn.Module, loader: Iterable[Any], device: DeviceLike
                 features.append(_pick(model(_to(inputs, device)), output).float().cpu())
             if isinstance(batch, (tuple, list)) and len(batch) > 1:
                 labels.append(torch.as_tensor(batch[1]).cpu())
-    finally:
-        model.train(was_training)
     if not features:
         raise ValueError("loader yielded no batches")
     return torch.cat(features), (torch.cat(labels) if labels else None)
@@ -227,15 +223,23 @@ def _inputs_and_target(batch):
                     "collate_fn (or a dataset) that returns the pair")
 
 
-def _evaluate(eval_fn, model):
-    """eval_fn(model)'s numbers, run in eval mode under no_grad; train mode restored."""
+@contextlib.contextmanager
+def eval_mode(model):
+    """`model` in eval mode under no_grad for the block, its train/eval mode restored after
+    (also when the block raises)."""
     was_training = model.training
     model.eval()
     try:
         with torch.no_grad():
-            return {k: float(v) for k, v in eval_fn(model).items()}
+            yield model
     finally:
         model.train(was_training)
+
+
+def _evaluate(eval_fn, model):
+    """eval_fn(model)'s numbers, run in eval mode under no_grad."""
+    with eval_mode(model):
+        return {k: float(v) for k, v in eval_fn(model).items()}
 
 
 def _epoch_line(record, epochs):
