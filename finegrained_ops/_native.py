@@ -14,7 +14,7 @@ _BUILD_HELP = (
 )
 
 try:
-    from . import _C
+    from . import _C  # type: ignore[attr-defined]  # compiled: mypy sees no source
 except ImportError as e:  # the message is the point: say exactly what to do
     raise ImportError(
         f"finegrained_ops: the native extension finegrained_ops._C could not be loaded ({e}).\n"

@@ -1,14 +1,19 @@
 """Class means, visual similarity between classes, and hierarchical class grouping
 (Ouyang et al. 2016, sec. 4.1 and eq. 3)."""
+from __future__ import annotations
+
 from dataclasses import dataclass
+from typing import Optional, Sequence
 
 import numpy as np
 import torch
+from torch import Tensor
 
 from .._checks import as_labels
+from .._typing import Labels
 
 
-def class_means(features, labels, num_classes=None):
+def class_means(features: Tensor, labels: Labels, num_classes: Optional[int] = None) -> Tensor:
     """(k, D) mean feature of each class. features (N, D) floating; labels (N,) in [0, k).
 
     k = num_classes (default max(labels) + 1); every class needs a sample. Float64 sums,
@@ -33,7 +38,8 @@ def class_means(features, labels, num_classes=None):
     return (sums / counts.to(sums.device)[:, None]).to(features.dtype)
 
 
-def class_similarity(features, labels, num_classes=None):
+def class_similarity(features: Tensor, labels: Labels,
+                     num_classes: Optional[int] = None) -> Tensor:
     """Sim(a, b) = mean over pairs of <h_a,i, h_b,j> (Ouyang eq. 3), as a (k, k) matrix.
 
     The double sum factorises: Sim(a, b) = <mean_a, mean_b>, the Gram matrix of class means,
@@ -54,29 +60,29 @@ class ClassTree:
     assignments: tuple
 
     @property
-    def num_levels(self):
+    def num_levels(self) -> int:
         return len(self.assignments)
 
     @property
-    def num_classes(self):
+    def num_classes(self) -> int:
         return int(self.assignments[0].numel())
 
-    def groups(self, level):
+    def groups(self, level: int) -> list[list[int]]:
         """The classes of each group at `level`, as sorted lists, group 0 first."""
         a = self.assignments[level]
         return [sorted((a == g).nonzero().flatten().tolist()) for g in range(int(a.max()) + 1)]
 
-    def group_of(self, cls, level):
+    def group_of(self, cls: int, level: int) -> int:
         return int(self.assignments[level][cls])
 
-    def parent(self, level, group):
+    def parent(self, level: int, group: int) -> int:
         """The group at level - 1 that contains `group` of `level` (level >= 1)."""
         if level < 1:
             raise ValueError("the root (level 0) has no parent")
         member = int((self.assignments[level] == group).nonzero()[0])
         return self.group_of(member, level - 1)
 
-    def children(self, level, group):
+    def children(self, level: int, group: int) -> list[int]:
         """The groups at level + 1 inside `group` of `level`, ascending."""
         if level + 1 >= self.num_levels:
             return []
@@ -84,7 +90,7 @@ class ClassTree:
         return sorted(set(self.assignments[level + 1][inside].tolist()))
 
 
-def hierarchical_groups(similarity, group_counts=(4, 7, 18)):
+def hierarchical_groups(similarity: Tensor, group_counts: Sequence[int] = (4, 7, 18)) -> ClassTree:
     """Group classes into nested clusters by visual similarity (Ouyang et al. 4.1).
 
     similarity: (k, k) symmetric class similarity, e.g. :func:`class_similarity`. Classes are

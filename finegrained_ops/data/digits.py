@@ -1,5 +1,7 @@
 """scikit-learn's bundled 8×8 digits as tensors, optionally long-tailed (no download)."""
-from typing import NamedTuple
+from __future__ import annotations
+
+from typing import NamedTuple, Optional
 
 import torch
 
@@ -14,7 +16,8 @@ class Digits(NamedTuple):
     test_labels: torch.Tensor   # (N_test,)
 
 
-def load_digits(long_tailed=None, seed=0, test_fraction=0.3):
+def load_digits(long_tailed: Optional[float] = None, seed: int = 0,
+                test_fraction: float = 0.3) -> Digits:
     """The 1 797 digits of scikit-learn (UCI optical digits), split per class into train and
     test by a seeded shuffle.
 

@@ -1,5 +1,9 @@
 """Real fine-grained data sets laid out one folder per class (CUB-200, Stanford Cars, ...)."""
+from __future__ import annotations
+
+import os
 from pathlib import Path
+from typing import Any, Callable, Optional, Sequence, Union
 
 import numpy as np
 import torch
@@ -19,7 +23,9 @@ class ImageFolderDataset(Dataset):
     class_counts ((C,) int64).
     """
 
-    def __init__(self, root, transform=None, extensions=IMAGE_EXTENSIONS):
+    def __init__(self, root: Union[str, os.PathLike],
+                 transform: Optional[Callable[[Any], Any]] = None,
+                 extensions: Sequence[str] = IMAGE_EXTENSIONS) -> None:
         self.root = Path(root)
         if not self.root.is_dir():
             raise FileNotFoundError(f"image folder root {self.root} is not a directory")

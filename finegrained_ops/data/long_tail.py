@@ -3,13 +3,19 @@
 Every subset function returns a sorted int64 index tensor into `labels`; the same seed gives
 the same subset, and no class ever contributes more samples than it has.
 """
+from __future__ import annotations
+
+from typing import Optional
+
 import torch
+from torch import Tensor
 
 from .._checks import as_labels, check_int, check_number, make_generator
+from .._typing import Counts, Labels
 from ._labels import indices_by_class
 
 
-def long_tailed_counts(num_classes, n_max, imbalance_factor):
+def long_tailed_counts(num_classes: int, n_max: int, imbalance_factor: float) -> Tensor:
     """Per-class counts n_i = floor(n_max · μ^i), μ = (1 / imbalance_factor)^(1 / (C - 1)).
 
     The long-tailed CIFAR profile (thesis 5.4.1): class 0 keeps n_max samples and the last
@@ -27,7 +33,7 @@ def long_tailed_counts(num_classes, n_max, imbalance_factor):
     return torch.floor(counts + 1e-9).to(torch.int64)  # 1e-9: 500·0.01 must stay 5, not 4
 
 
-def imbalance_factor(counts):
+def imbalance_factor(counts: Counts) -> float:
     """Largest class count over the smallest (thesis 5.4.1). counts: (C,), all > 0. A float."""
     c = torch.as_tensor(counts)
     if c.dim() != 1 or c.numel() == 0:
@@ -37,7 +43,8 @@ def imbalance_factor(counts):
     return float(c.max()) / float(c.min())
 
 
-def long_tailed_subset(labels, imbalance_factor, seed=0, n_max=None):
+def long_tailed_subset(labels: Labels, imbalance_factor: float, seed: int = 0,
+                       n_max: Optional[int] = None) -> Tensor:
     """Indices of a long-tailed subset: class i keeps min(n_i, its size) random samples, with
     n_i from :func:`long_tailed_counts` (n_max defaults to the largest class's size).
 
@@ -51,7 +58,7 @@ def long_tailed_subset(labels, imbalance_factor, seed=0, n_max=None):
     return _sample_per_class(groups, counts.tolist(), seed)
 
 
-def pseudo_uniform_subset(labels, n_max, seed=0):
+def pseudo_uniform_subset(labels: Labels, n_max: int, seed: int = 0) -> Tensor:
     """Indices keeping at most n_max random samples of every class (Ouyang et al. 3.3.3):
     classes larger than n_max are sampled down, smaller ones are untouched. Sorted (M,) int64.
     """
@@ -61,7 +68,7 @@ def pseudo_uniform_subset(labels, n_max, seed=0):
     return _sample_per_class(groups, [n_max] * len(groups), seed)
 
 
-def balanced_subset(labels, per_class, seed=0):
+def balanced_subset(labels: Labels, per_class: int, seed: int = 0) -> Tensor:
     """Indices of per_class random samples of every class (all of a class that has fewer):
     the balanced set of stage-2 fine-tuning (thesis 4.2.2). Sorted (M,) int64."""
     labels = as_labels(labels)

@@ -5,11 +5,16 @@ each epoch) and give each rank a disjoint share of it: rank r of R takes every R
 the ranks together cover the sequence once. The rank and world size come from
 torch.distributed when it is initialised, or from the arguments.
 """
+from __future__ import annotations
+
+from typing import Optional
+
 import torch
 import torch.distributed as dist
 from torch.utils.data import Sampler
 
 from .._checks import as_labels, check_int, make_generator
+from .._typing import Labels
 from ._labels import class_members
 
 
@@ -25,7 +30,8 @@ def _replicas(num_replicas, rank):
 
 
 class _EpochSampler(Sampler):
-    def __init__(self, labels, seed, num_replicas, rank):
+    def __init__(self, labels: Labels, seed: int, num_replicas: Optional[int],
+                 rank: Optional[int]) -> None:
         self.labels = as_labels(labels)
         _, self.groups = class_members(self.labels)
         if not self.groups:
@@ -33,7 +39,7 @@ class _EpochSampler(Sampler):
         self.seed, self.epoch = int(seed), 0
         self.num_replicas, self.rank = _replicas(num_replicas, rank)
 
-    def set_epoch(self, epoch):
+    def set_epoch(self, epoch: int) -> None:
         """Use the epoch's own draw (same seed and epoch, same sequence on every rank)."""
         self.epoch = int(epoch)
 
@@ -56,7 +62,8 @@ class ClassBalancedSampler(_EpochSampler):
     Yields dataset indices.
     """
 
-    def __init__(self, labels, num_samples=None, seed=0, num_replicas=None, rank=None):
+    def __init__(self, labels: Labels, num_samples: Optional[int] = None, seed: int = 0,
+                 num_replicas: Optional[int] = None, rank: Optional[int] = None) -> None:
         super().__init__(labels, seed, num_replicas, rank)
         if num_samples is not None:
             check_int("num_samples", num_samples)
@@ -98,7 +105,9 @@ class PKBatchSampler(_EpochSampler):
     Yields lists of p·k dataset indices, class by class (K consecutive entries per class).
     """
 
-    def __init__(self, labels, p, k, num_batches=None, seed=0, num_replicas=None, rank=None):
+    def __init__(self, labels: Labels, p: int, k: int, num_batches: Optional[int] = None,
+                 seed: int = 0, num_replicas: Optional[int] = None,
+                 rank: Optional[int] = None) -> None:
         super().__init__(labels, seed, num_replicas, rank)
         check_int("p", p)
         check_int("k", k)

@@ -1,11 +1,17 @@
 """Classification accuracy: top-k, per class, balanced, and head/tail splits by training
 counts (thesis table 4.4; many/medium/few-shot)."""
+from __future__ import annotations
+
+from typing import Optional, Sequence
+
 import torch
+from torch import Tensor
 
 from .._checks import as_labels
+from .._typing import Counts, Labels
 
 
-def topk_accuracy(logits, target, ks=(1, 5)):
+def topk_accuracy(logits: Tensor, target: Labels, ks: Sequence[int] = (1, 5)) -> dict[int, float]:
     """Fraction of samples whose target is among the k highest logits, for each k.
 
     logits (N, C) floating; target (N,) int64 in [0, C). Returns {k: float}.
@@ -24,7 +30,7 @@ def topk_accuracy(logits, target, ks=(1, 5)):
     return {k: top[:, :k].any(dim=1).double().mean().item() for k in ks}
 
 
-def per_class_accuracy(pred, target, num_classes=None):
+def per_class_accuracy(pred: Tensor, target: Labels, num_classes: Optional[int] = None) -> Tensor:
     """(C,) float64 accuracy of each class over its test samples (NaN where a class has none).
 
     pred: (N,) predicted classes or (N, C) scores (argmax); target (N,) int64.
@@ -36,14 +42,15 @@ def per_class_accuracy(pred, target, num_classes=None):
     return correct / total  # 0 / 0 = NaN for classes without test samples
 
 
-def balanced_accuracy(pred, target):
+def balanced_accuracy(pred: Tensor, target: Labels) -> float:
     """Mean per-class accuracy over the classes present in target (scikit-learn's
     balanced_accuracy_score). Returns a float."""
     acc = per_class_accuracy(pred, target)
     return acc[~torch.isnan(acc)].mean().item()
 
 
-def head_tail_accuracy(pred, target, train_counts, threshold=100):
+def head_tail_accuracy(pred: Tensor, target: Labels, train_counts: Counts,
+                       threshold: int = 100) -> dict[str, float]:
     """Accuracy on test samples of head classes (>= threshold training samples) and of tail
     classes (< threshold), as in thesis table 4.4, plus overall.
 
@@ -55,7 +62,8 @@ def head_tail_accuracy(pred, target, train_counts, threshold=100):
                                                   "tail": counts < threshold})
 
 
-def shot_accuracy(pred, target, train_counts, thresholds=(100, 20)):
+def shot_accuracy(pred: Tensor, target: Labels, train_counts: Counts,
+                  thresholds: tuple[int, int] = (100, 20)) -> dict[str, float]:
     """Many-shot (>= thresholds[0] training samples), medium-shot and few-shot
     (< thresholds[1]) accuracy, plus overall. Returns {'overall', 'many', 'medium', 'few'}."""
     many, few = thresholds

@@ -1,13 +1,18 @@
 """Diffusion re-ranking on a reciprocal kNN graph (Iscen et al. 2017; the lecture notes'
 query expansion as a linear system): rank the gallery by the solution f of (I - αS) f = y."""
+from __future__ import annotations
+
 import numpy as np
 import torch
 import torch.nn.functional as F
+from torch import Tensor
 
 from .._checks import as_features, check_int, check_number
 
 
-def diffusion_rerank(query, gallery, k=50, alpha=0.99, gamma=3, tol=1e-6, max_iter=1000):
+def diffusion_rerank(query: Tensor, gallery: Tensor, k: int = 50, alpha: float = 0.99,
+                     gamma: float = 3, tol: float = 1e-6,
+                     max_iter: int = 1000) -> tuple[Tensor, Tensor]:
     """Re-rank a gallery for each query by diffusion over the gallery's manifold.
 
     1. Affinities a_ij = max(0, x_i·x_j)^γ between L2-normalised gallery items, kept only for

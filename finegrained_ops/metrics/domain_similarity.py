@@ -1,16 +1,21 @@
 """Domain similarity by the Earth Mover's Distance between class-mean features (thesis 4.3,
 eq. 4.1-4.3), and greedy source-class selection for transfer learning (thesis 4.3.2)."""
+from __future__ import annotations
+
 import math
 
 import torch
+from torch import Tensor
 
-from ..data.class_grouping import class_means
 from .._checks import as_features, as_labels, check_number
+from .._typing import Labels
+from ..data.class_grouping import class_means
 
 DEFAULT_GAMMA = 0.01
 
 
-def domain_distance(source_features, source_labels, target_features, target_labels):
+def domain_distance(source_features: Tensor, source_labels: Labels, target_features: Tensor,
+                    target_labels: Labels) -> float:
     """EMD between the domains' class means, each class weighted by its share of the domain's
     images (eq. 4.3), with Euclidean ground distance; solved exactly by POT's ``ot.emd2``.
 
@@ -28,16 +33,16 @@ def domain_distance(source_features, source_labels, target_features, target_labe
     return float(ot.emd2(ws.cpu().numpy(), wt.cpu().numpy(), cost))
 
 
-def domain_similarity(source_features, source_labels, target_features, target_labels,
-                      gamma=DEFAULT_GAMMA):
+def domain_similarity(source_features: Tensor, source_labels: Labels, target_features: Tensor,
+                      target_labels: Labels, gamma: float = DEFAULT_GAMMA) -> float:
     """exp(-γ · domain_distance) (eq. 4.2), γ = 0.01 as in the thesis. A float in (0, 1]."""
     _check_gamma(gamma)
     return math.exp(-gamma * domain_distance(source_features, source_labels, target_features,
                                              target_labels))
 
 
-def rank_source_classes(source_features, source_labels, target_features, target_labels,
-                        gamma=DEFAULT_GAMMA):
+def rank_source_classes(source_features: Tensor, source_labels: Labels, target_features: Tensor,
+                        target_labels: Labels, gamma: float = DEFAULT_GAMMA) -> Tensor:
     """Similarity of each source class alone, {(s_i, 1)}, to the target domain (thesis 4.3.2).
 
     A single source point moves all its mass to every target class: its EMD is the
@@ -49,8 +54,9 @@ def rank_source_classes(source_features, source_labels, target_features, target_
     return torch.exp(-gamma * (torch.cdist(ms, mt.to(ms.device)) @ wt.to(ms.device)))
 
 
-def select_source_classes(source_features, source_labels, target_features, target_labels, k,
-                          gamma=DEFAULT_GAMMA):
+def select_source_classes(source_features: Tensor, source_labels: Labels, target_features: Tensor,
+                          target_labels: Labels, k: int,
+                          gamma: float = DEFAULT_GAMMA) -> Tensor:
     """The k source classes most similar to the target, most similar first (greedy top-k of
     :func:`rank_source_classes`, thesis 4.3.2). Returns (k,) int64 class indices."""
     sims = rank_source_classes(source_features, source_labels, target_features, target_labels,

@@ -5,17 +5,22 @@ index is the classic separation score (it grows as classes separate, and is scik
 All distances are computed a chunk of samples at a time: RSM and RankM cost O(n·k) (plus
 O(sum n_c²) for the medoids), RS and Silhouette O(n²), Rank O(n² log n).
 """
+from __future__ import annotations
+
 import torch
+from torch import Tensor
 
 from .._checks import as_features, as_labels
 from .._numerics import l2_normalize
+from .._typing import Labels
 
 MEASURES = ("rankm", "rank", "rs", "rsm", "silhouette")
 DISTANCES = ("euclidean", "cosine")
 
 
-def granularity(features, labels, measure="rankm", metric="euclidean", normalize=True,
-                chunk_size=1024):
+def granularity(features: Tensor, labels: Labels, measure: str = "rankm",
+                metric: str = "euclidean", normalize: bool = True,
+                chunk_size: int = 1024) -> float:
     """Granularity of a labelled data set.
 
     features (n, D) floating; labels (n,) class indices (k >= 2 classes present).
@@ -47,7 +52,8 @@ def granularity(features, labels, measure="rankm", metric="euclidean", normalize
     return _silhouette_like(x, y, counts, dist, measure, chunk_size)
 
 
-def class_medoids(features, labels, metric="euclidean", chunk_size=1024):
+def class_medoids(features: Tensor, labels: Labels, metric: str = "euclidean",
+                  chunk_size: int = 1024) -> Tensor:
     """(k, D) medoid of each class: its sample with the least total distance to the class.
 
     features (n, D) floating; labels must be 0..k-1 with every class present; metric

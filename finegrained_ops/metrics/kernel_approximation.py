@@ -1,8 +1,12 @@
 """Relative error of a kernel feature map against the Gaussian RBF kernel (thesis eq. 3.12)."""
+from __future__ import annotations
+
 import torch
+from torch import Tensor
 
 
-def kernel_approximation_error(phi_x, phi_y, x, y, gamma):
+def kernel_approximation_error(phi_x: Tensor, phi_y: Tensor, x: Tensor, y: Tensor,
+                               gamma: float) -> Tensor:
     """|φ(x)·φ(y) - exp(-γ‖x - y‖²)| / exp(-γ‖x - y‖²) for each pair of rows.
 
     phi_x, phi_y (N, F) feature maps (e.g. kernel pooling with alpha='rbf'); x, y (N, D) the

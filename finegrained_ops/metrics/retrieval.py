@@ -6,16 +6,24 @@ only the top k gallery items each metric needs are ranked. Without a gallery, th
 retrieved against themselves and each query's own entry is excluded (exclude_self). Queries
 with no same-label gallery item ("lone" queries) are left out of every metric, as in PML.
 """
+from __future__ import annotations
+
+from typing import Any, Optional, Sequence
+
 import torch
 import torch.nn.functional as F
+from torch import Tensor
 
 from .._checks import as_features, as_labels, check_tensor
+from .._typing import Labels
 
 METRICS = ("cosine", "euclidean")
 
 
-def recall_at_k(query, query_labels, gallery=None, gallery_labels=None, ks=(1, 2, 4, 8),
-                exclude_self=True, metric="cosine", chunk_size=1024):
+def recall_at_k(query: Tensor, query_labels: Labels, gallery: Optional[Tensor] = None,
+                gallery_labels: Optional[Labels] = None, ks: Sequence[int] = (1, 2, 4, 8),
+                exclude_self: bool = True, metric: str = "cosine",
+                chunk_size: int = 1024) -> dict[int, float]:
     """Fraction of queries with at least one same-label item among their k nearest neighbours.
 
     query (Nq, D), query_labels (Nq,); gallery (Ng, D), gallery_labels (Ng,) or None (the
@@ -34,23 +42,26 @@ def recall_at_k(query, query_labels, gallery=None, gallery_labels=None, ks=(1, 2
     return {k: hits[k] / _require_queries(total) for k in ks}
 
 
-def precision_at_1(query, query_labels, gallery=None, gallery_labels=None, exclude_self=True,
-                   metric="cosine", chunk_size=1024):
+def precision_at_1(query: Tensor, query_labels: Labels, gallery: Optional[Tensor] = None,
+                   gallery_labels: Optional[Labels] = None, exclude_self: bool = True,
+                   metric: str = "cosine", chunk_size: int = 1024) -> float:
     """Fraction of queries whose nearest neighbour has their label (= Recall@1). A float."""
     return recall_at_k(query, query_labels, gallery, gallery_labels, (1,), exclude_self, metric,
                        chunk_size)[1]
 
 
-def map_at_r(query, query_labels, gallery=None, gallery_labels=None, exclude_self=True,
-             metric="cosine", chunk_size=1024):
+def map_at_r(query: Tensor, query_labels: Labels, gallery: Optional[Tensor] = None,
+             gallery_labels: Optional[Labels] = None, exclude_self: bool = True,
+             metric: str = "cosine", chunk_size: int = 1024) -> float:
     """MAP@R (Musgrave et al.): for each query with R same-label gallery items,
     (1/R)·sum_{i<=R} P(i)·rel(i) over its R nearest neighbours; the mean over queries."""
     retrieval = _Retrieval(query, query_labels, gallery, gallery_labels, exclude_self, metric)
     return retrieval.average_precision(retrieval.max_relevant, chunk_size, at_r=True)
 
 
-def mean_average_precision(query, query_labels, gallery=None, gallery_labels=None,
-                           exclude_self=True, metric="cosine", chunk_size=1024):
+def mean_average_precision(query: Tensor, query_labels: Labels, gallery: Optional[Tensor] = None,
+                           gallery_labels: Optional[Labels] = None, exclude_self: bool = True,
+                           metric: str = "cosine", chunk_size: int = 1024) -> float:
     """mAP over the full ranking: for each query, sum over its relevant items of the precision
     at their rank, divided by R; the mean over queries. Ranks the whole gallery (a sort per
     query), so it costs more than the other metrics."""
@@ -122,7 +133,9 @@ class _Retrieval:
         return total / _require_queries(count)
 
 
-def evaluate_ranking(ranking, query_labels, gallery_labels, ks=(1, 2, 4, 8), exclude_self=False):
+def evaluate_ranking(ranking: Tensor, query_labels: Labels, gallery_labels: Labels,
+                     ks: Sequence[int] = (1, 2, 4, 8),
+                     exclude_self: bool = False) -> dict[str, Any]:
     """mAP and Recall@K of rankings computed elsewhere, such as diffusion_rerank's.
 
     ranking (Nq, Ng) int64: each row a permutation of the gallery's indices, best first;

@@ -8,6 +8,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .._checks import as_labels, check_int, check_number, make_generator
+from .._typing import Labels
 from .triplet import TripletMarginLoss
 
 
@@ -48,11 +49,11 @@ class AnchorPointClassifier(nn.Module):
         per_class = votes.logsumexp(dim=2)
         return per_class - per_class.logsumexp(dim=1, keepdim=True)
 
-    def predict(self, features):
+    def predict(self, features: Tensor) -> Tensor:
         """(N,) the class with the highest confidence score."""
         return self(features).argmax(dim=1)
 
-    def loss(self, features, labels):
+    def loss(self, features: Tensor, labels: Tensor) -> Tensor:
         """Mean of -log p_y over the batch (eq. 2.4)."""
         labels = as_labels(labels, "labels", features.shape[0], features.device)
         if labels.numel() and int(labels.max()) >= self.anchors.shape[0]:
@@ -61,7 +62,8 @@ class AnchorPointClassifier(nn.Module):
         return F.nll_loss(self(features), labels)
 
     @torch.no_grad()
-    def init_from_features(self, features, labels, iterations=25, seed=0):
+    def init_from_features(self, features: Tensor, labels: Labels, iterations: int = 25,
+                           seed: int = 0) -> AnchorPointClassifier:
         """Place each class's K anchors by k-means (k-means++ seeding) on its features.
 
         A class with fewer than K samples repeats them. Every class needs a sample.
@@ -85,7 +87,7 @@ class AnchorPointClassifier(nn.Module):
                              f"{getattr(features, 'shape', type(features).__name__)}")
         return F.normalize(features, dim=1) if self.normalize else features
 
-    def extra_repr(self):
+    def extra_repr(self) -> str:
         c, k, d = self.anchors.shape
         return (f"num_classes={c}, dim={d}, anchors_per_class={k}, gamma={self.gamma}, "
                 f"normalize={self.normalize}")
@@ -114,7 +116,8 @@ class TripletAnchorPointLoss(nn.Module):
         return self.omega * triplet + (1 - self.omega) * self.classifier.loss(emb, labels)
 
 
-def kmeans(x, k, iterations=25, generator=None):
+def kmeans(x: Tensor, k: int, iterations: int = 25,
+           generator: Optional[torch.Generator] = None) -> Tensor:
     """(k, D) centres of x (n, D) by Lloyd's algorithm from k-means++ seeds (deterministic).
 
     With n <= k the samples themselves (repeated) are the centres. An empty cluster keeps

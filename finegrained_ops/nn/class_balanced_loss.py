@@ -46,16 +46,16 @@ class ClassBalancedLoss(ClassCountsLoss):
         self.refresh()
 
     @property
-    def beta(self):
+    def beta(self) -> float:
         return self._beta
 
     @beta.setter
-    def beta(self, value):
+    def beta(self, value: float) -> None:
         check_number("beta", value, low=0, high=1, high_open=True)
         self._beta = value
         self.refresh()
 
-    def refresh(self):
+    def refresh(self) -> None:
         """Recomputes ``class_weights`` (C,) float64 from ``samples_per_class`` and ``beta``."""
         self.class_weights = class_balanced_weights(self.samples_per_class, self._beta)
 
@@ -66,7 +66,7 @@ class ClassBalancedLoss(ClassCountsLoss):
                                 loss_type=self.loss_type, reduction=self.reduction,
                                 ignore_index=self.ignore_index)
 
-    def extra_repr(self):
+    def extra_repr(self) -> str:
         return (f"num_classes={self.samples_per_class.numel()}, beta={self.beta}, "
                 f"gamma={self.gamma}, loss_type={self.loss_type!r}, reduction={self.reduction!r}")
 

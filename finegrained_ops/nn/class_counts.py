@@ -4,7 +4,7 @@ from __future__ import annotations
 from typing import Optional
 
 import torch
-from torch import nn
+from torch import Tensor, nn
 
 from .._checks import compute_dtype
 from .._typing import Counts
@@ -24,15 +24,17 @@ class ClassWeightedLoss(nn.Module):
         self.register_buffer("class_weights", None if class_weights is None else
                              torch.as_tensor(class_weights, dtype=torch.float64).clone(),
                              persistent=False)
-        self._per_class_cache = {}  # per_class's copies
+        # per_class's copies: (name, device, dtype) -> (source buffer, its version, copy)
+        self._per_class_cache: dict[tuple[str, torch.device, torch.dtype],
+                                    tuple[Tensor, int, Tensor]] = {}
 
-    def weights_for(self, logits):
+    def weights_for(self, logits: Tensor) -> Optional[Tensor]:
         """``class_weights`` as the native loss reads them for these logits: on their device
         and in their compute dtype (weights set elsewhere, say CPU values a hook assigns to a
         loss that holds no other tensor and so has no device of its own, included)."""
         return self.per_class("class_weights", logits)
 
-    def per_class(self, name, logits):
+    def per_class(self, name: str, logits: Tensor) -> Optional[Tensor]:
         """The (C,) float64 buffer `name` (or None) on logits' device in their compute dtype,
         cast once per buffer, device and dtype: a cached copy, not a cast every call."""
         source = self._buffers[name]
@@ -80,7 +82,7 @@ class ClassCountsLoss(ClassWeightedLoss):
         self.register_buffer("samples_per_class", counts.to(torch.int64).clone())
         self.register_load_state_dict_post_hook(_refresh_after_load)
 
-    def refresh(self):
+    def refresh(self) -> None:
         """Recomputes the tensors derived from ``samples_per_class``."""
         raise NotImplementedError
 

@@ -1,6 +1,8 @@
 """Module form of the contrastive loss (retrieval.contrastive_loss)."""
 from __future__ import annotations
 
+from typing import Any
+
 from torch import Tensor, nn
 
 from ..retrieval.contrastive_loss import check_arguments, contrastive_loss
@@ -17,12 +19,12 @@ class ContrastiveLoss(nn.Module):
                  reduction: str = "avg_nonzero") -> None:
         super().__init__()
         check_arguments(pos_margin, neg_margin, negatives, reduction)
-        self.kwargs = dict(pos_margin=pos_margin, neg_margin=neg_margin, squared=squared,
+        self.kwargs: dict[str, Any] = dict(pos_margin=pos_margin, neg_margin=neg_margin, squared=squared,
                            negatives=negatives, normalize=normalize, reduction=reduction)
 
     def forward(self, embeddings: Tensor, labels: Tensor) -> Tensor:
         """embeddings (B, D), labels (B,) -> 0-dim loss."""
         return contrastive_loss(embeddings, labels, **self.kwargs)
 
-    def extra_repr(self):
+    def extra_repr(self) -> str:
         return ", ".join(f"{key}={value!r}" for key, value in self.kwargs.items())

@@ -38,5 +38,5 @@ class CosineLinear(nn.Module):
             raise ValueError(f"expected (N, {self.in_features}) input, got {shape}")
         return F.linear(F.normalize(x, dim=1), F.normalize(self.weight, dim=1))
 
-    def extra_repr(self):
+    def extra_repr(self) -> str:
         return f"in_features={self.in_features}, out_features={self.out_features}"

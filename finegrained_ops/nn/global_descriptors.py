@@ -39,7 +39,7 @@ class SPoC(nn.Module):
         """x (N, C, H, W) -> descriptors (N, C)."""
         return descriptors.spoc(x, self.center_prior, self.normalize)
 
-    def extra_repr(self):
+    def extra_repr(self) -> str:
         return f"center_prior={self.center_prior}"
 
 
@@ -66,7 +66,7 @@ class GeM(nn.Module):
         """x (N, C, H, W) -> descriptors (N, C)."""
         return descriptors.gem(x, self.p, self.eps, self.normalize)
 
-    def extra_repr(self):
+    def extra_repr(self) -> str:
         return f"p={self.p.item():.4g}, learnable={isinstance(self.p, nn.Parameter)}"
 
 
@@ -85,7 +85,7 @@ class RMAC(nn.Module):
         """x (N, C, H, W) -> descriptors (N, C)."""
         return descriptors.rmac(x, self.levels, self.eps, self.normalize)
 
-    def extra_repr(self):
+    def extra_repr(self) -> str:
         return f"levels={self.levels}"
 
 
@@ -104,7 +104,7 @@ class CroW(nn.Module):
         """x (N, C, H, W) -> descriptors (N, C)."""
         return descriptors.crow(x, self.a, self.b, self.normalize)
 
-    def extra_repr(self):
+    def extra_repr(self) -> str:
         return f"a={self.a}, b={self.b}"
 
 
@@ -125,5 +125,5 @@ class ISqrtCovPooling(nn.Module):
         """x (N, C, H, W) -> (N, C (C + 1) / 2)."""
         return isqrt_cov(x, self.iterations)
 
-    def extra_repr(self):
+    def extra_repr(self) -> str:
         return f"iterations={self.iterations}"

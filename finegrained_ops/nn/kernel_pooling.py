@@ -154,18 +154,18 @@ class KernelPooling(_SketchPooling):
         if alpha == "ones" or gamma is None:
             init = torch.ones(order + 1)
         else:
-            init = rbf_alpha(self.gamma, order).float()
+            init = rbf_alpha(float(gamma), order).float()
         if alpha == "learned":
             self.alpha = nn.Parameter(init)
         else:
             self.register_buffer("alpha", init)
 
     @property
-    def output_dim(self):
+    def output_dim(self) -> int:
         return 1 + self.in_channels + (self.order - 1) * self.dim
 
     @torch.no_grad()
-    def estimate_gamma(self, features):
+    def estimate_gamma(self, features: Tensor) -> float:
         """Set γ to the reciprocal of the mean inner product of `features`' location vectors
         (thesis 3.3.2) and, for alpha 'rbf' or 'learned', reset alpha to the RBF coefficients.
 
@@ -185,7 +185,7 @@ class KernelPooling(_SketchPooling):
                                "estimate_gamma(features) first")
         return self._pool(self._locations(x), self.alpha)
 
-    def extra_repr(self):
+    def extra_repr(self) -> str:
         return (f"in_channels={self.in_channels}, dim={self.dim}, order={self.order}, "
                 f"alpha={self.alpha_mode!r}, gamma={self.gamma}, seed={self.seed}, "
                 f"input_format={self.input_format!r}, sqrt_normalize={self.sqrt_normalize}")
@@ -217,7 +217,7 @@ class CompactBilinearPooling(_SketchPooling):
         return two_input_signs(hash_sign, self.y_channels)
 
     @property
-    def output_dim(self):
+    def output_dim(self) -> int:
         return self.dim
 
     def forward(self, x: Tensor, y: Optional[Tensor] = None) -> Tensor:
@@ -239,7 +239,7 @@ class CompactBilinearPooling(_SketchPooling):
             locations = _concat_streams(locations, y_locations, self.hash_index)
         return self._pool(locations)
 
-    def extra_repr(self):
+    def extra_repr(self) -> str:
         two = "" if self.y_channels is None else f", y_channels={self.y_channels}"
         return (f"in_channels={self.in_channels}{two}, dim={self.dim}, seed={self.seed}, "
                 f"input_format={self.input_format!r}, sqrt_normalize={self.sqrt_normalize}")

@@ -33,7 +33,7 @@ class LogitAdjustedLoss(ClassCountsLoss):
         self.tau, self.reduction, self.ignore_index = tau, reduction, ignore_index
         self.refresh()
 
-    def refresh(self):
+    def refresh(self) -> None:
         self.register_buffer("logit_offsets",
                              logit_adjustment_offsets(self.samples_per_class, self.tau),
                              persistent=False)
@@ -46,7 +46,7 @@ class LogitAdjustedLoss(ClassCountsLoss):
                                 reduction=self.reduction,
                                 ignore_index=self.ignore_index)
 
-    def extra_repr(self):
+    def extra_repr(self) -> str:
         return f"num_classes={self.samples_per_class.numel()}, tau={self.tau}"
 
 
@@ -61,11 +61,11 @@ class BalancedSoftmaxLoss(LogitAdjustedLoss):
                  reduction: str = "mean", ignore_index: int = -100) -> None:
         super().__init__(samples_per_class, 1.0, class_weights, reduction, ignore_index)
 
-    def refresh(self):
+    def refresh(self) -> None:
         self.register_buffer("logit_offsets", self.samples_per_class.double().log(),
                              persistent=False)
 
-    def extra_repr(self):
+    def extra_repr(self) -> str:
         return f"num_classes={self.samples_per_class.numel()}"
 
 
@@ -94,7 +94,7 @@ class LDAMLoss(ClassCountsLoss):
         self._checked_cosines = False
         self.refresh()
 
-    def refresh(self):
+    def refresh(self) -> None:
         self.register_buffer("target_margins",
                              ldam_margins(self.samples_per_class, self.max_margin),
                              persistent=False)
@@ -110,7 +110,7 @@ class LDAMLoss(ClassCountsLoss):
                                 reduction="weighted_mean" if self.reduction == "mean"
                                 else self.reduction, ignore_index=self.ignore_index)
 
-    def extra_repr(self):
+    def extra_repr(self) -> str:
         return (f"num_classes={self.samples_per_class.numel()}, max_margin={self.max_margin}, "
                 f"scale={self.scale}")
 
@@ -147,5 +147,5 @@ class SoftmaxFocalLoss(ClassWeightedLoss):
                                 gamma=self.gamma, reduction=self.reduction,
                                 ignore_index=self.ignore_index)
 
-    def extra_repr(self):
+    def extra_repr(self) -> str:
         return f"gamma={self.gamma}"

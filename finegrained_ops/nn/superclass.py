@@ -88,7 +88,7 @@ class SuperClassInstanceLoss(nn.Module):
                                             instance_ids)
         return loss + self.lambda_instance * instance_loss
 
-    def extra_repr(self):
+    def extra_repr(self) -> str:
         return (f"instances={self.instance_weight.shape[0]}, super_classes="
                 f"{self.super_head.out_features}, lambda_instance={self.lambda_instance}, "
                 f"within_super={self.within_super}")

@@ -53,8 +53,9 @@ class TripletMarginLoss(nn.Module):
                                    extra_negative_labels, self.reduction, self.squared,
                                    self.normalize)
 
-    def mine(self, emb, labels, extra_negatives=None, extra_negative_labels=None,
-             max_triplets=None, generator=None):
+    def mine(self, emb: Tensor, labels: Tensor, extra_negatives: Optional[Tensor] = None,
+             extra_negative_labels: Optional[Tensor] = None, max_triplets: Optional[int] = None,
+             generator: Optional[torch.Generator] = None) -> tuple[Tensor, Tensor, Tensor]:
         """The triplets forward() uses, as in :func:`finegrained_ops.mine_triplets`.
 
         Under ``distributed`` the indices refer to the gathered global batch (rank order).
@@ -77,7 +78,7 @@ class TripletMarginLoss(nn.Module):
             extra = extra_labels = None
         return emb, labels, extra, extra_labels
 
-    def extra_repr(self):
+    def extra_repr(self) -> str:
         return (f"margin={self.margin}, negatives={self.negatives!r}, "
                 f"positive_fraction={self.positive_fraction}, reduction={self.reduction!r}, "
                 f"squared={self.squared}, normalize={self.normalize}, "

@@ -1,12 +1,19 @@
 """Class activation maps (Zhou et al., CVPR'16): where a global-average-pooling + linear
 classifier finds the evidence for a class (docs/semantics.md §6)."""
+from __future__ import annotations
+
+from typing import Optional
+
 import torch
 import torch.nn.functional as F
+from torch import Tensor
 
 from .._checks import FLOATING, check_tensor, check_value
 
 
-def class_activation_map(features, fc_weight, classes, size=None, normalize=True):
+def class_activation_map(features: Tensor, fc_weight: Tensor, classes: Tensor,
+                         size: Optional[tuple[int, int]] = None,
+                         normalize: bool = True) -> Tensor:
     """CAM_k(i, j) = sum_c w_kc f_c(i, j) for the class k of each image.
 
     features: (N, C, h, w) floating, the last convolutional map, whose spatial mean the

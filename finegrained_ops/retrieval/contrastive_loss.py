@@ -1,15 +1,20 @@
 """The contrastive (siamese) loss over the pairs of a batch (docs/semantics.md §6; Hadsell,
 Chopra & LeCun, CVPR'06, DrLIM; Radenović et al.'s squared form for retrieval)."""
+from __future__ import annotations
+
 import torch
 import torch.nn.functional as F
+from torch import Tensor
 
 from .._checks import FLOATING, as_labels, check_choice, check_number, check_tensor, compute_dtype
+from .._typing import Labels
 
 REDUCTIONS = ("avg_nonzero", "mean", "sum")
 
 
-def contrastive_loss(embeddings, labels, pos_margin=0.0, neg_margin=1.0, squared=False,
-                     negatives="all", normalize=True, reduction="avg_nonzero"):
+def contrastive_loss(embeddings: Tensor, labels: Labels, pos_margin: float = 0.0,
+                     neg_margin: float = 1.0, squared: bool = False, negatives: str = "all",
+                     normalize: bool = True, reduction: str = "avg_nonzero") -> Tensor:
     """Pulls same-label pairs within pos_margin and pushes different-label pairs beyond
     neg_margin, over every ordered pair (i, j), i != j, of the batch:
 

@@ -1,14 +1,17 @@
 """Matrix-square-root normalised covariance pooling, iSQRT-COV (Li et al., CVPR'18,
 "Towards Faster Training of Global Covariance Pooling Networks by Iterative Matrix Square Root
 Normalization"; docs/semantics.md §6): the second-order head kernel pooling is compared with."""
+from __future__ import annotations
+
 import torch
+from torch import Tensor
 
 from .._checks import check_int
 from .._numerics import magnitude
 from .descriptors import _pooled
 
 
-def isqrt_cov(x, iterations=5):
+def isqrt_cov(x: Tensor, iterations: int = 5) -> Tensor:
     """(N, C, H, W) -> (N, C (C + 1) / 2): the upper triangle (row by row, diagonal included) of
     sqrt(tr Σ) · Y_K, Y_K the Newton-Schulz approximation of (Σ / tr Σ)^(1/2) after
     `iterations` steps, Σ the covariance of the H·W location features (Li et al., eq. 5-8):

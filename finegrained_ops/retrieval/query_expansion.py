@@ -2,13 +2,17 @@
 by the normalised sum of itself and its nearest gallery neighbours, weighted by similarity^α
 (Radenović et al., TPAMI'18; α = 0 is the average query expansion of Chum et al., ICCV'07).
 Chunked, so memory is O(chunk_size · N); on the descriptors' device."""
+from __future__ import annotations
+
 import torch
+from torch import Tensor
 
 from .._checks import FLOATING, check_int, check_number, check_tensor, check_value
 from .._numerics import l2_normalize
 
 
-def query_expansion(query, gallery, k=2, alpha=3.0, chunk_size=1024):
+def query_expansion(query: Tensor, gallery: Tensor, k: int = 2, alpha: float = 3.0,
+                    chunk_size: int = 1024) -> Tensor:
     """α-QE: q' = normalise(q + sum over the k most similar gallery items g of max(0, q·g)^α g).
 
     query (Nq, D), gallery (N, D): L2-normalised descriptors (normalised here), one dtype and
@@ -19,7 +23,8 @@ def query_expansion(query, gallery, k=2, alpha=3.0, chunk_size=1024):
     return _expand(q, g, k, alpha, chunk_size, add_self=True)
 
 
-def database_augmentation(gallery, k=2, alpha=3.0, chunk_size=1024):
+def database_augmentation(gallery: Tensor, k: int = 2, alpha: float = 3.0,
+                          chunk_size: int = 1024) -> Tensor:
     """DBA: every gallery item replaced by the α-weighted sum of its k nearest gallery items,
     itself included (its own weight is 1), normalised. gallery (N, D); k in [1, N]. Returns
     (N, D). Apply to the gallery once, then expand queries against the augmented gallery."""

@@ -1,11 +1,16 @@
 """Learned whitening of global descriptors (docs/semantics.md §6): PCA whitening (Jégou &
 Chum, ECCV'12) or, from matching pairs, the supervised whitening of Radenović et al. (after
 Mikolajczyk & Matas); either way centre, project, keep the leading `dim` axes, L2-normalise."""
+from __future__ import annotations
+
+from typing import Optional
+
 import torch
 import torch.nn.functional as F
-from torch import nn
+from torch import Tensor, nn
 
 from .._checks import FLOATING, as_labels, check_int, check_number, check_tensor, make_generator
+from .._typing import Labels
 
 
 class PCAWhitening(nn.Module):
@@ -29,7 +34,8 @@ class PCAWhitening(nn.Module):
     Shape: (N, D) floating -> (N, dim), in the input's dtype.
     """
 
-    def __init__(self, dim=None, power=0.5, shrinkage=1e-6):
+    def __init__(self, dim: Optional[int] = None, power: float = 0.5,
+                 shrinkage: float = 1e-6) -> None:
         super().__init__()
         if dim is not None:
             check_int("dim", dim)
@@ -41,7 +47,7 @@ class PCAWhitening(nn.Module):
         self.register_load_state_dict_pre_hook(_take_fitted_shapes)
 
     @torch.no_grad()
-    def fit(self, descriptors):
+    def fit(self, descriptors: Tensor) -> PCAWhitening:
         """Learns mean and projection from (N, D) descriptors, N >= 2 (in float64): the leading
         `dim` principal axes of the centred descriptors, each scaled by
         (eigenvalue + shrinkage·largest)^(-power). Returns self."""
@@ -54,7 +60,7 @@ class PCAWhitening(nn.Module):
         return self
 
     @torch.no_grad()
-    def fit_pairs(self, descriptors, pairs):
+    def fit_pairs(self, descriptors: Tensor, pairs: Tensor) -> PCAWhitening:
         """Supervised whitening (Radenović et al.'s learned whitening, after Mikolajczyk &
         Matas; cirtorch's ``whitenlearn``): whiten the covariance S of matching-pair
         differences, then rotate onto the principal axes of the whitened descriptors, keeping
@@ -115,7 +121,7 @@ class PCAWhitening(nn.Module):
                              f"got {self.dim}")
         return r if self.dim is None else self.dim
 
-    def forward(self, x):
+    def forward(self, x: Tensor) -> Tensor:
         """x (N, D) float16/bfloat16/float32/float64 -> (N, dim) in x's dtype, unit rows."""
         if self.projection is None:
             raise RuntimeError("PCAWhitening: call fit(descriptors) before applying it")
@@ -133,7 +139,7 @@ class PCAWhitening(nn.Module):
                 setattr(self, name, t.to(torch.float64))
         return self
 
-    def extra_repr(self):
+    def extra_repr(self) -> str:
         return f"dim={self.dim}, power={self.power}, fitted={self.projection is not None}"
 
     @staticmethod
@@ -147,7 +153,7 @@ class PCAWhitening(nn.Module):
         return variances[keep], axes[:, keep]
 
 
-def same_label_pairs(labels, seed=0):
+def same_label_pairs(labels: Labels, seed: int = 0) -> Tensor:
     """Matching pairs for :meth:`PCAWhitening.fit_pairs` from class labels: within each label,
     the members in an order drawn from torch.Generator(seed), each paired with the next (the
     last with the first). A label with one member gives no pair.

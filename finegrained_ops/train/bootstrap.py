@@ -1,10 +1,15 @@
 """Dataset bootstrapping with a labelling oracle (thesis 2.2.2): grow a labelled set from
 candidate pools, keeping the oracle's rejections as hard negatives."""
+from __future__ import annotations
+
 from dataclasses import dataclass, field
+from typing import Any, Callable, Iterable
 
 import torch
+from torch import Tensor
 
 from .._checks import as_labels
+from .._typing import Labels
 
 
 @dataclass
@@ -17,8 +22,12 @@ class BootstrapResult:
     rounds: list = field(default_factory=list)  # per round: candidates, confident, true/false positives
 
 
-def bootstrap_dataset(seed_indices, seed_labels, candidate_pools, train_fn, score_fn, oracle,
-                      threshold=0.5):
+def bootstrap_dataset(seed_indices: Labels, seed_labels: Labels,
+                      candidate_pools: Iterable[Labels],
+                      train_fn: Callable[[Tensor, Tensor, Tensor, Tensor], Any],
+                      score_fn: Callable[[Any, Tensor], Any],
+                      oracle: Callable[[Tensor, Tensor], Any],
+                      threshold: float = 0.5) -> BootstrapResult:
     """Rounds of train -> score a pool -> keep confident -> oracle -> grow S and H.
 
     Round i (of len(candidate_pools)):

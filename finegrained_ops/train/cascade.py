@@ -1,13 +1,19 @@
 """Hierarchical cascaded fine-tuning over a class tree (Ouyang et al. 2016, algorithms 1-2),
 adapted from detection to classification: a node's negatives are the other classes' samples
 its parent lets through, instead of background windows."""
+from __future__ import annotations
+
 import copy
+from typing import Any, Callable, Iterable, Sequence, Union
 
 import torch
 import torch.nn.functional as F
+from torch import Tensor, nn
 from torch.utils.data import DataLoader, TensorDataset
 
 from .._checks import as_labels, make_generator
+from .._typing import Labels
+from ..data.class_grouping import ClassTree
 from .loop import eval_mode, fit
 
 
@@ -39,8 +45,11 @@ class HierarchicalCascade:
         seed: shuffling seed. Other keywords go to :func:`fit`.
     """
 
-    def __init__(self, tree, model, thresholds, optimizer_fn, epochs=5, batch_size=64, seed=0,
-                 **fit_kwargs):
+    def __init__(self, tree: ClassTree, model: nn.Module,
+                 thresholds: Union[float, Sequence[float]],
+                 optimizer_fn: Callable[[Iterable[nn.Parameter]], torch.optim.Optimizer],
+                 epochs: int = 5, batch_size: int = 64, seed: int = 0,
+                 **fit_kwargs: Any) -> None:
         transitions = tree.num_levels - 1
         thresholds = ([float(thresholds)] * transitions if isinstance(thresholds, (int, float))
                       else [float(t) for t in thresholds])
@@ -50,10 +59,11 @@ class HierarchicalCascade:
         self.tree, self.initial, self.thresholds = tree, model, thresholds
         self.optimizer_fn, self.epochs, self.batch_size = optimizer_fn, epochs, batch_size
         self.seed, self.fit_kwargs = seed, fit_kwargs
-        self.models = {}            # (level, group) -> fine-tuned model
-        self.train_sizes = {}       # (level, group) -> (positives, negatives) it was tuned on
+        self.models: dict[tuple[int, int], nn.Module] = {}  # (level, group) -> its model
+        # (level, group) -> (positives, negatives) it was tuned on
+        self.train_sizes: dict[tuple[int, int], tuple[int, int]] = {}
 
-    def fit(self, inputs, labels):
+    def fit(self, inputs: Tensor, labels: Labels) -> HierarchicalCascade:
         """Algorithm 2 on ``inputs`` (N, ...) with class ``labels`` (N,). Returns self."""
         labels = as_labels(labels, "labels", len(inputs))
         if labels.numel() and int(labels.max()) >= self.tree.num_classes:
@@ -80,7 +90,7 @@ class HierarchicalCascade:
         return self
 
     @torch.no_grad()
-    def predict(self, inputs):
+    def predict(self, inputs: Tensor) -> tuple[Tensor, dict[tuple[int, int], int]]:
         """Algorithm 1. Returns (scores (N, C) with -inf for rejected classes, evaluated: a
         dict (level, group) -> number of samples that node's model scored)."""
         if not self.models:

@@ -1,16 +1,23 @@
 """Classifier re-training on frozen features with class-balanced sampling: cRT and the LWS
 scales (Kang et al., ICLR'20, sec. 4; nn.decoupled_classifiers)."""
+from __future__ import annotations
+
+from typing import Any, Callable, Optional
+
 import torch
-from torch import nn
+from torch import Tensor, nn
 from torch.utils.data import DataLoader, TensorDataset
 
 from .._checks import as_labels, check_int, check_number, check_tensor
+from .._typing import Labels
 from ..data.samplers import ClassBalancedSampler
 from .loop import fit
 
 
-def retrain_classifier(classifier, features, labels, epochs=10, lr=0.1, batch_size=256, seed=0,
-                       loss_fn=None, **fit_kwargs):
+def retrain_classifier(classifier: nn.Module, features: Tensor, labels: Labels, epochs: int = 10,
+                       lr: float = 0.1, batch_size: int = 256, seed: int = 0,
+                       loss_fn: Optional[Callable[..., Tensor]] = None,
+                       **fit_kwargs: Any) -> list[dict[str, float]]:
     """Trains ``classifier`` in place on frozen ``features`` with class-balanced sampling (every
     draw picks a class uniformly, then one of its samples) and cross-entropy.
 

@@ -1,9 +1,13 @@
 """Deferred re-weighting (DRW; Cao et al., NeurIPS'19, sec. 3.3): train with unit class
 weights, then from a given epoch on with class-balanced weights (beta = 0.9999 in the paper)."""
+from __future__ import annotations
+
 import torch
 
 from .._checks import check_int, check_number
+from .._typing import Counts
 from ..nn import ClassBalancedLoss
+from ..nn.class_counts import ClassWeightedLoss
 from ..ops.class_balanced_loss import class_balanced_weights
 from .loop import _model_device
 
@@ -24,7 +28,8 @@ class DeferredReweighting:
         beta: in [0, 1).
     """
 
-    def __init__(self, loss_fn, samples_per_class, start_epoch, beta=0.9999):
+    def __init__(self, loss_fn: ClassWeightedLoss, samples_per_class: Counts, start_epoch: int,
+                 beta: float = 0.9999) -> None:
         if not hasattr(loss_fn, "class_weights") or isinstance(loss_fn, ClassBalancedLoss):
             raise TypeError(f"loss_fn must have settable class_weights (a ClassWeightedLoss other "
                             f"than ClassBalancedLoss, whose weights are its definition), got "
@@ -34,7 +39,7 @@ class DeferredReweighting:
         self.loss_fn, self.start_epoch = loss_fn, start_epoch
         self.weights = class_balanced_weights(torch.as_tensor(samples_per_class), beta)
 
-    def __call__(self, epoch):
+    def __call__(self, epoch: int) -> None:
         deferred = epoch < self.start_epoch
         self.loss_fn.class_weights = (None if deferred else
                                       self.weights.to(_model_device(self.loss_fn)))

@@ -1,15 +1,27 @@
 """Two-stage training for long-tailed data (thesis 4.2.2): learn features on the whole
 long-tailed set, then fine-tune on a more balanced subset with a small learning rate."""
-from torch.utils.data import DataLoader, Subset
+from __future__ import annotations
+
+from typing import Any, Callable, Optional
+
+import torch
+from torch import Tensor, nn
+from torch.utils.data import DataLoader, Dataset, Subset
 
 from .._checks import as_labels, make_generator
+from .._typing import Labels
 from ..data.long_tail import pseudo_uniform_subset
 from .loop import fit
 
 
-def two_stage_long_tail(model, loss_fn, dataset, labels, optimizer_fn, lr, epochs,
-                        finetune_lr, finetune_epochs, batch_size=64, per_class_cap=None,
-                        finetune_loss_fn=None, seed=0, **fit_kwargs):
+def two_stage_long_tail(model: nn.Module, loss_fn: Callable[..., Tensor], dataset: Dataset,
+                        labels: Labels,
+                        optimizer_fn: Callable[[list[nn.Parameter], float], torch.optim.Optimizer],
+                        lr: float, epochs: int, finetune_lr: float, finetune_epochs: int,
+                        batch_size: int = 64, per_class_cap: Optional[int] = None,
+                        finetune_loss_fn: Optional[Callable[..., Tensor]] = None, seed: int = 0,
+                        **fit_kwargs: Any
+                        ) -> tuple[list[dict[str, float]], list[dict[str, float]], Tensor]:
     """Stage 1: train on ``dataset`` as it is. Stage 2: fine-tune on at most
     ``per_class_cap`` samples per class (default: the smallest class count, i.e. a balanced
     subset) with ``finetune_lr``.
@@ -29,7 +41,7 @@ def two_stage_long_tail(model, loss_fn, dataset, labels, optimizer_fn, lr, epoch
     counts = labels.bincount()
     cap = int(counts[counts > 0].min()) if per_class_cap is None else per_class_cap
     subset = pseudo_uniform_subset(labels, cap, seed=seed)
-    histories = []
+    histories: list[list[dict[str, float]]] = []
     for data, stage_lr, stage_epochs, stage_loss in (
             (dataset, lr, epochs, loss_fn),
             (Subset(dataset, subset.tolist()), finetune_lr, finetune_epochs,

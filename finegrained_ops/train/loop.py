@@ -86,17 +86,18 @@ def fit(model: nn.Module, loss_fn: Callable[..., Tensor], train_loader: Iterable
                             f"{type(checkpoint).__name__}")
         checkpoint = os.fspath(checkpoint)
     amp_dtype = _amp_dtype(amp)
-    device = torch.device(device) if device is not None else _model_device(model)
-    if amp_dtype == torch.float16 and device.type != "cuda":
+    train_device = torch.device(device) if device is not None else _model_device(model)
+    if amp_dtype == torch.float16 and train_device.type != "cuda":
         raise ValueError("amp='fp16' needs CUDA; use amp='bf16' on the CPU")
-    model.to(device)
+    model.to(train_device)
     if isinstance(loss_fn, nn.Module):
-        loss_fn.to(device)
+        loss_fn.to(train_device)
     distributed = dist.is_available() and dist.is_initialized()
     step_module = _ModelWithLoss(model, loss_fn)
     if distributed:
         step_module = nn.parallel.DistributedDataParallel(
-            step_module, device_ids=[device.index] if device.type == "cuda" else None)
+            step_module,
+            device_ids=[train_device.index] if train_device.type == "cuda" else None)
         train_loader = _rank_aware(train_loader)
     scaler = torch.amp.GradScaler("cuda", enabled=amp_dtype == torch.float16)
     is_main = not distributed or dist.get_rank() == 0
@@ -108,7 +109,7 @@ def fit(model: nn.Module, loss_fn: Callable[..., Tensor], train_loader: Iterable
             stateful["loss_fn"] = loss_fn
         if scheduler is not None:
             stateful["scheduler"] = scheduler
-        history = _resume(checkpoint, device, stateful)
+        history = _resume(checkpoint, train_device, stateful)
         start = len(history)
         if start >= epochs and progress and is_main:
             print(f"fit: checkpoint {checkpoint!r} already holds {start} epochs (epochs="
@@ -119,17 +120,18 @@ def fit(model: nn.Module, loss_fn: Callable[..., Tensor], train_loader: Iterable
             hook(epoch)
         for sampler in (getattr(train_loader, "sampler", None),
                         getattr(train_loader, "batch_sampler", None)):
-            if hasattr(sampler, "set_epoch"):
-                sampler.set_epoch(epoch)
+            set_epoch = getattr(sampler, "set_epoch", None)
+            if set_epoch is not None:
+                set_epoch(epoch)
         model.train()
-        total = torch.zeros((), dtype=torch.float64, device=device)
+        total = torch.zeros((), dtype=torch.float64, device=train_device)
         batches, samples, began = 0, 0, time.perf_counter()
         progress_on = progress and is_main
-        bar = _progress(train_loader, epoch, epochs) if progress_on else train_loader
+        bar: Any = _progress(train_loader, epoch, epochs) if progress_on else train_loader
         for batch in bar:
             inputs, target = _inputs_and_target(batch)
-            inputs, target = _to(inputs, device), _to(target, device)
-            with torch.autocast(device.type, dtype=amp_dtype or torch.float32,
+            inputs, target = _to(inputs, train_device), _to(target, train_device)
+            with torch.autocast(train_device.type, dtype=amp_dtype or torch.float32,
                                 enabled=amp_dtype is not None):
                 loss = step_module(inputs, target)
             if loss.dim() != 0:
@@ -182,14 +184,14 @@ def extract_features(model: nn.Module, loader: Iterable[Any], device: DeviceLike
     or None when the batches carry none. The model's train/eval mode is restored afterwards.
     """
     amp_dtype = _amp_dtype(amp)
-    device = torch.device(device) if device is not None else _model_device(model)
+    feature_device = torch.device(device) if device is not None else _model_device(model)
     features, labels = [], []
     with eval_mode(model):
         for batch in loader:
             inputs = batch[0] if isinstance(batch, (tuple, list)) else batch
-            with torch.autocast(device.type, dtype=amp_dtype or torch.float32,
+            with torch.autocast(feature_device.type, dtype=amp_dtype or torch.float32,
                                 enabled=amp_dtype is not None):
-                features.append(_pick(model(_to(inputs, device)), output).float().cpu())
+                features.append(_pick(model(_to(inputs, feature_device)), output).float().cpu())
             if isinstance(batch, (tuple, list)) and len(batch) > 1:
                 labels.append(torch.as_tensor(batch[1]).cpu())
     if not features:

@@ -1,10 +1,16 @@
 """Quasi-online triplet sampling (thesis 2.4.1): every ``refresh_every`` batches, embed the
 whole training set once, then build each batch from anchors plus the local positives and hard
 negatives mined for them against that (stale) feature bank."""
+from __future__ import annotations
+
+from typing import Callable, Optional
+
 import torch
+from torch import Tensor
 from torch.utils.data import Sampler
 
 from .._checks import check_int, make_generator
+from .._typing import Labels
 from ..data.samplers import PKBatchSampler
 from ..ops.triplet import mine_from_bank
 
@@ -29,8 +35,11 @@ class QuasiOnlineBatchSampler(Sampler):
     already in the batch, ascending. Batch sizes vary from p·k to p·k·(1 + 2·per_anchor).
     """
 
-    def __init__(self, labels, embed_fn, p, k, refresh_every=1000, per_anchor=1, margin=0.2,
-                 positive_fraction=0.6, num_batches=None, seed=0, num_replicas=None, rank=None):
+    def __init__(self, labels: Labels, embed_fn: Callable[[], Tensor], p: int, k: int,
+                 refresh_every: int = 1000, per_anchor: int = 1, margin: float = 0.2,
+                 positive_fraction: float = 0.6, num_batches: Optional[int] = None,
+                 seed: int = 0, num_replicas: Optional[int] = None,
+                 rank: Optional[int] = None) -> None:
         self.anchors = PKBatchSampler(labels, p, k, num_batches=num_batches, seed=seed,
                                       num_replicas=num_replicas, rank=rank)
         check_int("refresh_every", refresh_every)
@@ -39,7 +48,7 @@ class QuasiOnlineBatchSampler(Sampler):
         self.per_anchor, self.margin, self.positive_fraction = per_anchor, margin, positive_fraction
         self.seed, self.batches_drawn, self.bank, self.refreshes = int(seed), 0, None, 0
 
-    def set_epoch(self, epoch):
+    def set_epoch(self, epoch: int) -> None:
         self.anchors.set_epoch(epoch)
 
     def __len__(self):
