@@ -26,7 +26,7 @@ help:
 	@echo "make build       rebuild the native extension in place (incremental)"
 	@echo "make test        install, compile-check CUDA sources (if nvcc), run pytest"
 	@echo "make sanitize    the op tests and the CUDA emulation under ASan + UBSan (tools/sanitize.py)"
-	@echo "make package-check  build the sdist, a wheel from it, and check both (tools/package_check.py)"
+	@echo "make package-check  build the sdist, a wheel from it in a fresh venv, check and run it (tools/package_check.py)"
 	@echo "make cuda-check  compile every CUDA source with nvcc for $(CUDA_ARCH)"
 	@echo "make gpu-check OUT=dir [DRY_RUN=1] [BENCH=full]  the GPU validation run (tools/gpu_check.py)"
 	@echo "make demo        install, then run the end-to-end demo on bundled data"

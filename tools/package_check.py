@@ -1,23 +1,25 @@
-"""`make package-check`: the sdist builds, and the wheel built from it says what it holds.
+"""`make package-check`: the sdist builds in a fresh environment, and the wheel built from it
+says what it holds and installs from its own metadata.
 
 1. Builds the sdist into build/package/ and checks that it holds what a build and the tests
    need (every csrc/ header and CUDA source, the tests with the CUDA emulation, docs/, LICENSE):
    the sdist once held only the .cpp files and could not be built.
-2. Builds a wheel from that sdist alone (pip, no build isolation, no dependencies: the torch
-   of this environment), as a user installing from the sdist would.
+2. Creates a fresh virtual environment holding only what the README tells a user to install
+   first (this environment's torch release and numpy) and pyproject's build requirements, and
+   builds a wheel from the sdist alone there (pip, no build isolation), as a user would.
 3. Checks the wheel: torch pinned to the release it was compiled against (a binary imports
    under that torch only), the extension without debug info, LICENSE in its metadata, and
    py.typed.
-4. Installs the wheel into a fresh virtual environment (its dependencies seen from this
-   one's site-packages, which holds no finegrained_ops of its own) and runs a smoke test there,
-   outside the source tree: the package imported is the wheel's, and its ops run.
+4. Installs the wheel into that environment with pip resolving its declared dependencies, and
+   runs a smoke test there, outside the source tree: the package imported is the wheel's, and
+   its ops run.
 """
 import email
-import site
 import subprocess
 import sys
 import tarfile
 import tempfile
+import tomllib
 import zipfile
 from pathlib import Path
 
@@ -52,8 +54,12 @@ def check_sdist(sdist):
     print(f"package-check: {sdist.name} holds all {len(needed)} source, test and doc files")
 
 
+def torch_release():
+    return torch.__version__.split("+")[0]
+
+
 def check_wheel(wheel):
-    release = torch.__version__.split("+")[0]
+    release = torch_release()
     with zipfile.ZipFile(wheel) as archive:
         names = archive.namelist()
         metadata_name = next(n for n in names if n.endswith(".dist-info/METADATA"))
@@ -99,20 +105,23 @@ print("package-check: the installed wheel runs", fo.__version__, "from", fo.__fi
 """
 
 
-def smoke_test(wheel):
-    """The wheel in a fresh venv, its dependencies taken from this environment."""
-    with tempfile.TemporaryDirectory() as scratch:
-        venv = Path(scratch) / "venv"
-        run([sys.executable, "-m", "venv", venv])
-        python = venv / "bin" / "python"
-        purelib = subprocess.run([python, "-c", "import sysconfig; "
-                                  "print(sysconfig.get_paths()['purelib'])"], check=True,
-                                 capture_output=True, text=True).stdout.strip()
-        # A path line, not a site dir: the editable install's own .pth here is not read.
-        (Path(purelib) / "dependencies.pth").write_text("\n".join(site.getsitepackages()))
-        run([python, "-m", "pip", "install", "-q", "--no-deps", "--no-index", wheel])
-        subprocess.run([python, "-c", SMOKE], cwd=scratch, check=True)
-        run([venv / "bin" / "finegrained-ops", "--version"])
+def fresh_environment(scratch):
+    """A venv with this environment's torch release, numpy and the build requirements only."""
+    venv = Path(scratch) / "venv"
+    run([sys.executable, "-m", "venv", venv])
+    python = venv / "bin" / "python"
+    pyproject = tomllib.loads((ROOT / "pyproject.toml").read_text())
+    build_requires = pyproject["build-system"]["requires"]
+    run([python, "-m", "pip", "install", "-q", f"torch=={torch_release()}", "numpy",
+         *build_requires])
+    return venv
+
+
+def smoke_test(venv, wheel, scratch):
+    python = venv / "bin" / "python"
+    run([python, "-m", "pip", "install", "-q", wheel])
+    subprocess.run([python, "-c", SMOKE], cwd=scratch, check=True)
+    run([venv / "bin" / "finegrained-ops", "--version"])
 
 
 def main():
@@ -121,11 +130,13 @@ def main():
     run([sys.executable, "setup.py", "-q", "sdist", "--dist-dir", OUT])
     sdist = next(OUT.glob("finegrained_ops-*.tar.gz"))
     check_sdist(sdist)
-    run([sys.executable, "-m", "pip", "wheel", "-q", "--no-build-isolation", "--no-deps",
-         "--wheel-dir", OUT, sdist])
-    wheel = next(OUT.glob("finegrained_ops-*.whl"))
-    check_wheel(wheel)
-    smoke_test(wheel)
+    with tempfile.TemporaryDirectory() as scratch:
+        venv = fresh_environment(scratch)
+        run([venv / "bin" / "python", "-m", "pip", "wheel", "-q", "--no-build-isolation",
+             "--no-deps", "--wheel-dir", OUT, sdist])
+        wheel = next(OUT.glob("finegrained_ops-*.whl"))
+        check_wheel(wheel)
+        smoke_test(venv, wheel, scratch)
 
 
 if __name__ == "__main__":
