@@ -235,7 +235,10 @@ scalar_t column_scale(const kp::RowLayout& layout, const scalar_t* alpha, int64_
 }  // namespace
 
 std::tuple<at::Tensor, at::Tensor> pool(Cpu, const KernelPoolingArgs& a) {
-  // The chunks read contiguous rows in the compute dtype.
+  // The chunks read contiguous (N, L, C) rows in the compute dtype, so NCHW maps and half
+  // types are converted once here (a no-op for contiguous NLC float): the sketch loop walks
+  // one location's channels, which read through NCHW strides would be a cache miss each.
+  // The CUDA kernels, whose threads own channels, read the strides and dtype directly.
   const at::Tensor x = a.x.to(a.compute_type()).contiguous();
   const kp::RowLayout layout = a.layout();
   const int64_t images = a.images(), locations = a.locations(), channels = a.channels();
@@ -283,6 +286,7 @@ std::tuple<at::Tensor, at::Tensor> pool(Cpu, const KernelPoolingArgs& a) {
 std::tuple<at::Tensor, at::Tensor> backprop(Cpu, const KernelPoolingArgs& a,
                                             const at::Tensor& grad, const at::Tensor& blocks,
                                             const at::Tensor& out) {
+  // Contiguous compute-dtype rows, as in pool.
   const at::Tensor x = a.x.to(a.compute_type()).contiguous();
   const at::Tensor g = grad.to(a.compute_type()).contiguous();
   const at::Tensor z = out.to(a.compute_type()).contiguous();
