@@ -3,11 +3,10 @@ SHELL := /bin/bash
 .DEFAULT_GOAL := help
 
 TORCH_VERSION := 2.13.0
-# Runtime + test + benchmark dependencies; torch is pinned because an unpinned torch pulls
-# several GB of CUDA packages on a CPU machine.
-DEPS := numpy scipy pot scikit-learn tqdm matplotlib pillow pytest hypothesis pytorch-metric-learning \
-        safetensors mypy \
-        ninja setuptools wheel
+# What the build needs before `pip install -e '.[all,test]'` adds every optional, test and
+# benchmark dependency; torch is pinned because an unpinned torch pulls several GB of CUDA
+# packages on a CPU machine.
+DEPS := numpy ninja setuptools wheel
 
 # Use the active virtual/conda environment when there is one, else a local .venv.
 ifneq ($(VIRTUAL_ENV)$(CONDA_PREFIX),)
@@ -44,7 +43,7 @@ install: $(if $(filter .venv/bin/python,$(PYTHON)),.venv/bin/python)
 	   || [ Makefile -nt $(STAMP) ] || ! $(PYTHON) -c "import finegrained_ops" 2>/dev/null; then \
 	  set -x; \
 	  $(PYTHON) -m pip install -q torch==$(TORCH_VERSION) $(DEPS) && \
-	  $(PYTHON) -m pip install -q --no-build-isolation -e . && touch $(STAMP); \
+	  $(PYTHON) -m pip install -q --no-build-isolation -e '.[all,test]' && touch $(STAMP); \
 	elif [ -n "$$(find csrc -type f -newer $(STAMP))" ]; then \
 	  $(MAKE) --no-print-directory build && touch $(STAMP); \
 	fi

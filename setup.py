@@ -150,10 +150,10 @@ def extension():
 
 
 def requirements():
-    """The runtime dependencies; torch pinned to the release this build was compiled against,
-    the only one whose ABI the binary imports under (2.5 is the oldest the sources support)."""
-    return [f"torch=={torch.__version__.split('+')[0]}", "numpy", "scipy", "pot",
-            "scikit-learn", "tqdm", "matplotlib", "pillow"]
+    """The hard runtime dependencies, torch and numpy (the optional ones are pyproject's
+    extras); torch pinned to the release this build was compiled against, the only one whose
+    ABI the binary imports under (2.5 is the oldest the sources support)."""
+    return [f"torch=={torch.__version__.split('+')[0]}", "numpy"]
 
 
 if __name__ == "__main__":  # importable, for the tests of the build decisions

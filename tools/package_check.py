@@ -10,9 +10,10 @@ says what it holds and installs from its own metadata.
 3. Checks the wheel: torch pinned to the release it was compiled against (a binary imports
    under that torch only), the extension without debug info, LICENSE in its metadata, and
    py.typed.
-4. Installs the wheel into that environment with pip resolving its declared dependencies, and
-   runs a smoke test there, outside the source tree: the package imported is the wheel's, and
-   its ops run.
+4. Installs the wheel into that environment with pip resolving its declared dependencies
+   (torch and numpy only: no optional one may arrive), and runs a smoke test there, outside the
+   source tree: the package imported is the wheel's, its ops run, and a call that needs an
+   extra says which.
 """
 import email
 import subprocess
@@ -24,6 +25,8 @@ import zipfile
 from pathlib import Path
 
 import torch
+
+from finegrained_ops._optional import OPTIONAL
 
 ROOT = Path(__file__).resolve().parents[1]
 OUT = ROOT / "build" / "package"
@@ -101,6 +104,11 @@ fo.nn.KernelPooling(8, 16, order=3)(maps).sum().backward()
 emb = torch.randn(16, 4, requires_grad=True)
 fo.triplet_margin_loss(emb, torch.arange(16) % 4).backward()
 assert all(t.grad is not None and bool(t.grad.isfinite().all()) for t in (logits, maps, emb))
+try:
+    fo.metrics.diffusion_rerank(emb.detach(), emb.detach(), k=3)
+    raise AssertionError("diffusion_rerank ran without scipy")
+except ImportError as e:
+    assert "finegrained_ops[metrics]" in str(e), e
 print("package-check: the installed wheel runs", fo.__version__, "from", fo.__file__)
 """
 
@@ -120,6 +128,12 @@ def fresh_environment(scratch):
 def smoke_test(venv, wheel, scratch):
     python = venv / "bin" / "python"
     run([python, "-m", "pip", "install", "-q", wheel])
+    installed = subprocess.run([python, "-m", "pip", "list", "--format=freeze"], check=True,
+                               capture_output=True, text=True).stdout.lower()
+    optional = [d for d, _ in OPTIONAL.values() if f"\n{d.lower()}==" in "\n" + installed]
+    if optional:
+        sys.exit(f"package-check: installing the wheel pulled in optional dependencies "
+                 f"{optional}: they belong in extras")
     subprocess.run([python, "-c", SMOKE], cwd=scratch, check=True)
     run([venv / "bin" / "finegrained-ops", "--version"])
 

@@ -10,6 +10,7 @@ import torch
 from torch import Tensor
 
 from .._checks import as_labels
+from .._optional import require
 from .._typing import Labels
 
 
@@ -99,9 +100,8 @@ def hierarchical_groups(similarity: Tensor, group_counts: Sequence[int] = (4, 7,
     level refine the one above. group_counts: strictly increasing, each <= k.
     Returns a :class:`ClassTree` with 1 + len(group_counts) levels.
     """
-    from scipy.cluster.hierarchy import cut_tree, linkage
-    from scipy.spatial.distance import squareform
-
+    hierarchy = require("scipy.cluster.hierarchy", "hierarchical_groups")
+    squareform = require("scipy.spatial.distance", "hierarchical_groups").squareform
     s = torch.as_tensor(similarity, dtype=torch.float64).cpu()
     if s.dim() != 2 or s.shape[0] != s.shape[1]:
         raise ValueError(f"similarity must be a square (k, k) matrix, got {tuple(s.shape)}")
@@ -117,11 +117,11 @@ def hierarchical_groups(similarity: Tensor, group_counts: Sequence[int] = (4, 7,
         diag = s.diagonal()
         dist = (diag[:, None] + diag[None, :] - 2 * s).clamp_min(0).sqrt().numpy()
         np.fill_diagonal(dist, 0.0)
-        tree = linkage(squareform(dist, checks=False), method="average")
+        tree = hierarchy.linkage(squareform(dist, checks=False), method="average")
         # One cut per count (cuts of one dendrogram are nested by construction); scipy's
         # cut_tree given several counts at once returns a wrong column when one count is k.
-        assignments += [_renumber(torch.from_numpy(cut_tree(tree, n_clusters=[c])[:, 0]
-                                                   .astype(np.int64))) for c in counts]
+        cuts = [hierarchy.cut_tree(tree, n_clusters=[c])[:, 0] for c in counts]
+        assignments += [_renumber(torch.from_numpy(cut.astype(np.int64))) for cut in cuts]
     elif counts:  # a single class: every level is one group
         assignments += [torch.zeros(k, dtype=torch.int64) for _ in counts]
     return ClassTree(tuple(assignments))

@@ -6,6 +6,7 @@ from typing import NamedTuple, Optional
 import torch
 
 from .._checks import make_generator
+from .._optional import require
 from .long_tail import long_tailed_subset
 
 
@@ -26,11 +27,10 @@ def load_digits(long_tailed: Optional[float] = None, seed: int = 0,
         balanced, as for long-tailed CIFAR.
     Returns a :class:`Digits` tuple of tensors (pixel values scaled from 0..16 to [0, 1]).
     """
-    from sklearn.datasets import load_digits as sklearn_digits
-
+    datasets = require("sklearn.datasets", "load_digits")
     if not 0.0 < test_fraction < 1.0:
         raise ValueError(f"test_fraction must be in (0, 1), got {test_fraction!r}")
-    bunch = sklearn_digits()
+    bunch = datasets.load_digits()
     images = torch.as_tensor(bunch.images, dtype=torch.float32).unsqueeze(1) / 16.0
     labels = torch.as_tensor(bunch.target, dtype=torch.int64)
     g = make_generator(seed)

@@ -9,6 +9,8 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from .._optional import require
+
 IMAGE_EXTENSIONS = (".bmp", ".gif", ".jpeg", ".jpg", ".png", ".ppm", ".tif", ".tiff", ".webp")
 
 
@@ -26,6 +28,7 @@ class ImageFolderDataset(Dataset):
     def __init__(self, root: Union[str, os.PathLike],
                  transform: Optional[Callable[[Any], Any]] = None,
                  extensions: Sequence[str] = IMAGE_EXTENSIONS) -> None:
+        require("PIL.Image", "ImageFolderDataset")  # here, not later in a loader worker
         self.root = Path(root)
         if not self.root.is_dir():
             raise FileNotFoundError(f"image folder root {self.root} is not a directory")
@@ -47,7 +50,7 @@ class ImageFolderDataset(Dataset):
         return len(self.samples)
 
     def __getitem__(self, index):
-        from PIL import Image
+        from PIL import Image  # present: __init__ required it
 
         path, label = self.samples[index]
         try:

@@ -5,18 +5,23 @@ import time
 
 import torch
 
-from . import cascade, domain_similarity, granularity, kernel_pooling, long_tail
-from . import long_tail_baselines, metric_learning, retrieval, superclass
+from .._optional import require
+from . import (cascade, domain_similarity, granularity, kernel_pooling, long_tail,
+               long_tail_baselines, metric_learning, retrieval, superclass)
 from .common import Settings
 from .report import Report
 
 EXPERIMENTS = (long_tail, long_tail_baselines, kernel_pooling, metric_learning, retrieval,
                granularity, domain_similarity, superclass, cascade)
+# What the experiments import beyond torch and numpy: the 'demo' extra.
+DEMO_MODULES = ("matplotlib", "scipy", "ot", "sklearn")
 
 
 def run_demo(out_dir, quick=False):
     """Run every experiment; write ``out_dir/report.md`` and its PNG plots. Returns the
     report's path. ``quick`` shortens training (a smoke run, not the reported numbers)."""
+    for module in DEMO_MODULES:
+        require(module, "the demo")
     import matplotlib
     matplotlib.use("Agg")
 

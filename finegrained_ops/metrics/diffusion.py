@@ -8,6 +8,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from .._checks import as_features, check_int, check_number
+from .._optional import require
 
 
 def diffusion_rerank(query: Tensor, gallery: Tensor, k: int = 50, alpha: float = 0.99,
@@ -26,8 +27,8 @@ def diffusion_rerank(query: Tensor, gallery: Tensor, k: int = 50, alpha: float =
     Returns scores (Nq, Ng) float64 (higher = more relevant) and ranking (Nq, Ng) int64
     (gallery indices, best first).
     """
-    from scipy.sparse import csr_matrix, diags, identity
-    from scipy.sparse.linalg import cg
+    sparse = require("scipy.sparse", "diffusion_rerank")
+    cg = require("scipy.sparse.linalg", "diffusion_rerank").cg
 
     q = F.normalize(as_features("query", query).to(torch.float64), dim=1).cpu()
     x = F.normalize(as_features("gallery", gallery).to(torch.float64), dim=1).cpu()
@@ -45,11 +46,11 @@ def diffusion_rerank(query: Tensor, gallery: Tensor, k: int = 50, alpha: float =
     rows = torch.arange(n).repeat_interleave(k).numpy()
     cols = neighbours.flatten().numpy()
     weights = sims.flatten().clamp_min(0).pow(gamma).numpy()
-    knn = csr_matrix((weights, (rows, cols)), shape=(n, n))
+    knn = sparse.csr_matrix((weights, (rows, cols)), shape=(n, n))
     affinity = knn.minimum(knn.T)  # zero unless the edge is there in both directions
     degree = np.asarray(affinity.sum(axis=1)).ravel()
-    inv_sqrt = diags(np.where(degree > 0, 1.0 / np.sqrt(np.maximum(degree, 1e-300)), 0.0))
-    system = identity(n, format="csr") - alpha * (inv_sqrt @ affinity @ inv_sqrt)
+    inv_sqrt = sparse.diags(np.where(degree > 0, 1.0 / np.sqrt(np.maximum(degree, 1e-300)), 0.0))
+    system = sparse.identity(n, format="csr") - alpha * (inv_sqrt @ affinity @ inv_sqrt)
 
     query_sims, query_neighbours = (q @ x.T).topk(k, dim=1)
     scores = np.zeros((q.shape[0], n))

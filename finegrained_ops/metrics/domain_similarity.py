@@ -8,6 +8,7 @@ import torch
 from torch import Tensor
 
 from .._checks import as_features, as_labels, check_number
+from .._optional import require
 from .._typing import Labels
 from ..data.class_grouping import class_means
 
@@ -27,8 +28,7 @@ def domain_distance(source_features: Tensor, source_labels: Labels, target_featu
     if ms.shape[1] != mt.shape[1]:
         raise ValueError(f"source and target features must share D, got {ms.shape[1]} and "
                          f"{mt.shape[1]}")
-    import ot
-
+    ot = require("ot", "domain_distance")
     cost = torch.cdist(ms, mt.to(ms.device)).cpu().numpy()
     return float(ot.emd2(ws.cpu().numpy(), wt.cpu().numpy(), cost))
 

@@ -16,6 +16,7 @@ from torch.utils.data import (BatchSampler, DataLoader, DistributedSampler, Rand
                               SequentialSampler)
 
 from .._checks import check_int, check_number
+from .._optional import available
 from .._typing import DeviceLike
 
 AMP_DTYPES = {"bf16": torch.bfloat16, "bfloat16": torch.bfloat16, torch.bfloat16: torch.bfloat16,
@@ -62,8 +63,9 @@ def fit(model: nn.Module, loss_fn: Callable[..., Tensor], train_loader: Iterable
             history are saved there (rank 0); when the file exists, training resumes after its
             last epoch (a checkpoint that already holds ``epochs`` epochs trains nothing and
             returns its history, saying so). Loaded with ``weights_only=True``.
-        progress: on rank 0, a tqdm bar per epoch with the running loss and samples/s, and a
-            line per epoch with the history's entries; False: silent.
+        progress: on rank 0, a tqdm bar per epoch with the running loss and samples/s (with
+            tqdm, the 'progress' extra), and a line per epoch with the history's entries;
+            False: silent.
         epoch_hooks: callables called as ``hook(epoch)`` before each epoch (after the model
             and loss moved to ``device``), e.g. train.DeferredReweighting. They should depend
             on the epoch only: a resumed run calls them from its first new epoch.
@@ -146,7 +148,7 @@ def fit(model: nn.Module, loss_fn: Callable[..., Tensor], train_loader: Iterable
             total += loss.detach().double()
             batches += 1
             samples += _batch_size(inputs)
-            if progress_on:
+            if bar is not train_loader:
                 bar.set_postfix(loss=f"{float(total) / batches:.4f}",
                                 samples_s=f"{samples / (time.perf_counter() - began):.0f}")
         record = {"epoch": epoch, "loss": _mean_over_ranks(total, batches, distributed),
@@ -341,7 +343,12 @@ def _mean_over_ranks(total, batches, distributed):
 
 
 def _progress(loader, epoch, epochs):
+    """A tqdm bar over the loader, or the loader itself without tqdm (the per-epoch line
+    still prints: the bar is the only thing the 'progress' extra adds)."""
+    if not available("tqdm"):
+        return loader
     from tqdm.auto import tqdm
+
     # tqdm is given the started iterator: handing it the loader itself would draw from the
     # loader's generator first and change the shuffle order with the bar on
     return tqdm(iter(loader), total=len(loader), desc=f"epoch {epoch + 1}/{epochs}",
