@@ -13,7 +13,7 @@ import functools
 import torch
 import torch.nn.functional as F
 
-from .harness import compare
+from .class_loss_cases import agreement_inputs, backward_step, inputs, run_cases, work
 from .report import ratio_row
 
 SHAPES = [(512, 8142), (128, 1000)]  # iNaturalist-2018 classes; ImageNet classes
@@ -42,10 +42,7 @@ def setup(candidate, n, c, loss_type, device):
     import finegrained_ops as fo
     from finegrained_ops.reference import class_balanced_loss as reference
 
-    g = torch.Generator().manual_seed(0)
-    logits = (torch.randn(n, c, generator=g) * 3).to(device).requires_grad_()
-    labels = torch.randint(0, c, (n,), generator=g).to(device)
-    counts = torch.randint(1, 1000, (c,), generator=g).to(device)
+    logits, labels, counts = inputs(n, c, device)
     if candidate == "native":  # the module: its class weights computed once, as unfused's
         fn = fo.nn.ClassBalancedLoss(counts, beta=BETA, gamma=GAMMA, loss_type=loss_type)
     elif candidate == "reference":
@@ -55,21 +52,13 @@ def setup(candidate, n, c, loss_type, device):
         weights = fo.class_balanced_weights(counts, BETA).float().to(device)
         composition = torch.compile(unfused) if candidate == COMPILED else unfused
         fn = functools.partial(composition, weights=weights, loss_type=loss_type)
-
-    def step(z, y):
-        z.grad = None
-        fn(z, y).backward()
-
-    return step, (logits, labels)
+    return backward_step(fn, logits, labels)
 
 
 def check_agreement(device):
     import finegrained_ops as fo
 
-    g = torch.Generator().manual_seed(1)
-    z = torch.randn(64, 1000, generator=g, dtype=torch.float64).to(device)
-    y = torch.randint(0, 1000, (64,), generator=g).to(device)
-    counts = torch.randint(1, 1000, (1000,), generator=g).to(device)
+    z, y, counts = agreement_inputs(device)
     w = fo.class_balanced_weights(counts, BETA).to(device)
     for loss_type in LOSS_TYPES:
         a = fo.class_balanced_loss(z, y, counts, BETA, GAMMA, loss_type)
@@ -77,16 +66,9 @@ def check_agreement(device):
         assert torch.allclose(a, b, rtol=1e-10), (loss_type, a.item(), b.item())
 
 
-def work(n, c):
-    """(bytes, FLOPs) floor of forward + backward: the op is memory-bound, so one read of the
-    float32 logits and the int64 labels and one write of the gradient."""
-    return 4 * 2 * n * c + 8 * n, 0
-
-
 def _cases(cases, device, repeats, names=CANDIDATES):
     """{(N, C, loss_type): {candidate: result}}, in one child process."""
-    return compare({case: {cand: functools.partial(setup, cand, *case) for cand in names}
-                    for case in cases}, device, repeats)
+    return run_cases(setup, cases, device, repeats, names)
 
 
 def comparison(device, quick=False, repeats=10):

@@ -12,7 +12,7 @@ import functools
 import torch
 import torch.nn.functional as F
 
-from .harness import compare
+from .class_loss_cases import agreement_inputs, backward_step, inputs, run_cases, work
 from .report import ratio_row
 
 SHAPES = [(512, 8142), (4096, 1000)]  # iNaturalist-2018 classes; ImageNet classes, large batch
@@ -59,10 +59,7 @@ def candidates(quick):
 def setup(candidate, n, c, member, device):
     import finegrained_ops as fo
 
-    g = torch.Generator().manual_seed(0)
-    logits = (torch.randn(n, c, generator=g) * 3).to(device).requires_grad_()
-    labels = torch.randint(0, c, (n,), generator=g).to(device)
-    counts = torch.randint(1, 1000, (c,), generator=g).to(device)
+    logits, labels, counts = inputs(n, c, device)
     if candidate == "native":
         # the module form: offsets, margins and weights computed once, as a training loop has
         module = {"logit_adjusted": lambda: fo.nn.LogitAdjustedLoss(counts),
@@ -78,36 +75,22 @@ def setup(candidate, n, c, member, device):
               "unfused, torch.compile": torch.compile(unfused)}[candidate]
         weights = fo.class_balanced_weights(counts, 0.9999).float().to(device)
         loss = functools.partial(fn, member, counts=counts.float(), weights=weights)
-
-    def step(z, y):
-        z.grad = None
-        loss(z, y).backward()
-
-    return step, (logits, labels)
+    return backward_step(loss, logits, labels)
 
 
 def check_agreement(device):
     import finegrained_ops as fo
 
-    g = torch.Generator().manual_seed(1)
-    z = torch.randn(64, 1000, generator=g, dtype=torch.float64).to(device)
-    y = torch.randint(0, 1000, (64,), generator=g).to(device)
-    counts = torch.randint(1, 1000, (1000,), generator=g).double().to(device)
+    z, y, counts = agreement_inputs(device)
+    counts = counts.double()
     w = fo.class_balanced_weights(counts, 0.9999).to(device)
     for member in MEMBERS:
         a, b = functional(fo, member, z, y, counts, w), unfused(member, z, y, counts, w)
         assert torch.allclose(a, b, rtol=1e-10), (member, a.item(), b.item())
 
 
-def work(n, c):
-    """(bytes, FLOPs) floor: one read of the float32 logits and int64 labels, one gradient
-    write, as for the class-balanced loss."""
-    return 4 * 2 * n * c + 8 * n, 0
-
-
 def _cases(cases, device, repeats, names):
-    return compare({case: {cand: functools.partial(setup, cand, *case) for cand in names}
-                    for case in cases}, device, repeats)
+    return run_cases(setup, cases, device, repeats, names)
 
 
 def comparison(device, quick=False, repeats=10):
