@@ -41,7 +41,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> class_loss(
     const std::optional<at::Tensor>& class_weights,
     const std::optional<at::Tensor>& logit_offsets,
     const std::optional<at::Tensor>& target_margins, double scale, double gamma,
-    std::string_view loss_type_name, std::string_view reduction_name, int64_t ignore_index,
+    c10::string_view loss_type_name, c10::string_view reduction_name, int64_t ignore_index,
     bool compute_grad, std::optional<at::ScalarType> loss_dtype) {
   TORCH_CHECK_VALUE(logits.dim() == 2, "class_loss: logits must be 2-D (N, C), got shape ",
                     logits.sizes());

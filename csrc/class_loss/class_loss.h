@@ -8,7 +8,7 @@
 #include <ATen/core/Tensor.h>
 
 #include <optional>
-#include <string_view>
+#include <c10/util/string_view.h>
 #include <tuple>
 
 #include "class_loss/class_loss_math.h"
@@ -45,7 +45,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> class_loss(
     const std::optional<at::Tensor>& class_weights,
     const std::optional<at::Tensor>& logit_offsets,
     const std::optional<at::Tensor>& target_margins, double scale, double gamma,
-    std::string_view loss_type, std::string_view reduction, int64_t ignore_index,
+    c10::string_view loss_type, c10::string_view reduction, int64_t ignore_index,
     bool compute_grad, std::optional<at::ScalarType> loss_dtype);
 
 }  // namespace fgo

@@ -8,35 +8,21 @@
 
 #include <optional>
 #include <string>
-#include <string_view>
 #include <tuple>
 
 #include "class_loss/class_loss.h"
-#include "common/autocast.h"
 #include "common/below_autograd.h"
 #include "common/device_kernels.h"
+#include "common/op_kernels.h"
 #include "precomputed_gradient/precomputed_gradient.h"
 
 namespace fgo {
 namespace {
 
-using LossOutputs = std::tuple<at::Tensor, at::Tensor, at::Tensor>;
 using OptionalTensor = std::optional<at::Tensor>;
 
-LossOutputs loss_kernel(const at::Tensor& logits, const at::Tensor& target,
-                        const OptionalTensor& class_weights, const OptionalTensor& logit_offsets,
-                        const OptionalTensor& target_margins, double scale, double gamma,
-                        c10::string_view loss_type, c10::string_view reduction,
-                        int64_t ignore_index, bool compute_grad,
-                        std::optional<at::ScalarType> loss_dtype) {
-  return class_loss(logits, target, class_weights, logit_offsets, target_margins, scale, gamma,
-                    std::string_view(loss_type.data(), loss_type.size()),
-                    std::string_view(reduction.data(), reduction.size()), ignore_index,
-                    compute_grad, loss_dtype);
-}
-
-const c10::TypedOperatorHandle<decltype(loss_kernel)>& loss_op() {
-  static const auto op = find_op<decltype(loss_kernel)>("finegrained_ops::class_loss");
+const c10::TypedOperatorHandle<decltype(class_loss)>& loss_op() {
+  static const auto op = find_op<decltype(class_loss)>("finegrained_ops::class_loss");
   return op;
 }
 
@@ -97,39 +83,15 @@ class ClassLossFunction : public torch::autograd::Function<ClassLossFunction> {
   }
 };
 
-LossOutputs loss_autograd(const at::Tensor& logits, const at::Tensor& target,
-                          const OptionalTensor& class_weights,
-                          const OptionalTensor& logit_offsets,
-                          const OptionalTensor& target_margins, double scale, double gamma,
-                          c10::string_view loss_type, c10::string_view reduction,
-                          int64_t ignore_index, bool compute_grad,
-                          std::optional<at::ScalarType> loss_dtype) {
-  const auto out = ClassLossFunction::apply(logits, target, class_weights, logit_offsets,
-                                            target_margins, scale, gamma, loss_type, reduction,
-                                            ignore_index, compute_grad, loss_dtype);
-  return {out[0], out[1], out[2]};
-}
-
-// Under autocast the loss is float32, as torch's losses are (the logits are read in their own
-// dtype either way: no cast of them).
-LossOutputs loss_autocast(const at::Tensor& logits, const at::Tensor& target,
-                          const OptionalTensor& class_weights,
-                          const OptionalTensor& logit_offsets,
-                          const OptionalTensor& target_margins, double scale, double gamma,
-                          c10::string_view loss_type, c10::string_view reduction,
-                          int64_t ignore_index, bool compute_grad,
-                          std::optional<at::ScalarType> loss_dtype) {
-  c10::impl::ExcludeDispatchKeyGuard no_autocast(c10::autocast_dispatch_keyset);
-  return loss_op().call(logits, target, class_weights, logit_offsets, target_margins, scale,
-                        gamma, loss_type, reduction, ignore_index, compute_grad,
-                        autocast_loss_dtype(logits, loss_dtype));
-}
+using LossAutograd = AutogradKernel<ClassLossFunction, decltype(class_loss)>;
+// Under autocast the loss is float32, as torch's losses are.
+using LossAutocast = AutocastLossKernel<decltype(class_loss), loss_op>;
 
 // The device kernels, the same for CPU and CUDA: each entry point picks its device's
 // kernels itself (on_device, common/device.h).
 void register_device_kernels(torch::Library& m) {
   m.impl("class_balanced_weights", TORCH_FN(class_balanced_weights));
-  m.impl("class_loss", TORCH_FN(loss_kernel));
+  m.impl("class_loss", TORCH_FN(class_loss));
 }
 
 }  // namespace
@@ -148,15 +110,15 @@ FGO_DEVICE_KERNELS(register_device_kernels);
 
 #if FGO_OP_REGISTRATION
 TORCH_LIBRARY_IMPL(finegrained_ops, Autograd, m) {
-  m.impl("class_loss", TORCH_FN(loss_autograd));
+  m.impl("class_loss", TORCH_FN(LossAutograd::call));
 }
 
 TORCH_LIBRARY_IMPL(finegrained_ops, AutocastCPU, m) {
-  m.impl("class_loss", TORCH_FN(loss_autocast));
+  m.impl("class_loss", TORCH_FN(LossAutocast::call));
 }
 
 TORCH_LIBRARY_IMPL(finegrained_ops, AutocastCUDA, m) {
-  m.impl("class_loss", TORCH_FN(loss_autocast));
+  m.impl("class_loss", TORCH_FN(LossAutocast::call));
 }
 #endif  // FGO_OP_REGISTRATION
 

@@ -4,10 +4,10 @@
 // entry points; bindings.cpp exports the tables as _C.choices, so Python checks against the
 // same names.
 #include <c10/util/Exception.h>
+#include <c10/util/string_view.h>
 
 #include <array>
 #include <string>
-#include <string_view>
 #include <utility>
 #include <vector>
 
@@ -16,9 +16,11 @@ namespace fgo {
 template <typename Enum, size_t N>
 using Choices = std::array<std::pair<const char*, Enum>, N>;
 
-// The enum named `value`, or an error naming the argument, the choices and the value.
+// The enum named `value`, or an error naming the argument, the choices and the value. Mode
+// strings are c10::string_view throughout, the type the dispatcher passes a `str` argument as
+// (an alias of std::string_view in recent torch), so the entry points are the ops' kernels.
 template <typename Enum, size_t N>
-Enum parse_choice(const char* op, const char* argument, std::string_view value,
+Enum parse_choice(const char* op, const char* argument, c10::string_view value,
                   const Choices<Enum, N>& choices) {
   std::string names;
   for (const auto& [name, code] : choices) {

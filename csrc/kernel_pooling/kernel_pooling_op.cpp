@@ -11,6 +11,7 @@
 
 #include "common/below_autograd.h"
 #include "common/device_kernels.h"
+#include "common/op_kernels.h"
 #include "kernel_pooling/kernel_pooling.h"
 
 namespace fgo {
@@ -52,12 +53,7 @@ class KernelPoolingFunction : public torch::autograd::Function<KernelPoolingFunc
   }
 };
 
-std::tuple<at::Tensor, at::Tensor> kernel_pooling_autograd(
-    const at::Tensor& x, const at::Tensor& table, const std::optional<at::Tensor>& alpha,
-    int64_t dim, bool normalize) {
-  const auto out = KernelPoolingFunction::apply(x, table, alpha, dim, normalize);
-  return {out[0], out[1]};
-}
+using PoolingAutograd = AutogradKernel<KernelPoolingFunction, decltype(kernel_pooling)>;
 
 // The device kernels, the same for CPU and CUDA: each entry point picks its device's
 // kernels itself (on_device, common/device.h).
@@ -83,7 +79,7 @@ FGO_DEVICE_KERNELS(register_device_kernels);
 
 #if FGO_OP_REGISTRATION
 TORCH_LIBRARY_IMPL(finegrained_ops, Autograd, m) {
-  m.impl("kernel_pooling", TORCH_FN(kernel_pooling_autograd));
+  m.impl("kernel_pooling", TORCH_FN(PoolingAutograd::call));
   m.impl("kernel_pooling_backward", torch::autograd::autogradNotImplementedFallback());
 }
 #endif  // FGO_OP_REGISTRATION

@@ -8,6 +8,7 @@
 
 #include "common/below_autograd.h"
 #include "common/device_kernels.h"
+#include "common/op_kernels.h"
 #include "sqrt_normalize/sqrt_normalize.h"
 
 namespace fgo {
@@ -47,9 +48,7 @@ class SqrtNormalizeFunction : public torch::autograd::Function<SqrtNormalizeFunc
   }
 };
 
-at::Tensor sqrt_normalize_autograd(const at::Tensor& y, double eps) {
-  return SqrtNormalizeFunction::apply(y, eps);
-}
+using SqrtNormalizeAutograd = AutogradKernel<SqrtNormalizeFunction, decltype(sqrt_normalize)>;
 
 void register_device_kernels(torch::Library& m) {
   m.impl("sqrt_normalize", TORCH_FN(sqrt_normalize));
@@ -69,7 +68,7 @@ FGO_DEVICE_KERNELS(register_device_kernels);
 
 #if FGO_OP_REGISTRATION
 TORCH_LIBRARY_IMPL(finegrained_ops, Autograd, m) {
-  m.impl("sqrt_normalize", TORCH_FN(sqrt_normalize_autograd));
+  m.impl("sqrt_normalize", TORCH_FN(SqrtNormalizeAutograd::call));
 }
 #endif  // FGO_OP_REGISTRATION
 

@@ -9,7 +9,7 @@
 
 #include <optional>
 #include <string>
-#include <string_view>
+#include <c10/util/string_view.h>
 #include <tuple>
 
 #include "common/choice.h"
@@ -35,8 +35,8 @@ inline constexpr Choices<TripletReduction, 3> kTripletReductions = {{
 // half types are computed in (what autocast asks for).
 std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> triplet_margin_loss(
     const at::Tensor& emb, const at::Tensor& labels, const at::Tensor& extra_negatives,
-    const at::Tensor& extra_negative_labels, double margin, std::string_view negatives,
-    double positive_fraction, std::string_view reduction, bool squared, bool normalize,
+    const at::Tensor& extra_negative_labels, double margin, c10::string_view negatives,
+    double positive_fraction, c10::string_view reduction, bool squared, bool normalize,
     bool compute_grad, std::optional<at::ScalarType> loss_dtype = std::nullopt);
 
 // Mining, on the problem of query_emb (Q, D) against bank_emb (N, D) and extra_negatives
@@ -52,7 +52,7 @@ at::Tensor triplet_count(const at::Tensor& query_emb, const at::Tensor& query_la
                          const std::optional<at::Tensor>& query_indices,
                          const at::Tensor& bank_emb, const at::Tensor& bank_labels,
                          const at::Tensor& extra_negatives, const at::Tensor& extra_negative_labels,
-                         double margin, std::string_view negatives, double positive_fraction,
+                         double margin, c10::string_view negatives, double positive_fraction,
                          bool squared, bool normalize, int64_t max_positives);
 
 // triplet_mine: the mined triplets (anchor + anchor_offset, positive, negative) int64; a
@@ -64,7 +64,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> triplet_mine(
     const at::Tensor& query_emb, const at::Tensor& query_labels,
     const std::optional<at::Tensor>& query_indices, const at::Tensor& bank_emb,
     const at::Tensor& bank_labels, const at::Tensor& extra_negatives,
-    const at::Tensor& extra_negative_labels, double margin, std::string_view negatives,
+    const at::Tensor& extra_negative_labels, double margin, c10::string_view negatives,
     double positive_fraction, bool squared, bool normalize, int64_t max_positives,
     int64_t max_triplets, int64_t per_anchor, int64_t seed, int64_t anchor_offset);
 

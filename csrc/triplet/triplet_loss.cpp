@@ -12,8 +12,8 @@ namespace fgo {
 
 std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> triplet_margin_loss(
     const at::Tensor& emb, const at::Tensor& labels, const at::Tensor& extra_negatives,
-    const at::Tensor& extra_negative_labels, double margin, std::string_view negatives,
-    double positive_fraction, std::string_view reduction, bool squared, bool normalize,
+    const at::Tensor& extra_negative_labels, double margin, c10::string_view negatives,
+    double positive_fraction, c10::string_view reduction, bool squared, bool normalize,
     bool compute_grad, std::optional<at::ScalarType> loss_dtype) {
   constexpr const char* kOp = "triplet_margin_loss";
   TORCH_CHECK_VALUE(emb.dim() == 2, kOp, ": emb must be 2-D (B, D), got shape ", emb.sizes());

@@ -34,7 +34,7 @@ TripletArgs counted_problem(const char* op, const at::Tensor& query_emb,
                             const at::Tensor& bank_emb, const at::Tensor& bank_labels,
                             const at::Tensor& extra_negatives,
                             const at::Tensor& extra_negative_labels, double margin,
-                            std::string_view negatives, double positive_fraction, bool squared,
+                            c10::string_view negatives, double positive_fraction, bool squared,
                             bool normalize, int64_t max_positives, int64_t per_anchor) {
   TripletArgs rows;
   rows.rule = check_problem(op, query_emb, query_labels, query_indices, bank_emb, bank_labels,
@@ -57,7 +57,7 @@ at::Tensor triplet_count(const at::Tensor& query_emb, const at::Tensor& query_la
                          const std::optional<at::Tensor>& query_indices,
                          const at::Tensor& bank_emb, const at::Tensor& bank_labels,
                          const at::Tensor& extra_negatives, const at::Tensor& extra_negative_labels,
-                         double margin, std::string_view negatives, double positive_fraction,
+                         double margin, c10::string_view negatives, double positive_fraction,
                          bool squared, bool normalize, int64_t max_positives) {
   return counted_problem("triplet_count", query_emb, query_labels,
                          query_indices.value_or(at::Tensor()), bank_emb,
@@ -70,7 +70,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> triplet_mine(
     const at::Tensor& query_emb, const at::Tensor& query_labels,
     const std::optional<at::Tensor>& query_indices, const at::Tensor& bank_emb,
     const at::Tensor& bank_labels, const at::Tensor& extra_negatives,
-    const at::Tensor& extra_negative_labels, double margin, std::string_view negatives,
+    const at::Tensor& extra_negative_labels, double margin, c10::string_view negatives,
     double positive_fraction, bool squared, bool normalize, int64_t max_positives,
     int64_t max_triplets, int64_t per_anchor, int64_t seed, int64_t anchor_offset) {
   TORCH_CHECK_VALUE(max_triplets < 0 || per_anchor < 0,

@@ -8,61 +8,20 @@
 
 #include <optional>
 #include <string>
-#include <string_view>
 #include <tuple>
 
-#include "common/autocast.h"
 #include "common/below_autograd.h"
 #include "common/device_kernels.h"
+#include "common/op_kernels.h"
 #include "precomputed_gradient/precomputed_gradient.h"
 #include "triplet/triplet.h"
 
 namespace fgo {
 namespace {
 
-using LossOutputs = std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor>;
-
-LossOutputs loss_kernel(const at::Tensor& emb, const at::Tensor& labels,
-                        const at::Tensor& extra_negatives,
-                        const at::Tensor& extra_negative_labels, double margin,
-                        c10::string_view negatives, double positive_fraction,
-                        c10::string_view reduction, bool squared, bool normalize,
-                        bool compute_grad, std::optional<at::ScalarType> loss_dtype) {
-  return triplet_margin_loss(emb, labels, extra_negatives, extra_negative_labels, margin,
-                             std::string_view(negatives.data(), negatives.size()),
-                             positive_fraction,
-                             std::string_view(reduction.data(), reduction.size()), squared,
-                             normalize, compute_grad, loss_dtype);
-}
-
-at::Tensor count_kernel(const at::Tensor& query_emb, const at::Tensor& query_labels,
-                        const std::optional<at::Tensor>& query_indices,
-                        const at::Tensor& bank_emb, const at::Tensor& bank_labels,
-                        const at::Tensor& extra_negatives, const at::Tensor& extra_negative_labels,
-                        double margin, c10::string_view negatives, double positive_fraction,
-                        bool squared, bool normalize, int64_t max_positives) {
-  return triplet_count(query_emb, query_labels, query_indices, bank_emb, bank_labels,
-                       extra_negatives, extra_negative_labels, margin,
-                       std::string_view(negatives.data(), negatives.size()), positive_fraction,
-                       squared, normalize, max_positives);
-}
-
-std::tuple<at::Tensor, at::Tensor, at::Tensor> mine_kernel(
-    const at::Tensor& query_emb, const at::Tensor& query_labels,
-    const std::optional<at::Tensor>& query_indices, const at::Tensor& bank_emb,
-    const at::Tensor& bank_labels, const at::Tensor& extra_negatives,
-    const at::Tensor& extra_negative_labels, double margin, c10::string_view negatives,
-    double positive_fraction, bool squared, bool normalize, int64_t max_positives,
-    int64_t max_triplets, int64_t per_anchor, int64_t seed, int64_t anchor_offset) {
-  return triplet_mine(query_emb, query_labels, query_indices, bank_emb, bank_labels,
-                      extra_negatives, extra_negative_labels, margin,
-                      std::string_view(negatives.data(), negatives.size()), positive_fraction,
-                      squared, normalize, max_positives, max_triplets, per_anchor, seed,
-                      anchor_offset);
-}
-
-const c10::TypedOperatorHandle<decltype(loss_kernel)>& loss_op() {
-  static const auto op = find_op<decltype(loss_kernel)>("finegrained_ops::triplet_margin_loss");
+const c10::TypedOperatorHandle<decltype(triplet_margin_loss)>& loss_op() {
+  static const auto op =
+      find_op<decltype(triplet_margin_loss)>("finegrained_ops::triplet_margin_loss");
   return op;
 }
 
@@ -122,39 +81,16 @@ class TripletMarginLossFunction : public torch::autograd::Function<TripletMargin
   }
 };
 
-LossOutputs loss_autograd(const at::Tensor& emb, const at::Tensor& labels,
-                          const at::Tensor& extra_negatives,
-                          const at::Tensor& extra_negative_labels, double margin,
-                          c10::string_view negatives, double positive_fraction,
-                          c10::string_view reduction, bool squared, bool normalize,
-                          bool compute_grad, std::optional<at::ScalarType> loss_dtype) {
-  const auto out = TripletMarginLossFunction::apply(emb, labels, extra_negatives,
-                                                    extra_negative_labels, margin, negatives,
-                                                    positive_fraction, reduction, squared,
-                                                    normalize, compute_grad, loss_dtype);
-  return {out[0], out[1], out[2], out[3]};
-}
-
-// Under autocast the loss is float32, as torch's triplet_margin_loss is (the embeddings are
-// read in their own dtype either way: no cast of them).
-LossOutputs loss_autocast(const at::Tensor& emb, const at::Tensor& labels,
-                          const at::Tensor& extra_negatives,
-                          const at::Tensor& extra_negative_labels, double margin,
-                          c10::string_view negatives, double positive_fraction,
-                          c10::string_view reduction, bool squared, bool normalize,
-                          bool compute_grad, std::optional<at::ScalarType> loss_dtype) {
-  c10::impl::ExcludeDispatchKeyGuard no_autocast(c10::autocast_dispatch_keyset);
-  return loss_op().call(emb, labels, extra_negatives, extra_negative_labels, margin, negatives,
-                        positive_fraction, reduction, squared, normalize, compute_grad,
-                        autocast_loss_dtype(emb, loss_dtype));
-}
+using LossAutograd = AutogradKernel<TripletMarginLossFunction, decltype(triplet_margin_loss)>;
+// Under autocast the loss is float32, as torch's triplet_margin_loss is.
+using LossAutocast = AutocastLossKernel<decltype(triplet_margin_loss), loss_op>;
 
 // The device kernels, the same for CPU and CUDA: each entry point picks its device's
 // kernels itself (on_device, common/device.h).
 void register_device_kernels(torch::Library& m) {
-  m.impl("triplet_margin_loss", TORCH_FN(loss_kernel));
-  m.impl("triplet_count", TORCH_FN(count_kernel));
-  m.impl("triplet_mine", TORCH_FN(mine_kernel));
+  m.impl("triplet_margin_loss", TORCH_FN(triplet_margin_loss));
+  m.impl("triplet_count", TORCH_FN(triplet_count));
+  m.impl("triplet_mine", TORCH_FN(triplet_mine));
 }
 
 }  // namespace
@@ -182,15 +118,15 @@ FGO_DEVICE_KERNELS(register_device_kernels);
 
 #if FGO_OP_REGISTRATION
 TORCH_LIBRARY_IMPL(finegrained_ops, Autograd, m) {
-  m.impl("triplet_margin_loss", TORCH_FN(loss_autograd));
+  m.impl("triplet_margin_loss", TORCH_FN(LossAutograd::call));
 }
 
 TORCH_LIBRARY_IMPL(finegrained_ops, AutocastCPU, m) {
-  m.impl("triplet_margin_loss", TORCH_FN(loss_autocast));
+  m.impl("triplet_margin_loss", TORCH_FN(LossAutocast::call));
 }
 
 TORCH_LIBRARY_IMPL(finegrained_ops, AutocastCUDA, m) {
-  m.impl("triplet_margin_loss", TORCH_FN(loss_autocast));
+  m.impl("triplet_margin_loss", TORCH_FN(LossAutocast::call));
 }
 #endif  // FGO_OP_REGISTRATION
 

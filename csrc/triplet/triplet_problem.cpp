@@ -21,7 +21,7 @@ void check_labels(const char* name, const at::Tensor& labels, int64_t n) {
                     " rows (shape ", labels.sizes(), ")");
 }
 
-triplet::Rule check_hyperparameters(const char* op, double margin, std::string_view negatives,
+triplet::Rule check_hyperparameters(const char* op, double margin, c10::string_view negatives,
                                     double positive_fraction) {
   TORCH_CHECK_VALUE(std::isfinite(margin) && margin >= 0.0,
                     "triplet: margin must be finite and >= 0, got ", margin);
@@ -35,7 +35,7 @@ triplet::Rule check_problem(const char* op, const at::Tensor& query,
                             const at::Tensor& bank,
                             const at::Tensor& bank_labels, const at::Tensor& extra,
                             const at::Tensor& extra_labels, double margin,
-                            std::string_view negatives, double positive_fraction) {
+                            c10::string_view negatives, double positive_fraction) {
   TORCH_CHECK_VALUE(query.dim() == 2, "triplet: query_emb must be (Q, D), got shape ",
                     query.sizes());
   const at::ScalarType type = query.scalar_type();

@@ -5,7 +5,7 @@
 
 #include <initializer_list>
 #include <string>
-#include <string_view>
+#include <c10/util/string_view.h>
 
 #include "triplet/triplet.h"
 #include "triplet/triplet_args.h"
@@ -19,13 +19,13 @@ triplet::Rule check_problem(const char* op, const at::Tensor& query,
                             const at::Tensor& bank,
                             const at::Tensor& bank_labels, const at::Tensor& extra,
                             const at::Tensor& extra_labels, double margin,
-                            std::string_view negatives, double positive_fraction);
+                            c10::string_view negatives, double positive_fraction);
 
 // The checks it is made of, for the loss's entry (which names its arguments its own way).
 void check_rows(const char* name, const at::Tensor& t, int64_t dim);  // (n, dim)
 void check_labels(const char* name, const at::Tensor& labels, int64_t n);  // int64 (n,)
 void check_one_device(const at::Tensor& first, std::initializer_list<const at::Tensor*> others);
-triplet::Rule check_hyperparameters(const char* op, double margin, std::string_view negatives,
+triplet::Rule check_hyperparameters(const char* op, double margin, c10::string_view negatives,
                                     double positive_fraction);
 
 // The rows prepared (prepare_rows: the compute type, normalised when asked), the distances from
