@@ -17,12 +17,11 @@
 
 #include "class_loss/class_loss_math.h"
 #include "common/host_device.h"
+#include "common/reduce.cuh"
 
 namespace fgo {
 namespace cls {
 namespace cuda {
-
-constexpr int kBlockThreads = 256;
 
 struct ScalarOps {
   template <typename T> static __device__ __forceinline__ T exp(T x) { return ::exp(x); }
@@ -34,31 +33,6 @@ struct ScalarOps {
   template <typename T>
   static __device__ __forceinline__ T select_nonneg(T z, T a, T b) { return z >= T(0) ? a : b; }
 };
-
-struct Sum {
-  template <typename T> __device__ __forceinline__ T operator()(T a, T b) const { return a + b; }
-};
-struct Max {
-  template <typename T> __device__ __forceinline__ T operator()(T a, T b) const { return a > b ? a : b; }
-};
-
-// Reduces v over the kThreadsPerRow threads of a row; every one of them gets the result.
-template <int kThreadsPerRow, typename T, typename Op>
-__device__ __forceinline__ T row_reduce(T v, Op op) {
-  for (int offset = 16; offset > 0; offset >>= 1) v = op(v, __shfl_xor_sync(0xffffffffu, v, offset));
-  if constexpr (kThreadsPerRow == 32) {
-    return v;
-  } else {
-    static_assert(kThreadsPerRow == kBlockThreads, "a row is one warp or the whole block");
-    __shared__ T partial[kBlockThreads / 32];
-    if (threadIdx.x % 32 == 0) partial[threadIdx.x / 32] = v;
-    __syncthreads();
-    T r = partial[0];
-    for (int i = 1; i < kBlockThreads / 32; ++i) r = op(r, partial[i]);
-    __syncthreads();  // `partial` is reused by the next reduction
-    return r;
-  }
-}
 
 template <typename scalar_t, typename acc_t>
 struct RowsParams {
@@ -110,8 +84,8 @@ __device__ __forceinline__ bool row_weight(const RowsParams<scalar_t, acc_t>& p,
     ps += t[j];
   }
   *y = -1;
-  *w = row_reduce<kThreadsPerRow>(ws, Sum());
-  *positives = row_reduce<kThreadsPerRow>(ps, Sum());
+  *w = block_reduce<kThreadsPerRow>(ws, Sum());
+  *positives = block_reduce<kThreadsPerRow>(ps, Sum());
   FGO_KERNEL_CHECK(p.loss_type != kSoftmax ||
                        ::fabs(double(*positives) - 1.0) <= kSoftTargetSumTolerance,
                    "class_loss: soft targets of a softmax loss must have every row summing to 1 "
@@ -203,7 +177,7 @@ __global__ void __launch_bounds__(kBlockThreads)
     acc += terms.loss;
     if (grad != nullptr) grad[j] = static_cast<scalar_t>(r.w * terms.grad);
   });
-  finish_row(p, r, row_reduce<kThreadsPerRow>(acc, Sum()));
+  finish_row(p, r, block_reduce<kThreadsPerRow>(acc, Sum()));
 }
 
 // The adjusted logit v = z + b - margin onehot(y) of the softmax family, before the scale.
@@ -245,7 +219,7 @@ __global__ void __launch_bounds__(kBlockThreads)
   for_each_logit<kThreadsPerRow, acc_t>(z, p.c, r.lane, [&](int64_t j, acc_t zj) {
     m = Max()(m, adjusted_logit(p, r, margin, j, zj));
   });
-  m = row_reduce<kThreadsPerRow>(m, Max());
+  m = block_reduce<kThreadsPerRow>(m, Max());
   acc_t below = 0, ties = 0;  // exp(d) of the classes below m; classes at m
   for_each_logit<kThreadsPerRow, acc_t>(z, p.c, r.lane, [&](int64_t j, acc_t zj) {
     const acc_t d = scaled_difference(p, r, margin, j, zj, m);
@@ -253,7 +227,7 @@ __global__ void __launch_bounds__(kBlockThreads)
     else ties += acc_t(1);
   });
   const auto sums = SoftmaxRowSums<acc_t>::template from<ScalarOps>(
-      row_reduce<kThreadsPerRow>(below, Sum()), row_reduce<kThreadsPerRow>(ties, Sum()));
+      block_reduce<kThreadsPerRow>(below, Sum()), block_reduce<kThreadsPerRow>(ties, Sum()));
   const acc_t sw = p.scale * r.w;  // d(loss)/dz = s d(loss)/du
   scalar_t* __restrict__ grad = p.grad == nullptr ? nullptr : p.grad + r.row * p.c;
   if (p.soft_target == nullptr) {
@@ -281,8 +255,8 @@ __global__ void __launch_bounds__(kBlockThreads)
     loss += t[j] * terms.loss;
     a_sum += t[j] * terms.a;
   });
-  loss = row_reduce<kThreadsPerRow>(loss, Sum());
-  a_sum = row_reduce<kThreadsPerRow>(a_sum, Sum());
+  loss = block_reduce<kThreadsPerRow>(loss, Sum());
+  a_sum = block_reduce<kThreadsPerRow>(a_sum, Sum());
   if (grad != nullptr) {
     for_each_logit<kThreadsPerRow, acc_t>(z, p.c, r.lane, [&](int64_t j, acc_t zj) {
       const acc_t d = scaled_difference(p, r, margin, j, zj, m);
@@ -311,8 +285,8 @@ __global__ void __launch_bounds__(kBlockThreads)
     total += double(row_loss[i]);
     divisor += double(row_norm[i]);
   }
-  total = row_reduce<kBlockThreads>(total, Sum());
-  divisor = row_reduce<kBlockThreads>(divisor, Sum());
+  total = block_reduce<kBlockThreads>(total, Sum());
+  divisor = block_reduce<kBlockThreads>(divisor, Sum());
   if (threadIdx.x == 0) {
     if (reduction == kMean) divisor = divisor > 1.0 ? divisor : 1.0;
     else if (reduction == kWeightedMean) divisor = divisor > 0.0 ? divisor : 1.0;

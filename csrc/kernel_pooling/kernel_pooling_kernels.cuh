@@ -16,7 +16,7 @@
 
 #include <cstdint>
 
-#include "common/block_sum.cuh"
+#include "common/reduce.cuh"
 #include "common/host_device.h"
 #include "kernel_pooling/kernel_pooling_math.h"
 
@@ -24,7 +24,6 @@ namespace fgo {
 namespace kp {
 namespace cuda {
 
-constexpr int kBlockThreads = 256;
 constexpr int64_t kMaxBlocks = int64_t(1) << 20;  // grid-stride loops cover the rest
 
 __device__ __forceinline__ int64_t grid_start() {

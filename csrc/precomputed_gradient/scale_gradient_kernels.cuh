@@ -7,11 +7,11 @@
 #include <algorithm>
 #include <cstdint>
 
+#include "common/reduce.cuh"
+
 namespace fgo {
 namespace scaled {
 namespace cuda {
-
-constexpr int kBlockThreads = 256;
 
 template <typename scalar_t, typename acc_t, typename loss_t>
 __global__ void __launch_bounds__(kBlockThreads)

@@ -1,5 +1,5 @@
 #pragma once
-// CUDA kernels of sqrt_normalize: a block per row, its sums by common/block_sum.cuh (bitwise
+// CUDA kernels of sqrt_normalize: a block per row, its sums by common/reduce.cuh (bitwise
 // reproducible). Raw pointers and a stream only (no torch header;
 // `make cuda-check` compiles it alone). scalar_t is the storage type, acc_t the computed one.
 
@@ -7,14 +7,13 @@
 
 #include <cstdint>
 
-#include "common/block_sum.cuh"
+#include "common/reduce.cuh"
 #include "sqrt_normalize/sqrt_normalize_math.h"
 
 namespace fgo {
 namespace sqrt_norm {
 namespace cuda {
 
-constexpr int kBlockThreads = 256;
 
 template <typename scalar_t, typename acc_t>
 __global__ void __launch_bounds__(kBlockThreads)

@@ -21,7 +21,7 @@
 
 #include <cstdint>
 
-#include "common/block_sum.cuh"
+#include "common/reduce.cuh"
 #include "triplet/triplet_math.h"
 
 namespace fgo {
@@ -29,7 +29,6 @@ namespace triplet {
 namespace cuda {
 
 constexpr int kWarps = 4;  // anchors per block
-constexpr unsigned kFullMask = 0xffffffffu;
 
 // The rows of a pass.
 template <typename T>
@@ -65,13 +64,6 @@ struct SortedPositives {
 };
 
 __device__ __forceinline__ int lane_id() { return static_cast<int>(threadIdx.x % 32); }
-
-// Butterfly sum: every lane ends with the same bits (each step adds a pair in both orders).
-template <typename V>
-__device__ __forceinline__ V warp_sum(V v) {
-  for (int offset = 16; offset > 0; offset >>= 1) v += __shfl_xor_sync(kFullMask, v, offset);
-  return v;
-}
 
 // Inclusive prefix sum over the lanes.
 template <typename V>
@@ -411,7 +403,7 @@ cudaError_t launch_triplet_rows(const AnchorRows<T>& s, const RowsParams<T>& p,
 // ---------------------------------------------------------------------------------------------
 // The rows of up to three inputs (the queries, the bank, the extras) stacked as y (rows, d) in
 // the compute type, L2-normalised when asked, with |y|^2 and ||x||: a block per row, the sums
-// by common/block_sum.cuh.
+// by common/reduce.cuh.
 
 constexpr int kPrepareThreads = 128;
 

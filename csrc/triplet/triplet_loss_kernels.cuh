@@ -1,6 +1,6 @@
 #pragma once
 // CUDA kernels of the fused triplet loss around the rows pass (triplet_kernels.cuh), a block
-// per row, every sum in one fixed order (common/block_sum.cuh): bitwise reproducible. With the
+// per row, every sum in one fixed order (common/reduce.cuh): bitwise reproducible. With the
 // two GEMMs of the launcher (triplet_loss_cuda.cu) a step is
 //   prepare  the rows of (emb; extra) in the compute type, L2-normalised, and |y|^2
 //            (triplet_kernels.cuh, as for mining);
@@ -19,7 +19,7 @@
 
 #include <cstdint>
 
-#include "common/block_sum.cuh"
+#include "common/reduce.cuh"
 #include "triplet/triplet_kernels.cuh"
 
 namespace fgo {
