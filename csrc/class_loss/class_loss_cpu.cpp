@@ -17,6 +17,7 @@
 
 #include "class_loss/class_loss_args.h"
 #include "class_loss/class_loss_math.h"
+#include "common/simd.h"
 
 namespace fgo {
 namespace {
@@ -49,14 +50,12 @@ struct ScalarOps {
   template <typename T> static T select_nonneg(T z, T a, T b) { return z >= T(0) ? a : b; }
 };
 
-// A row is walked as full vectors, then one element at a time: f(j, V()) with V the vector
-// type, then the scalar type. Bodies are generic lambdas over V.
+// A row is walked as full vectors, then one element at a time (common/simd.h): f(j, V()), V
+// the vector type, then the scalar type. Bodies are generic lambdas over V.
 template <typename scalar_t, typename F>
 void for_each_chunk(int64_t c, const F& f) {
   using Vec = at::vec::Vectorized<scalar_t>;
-  int64_t j = 0;
-  for (; j + Vec::size() <= c; j += Vec::size()) f(j, Vec());
-  for (; j < c; ++j) f(j, scalar_t());
+  simd::vectors_then_tail<Vec, scalar_t>(c, Vec::size(), f);
 }
 
 template <typename scalar_t>

@@ -12,6 +12,7 @@
 #include <vector>
 
 #include "common/real_fft.h"
+#include "common/simd.h"
 #include "kernel_pooling/kernel_pooling_args.h"
 #include "kernel_pooling/kernel_pooling_math.h"
 #include "sqrt_normalize/sqrt_normalize_math.h"
@@ -38,10 +39,9 @@ struct VectorBins {
 // of bins, then single bins for the tail. Which path a bin takes depends only on `bins`.
 template <typename T, typename Op>
 void for_each_bin(int64_t bins, const Op& op) {
-  constexpr int64_t width = VectorBins<T>::kWidth;
-  int64_t k = 0;
-  for (; k + width <= bins; k += width) op.template operator()<VectorBins<T>>(2 * k);
-  for (; k < bins; ++k) op.template operator()<kp::ScalarBins<T>>(2 * k);
+  simd::vectors_then_tail<VectorBins<T>, kp::ScalarBins<T>>(
+      bins, VectorBins<T>::kWidth,
+      [&](int64_t k, auto path) { op.template operator()<decltype(path)>(2 * k); });
 }
 
 // How an image's locations are split: into `groups` contiguous ranges, one per work item,
