@@ -16,7 +16,7 @@ class ContrastiveLoss(nn.Module):
 
     def __init__(self, pos_margin: float = 0.0, neg_margin: float = 1.0, squared: bool = False,
                  negatives: str = "all", normalize: bool = True,
-                 reduction: str = "avg_nonzero") -> None:
+                 reduction: str = "mean_nonzero") -> None:
         super().__init__()
         check_arguments(pos_margin, neg_margin, negatives, reduction)
         self.kwargs: dict[str, Any] = dict(pos_margin=pos_margin, neg_margin=neg_margin, squared=squared,

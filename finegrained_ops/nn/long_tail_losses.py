@@ -70,8 +70,8 @@ class BalancedSoftmaxLoss(LogitAdjustedLoss):
 
 
 class LDAMLoss(ClassCountsLoss):
-    """Label-distribution-aware margin loss (Cao et al.): see ops.ldam_loss, whose 'mean' is
-    the weighted mean of the official code. With train.DeferredReweighting it is LDAM-DRW.
+    """Label-distribution-aware margin loss (Cao et al.): see ops.ldam_loss, whose default
+    'weighted_mean' is the official code's. With train.DeferredReweighting it is LDAM-DRW.
 
     Args: samples_per_class (C,), max_margin >= 0 (0.5), scale > 0 (30), class_weights (C,) or
     None, reduction, ignore_index. Shape: logits (N, C), target (N,) int64 -> 0-dim, or (N,)
@@ -83,7 +83,7 @@ class LDAMLoss(ClassCountsLoss):
     """
 
     def __init__(self, samples_per_class: Counts, max_margin: float = 0.5, scale: float = 30.0,
-                 class_weights: Optional[Counts] = None, reduction: str = "mean",
+                 class_weights: Optional[Counts] = None, reduction: str = "weighted_mean",
                  ignore_index: int = -100) -> None:
         check_number("max_margin", max_margin, low=0)
         check_number("scale", scale, low=0, low_open=True)
@@ -106,9 +106,8 @@ class LDAMLoss(ClassCountsLoss):
             _warn_unless_cosines(logits)
         return fused_class_loss(logits, target, class_weights=self.weights_for(logits),
                                 target_margins=self.per_class("target_margins", logits),
-                                scale=self.scale,
-                                reduction="weighted_mean" if self.reduction == "mean"
-                                else self.reduction, ignore_index=self.ignore_index)
+                                scale=self.scale, reduction=self.reduction,
+                                ignore_index=self.ignore_index)
 
     def extra_repr(self) -> str:
         return (f"num_classes={self.samples_per_class.numel()}, max_margin={self.max_margin}, "

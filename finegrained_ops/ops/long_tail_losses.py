@@ -95,8 +95,8 @@ def ldam_margins(samples_per_class: Counts, max_margin: float = 0.5,
 
 
 def ldam_loss(logits: Tensor, target: Any, samples_per_class: Counts, max_margin: float = 0.5,
-              scale: float = 30.0, class_weights: Optional[Counts] = None, reduction: str = "mean",
-              ignore_index: int = -100) -> Tensor:
+              scale: float = 30.0, class_weights: Optional[Counts] = None,
+              reduction: str = "weighted_mean", ignore_index: int = -100) -> Tensor:
     """Label-distribution-aware margin loss (Cao et al., eq. 13; the official LDAMLoss):
     CE(scale * (logits - margin_y onehot(y)), y, weight=class_weights).
 
@@ -108,8 +108,9 @@ def ldam_loss(logits: Tensor, target: Any, samples_per_class: Counts, max_margin
         scale: s > 0 (the official 30).
         class_weights: (C,) or None; deferred re-weighting (train.DeferredReweighting) sets
             them from epoch 160 of 200 in the paper.
-        reduction: 'mean' is PyTorch's weighted mean, sum_i w_{y_i} l_i / sum_i w_{y_i}, as in
-            the official code (the same as 'weighted_mean'); 'sum' | 'none'.
+        reduction: 'weighted_mean' (the default: sum_i w_{y_i} l_i / sum_i w_{y_i}, PyTorch's
+            weighted cross-entropy mean, as in the official code) | 'mean' (sum / counted
+            rows, as every class loss) | 'sum' | 'none'.
         ignore_index: as logit_adjusted_loss.
 
     Returns: 0-dim, or (N,) for 'none', in logits' dtype.
@@ -119,8 +120,7 @@ def ldam_loss(logits: Tensor, target: Any, samples_per_class: Counts, max_margin
     check_tensor("logits", logits, dim=2, dtypes=FLOATING)
     margins = ldam_margins(samples_per_class, max_margin, logits.device)
     return fused_class_loss(logits, target, class_weights=class_weights, target_margins=margins,
-                            scale=scale, reduction="weighted_mean" if reduction == "mean"
-                            else reduction, ignore_index=ignore_index)
+                            scale=scale, reduction=reduction, ignore_index=ignore_index)
 
 
 def softmax_focal_loss(logits: Tensor, target: Any, gamma: float = 2.0,

@@ -64,16 +64,22 @@ def balanced_softmax_loss(logits, target, samples_per_class, class_weights=None,
 
 
 def ldam_loss(logits, target, samples_per_class, max_margin=0.5, scale=30.0, class_weights=None,
-              reduction="mean", ignore_index=-100):
+              reduction="weighted_mean", ignore_index=-100):
     """The official LDAMLoss.forward: margins m_c = C / n_c^(1/4) scaled to max m_c = max_margin,
-    x_m = x - m_y onehot(y), F.cross_entropy(s x_m, y, weight=w) ('mean': sum / sum of w_y)."""
+    x_m = x - m_y onehot(y), F.cross_entropy(s x_m, y, weight=w), whose mean is the weighted
+    mean ('weighted_mean': sum / sum of w_y); 'mean' divides by the counted rows."""
     counts = torch.as_tensor(samples_per_class, dtype=torch.float64, device=logits.device)
     margins = 1.0 / counts.sqrt().sqrt()
     margins = margins * (max_margin / margins.max())
     one_hot, _ = _one_hot(logits, target, ignore_index)
     x_m = logits - one_hot * margins.to(logits.dtype)
     weight = None if class_weights is None else class_weights.to(logits.dtype)
-    return F.cross_entropy(scale * x_m, target, weight=weight, reduction=reduction,
+    if reduction == "mean":
+        per_sample = F.cross_entropy(scale * x_m, target, weight=weight, reduction="none",
+                                     ignore_index=ignore_index)
+        return _reduce(per_sample, one_hot.sum(), "mean")
+    return F.cross_entropy(scale * x_m, target, weight=weight,
+                           reduction="mean" if reduction == "weighted_mean" else reduction,
                            ignore_index=ignore_index)
 
 

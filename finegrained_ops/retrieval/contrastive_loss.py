@@ -9,12 +9,12 @@ from torch import Tensor
 from .._checks import FLOATING, as_labels, check_choice, check_number, check_tensor, compute_dtype
 from .._typing import Labels
 
-REDUCTIONS = ("avg_nonzero", "mean", "sum")
+REDUCTIONS = ("mean_nonzero", "mean", "sum")
 
 
 def contrastive_loss(embeddings: Tensor, labels: Labels, pos_margin: float = 0.0,
                      neg_margin: float = 1.0, squared: bool = False, negatives: str = "all",
-                     normalize: bool = True, reduction: str = "avg_nonzero") -> Tensor:
+                     normalize: bool = True, reduction: str = "mean_nonzero") -> Tensor:
     """Pulls same-label pairs within pos_margin and pushes different-label pairs beyond
     neg_margin, over every ordered pair (i, j), i != j, of the batch:
 
@@ -28,7 +28,7 @@ def contrastive_loss(embeddings: Tensor, labels: Labels, pos_margin: float = 0.0
         embeddings: (B, D) float16/bfloat16/float32/float64 (half types computed in float32,
             as every op here). labels: (B,) int64.
         negatives: 'all', or 'hardest' (each anchor's nearest negative only).
-        reduction: 'avg_nonzero' (PML's default: the positive and the negative terms each
+        reduction: 'mean_nonzero' (PML's default: the positive and the negative terms each
             averaged over their non-zero pairs, then added) | 'mean' (over all the pairs
             counted) | 'sum'.
 
@@ -57,7 +57,7 @@ def contrastive_loss(embeddings: Tensor, labels: Labels, pos_margin: float = 0.0
         count = pos_terms.numel() + neg_terms.numel()
         loss = (pos_terms.sum() + neg_terms.sum()) / max(count, 1)
     else:
-        loss = _avg_nonzero(pos_terms) + _avg_nonzero(neg_terms)
+        loss = _mean_nonzero(pos_terms) + _mean_nonzero(neg_terms)
     return loss.to(embeddings.dtype)
 
 
@@ -69,6 +69,6 @@ def check_arguments(pos_margin, neg_margin, negatives, reduction):
     check_choice("reduction", reduction, REDUCTIONS)
 
 
-def _avg_nonzero(terms):
+def _mean_nonzero(terms):
     nonzero = (terms > 0).sum()
     return terms.sum() / nonzero.clamp(min=1)

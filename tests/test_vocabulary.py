@@ -1,0 +1,34 @@
+"""One vocabulary across the ops (docs/semantics.md §1): every loss's reduction names come from
+one list, and every default of a `reduction` parameter is one of them."""
+import importlib
+import inspect
+
+import finegrained_ops as fo
+
+VOCABULARY = {"none", "sum", "mean", "weighted_mean", "mean_nonzero"}
+
+
+def test_every_reduction_choice_is_in_the_vocabulary():
+    for module in ("ops.class_loss", "ops.triplet", "retrieval.contrastive_loss"):
+        choices = importlib.import_module(f"finegrained_ops.{module}").REDUCTIONS
+        assert set(choices) <= VOCABULARY, (module, choices)
+
+
+def _signatures():
+    """(name, signature) of every public function and constructor."""
+    for module in (fo, fo.nn, fo.retrieval, fo.metrics, fo.train, fo.data):
+        for name in module.__all__:
+            obj = getattr(module, name)
+            if inspect.isclass(obj) or inspect.isfunction(obj):
+                try:
+                    yield f"{module.__name__}.{name}", inspect.signature(obj)
+                except (TypeError, ValueError):
+                    continue
+
+
+def test_every_reduction_default_is_in_the_vocabulary():
+    defaults = {name: sig.parameters["reduction"].default for name, sig in _signatures()
+                if "reduction" in sig.parameters}
+    assert len(defaults) >= 10, defaults  # the losses were found
+    outside = {name: d for name, d in defaults.items() if d not in VOCABULARY}
+    assert not outside, outside
