@@ -61,7 +61,7 @@ def check_agreement(device):
     z, y, counts = agreement_inputs(device)
     w = fo.class_balanced_weights(counts, BETA).to(device)
     for loss_type in LOSS_TYPES:
-        a = fo.class_balanced_loss(z, y, counts, BETA, GAMMA, loss_type)
+        a = fo.class_balanced_loss(z, y, counts, beta=BETA, gamma=GAMMA, loss_type=loss_type)
         b = unfused(z, y, w, loss_type)
         assert torch.allclose(a, b, rtol=1e-10), (loss_type, a.item(), b.item())
 

@@ -34,7 +34,7 @@ def setup(candidate, n, locations, channels, dim, order, device):
 
     g = torch.Generator().manual_seed(0)
     x = torch.relu(torch.randn(n, locations, channels, generator=g)).to(device).requires_grad_()
-    hash_index, hash_sign = (t.to(device) for t in fo.draw_hashes(channels, dim, order, 0))
+    hash_index, hash_sign = (t.to(device) for t in fo.draw_hashes(channels, dim, order, seed=0))
     alpha = torch.ones(order + 1, device=device, requires_grad=True)
     fn = (fo.kernel_pooling if candidate == "native"
           else torch.compile(reference) if candidate == COMPILED else reference)
@@ -53,7 +53,7 @@ def check_agreement(device):
 
     g = torch.Generator().manual_seed(1)
     x = torch.randn(2, 49, 64, generator=g, dtype=torch.float64).to(device)
-    h, s = (t.to(device) for t in fo.draw_hashes(64, 257, 4, 1))
+    h, s = (t.to(device) for t in fo.draw_hashes(64, 257, 4, seed=1))
     alpha = torch.rand(5, generator=g, dtype=torch.float64).to(device)
     outputs = []
     for fn in (fo.kernel_pooling, reference):

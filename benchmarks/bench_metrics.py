@@ -38,7 +38,7 @@ def main():
     centres = torch.randn(1000, 128, generator=g) * 0.5
     y = torch.arange(1000).repeat_interleave(100)
     x = centres[y] + torch.randn(100_000, 128, generator=g)
-    value, seconds = timed(lambda: metrics.granularity(x, y, "rankm"))
+    value, seconds = timed(lambda: metrics.granularity(x, y, measure="rankm"))
     rows.append({"metric": "granularity rankm", "size": "n=100000, k=1000, D=128",
                  "seconds": round(seconds, 1), "value": value})
     print(f"metrics at scale on {machine()}")

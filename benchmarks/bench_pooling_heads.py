@@ -48,7 +48,7 @@ def heads(quick):
         return lambda x: pool(x[:, :c // 2], x[:, c // 2:])
 
     def isqrt(c, reduce_to=None):
-        return lambda x: covariance_pooling.isqrt_cov(x[:, :reduce_to], ITERATIONS)
+        return lambda x: covariance_pooling.isqrt_cov(x[:, :reduce_to], iterations=ITERATIONS)
 
     def isqrt_autograd(c):
         return lambda x: reference.isqrt_cov(x, ITERATIONS)
@@ -91,7 +91,7 @@ def check_agreement(device):
     grads = []
     for fn in (isqrt_cov, reference.isqrt_cov):
         xi = x.clone().requires_grad_()
-        fn(xi, ITERATIONS).pow(2).sum().backward()
+        fn(xi, iterations=ITERATIONS).pow(2).sum().backward()
         grads.append(xi.grad)
     assert torch.allclose(*grads, rtol=1e-10, atol=1e-12 * grads[1].abs().max().item())
     locations = x.flatten(2).transpose(1, 2)

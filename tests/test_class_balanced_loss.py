@@ -42,14 +42,15 @@ def test_reference_values_of_the_design():
     t = torch.tensor([0, 2])
     expected = {"focal": 1.1751180667, "sigmoid": 3.2615595727, "softmax": 1.5994318606}
     for loss_type, value in expected.items():
-        got = fo.class_balanced_loss(z, t, [30, 100, 25], beta=0.999, gamma=2.0, loss_type=loss_type)
+        got = fo.class_balanced_loss(z, t, [30, 100, 25], beta=0.999, gamma=2.0,
+                                     loss_type=loss_type)
         assert got.item() == pytest.approx(value, abs=5e-11)
 
 
 @given(n=st.integers(1, 64), c=st.integers(2, 1000), seed=st.integers(0, 2**31 - 1),
-       beta=st.sampled_from([0.0, 0.9, 0.999, 0.9999]), gamma=st.sampled_from([0.0, 0.5, 1.0, 2.0]),
-       loss_type=st.sampled_from(LOSS_TYPES), reduction=st.sampled_from(REDUCTIONS),
-       ignore=st.booleans())
+       beta=st.sampled_from([0.0, 0.9, 0.999, 0.9999]),
+       gamma=st.sampled_from([0.0, 0.5, 1.0, 2.0]), loss_type=st.sampled_from(LOSS_TYPES),
+       reduction=st.sampled_from(REDUCTIONS), ignore=st.booleans())
 def test_native_matches_reference_float64(n, c, seed, beta, gamma, loss_type, reduction, ignore):
     logits, target, counts = random_problem(n, c, seed, ignore=ignore)
     a, b, ga, gb = native_and_reference(logits, target, counts, beta=beta, gamma=gamma,
@@ -188,7 +189,8 @@ def test_all_rows_ignored_gives_zero_not_nan():
 def test_beta_zero_is_the_unweighted_loss():
     logits, target, counts = random_problem(8, 5, 2)
     cb = fo.class_balanced_loss(logits, target, counts, beta=0.0, loss_type="softmax")
-    assert cb.item() == pytest.approx(torch.nn.functional.cross_entropy(logits, target).item(), rel=1e-12)
+    assert cb.item() == pytest.approx(torch.nn.functional.cross_entropy(logits, target).item(),
+                                      rel=1e-12)
 
 
 def test_determinism_bitwise(device):
@@ -207,9 +209,11 @@ def test_weights_and_effective_number():
     w = fo.class_balanced_weights(counts, 0.999)
     assert w.sum().item() == pytest.approx(3.0)
     assert w[0] < w[1] < w[2]
-    torch.testing.assert_close(fo.effective_number(counts, 0.0), torch.ones(3, dtype=torch.float64))
+    torch.testing.assert_close(fo.effective_number(counts, 0.0),
+                               torch.ones(3, dtype=torch.float64))
     # beta -> 1 tends to the sample count (inverse-frequency weighting).
-    torch.testing.assert_close(fo.effective_number(counts, 1 - 1e-9), counts.double(), rtol=1e-5, atol=0)
+    torch.testing.assert_close(fo.effective_number(counts, 1 - 1e-9), counts.double(), rtol=1e-5,
+                               atol=0)
     with pytest.raises(ValueError, match="> 0"):
         fo.class_balanced_weights([3, 0, 2], 0.9)
 
@@ -252,7 +256,8 @@ def test_a_confident_true_class_keeps_float32_precision(loss_type):
     and corrected by subtracting softplus(z_y), which lost ~1e-4 of relative precision in
     float32 at z_y = 6."""
     z = torch.tensor([[6.164, -30.0, -30.0]])
-    native = fo.class_balanced_loss(z, torch.tensor([0]), [7, 7, 7], 0.0, 0.5, loss_type, "sum")
+    native = fo.class_balanced_loss(z, torch.tensor([0]), [7, 7, 7], beta=0.0, gamma=0.5,
+                                    loss_type=loss_type, reduction="sum")
     expected = reference(z.double(), torch.tensor([0]), [7, 7, 7], 0.0, 0.5, loss_type, "sum")
     assert abs(native.item() - expected.item()) <= 1e-6 * expected.item()
 

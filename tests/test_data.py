@@ -56,7 +56,8 @@ def test_subsets_are_reproducible_and_never_exceed_class_sizes(seed, factor, cap
         assert bool((torch.bincount(labels[idx], minlength=10) <= sizes).all())
     lt = torch.bincount(labels[data.long_tailed_subset(labels, factor, seed=seed)], minlength=10)
     assert lt.tolist() == data.long_tailed_counts(10, 100, factor).tolist()
-    capped = torch.bincount(labels[data.pseudo_uniform_subset(labels, cap, seed=seed)], minlength=10)
+    capped = torch.bincount(labels[data.pseudo_uniform_subset(labels, cap, seed=seed)],
+                            minlength=10)
     assert capped.tolist() == [min(cap, 100)] * 10
 
 
@@ -76,7 +77,8 @@ def test_class_balanced_sampler_draws_classes_uniformly_and_cycles_within_them()
     sampler = data.ClassBalancedSampler(labels, num_samples=30000, seed=3)
     draws = torch.tensor(list(sampler))
     freq = torch.bincount(labels[draws], minlength=3).double() / len(draws)
-    torch.testing.assert_close(freq, torch.full((3,), 1 / 3, dtype=torch.float64), atol=0.015, rtol=0)
+    torch.testing.assert_close(freq, torch.full((3,), 1 / 3, dtype=torch.float64), atol=0.015,
+                               rtol=0)
     tail = draws[labels[draws] == 2]
     first_ten = tail[:10].tolist()
     assert sorted(first_ten) == list(range(990, 1000))  # every tail sample before any repeat
@@ -176,7 +178,7 @@ def test_class_similarity_is_the_gram_matrix_of_class_means():
 def test_hierarchical_groups_are_nested_and_cover_all_classes():
     features, coarse, fine = data.make_hierarchical_gaussians(4, 5, n_per_class=20, dim=6,
                                                               seed=0)
-    tree = data.hierarchical_groups(data.class_similarity(features, fine), (4, 7, 18))
+    tree = data.hierarchical_groups(data.class_similarity(features, fine), group_counts=(4, 7, 18))
     assert tree.num_levels == 4 and tree.num_classes == 20
     assert tree.groups(0) == [list(range(20))]
     for level, count in enumerate((1, 4, 7, 18)):
@@ -194,10 +196,10 @@ def test_hierarchical_groups_are_nested_and_cover_all_classes():
     for c in range(4):
         assert len(set(level1[fine_to_coarse == c].tolist())) == 1
     # A last level of one class per group (scipy's multi-count cut_tree got this one wrong).
-    leaves = data.hierarchical_groups(data.class_similarity(features, fine), (4, 20))
+    leaves = data.hierarchical_groups(data.class_similarity(features, fine), group_counts=(4, 20))
     assert leaves.groups(2) == [[c] for c in range(20)]
     with pytest.raises(ValueError, match="strictly increasing"):
-        data.hierarchical_groups(torch.eye(5), (3, 2))
+        data.hierarchical_groups(torch.eye(5), group_counts=(3, 2))
 
 
 def test_patch_dataset_shapes_and_nested_labels():
@@ -218,7 +220,8 @@ def test_gaussian_classes():
     x, y = data.make_gaussian_classes(4.0, n_per_class=2000, dim=3, seed=0)
     assert x.shape == (4000, 3) and y.tolist() == [0] * 2000 + [1] * 2000
     means = torch.stack([x[y == c].mean(0) for c in range(2)]).double()
-    torch.testing.assert_close(means, torch.tensor([[0.0, 0, 0], [4.0, 0, 0]], dtype=torch.float64),
+    torch.testing.assert_close(means,
+                               torch.tensor([[0.0, 0, 0], [4.0, 0, 0]], dtype=torch.float64),
                                atol=0.1, rtol=0)
     feats, coarse, fine = data.make_hierarchical_gaussians(3, 2, n_per_class=10, dim=4)
     assert feats.shape == (60, 4) and torch.equal(coarse, fine // 2)

@@ -8,17 +8,17 @@ from finegrained_ops.train import retrain_classifier
 
 def test_tau_normalize_rescales_each_row_by_its_norm():
     w = torch.tensor([[3.0, 4.0], [0.0, 0.0], [0.6, 0.8]], dtype=torch.float64)
-    torch.testing.assert_close(tau_normalize(w, 0.0), w)
-    unit = tau_normalize(w, 1.0)
+    torch.testing.assert_close(tau_normalize(w, tau=0.0), w)
+    unit = tau_normalize(w, tau=1.0)
     torch.testing.assert_close(unit.norm(dim=1), torch.tensor([1.0, 0.0, 1.0],
                                                               dtype=torch.float64))
-    half = tau_normalize(w, 0.5)  # ||w_c||^(1 - tau)
+    half = tau_normalize(w, tau=0.5)  # ||w_c||^(1 - tau)
     torch.testing.assert_close(half.norm(dim=1), torch.tensor([5 ** 0.5, 0.0, 1.0],
                                                               dtype=torch.float64))
     with pytest.raises(ValueError, match="tau"):
-        tau_normalize(w, -1.0)
+        tau_normalize(w, tau=-1.0)
     with pytest.raises(ValueError, match="2-D"):
-        tau_normalize(w[0], 1.0)
+        tau_normalize(w[0], tau=1.0)
 
 
 @pytest.mark.parametrize("factor", [1e30, 1e-30])
@@ -27,9 +27,9 @@ def test_tau_normalize_holds_over_the_float32_range(factor):
     factor^(1 - tau)."""
     w = torch.randn(4, 6, generator=torch.Generator().manual_seed(1))
     for tau in (1.0, 0.5):
-        expected = tau_normalize(w.double(), tau) * factor ** (1 - tau)
-        torch.testing.assert_close(tau_normalize(w * factor, tau).double(), expected, rtol=1e-5,
-                                   atol=0)
+        expected = tau_normalize(w.double(), tau=tau) * factor ** (1 - tau)
+        torch.testing.assert_close(tau_normalize(w * factor, tau=tau).double(), expected,
+                                   rtol=1e-5, atol=0)
     with pytest.raises(TypeError, match="weight must have dtype"):
         tau_normalize(torch.ones(2, 3, dtype=torch.int64))
 
@@ -38,9 +38,9 @@ def test_tau_normalized_linear_is_a_copy():
     torch.manual_seed(0)
     linear = torch.nn.Linear(4, 3)
     before = linear.weight.detach().clone()
-    normed = tau_normalized_linear(linear, 1.0)
+    normed = tau_normalized_linear(linear, tau=1.0)
     x = torch.randn(5, 4)
-    torch.testing.assert_close(normed(x), x @ tau_normalize(before, 1.0).T + linear.bias)
+    torch.testing.assert_close(normed(x), x @ tau_normalize(before, tau=1.0).T + linear.bias)
     torch.testing.assert_close(linear.weight, before)
     with pytest.raises(TypeError, match="nn.Linear"):
         tau_normalized_linear(torch.nn.Conv1d(1, 1, 1))

@@ -179,7 +179,8 @@ def test_class_balanced_loss(data, n, c, dtype, layout, loss_type, reduction, mu
     if fault == "nan":
         logits = poison(data.draw, logits, math.nan)
     elif fault in ("label_high", "label_low", "ignored") and not multi_hot:
-        target = poison(data.draw, target, {"label_high": c, "label_low": -2, "ignored": -100}[fault])
+        target = poison(data.draw, target,
+                        {"label_high": c, "label_low": -2, "ignored": -100}[fault])
     elif fault == "target_two" and multi_hot:
         target = poison(data.draw, target, 2.0)
     elif fault == "zero_count":
@@ -188,8 +189,8 @@ def test_class_balanced_loss(data, n, c, dtype, layout, loss_type, reduction, mu
     reduction = "avg" if fault == "reduction" else reduction
     beta = {"beta": -0.5, "beta_one": 1.0}.get(fault, beta)
     zl = with_layout(logits, layout).requires_grad_(dtype in (torch.float32, torch.float64))
-    run = lambda z: fo.class_balanced_loss(z, target, counts, beta, 0.5, loss_type,  # noqa: E731
-                                           reduction)
+    run = lambda z: fo.class_balanced_loss(z, target, counts, beta=beta, gamma=0.5, loss_type=loss_type,  # noqa: E731
+                                           reduction=reduction)
 
     # Target faults need a sample, of the target's kind (index or multi-hot).
     applies = fault in CB_FAULTS and not (CB_FAULTS[fault] == "target" and (

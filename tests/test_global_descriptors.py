@@ -61,7 +61,7 @@ def test_rmac_regions(h, w, expected):
 def test_rmac_is_the_sum_of_normalised_region_maxima():
     x = feature_map(2, 4, 5, 7, seed=1)
     total = torch.zeros(2, 4, dtype=torch.float64)
-    for top, left, side in retrieval.rmac_regions(5, 7, 3):
+    for top, left, side in retrieval.rmac_regions(5, 7, levels=3):
         v = x[:, :, top:top + side, left:left + side].amax(dim=(2, 3))
         total += v / (v.norm(dim=1, keepdim=True) + 1e-6)
     torch.testing.assert_close(retrieval.rmac(x), F.normalize(total, dim=1))
@@ -229,7 +229,7 @@ def test_isqrt_cov_backward_is_autograd_through_the_iterations(n, c, hw, iterati
     results = []
     for fn in (retrieval.isqrt_cov, reference.isqrt_cov):
         xi = x.clone().requires_grad_()
-        out = fn(xi, iterations)
+        out = fn(xi, iterations=iterations)
         out.backward(upstream)
         results.append((out, xi.grad))
     for a, b in zip(*results):
@@ -240,23 +240,27 @@ def test_isqrt_cov_compiles_works_under_torch_func_and_refuses_double_backward()
     x = feature_map(2, 6, 3, 3, seed=2) + 0.1
     compiled = torch.compile(retrieval.isqrt_cov, fullgraph=True, backend="aot_eager")
     xc, xe = x.clone().requires_grad_(), x.clone().requires_grad_()
-    compiled(xc, 4).sum().backward()
-    retrieval.isqrt_cov(xe, 4).sum().backward()
+    compiled(xc, iterations=4).sum().backward()
+    retrieval.isqrt_cov(xe, iterations=4).sum().backward()
     torch.testing.assert_close(xc.grad, xe.grad)
-    torch.testing.assert_close(torch.func.grad(lambda t: retrieval.isqrt_cov(t, 4).sum())(x),
-                               xe.grad)
-    per_image = torch.func.vmap(lambda t: retrieval.isqrt_cov(t[None], 4)[0])(x)
-    torch.testing.assert_close(per_image, retrieval.isqrt_cov(x, 4))
-    jacobians = torch.func.vmap(torch.func.jacrev(lambda t: retrieval.isqrt_cov(t[None], 4)[0]))(x)
-    expected = torch.func.vmap(torch.func.jacrev(lambda t: reference.isqrt_cov(t[None], 4)[0]))(x)
+    gradient = torch.func.grad(lambda t: retrieval.isqrt_cov(t, iterations=4).sum())(x)
+    torch.testing.assert_close(gradient, xe.grad)
+    per_image = torch.func.vmap(lambda t: retrieval.isqrt_cov(t[None], iterations=4)[0])(x)
+    torch.testing.assert_close(per_image, retrieval.isqrt_cov(x, iterations=4))
+    jacobians = torch.func.vmap(torch.func.jacrev(
+        lambda t: retrieval.isqrt_cov(t[None], iterations=4)[0]))(x)
+    expected = torch.func.vmap(torch.func.jacrev(
+        lambda t: reference.isqrt_cov(t[None], iterations=4)[0]))(x)
     torch.testing.assert_close(jacobians, expected)
     # refused, not silently missing the iterations' part: the double backward also runs
     # through the covariance, which is differentiable twice
-    (grad,) = torch.autograd.grad(retrieval.isqrt_cov(xe, 4).pow(2).sum(), xe, create_graph=True)
+    (grad,) = torch.autograd.grad(retrieval.isqrt_cov(xe, iterations=4).pow(2).sum(), xe,
+                                  create_graph=True)
     with pytest.raises(RuntimeError, match="isqrt_cov is differentiable once"):
         torch.autograd.grad(grad.pow(2).sum(), xe)
     # a loss linear in the output: the upstream gradient is constant, A still links the node
-    (grad,) = torch.autograd.grad(retrieval.isqrt_cov(xe, 4).sum(), xe, create_graph=True)
+    (grad,) = torch.autograd.grad(retrieval.isqrt_cov(xe, iterations=4).sum(), xe,
+                                  create_graph=True)
     with pytest.raises(RuntimeError, match="isqrt_cov is differentiable once"):
         torch.autograd.grad(grad.pow(2).sum(), xe)
 
@@ -269,6 +273,14 @@ def test_isqrt_cov_gradcheck_half_and_module():
     assert half.dtype == torch.float16
     torch.testing.assert_close(half.double(), retrieval.isqrt_cov(x.detach().half().double()),
                                rtol=1e-2, atol=1e-2)
-    torch.testing.assert_close(fnn.ISqrtCovPooling(iterations=3)(x), retrieval.isqrt_cov(x, 3))
+    torch.testing.assert_close(fnn.ISqrtCovPooling(iterations=3)(x),
+                               retrieval.isqrt_cov(x, iterations=3))
     constant = torch.ones(1, 2, 3, 3)
     assert torch.isfinite(retrieval.isqrt_cov(constant)).all()
+
+
+def test_isqrt_cov_of_a_constant_map_is_zero_as_in_the_reference():
+    """Hypothesis found it: relu maps of one channel and two locations can be constant."""
+    x = torch.full((2, 1, 1, 2), 0.1, dtype=torch.float64)
+    for fn in (retrieval.isqrt_cov, reference.isqrt_cov):
+        assert torch.equal(fn(x, iterations=3), torch.zeros(2, 1, dtype=torch.float64))

@@ -23,7 +23,7 @@ def random_problem(n, locations, channels, dim, order, seed, dtype=torch.float64
     g = torch.Generator().manual_seed(seed)
     x = torch.randn(n, locations, channels, generator=g, dtype=torch.float64).to(dtype)
     alpha = torch.rand(order + 1, generator=g, dtype=torch.float64) + 0.5
-    hash_index, hash_sign = fo.draw_hashes(channels, dim, order, seed)
+    hash_index, hash_sign = fo.draw_hashes(channels, dim, order, seed=seed)
     return tuple(t.to(device) for t in (x, hash_index, hash_sign.to(dtype), alpha.to(dtype)))
 
 
@@ -96,7 +96,7 @@ def two_input_problem(n, locations, channels, y_channels, dim, seed, dtype=torch
     g = torch.Generator().manual_seed(seed)
     x = torch.randn(n, locations, channels, generator=g, dtype=torch.float64).to(dtype)
     y = torch.randn(n, locations, y_channels, generator=g, dtype=torch.float64).to(dtype)
-    hash_index, hash_sign = fo.draw_two_input_hashes(channels, y_channels, dim, seed)
+    hash_index, hash_sign = fo.draw_two_input_hashes(channels, y_channels, dim, seed=seed)
     return tuple(t.to(device) for t in (x, y, hash_index, hash_sign.to(dtype)))
 
 
@@ -193,7 +193,7 @@ def test_sketch_inner_product_is_unbiased(order):
     exact = (xy[0, 0] @ xy[1, 0]).item() ** order
     estimates = []
     for seed in range(draws):
-        h, s = fo.draw_hashes(channels, dim, order, seed)
+        h, s = fo.draw_hashes(channels, dim, order, seed=seed)
         blocks, _ = _kernel_pooling(xy, sketch_table(h, s, dim), None, dim, False)
         estimates.append((blocks[0, -dim:] @ blocks[1, -dim:]).item())  # order `order`
     estimates = torch.tensor(estimates, dtype=torch.float64)
@@ -213,7 +213,7 @@ def rbf_relative_error(dim, order, pairs=200, seeds=3):
     exact = torch.exp(-gamma * (x - y).pow(2).sum(1))
     errors = []
     for seed in range(seeds):
-        pool = KernelPooling(64, dim, order, alpha="rbf", gamma=gamma, seed=seed,
+        pool = KernelPooling(64, dim, order=order, alpha="rbf", gamma=gamma, seed=seed,
                              input_format="NLC", sqrt_normalize=False).double()
         approx = (pool(x[:, None]) * pool(y[:, None])).sum(1)
         errors.append(((approx - exact).abs() / exact).mean())
@@ -408,7 +408,8 @@ def test_bad_two_input_arguments():
     with pytest.raises(ValueError, match="expected \\(N, L, 5\\) y"):
         pool(x.float(), x.float())
     with pytest.raises(ValueError, match="y must have x's N and H, W"):
-        CompactBilinearPooling(3, 8, y_channels=5)(torch.zeros(2, 3, 4, 4), torch.zeros(2, 5, 2, 8))
+        CompactBilinearPooling(3, 8, y_channels=5)(torch.zeros(2, 3, 4, 4),
+                                                   torch.zeros(2, 5, 2, 8))
     with pytest.raises(ValueError, match="takes one input"):
         CompactBilinearPooling(3, 8, input_format="NLC")(x.float(), y.float())
     with pytest.raises(ValueError, match="y_channels must be an int >= 1"):

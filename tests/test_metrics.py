@@ -29,7 +29,8 @@ def test_balanced_accuracy_equals_scikit_learn(n, c, seed):
 
     g = torch.Generator().manual_seed(seed)
     target = torch.randint(0, c, (n,), generator=g)
-    pred = torch.where(torch.rand(n, generator=g) < 0.6, target, torch.randint(0, c, (n,), generator=g))
+    pred = torch.where(torch.rand(n, generator=g) < 0.6, target,
+                       torch.randint(0, c, (n,), generator=g))
     with warnings.catch_warnings():  # sklearn warns about classes absent from one side
         warnings.simplefilter("ignore", UserWarning)
         expected = balanced_accuracy_score(target.numpy(), pred.numpy())
@@ -160,8 +161,8 @@ def test_granularity_falls_as_gaussians_separate_and_silhouette_matches_sklearn(
     for separation in (0.5, 1.5, 3.0, 6.0):
         x, y = make_gaussian_classes(separation, n_per_class=200, seed=0, dtype=torch.float64)
         for m in GRANULARITY:
-            curves[m].append(metrics.granularity(x, y, m, normalize=False, chunk_size=97))
-        sil = metrics.granularity(x, y, "silhouette", normalize=False)
+            curves[m].append(metrics.granularity(x, y, measure=m, normalize=False, chunk_size=97))
+        sil = metrics.granularity(x, y, measure="silhouette", normalize=False)
         assert sil == pytest.approx(silhouette_score(x.numpy(), y.numpy()), abs=1e-10)
     for m, values in curves.items():
         assert all(a > b for a, b in zip(values, values[1:])), (m, values)
@@ -169,7 +170,8 @@ def test_granularity_falls_as_gaussians_separate_and_silhouette_matches_sklearn(
     x, coarse, fine = make_hierarchical_gaussians(4, 3, n_per_class=30, dim=6, seed=1,
                                                   dtype=torch.float64)
     for m in GRANULARITY:
-        assert metrics.granularity(x, fine, m) > metrics.granularity(x, coarse, m), m
+        assert metrics.granularity(x, fine,
+                                   measure=m) > metrics.granularity(x, coarse, measure=m), m
 
 
 def test_granularity_medoids_and_errors():
@@ -180,9 +182,9 @@ def test_granularity_medoids_and_errors():
     with pytest.raises(ValueError, match="at least 2 classes"):
         metrics.granularity(x, torch.zeros(6, dtype=torch.int64))
     with pytest.raises(ValueError, match="at least 2 samples"):
-        metrics.granularity(x, torch.tensor([0, 0, 0, 0, 0, 1]), "rs")
+        metrics.granularity(x, torch.tensor([0, 0, 0, 0, 0, 1]), measure="rs")
     with pytest.raises(ValueError, match="measure"):
-        metrics.granularity(x, y, "ranked")
+        metrics.granularity(x, y, measure="ranked")
 
 
 def test_granularity_ratios_of_coinciding_classes_and_medoid_metrics():
@@ -191,10 +193,10 @@ def test_granularity_ratios_of_coinciding_classes_and_medoid_metrics():
     same = torch.ones(6, 2, dtype=torch.float64)
     labels = torch.tensor([0, 0, 0, 1, 1, 1])
     for measure in ("rs", "rsm"):
-        assert metrics.granularity(same, labels, measure) == 1.0
+        assert metrics.granularity(same, labels, measure=measure) == 1.0
     overlapping = torch.tensor([[0.0, 1.0], [0.0, 1.0], [1.0, 0.0], [0.0, 1.0]])
     with pytest.raises(ValueError, match="features: measure 'rs' is infinite"):
-        metrics.granularity(overlapping, torch.tensor([0, 0, 1, 1]), "rs", normalize=False)
+        metrics.granularity(overlapping, torch.tensor([0, 0, 1, 1]), measure="rs", normalize=False)
     x = torch.tensor([[1.0, 0.0], [10.0, 1.0], [1.0, 1.0], [0.0, 3.0]], dtype=torch.float64)
     y = torch.tensor([0, 0, 0, 1])
     scaled = x * torch.tensor([[1.0], [0.1], [5.0], [2.0]], dtype=torch.float64)

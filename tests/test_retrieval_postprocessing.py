@@ -262,7 +262,7 @@ def test_contrastive_loss_equals_pytorch_metric_learning(pos_margin, neg_margin,
     emb = torch.randn(24, 8, generator=g, dtype=torch.float64)
     labels = torch.randint(4, (24,), generator=g)
     ours, theirs = emb.clone().requires_grad_(), emb.clone().requires_grad_()
-    a = contrastive_loss(ours, labels, pos_margin, neg_margin)
+    a = contrastive_loss(ours, labels, pos_margin=pos_margin, neg_margin=neg_margin)
     b = losses.ContrastiveLoss(pos_margin=pos_margin, neg_margin=neg_margin)(theirs, labels)
     a.backward()
     b.backward()
@@ -292,11 +292,11 @@ def test_contrastive_loss_squared_form_and_hardest_negatives():
     same = (labels[:, None] == labels[None, :]) & ~torch.eye(4, dtype=torch.bool)
     different = labels[:, None] != labels[None, :]
     expected = (d[same] ** 2).sum() + (F.relu(2.5 - d[different]) ** 2).sum()
-    loss = contrastive_loss(emb, labels, 0.0, 2.5, squared=True, normalize=False,
-                            reduction="sum")
+    loss = contrastive_loss(emb, labels, pos_margin=0.0, neg_margin=2.5, squared=True,
+                            normalize=False, reduction="sum")
     torch.testing.assert_close(loss, expected)
-    hardest = contrastive_loss(emb, labels, 0.0, 2.5, squared=True, normalize=False,
-                               negatives="hardest", reduction="sum")
+    hardest = contrastive_loss(emb, labels, pos_margin=0.0, neg_margin=2.5, squared=True,
+                               normalize=False, negatives="hardest", reduction="sum")
     nearest_negative = d.masked_fill(~different, float("inf")).amin(dim=1)
     torch.testing.assert_close(hardest, (d[same] ** 2).sum()
                                + (F.relu(2.5 - nearest_negative) ** 2).sum())

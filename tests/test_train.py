@@ -429,7 +429,7 @@ def test_quasi_online_sampler_refreshes_the_bank_and_adds_mined_members():
         # local positives (an anchor's class) and hard negatives (another class) both join
         same_class = torch.isin(y[mined], y[anchors])
         assert bool(same_class.any()) and bool((~same_class).any())
-    assert batches == list(QuasiOnlineBatchSampler(y, lambda: x, 4, 3, 3, 2, num_batches=7))
+    assert batches == list(QuasiOnlineBatchSampler(y, lambda: x, 4, 3, refresh_every=3, per_anchor=2, num_batches=7))
     loader = DataLoader(TensorDataset(x, y), batch_sampler=sampler)
     assert len(next(iter(loader))[0]) >= 12
 

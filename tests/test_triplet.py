@@ -241,7 +241,7 @@ def test_equals_pytorch_metric_learning(b, num_classes, d, margin, seed):
     assert_triplets_equal(fo.mine_triplets(emb, labels, negatives="hardest"),
                           miner(emb, labels))
     hard_pml = pml(emb, labels, miner(emb, labels))
-    torch.testing.assert_close(fo.triplet_margin_loss(emb, labels, margin, "hardest"),
+    torch.testing.assert_close(fo.triplet_margin_loss(emb, labels, margin=margin, negatives="hardest"),
                                hard_pml, rtol=1e-9, atol=1e-12)
 
 
@@ -268,7 +268,7 @@ def test_gradcheck(rule, squared, normalize):
     emb.requires_grad_()
     extra.requires_grad_()
     check_gradients(
-        lambda x, e: fo.triplet_margin_loss(x, labels, 0.5, rule, 0.7, e, extra_labels,
+        lambda x, e: fo.triplet_margin_loss(x, labels, margin=0.5, negatives=rule, positive_fraction=0.7, extra_negatives=e, extra_negative_labels=extra_labels,
                                             squared=squared, normalize=normalize),
         (emb, extra))
 

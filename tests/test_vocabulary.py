@@ -1,5 +1,6 @@
 """One vocabulary across the ops (docs/semantics.md §1): every loss's reduction names come from
 one list, and every default of a `reduction` parameter is one of them."""
+import dataclasses
 import importlib
 import inspect
 
@@ -15,10 +16,13 @@ def test_every_reduction_choice_is_in_the_vocabulary():
 
 
 def _signatures():
-    """(name, signature) of every public function and constructor."""
+    """(name, signature) of every public function and constructor (not of the result records:
+    dataclasses and named tuples, whose fields are data)."""
     for module in (fo, fo.nn, fo.retrieval, fo.metrics, fo.train, fo.data):
         for name in module.__all__:
             obj = getattr(module, name)
+            if dataclasses.is_dataclass(obj) or (inspect.isclass(obj) and issubclass(obj, tuple)):
+                continue
             if inspect.isclass(obj) or inspect.isfunction(obj):
                 try:
                     yield f"{module.__name__}.{name}", inspect.signature(obj)
@@ -32,3 +36,22 @@ def test_every_reduction_default_is_in_the_vocabulary():
     assert len(defaults) >= 10, defaults  # the losses were found
     outside = {name: d for name, d in defaults.items() if d not in VOCABULARY}
     assert not outside, outside
+
+
+# Optional data arguments (what is computed on, not how: a gallery, extra negatives, the second
+# input of compact bilinear pooling): these may stay positional.
+DATA_ARGUMENTS = {"gallery", "gallery_labels", "extra_negatives", "extra_negative_labels",
+                  "transform", "y"}
+
+
+def test_no_hyperparameter_is_positional():
+    """Every defaulted parameter of a public function or constructor is keyword-only, unless
+    it is an optional data argument."""
+    positional = {}
+    for name, sig in _signatures():
+        names = [p.name for p in sig.parameters.values()
+                 if p.kind is p.POSITIONAL_OR_KEYWORD and p.default is not p.empty
+                 and p.name not in DATA_ARGUMENTS]
+        if names:
+            positional[name] = names
+    assert not positional, positional

@@ -14,7 +14,7 @@ from .._optional import require
 from .._typing import Labels
 
 
-def class_means(features: Tensor, labels: Labels, num_classes: Optional[int] = None) -> Tensor:
+def class_means(features: Tensor, labels: Labels, *, num_classes: Optional[int] = None) -> Tensor:
     """(k, D) mean feature of each class. features (N, D) floating; labels (N,) in [0, k).
 
     k = num_classes (default max(labels) + 1); every class needs a sample. Float64 sums,
@@ -40,13 +40,13 @@ def class_means(features: Tensor, labels: Labels, num_classes: Optional[int] = N
 
 
 def class_similarity(features: Tensor, labels: Labels,
-                     num_classes: Optional[int] = None) -> Tensor:
+                     *, num_classes: Optional[int] = None) -> Tensor:
     """Sim(a, b) = mean over pairs of <h_a,i, h_b,j> (Ouyang eq. 3), as a (k, k) matrix.
 
     The double sum factorises: Sim(a, b) = <mean_a, mean_b>, the Gram matrix of class means,
     so it costs O(N·D + k²·D) instead of O(N²·D).
     """
-    means = class_means(features, labels, num_classes).to(torch.float64)
+    means = class_means(features, labels, num_classes=num_classes).to(torch.float64)
     return means @ means.T
 
 
@@ -91,7 +91,8 @@ class ClassTree:
         return sorted(set(self.assignments[level + 1][inside].tolist()))
 
 
-def hierarchical_groups(similarity: Tensor, group_counts: Sequence[int] = (4, 7, 18)) -> ClassTree:
+def hierarchical_groups(similarity: Tensor, *,
+                        group_counts: Sequence[int] = (4, 7, 18)) -> ClassTree:
     """Group classes into nested clusters by visual similarity (Ouyang et al. 4.1).
 
     similarity: (k, k) symmetric class similarity, e.g. :func:`class_similarity`. Classes are
@@ -109,7 +110,7 @@ def hierarchical_groups(similarity: Tensor, group_counts: Sequence[int] = (4, 7,
         raise ValueError("similarity must be symmetric and free of NaN")
     k = s.shape[0]
     counts = list(group_counts)
-    if any(not isinstance(c, int) or c < 1 or c > k for c in counts) or counts != sorted(set(counts)):
+    if any((not isinstance(c, int) or c < 1 or c > k for c in counts)) or counts != sorted(set(counts)):
         raise ValueError(f"group_counts must be strictly increasing ints in [1, k={k}], got "
                          f"{group_counts!r}")
     assignments = [torch.zeros(k, dtype=torch.int64)]

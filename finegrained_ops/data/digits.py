@@ -17,7 +17,7 @@ class Digits(NamedTuple):
     test_labels: torch.Tensor   # (N_test,)
 
 
-def load_digits(long_tailed: Optional[float] = None, seed: int = 0,
+def load_digits(*, long_tailed: Optional[float] = None, seed: int = 0,
                 test_fraction: float = 0.3) -> Digits:
     """The 1 797 digits of scikit-learn (UCI optical digits), split per class into train and
     test by a seeded shuffle.

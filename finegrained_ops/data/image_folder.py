@@ -27,7 +27,7 @@ class ImageFolderDataset(Dataset):
 
     def __init__(self, root: Union[str, os.PathLike],
                  transform: Optional[Callable[[Any], Any]] = None,
-                 extensions: Sequence[str] = IMAGE_EXTENSIONS) -> None:
+                 *, extensions: Sequence[str] = IMAGE_EXTENSIONS) -> None:
         require("PIL.Image", "ImageFolderDataset")  # here, not later in a loader worker
         self.root = Path(root)
         if not self.root.is_dir():

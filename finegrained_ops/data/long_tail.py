@@ -43,7 +43,7 @@ def imbalance_factor(counts: Counts) -> float:
     return float(c.max()) / float(c.min())
 
 
-def long_tailed_subset(labels: Labels, imbalance_factor: float, seed: int = 0,
+def long_tailed_subset(labels: Labels, imbalance_factor: float, *, seed: int = 0,
                        n_max: Optional[int] = None) -> Tensor:
     """Indices of a long-tailed subset: class i keeps min(n_i, its size) random samples, with
     n_i from :func:`long_tailed_counts` (n_max defaults to the largest class's size).
@@ -58,7 +58,7 @@ def long_tailed_subset(labels: Labels, imbalance_factor: float, seed: int = 0,
     return _sample_per_class(groups, counts.tolist(), seed)
 
 
-def pseudo_uniform_subset(labels: Labels, n_max: int, seed: int = 0) -> Tensor:
+def pseudo_uniform_subset(labels: Labels, n_max: int, *, seed: int = 0) -> Tensor:
     """Indices keeping at most n_max random samples of every class (Ouyang et al. 3.3.3):
     classes larger than n_max are sampled down, smaller ones are untouched. Sorted (M,) int64.
     """
@@ -68,7 +68,7 @@ def pseudo_uniform_subset(labels: Labels, n_max: int, seed: int = 0) -> Tensor:
     return _sample_per_class(groups, [n_max] * len(groups), seed)
 
 
-def balanced_subset(labels: Labels, per_class: int, seed: int = 0) -> Tensor:
+def balanced_subset(labels: Labels, per_class: int, *, seed: int = 0) -> Tensor:
     """Indices of per_class random samples of every class (all of a class that has fewer):
     the balanced set of stage-2 fine-tuning (thesis 4.2.2). Sorted (M,) int64."""
     labels = as_labels(labels)

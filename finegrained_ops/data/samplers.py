@@ -62,7 +62,7 @@ class ClassBalancedSampler(_EpochSampler):
     Yields dataset indices.
     """
 
-    def __init__(self, labels: Labels, num_samples: Optional[int] = None, seed: int = 0,
+    def __init__(self, labels: Labels, *, num_samples: Optional[int] = None, seed: int = 0,
                  num_replicas: Optional[int] = None, rank: Optional[int] = None) -> None:
         super().__init__(labels, seed, num_replicas, rank)
         if num_samples is not None:
@@ -105,7 +105,7 @@ class PKBatchSampler(_EpochSampler):
     Yields lists of p·k dataset indices, class by class (K consecutive entries per class).
     """
 
-    def __init__(self, labels: Labels, p: int, k: int, num_batches: Optional[int] = None,
+    def __init__(self, labels: Labels, p: int, k: int, *, num_batches: Optional[int] = None,
                  seed: int = 0, num_replicas: Optional[int] = None,
                  rank: Optional[int] = None) -> None:
         super().__init__(labels, seed, num_replicas, rank)

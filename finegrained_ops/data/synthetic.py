@@ -8,7 +8,7 @@ from torch import Tensor
 from .._checks import check_int, check_number, make_generator
 
 
-def make_patch_dataset(n_images: int = 512, n_super: int = 32, fine_per_super: int = 4,
+def make_patch_dataset(*, n_images: int = 512, n_super: int = 32, fine_per_super: int = 4,
                        size: int = 32, seed: int = 0) -> tuple[Tensor, Tensor, Tensor]:
     """Images with one big patch of their super-class's pattern and one small patch of their
     fine class's pattern, each at a random position on a blank canvas (Xu et al. sec. 4.1).
@@ -43,7 +43,8 @@ def make_patch_dataset(n_images: int = 512, n_super: int = 32, fine_per_super: i
     return images, coarse, fine
 
 
-def make_gaussian_classes(separation: float, n_per_class: int = 1000, dim: int = 2, seed: int = 0,
+def make_gaussian_classes(separation: float, *, n_per_class: int = 1000, dim: int = 2,
+                          seed: int = 0,
                           dtype: torch.dtype = torch.float32) -> tuple[Tensor, Tensor]:
     """Two classes with unit covariance and means (0, ..., 0) and (m, 0, ..., 0), m = separation
     (thesis 6.3.1). Returns features (2·n_per_class, dim) and labels (2·n_per_class,) int64
@@ -58,7 +59,7 @@ def make_gaussian_classes(separation: float, n_per_class: int = 1000, dim: int =
     return features.to(dtype), labels
 
 
-def make_hierarchical_gaussians(n_coarse: int, fine_per_coarse: int, n_per_class: int = 100,
+def make_hierarchical_gaussians(n_coarse: int, fine_per_coarse: int, *, n_per_class: int = 100,
                                 dim: int = 8, coarse_separation: float = 10.0,
                                 fine_separation: float = 3.0, seed: int = 0,
                                 dtype: torch.dtype = torch.float32

@@ -10,7 +10,7 @@ from .common import SmallCNN, accuracy, digits_splits, train
 
 def run(report, settings):
     tr, _, test = digits_splits()
-    tree = hierarchical_groups(class_similarity(tr.x.flatten(1), tr.y), (3, 10))
+    tree = hierarchical_groups(class_similarity(tr.x.flatten(1), tr.y), group_counts=(3, 10))
     report.section("9. Hierarchical cascade on digits",
                    "Class tree: average-linkage clustering of pixel class means, levels "
                    f"{tree.groups(1)} and the 10 digits. Root M(0,1): the flat CNN (softmax CE), "

@@ -22,7 +22,7 @@ def run(report, settings):
     n = 200 if settings.quick else 500
     stats = {}
     for m in separations:
-        scores = torch.tensor([[granularity(*make_gaussian_classes(m, n, seed=r), measure=k,
+        scores = torch.tensor([[granularity(*make_gaussian_classes(m, n_per_class=n, seed=r), measure=k,
                                             normalize=False) for k in MEASURES]
                                for r in range(repeats)], dtype=torch.float64)
         stats[m] = (scores.mean(0), scores.std(0) if repeats > 1 else torch.zeros(len(MEASURES)))
@@ -37,7 +37,7 @@ def run(report, settings):
     # thesis 6.3.2 (fig. 6.5): features of a network trained on coarse labels, scored as the
     # coarse groups are relabelled, one after the other, into the fine classes they hide
     tr, _, test = digits_splits()
-    tree = hierarchical_groups(class_similarity(tr.x.flatten(1), tr.y), (4,))
+    tree = hierarchical_groups(class_similarity(tr.x.flatten(1), tr.y), group_counts=(4,))
     coarse = tree.assignments[1]
     splittable = [g for g in tree.groups(1) if len(g) > 1]
     labelings = [(f"{k} of {len(splittable)} groups relabelled"

@@ -50,7 +50,7 @@ def run(report, settings):
         "kernel pooling (p=3, d=256)": lambda seed: _kernel_head(base, tr.x, 3, 256, seed),
         "kernel pooling (p=4, d=256)": lambda seed: _kernel_head(base, tr.x, 4, 256, seed),
         "iSQRT-COV (5 iterations, 528-d)": lambda seed: nn.Sequential(
-            ISqrtCovPooling(5), nn.Linear(32 * 33 // 2, 10)),
+            ISqrtCovPooling(iterations=5), nn.Linear(32 * 33 // 2, 10)),
     }
 
     def one_seed(seed):

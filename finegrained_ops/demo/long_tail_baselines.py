@@ -68,7 +68,7 @@ def run(report, settings):
 
             crt = retrained(lambda: nn.Linear(classifier.in_features, 10))
             lws = retrained(lambda: LearnableWeightScaling(copy.deepcopy(classifier)))
-            tau = max(TAUS, key=lambda t: val_accuracy(tau_normalized_linear(classifier, t)))
+            tau = max(TAUS, key=lambda t: val_accuracy(tau_normalized_linear(classifier, tau=t)))
             focal = SmallCNN(seed=seed)
             nn.init.constant_(focal.head[-1].bias, sigmoid_bias_init(10))
             cosine = SmallCNN(seed=seed, head=nn.Sequential(
@@ -85,9 +85,10 @@ def run(report, settings):
                 ("Balanced Softmax", fitted(BalancedSoftmaxLoss(counts), seed)),
                 ("LDAM-DRW", fitted(ldam, seed, cosine, epoch_hooks=[drw])),
                 ("cRT", on_features(crt)),
-                ("τ-norm", on_features(tau_normalized_linear(classifier, tau))),
+                ("τ-norm", on_features(tau_normalized_linear(classifier, tau=tau))),
                 ("LWS", on_features(lws)))
-            return [{"imbalance": factor, "method": name, **head_tail_errors(predict(test.x), test.y, counts)}
+            return [{"imbalance": factor, "method": name, **head_tail_errors(predict(test.x),
+                                                                             test.y, counts)}
                     for name, predict in methods]
 
         rows += settings.over_seeds(one_seed)

@@ -78,7 +78,7 @@ class RandomTripletLoss(torch.nn.Module):
         self.margin, self.generator = margin, make_generator(seed)
 
     def forward(self, emb, labels):
-        a, p, n = mine_triplets(emb, labels, self.margin, negatives="all",
+        a, p, n = mine_triplets(emb, labels, margin=self.margin, negatives="all",
                                 max_triplets=len(emb), generator=self.generator)
         x = F.normalize(emb, dim=1)
         d_ap, d_an = (x[a] - x[p]).pow(2).sum(1), (x[a] - x[n]).pow(2).sum(1)

@@ -11,7 +11,8 @@ from .._checks import as_labels
 from .._typing import Counts, Labels
 
 
-def topk_accuracy(logits: Tensor, target: Labels, ks: Sequence[int] = (1, 5)) -> dict[int, float]:
+def topk_accuracy(logits: Tensor, target: Labels, *,
+                  ks: Sequence[int] = (1, 5)) -> dict[int, float]:
     """Fraction of samples whose target is among the k highest logits, for each k.
 
     logits (N, C) floating; target (N,) int64 in [0, C). Returns {k: float}.
@@ -30,7 +31,8 @@ def topk_accuracy(logits: Tensor, target: Labels, ks: Sequence[int] = (1, 5)) ->
     return {k: top[:, :k].any(dim=1).double().mean().item() for k in ks}
 
 
-def per_class_accuracy(pred: Tensor, target: Labels, num_classes: Optional[int] = None) -> Tensor:
+def per_class_accuracy(pred: Tensor, target: Labels, *,
+                       num_classes: Optional[int] = None) -> Tensor:
     """(C,) float64 accuracy of each class over its test samples (NaN where a class has none).
 
     pred: (N,) predicted classes or (N, C) scores (argmax); target (N,) int64.
@@ -50,7 +52,7 @@ def balanced_accuracy(pred: Tensor, target: Labels) -> float:
 
 
 def head_tail_accuracy(pred: Tensor, target: Labels, train_counts: Counts,
-                       threshold: int = 100) -> dict[str, float]:
+                       *, threshold: int = 100) -> dict[str, float]:
     """Accuracy on test samples of head classes (>= threshold training samples) and of tail
     classes (< threshold), as in thesis table 4.4, plus overall.
 
@@ -63,7 +65,7 @@ def head_tail_accuracy(pred: Tensor, target: Labels, train_counts: Counts,
 
 
 def shot_accuracy(pred: Tensor, target: Labels, train_counts: Counts,
-                  thresholds: tuple[int, int] = (100, 20)) -> dict[str, float]:
+                  *, thresholds: tuple[int, int] = (100, 20)) -> dict[str, float]:
     """Many-shot (>= thresholds[0] training samples), medium-shot and few-shot
     (< thresholds[1]) accuracy, plus overall. Returns {'overall', 'many', 'medium', 'few'}."""
     many, few = thresholds

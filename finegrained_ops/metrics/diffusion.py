@@ -11,7 +11,7 @@ from .._checks import as_features, check_int, check_number
 from .._optional import require
 
 
-def diffusion_rerank(query: Tensor, gallery: Tensor, k: int = 50, alpha: float = 0.99,
+def diffusion_rerank(query: Tensor, gallery: Tensor, *, k: int = 50, alpha: float = 0.99,
                      gamma: float = 3, tol: float = 1e-6,
                      max_iter: int = 1000) -> tuple[Tensor, Tensor]:
     """Re-rank a gallery for each query by diffusion over the gallery's manifold.

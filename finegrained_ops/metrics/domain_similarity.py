@@ -34,7 +34,7 @@ def domain_distance(source_features: Tensor, source_labels: Labels, target_featu
 
 
 def domain_similarity(source_features: Tensor, source_labels: Labels, target_features: Tensor,
-                      target_labels: Labels, gamma: float = DEFAULT_GAMMA) -> float:
+                      target_labels: Labels, *, gamma: float = DEFAULT_GAMMA) -> float:
     """exp(-γ · domain_distance) (eq. 4.2), γ = 0.01 as in the thesis. A float in (0, 1]."""
     _check_gamma(gamma)
     return math.exp(-gamma * domain_distance(source_features, source_labels, target_features,
@@ -42,7 +42,7 @@ def domain_similarity(source_features: Tensor, source_labels: Labels, target_fea
 
 
 def rank_source_classes(source_features: Tensor, source_labels: Labels, target_features: Tensor,
-                        target_labels: Labels, gamma: float = DEFAULT_GAMMA) -> Tensor:
+                        target_labels: Labels, *, gamma: float = DEFAULT_GAMMA) -> Tensor:
     """Similarity of each source class alone, {(s_i, 1)}, to the target domain (thesis 4.3.2).
 
     A single source point moves all its mass to every target class: its EMD is the
@@ -56,11 +56,11 @@ def rank_source_classes(source_features: Tensor, source_labels: Labels, target_f
 
 def select_source_classes(source_features: Tensor, source_labels: Labels, target_features: Tensor,
                           target_labels: Labels, k: int,
-                          gamma: float = DEFAULT_GAMMA) -> Tensor:
+                          *, gamma: float = DEFAULT_GAMMA) -> Tensor:
     """The k source classes most similar to the target, most similar first (greedy top-k of
     :func:`rank_source_classes`, thesis 4.3.2). Returns (k,) int64 class indices."""
     sims = rank_source_classes(source_features, source_labels, target_features, target_labels,
-                               gamma)
+                               gamma=gamma)
     if not (isinstance(k, int) and 1 <= k <= len(sims)):
         raise ValueError(f"k must be an int in [1, {len(sims)}] (source classes), got {k!r}")
     return torch.sort(sims, descending=True, stable=True).indices[:k]

@@ -18,7 +18,7 @@ MEASURES = ("rankm", "rank", "rs", "rsm", "silhouette")
 DISTANCES = ("euclidean", "cosine")
 
 
-def granularity(features: Tensor, labels: Labels, measure: str = "rankm",
+def granularity(features: Tensor, labels: Labels, *, measure: str = "rankm",
                 metric: str = "euclidean", normalize: bool = True,
                 chunk_size: int = 1024) -> float:
     """Granularity of a labelled data set.
@@ -52,7 +52,7 @@ def granularity(features: Tensor, labels: Labels, measure: str = "rankm",
     return _silhouette_like(x, y, counts, dist, measure, chunk_size)
 
 
-def class_medoids(features: Tensor, labels: Labels, metric: str = "euclidean",
+def class_medoids(features: Tensor, labels: Labels, *, metric: str = "euclidean",
                   chunk_size: int = 1024) -> Tensor:
     """(k, D) medoid of each class: its sample with the least total distance to the class.
 

@@ -21,7 +21,7 @@ METRICS = ("cosine", "euclidean")
 
 
 def recall_at_k(query: Tensor, query_labels: Labels, gallery: Optional[Tensor] = None,
-                gallery_labels: Optional[Labels] = None, ks: Sequence[int] = (1, 2, 4, 8),
+                gallery_labels: Optional[Labels] = None, *, ks: Sequence[int] = (1, 2, 4, 8),
                 exclude_self: bool = True, metric: str = "cosine",
                 chunk_size: int = 1024) -> dict[int, float]:
     """Fraction of queries with at least one same-label item among their k nearest neighbours.
@@ -43,15 +43,15 @@ def recall_at_k(query: Tensor, query_labels: Labels, gallery: Optional[Tensor] =
 
 
 def precision_at_1(query: Tensor, query_labels: Labels, gallery: Optional[Tensor] = None,
-                   gallery_labels: Optional[Labels] = None, exclude_self: bool = True,
+                   gallery_labels: Optional[Labels] = None, *, exclude_self: bool = True,
                    metric: str = "cosine", chunk_size: int = 1024) -> float:
     """Fraction of queries whose nearest neighbour has their label (= Recall@1). A float."""
-    return recall_at_k(query, query_labels, gallery, gallery_labels, (1,), exclude_self, metric,
-                       chunk_size)[1]
+    return recall_at_k(query, query_labels, gallery, gallery_labels, ks=(1,),
+                       exclude_self=exclude_self, metric=metric, chunk_size=chunk_size)[1]
 
 
 def map_at_r(query: Tensor, query_labels: Labels, gallery: Optional[Tensor] = None,
-             gallery_labels: Optional[Labels] = None, exclude_self: bool = True,
+             gallery_labels: Optional[Labels] = None, *, exclude_self: bool = True,
              metric: str = "cosine", chunk_size: int = 1024) -> float:
     """MAP@R (Musgrave et al.): for each query with R same-label gallery items,
     (1/R)·sum_{i<=R} P(i)·rel(i) over its R nearest neighbours; the mean over queries."""
@@ -60,7 +60,7 @@ def map_at_r(query: Tensor, query_labels: Labels, gallery: Optional[Tensor] = No
 
 
 def mean_average_precision(query: Tensor, query_labels: Labels, gallery: Optional[Tensor] = None,
-                           gallery_labels: Optional[Labels] = None, exclude_self: bool = True,
+                           gallery_labels: Optional[Labels] = None, *, exclude_self: bool = True,
                            metric: str = "cosine", chunk_size: int = 1024) -> float:
     """mAP over the full ranking: for each query, sum over its relevant items of the precision
     at their rank, divided by R; the mean over queries. Ranks the whole gallery (a sort per
@@ -134,7 +134,7 @@ class _Retrieval:
 
 
 def evaluate_ranking(ranking: Tensor, query_labels: Labels, gallery_labels: Labels,
-                     ks: Sequence[int] = (1, 2, 4, 8),
+                     *, ks: Sequence[int] = (1, 2, 4, 8),
                      exclude_self: bool = False) -> dict[str, Any]:
     """mAP and Recall@K of rankings computed elsewhere, such as diffusion_rerank's.
 

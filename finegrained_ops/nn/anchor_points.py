@@ -30,8 +30,8 @@ class AnchorPointClassifier(nn.Module):
     Shape: features (N, D) -> forward: (N, C) log p; predict: (N,) int64; loss: 0-dim.
     """
 
-    def __init__(self, num_classes: int, dim: int, anchors_per_class: int = 3, gamma: float = 5.0,
-                 normalize: bool = True) -> None:
+    def __init__(self, num_classes: int, dim: int, *, anchors_per_class: int = 3,
+                 gamma: float = 5.0, normalize: bool = True) -> None:
         super().__init__()
         check_int("num_classes", num_classes)
         check_int("dim", dim)
@@ -101,12 +101,13 @@ class TripletAnchorPointLoss(nn.Module):
     positive_fraction, ...). Shape: emb (B, D), labels (B,) -> 0-dim.
     """
 
-    def __init__(self, num_classes: int, dim: int, anchors_per_class: int = 3, gamma: float = 5.0,
-                 omega: float = 0.1, **triplet_kwargs: Any) -> None:
+    def __init__(self, num_classes: int, dim: int, *, anchors_per_class: int = 3,
+                 gamma: float = 5.0, omega: float = 0.1, **triplet_kwargs: Any) -> None:
         super().__init__()
         check_number("omega", omega, low=0, high=1)
         self.omega = omega
-        self.classifier = AnchorPointClassifier(num_classes, dim, anchors_per_class, gamma)
+        self.classifier = AnchorPointClassifier(num_classes, dim,
+                                                anchors_per_class=anchors_per_class, gamma=gamma)
         self.triplet = TripletMarginLoss(**triplet_kwargs)
 
     def forward(self, emb: Tensor, labels: Tensor, extra_negatives: Optional[Tensor] = None,

@@ -35,7 +35,7 @@ class ClassBalancedLoss(ClassCountsLoss):
         loss = criterion(model(images), labels)
     """
 
-    def __init__(self, samples_per_class: Counts, beta: float = 0.9999, gamma: float = 0.5,
+    def __init__(self, samples_per_class: Counts, *, beta: float = 0.9999, gamma: float = 0.5,
                  loss_type: str = "focal", reduction: str = "mean",
                  ignore_index: int = -100) -> None:
         check_hyperparameters(beta, gamma, loss_type, reduction)

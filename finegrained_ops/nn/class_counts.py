@@ -19,7 +19,7 @@ class ClassWeightedLoss(nn.Module):
     rule or train.DeferredReweighting, sets them again). Assign a (C,) tensor to change them.
     """
 
-    def __init__(self, class_weights: Optional[Counts] = None) -> None:
+    def __init__(self, *, class_weights: Optional[Counts] = None) -> None:
         super().__init__()
         self.register_buffer("class_weights", None if class_weights is None else
                              torch.as_tensor(class_weights, dtype=torch.float64).clone(),
@@ -73,8 +73,9 @@ class ClassCountsLoss(ClassWeightedLoss):
         class_weights: as ClassWeightedLoss.
     """
 
-    def __init__(self, samples_per_class: Counts, class_weights: Optional[Counts] = None) -> None:
-        super().__init__(class_weights)
+    def __init__(self, samples_per_class: Counts, *,
+                 class_weights: Optional[Counts] = None) -> None:
+        super().__init__(class_weights=class_weights)
         counts = _counts_tensor(samples_per_class)
         if counts.is_floating_point() and not bool((counts == counts.round()).all()):
             raise ValueError("samples_per_class must hold whole numbers of samples")

@@ -11,7 +11,7 @@ from .._checks import FLOATING, check_number, check_tensor
 from .._numerics import l2_norm
 
 
-def tau_normalize(weight: Tensor, tau: float = 1.0) -> Tensor:
+def tau_normalize(weight: Tensor, *, tau: float = 1.0) -> Tensor:
     """τ-normalised classifier weights w_c / ||w_c||^tau (Kang et al., eq. 3).
 
     weight: (C, D) one row per class. tau >= 0: 0 is the identity, 1 unit-norm rows (the paper
@@ -24,7 +24,7 @@ def tau_normalize(weight: Tensor, tau: float = 1.0) -> Tensor:
     return weight * scale
 
 
-def tau_normalized_linear(linear: nn.Linear, tau: float = 1.0) -> nn.Linear:
+def tau_normalized_linear(linear: nn.Linear, *, tau: float = 1.0) -> nn.Linear:
     """A copy of ``linear`` (an nn.Linear classifier, (C, D) weight) with τ-normalised weights,
     the post-hoc τ-norm classifier. The bias is kept (the paper's classifiers have none; a
     trained bias carries the class prior that τ-norm removes from the weights, so pass a
@@ -34,7 +34,7 @@ def tau_normalized_linear(linear: nn.Linear, tau: float = 1.0) -> nn.Linear:
     out = nn.Linear(linear.in_features, linear.out_features, bias=linear.bias is not None,
                     device=linear.weight.device, dtype=linear.weight.dtype)
     with torch.no_grad():
-        out.weight.copy_(tau_normalize(linear.weight, tau))
+        out.weight.copy_(tau_normalize(linear.weight, tau=tau))
         if linear.bias is not None:
             out.bias.copy_(linear.bias)
     return out

@@ -16,13 +16,13 @@ class MAC(nn.Module):
     Shape: (N, C, H, W) -> (N, C) in the input's dtype, L2-normalised when ``normalize``.
     """
 
-    def __init__(self, normalize: bool = True) -> None:
+    def __init__(self, *, normalize: bool = True) -> None:
         super().__init__()
         self.normalize = normalize
 
     def forward(self, x: Tensor) -> Tensor:
         """x (N, C, H, W) -> descriptors (N, C)."""
-        return descriptors.mac(x, self.normalize)
+        return descriptors.mac(x, normalize=self.normalize)
 
 
 class SPoC(nn.Module):
@@ -31,13 +31,13 @@ class SPoC(nn.Module):
     Shape: (N, C, H, W) -> (N, C) in the input's dtype, L2-normalised when ``normalize``.
     """
 
-    def __init__(self, center_prior: bool = False, normalize: bool = True) -> None:
+    def __init__(self, *, center_prior: bool = False, normalize: bool = True) -> None:
         super().__init__()
         self.center_prior, self.normalize = center_prior, normalize
 
     def forward(self, x: Tensor) -> Tensor:
         """x (N, C, H, W) -> descriptors (N, C)."""
-        return descriptors.spoc(x, self.center_prior, self.normalize)
+        return descriptors.spoc(x, center_prior=self.center_prior, normalize=self.normalize)
 
     def extra_repr(self) -> str:
         return f"center_prior={self.center_prior}"
@@ -50,7 +50,7 @@ class GeM(nn.Module):
     Shape: (N, C, H, W) -> (N, C) in the input's dtype, L2-normalised when ``normalize``.
     """
 
-    def __init__(self, p: float = 3.0, learnable: bool = True, eps: float = 1e-6,
+    def __init__(self, *, p: float = 3.0, learnable: bool = True, eps: float = 1e-6,
                  normalize: bool = True) -> None:
         super().__init__()
         check_number("p", p, low=0, low_open=True)
@@ -64,7 +64,7 @@ class GeM(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         """x (N, C, H, W) -> descriptors (N, C)."""
-        return descriptors.gem(x, self.p, self.eps, self.normalize)
+        return descriptors.gem(x, p=self.p, eps=self.eps, normalize=self.normalize)
 
     def extra_repr(self) -> str:
         return f"p={self.p.item():.4g}, learnable={isinstance(self.p, nn.Parameter)}"
@@ -76,14 +76,14 @@ class RMAC(nn.Module):
     Shape: (N, C, H, W) -> (N, C) in the input's dtype, L2-normalised when ``normalize``.
     """
 
-    def __init__(self, levels: int = 3, eps: float = 1e-6, normalize: bool = True) -> None:
+    def __init__(self, *, levels: int = 3, eps: float = 1e-6, normalize: bool = True) -> None:
         super().__init__()
         descriptors.check_rmac_arguments(levels, eps)
         self.levels, self.eps, self.normalize = levels, eps, normalize
 
     def forward(self, x: Tensor) -> Tensor:
         """x (N, C, H, W) -> descriptors (N, C)."""
-        return descriptors.rmac(x, self.levels, self.eps, self.normalize)
+        return descriptors.rmac(x, levels=self.levels, eps=self.eps, normalize=self.normalize)
 
     def extra_repr(self) -> str:
         return f"levels={self.levels}"
@@ -95,14 +95,14 @@ class CroW(nn.Module):
     Shape: (N, C, H, W) -> (N, C) in the input's dtype, L2-normalised when ``normalize``.
     """
 
-    def __init__(self, a: float = 2.0, b: float = 2.0, normalize: bool = True) -> None:
+    def __init__(self, *, a: float = 2.0, b: float = 2.0, normalize: bool = True) -> None:
         super().__init__()
         descriptors.check_crow_arguments(a, b)
         self.a, self.b, self.normalize = a, b, normalize
 
     def forward(self, x: Tensor) -> Tensor:
         """x (N, C, H, W) -> descriptors (N, C)."""
-        return descriptors.crow(x, self.a, self.b, self.normalize)
+        return descriptors.crow(x, a=self.a, b=self.b, normalize=self.normalize)
 
     def extra_repr(self) -> str:
         return f"a={self.a}, b={self.b}"
@@ -116,14 +116,14 @@ class ISqrtCovPooling(nn.Module):
     Shape: (N, C, H, W) -> (N, C (C + 1) / 2) in the input's dtype.
     """
 
-    def __init__(self, iterations: int = 5) -> None:
+    def __init__(self, *, iterations: int = 5) -> None:
         super().__init__()
         check_int("iterations", iterations)
         self.iterations = iterations
 
     def forward(self, x: Tensor) -> Tensor:
         """x (N, C, H, W) -> (N, C (C + 1) / 2)."""
-        return isqrt_cov(x, self.iterations)
+        return isqrt_cov(x, iterations=self.iterations)
 
     def extra_repr(self) -> str:
         return f"iterations={self.iterations}"

@@ -27,7 +27,7 @@ class _SketchPooling(nn.Module):
                  hashes=None, y_channels=None):
         super().__init__()
         check_choice("input_format", input_format, INPUT_FORMATS)
-        hash_index, hash_sign = hashes or draw_hashes(in_channels, dim, order, seed)
+        hash_index, hash_sign = hashes or draw_hashes(in_channels, dim, order, seed=seed)
         # Buffers: saved by state_dict(), moved by .to(); .half() converts the signs only.
         # Every entry of the state dict is a tensor (safetensors, timm's ModelEma).
         self.register_buffer("hash_index", hash_index)
@@ -140,7 +140,7 @@ class KernelPooling(_SketchPooling):
     Shape: (N, C, H, W) or (N, L, C) -> (N, 1 + C + (p - 1)·d) (``output_dim``).
     """
 
-    def __init__(self, in_channels: int, dim: int, order: int = 4, alpha: str = "learned",
+    def __init__(self, in_channels: int, dim: int, *, order: int = 4, alpha: str = "learned",
                  gamma: Optional[float] = None, seed: int = 0, input_format: str = "NCHW",
                  sqrt_normalize: bool = True) -> None:
         super().__init__(in_channels, dim, order, seed, input_format, sqrt_normalize)
@@ -204,10 +204,10 @@ class CompactBilinearPooling(_SketchPooling):
     channels -> (N, dim).
     """
 
-    def __init__(self, in_channels: int, dim: int, seed: int = 0, input_format: str = "NCHW",
+    def __init__(self, in_channels: int, dim: int, *, seed: int = 0, input_format: str = "NCHW",
                  sqrt_normalize: bool = True, y_channels: Optional[int] = None) -> None:
         hashes = None if y_channels is None else draw_two_input_hashes(in_channels, y_channels,
-                                                                         dim, seed)
+                                                                         dim, seed=seed)
         super().__init__(in_channels, dim, 2, seed, input_format, sqrt_normalize, hashes,
                          y_channels)
 

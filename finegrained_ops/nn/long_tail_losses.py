@@ -24,18 +24,18 @@ class LogitAdjustedLoss(ClassCountsLoss):
     for 'none'. The offsets tau * log(pi) are a float64 buffer ``logit_offsets``.
     """
 
-    def __init__(self, samples_per_class: Counts, tau: float = 1.0,
+    def __init__(self, samples_per_class: Counts, *, tau: float = 1.0,
                  class_weights: Optional[Counts] = None, reduction: str = "mean",
                  ignore_index: int = -100) -> None:
         check_number("tau", tau, low=0)
         check_choice("reduction", reduction, REDUCTIONS)
-        super().__init__(samples_per_class, class_weights)
+        super().__init__(samples_per_class, class_weights=class_weights)
         self.tau, self.reduction, self.ignore_index = tau, reduction, ignore_index
         self.refresh()
 
     def refresh(self) -> None:
         self.register_buffer("logit_offsets",
-                             logit_adjustment_offsets(self.samples_per_class, self.tau),
+                             logit_adjustment_offsets(self.samples_per_class, tau=self.tau),
                              persistent=False)
 
     def forward(self, logits: Tensor, target: Any) -> Tensor:
@@ -57,9 +57,10 @@ class BalancedSoftmaxLoss(LogitAdjustedLoss):
     Shape: logits (N, C), target (N,) int64 or (N, C) soft rows -> 0-dim, or (N,) for 'none'.
     """
 
-    def __init__(self, samples_per_class: Counts, class_weights: Optional[Counts] = None,
+    def __init__(self, samples_per_class: Counts, *, class_weights: Optional[Counts] = None,
                  reduction: str = "mean", ignore_index: int = -100) -> None:
-        super().__init__(samples_per_class, 1.0, class_weights, reduction, ignore_index)
+        super().__init__(samples_per_class, tau=1.0, class_weights=class_weights,
+                         reduction=reduction, ignore_index=ignore_index)
 
     def refresh(self) -> None:
         self.register_buffer("logit_offsets", self.samples_per_class.double().log(),
@@ -82,13 +83,13 @@ class LDAMLoss(ClassCountsLoss):
     (one read of the logits' largest magnitude, once).
     """
 
-    def __init__(self, samples_per_class: Counts, max_margin: float = 0.5, scale: float = 30.0,
+    def __init__(self, samples_per_class: Counts, *, max_margin: float = 0.5, scale: float = 30.0,
                  class_weights: Optional[Counts] = None, reduction: str = "weighted_mean",
                  ignore_index: int = -100) -> None:
         check_number("max_margin", max_margin, low=0)
         check_number("scale", scale, low=0, low_open=True)
         check_choice("reduction", reduction, REDUCTIONS)
-        super().__init__(samples_per_class, class_weights)
+        super().__init__(samples_per_class, class_weights=class_weights)
         self.max_margin, self.scale = max_margin, scale
         self.reduction, self.ignore_index = reduction, ignore_index
         self._checked_cosines = False
@@ -96,7 +97,7 @@ class LDAMLoss(ClassCountsLoss):
 
     def refresh(self) -> None:
         self.register_buffer("target_margins",
-                             ldam_margins(self.samples_per_class, self.max_margin),
+                             ldam_margins(self.samples_per_class, max_margin=self.max_margin),
                              persistent=False)
 
     def forward(self, logits: Tensor, target: Any) -> Tensor:
@@ -132,11 +133,11 @@ class SoftmaxFocalLoss(ClassWeightedLoss):
     (N, C), target (N,) int64 or (N, C) soft rows -> 0-dim, or (N,) for 'none'.
     """
 
-    def __init__(self, gamma: float = 2.0, class_weights: Optional[Counts] = None,
+    def __init__(self, *, gamma: float = 2.0, class_weights: Optional[Counts] = None,
                  reduction: str = "mean", ignore_index: int = -100) -> None:
         check_number("gamma", gamma, low=0)
         check_choice("reduction", reduction, REDUCTIONS)
-        super().__init__(class_weights)
+        super().__init__(class_weights=class_weights)
         self.gamma, self.reduction, self.ignore_index = gamma, reduction, ignore_index
 
     def forward(self, logits: Tensor, target: Any) -> Tensor:

@@ -33,7 +33,7 @@ class SuperClassInstanceLoss(nn.Module):
     super_labels == instance_super[instance_ids] -> the 0-dim mean loss.
     """
 
-    def __init__(self, dim: int, instance_super: Tensor, lambda_instance: float = 1.0,
+    def __init__(self, dim: int, instance_super: Tensor, *, lambda_instance: float = 1.0,
                  within_super: bool = True) -> None:
         super().__init__()
         instance_super = as_labels(instance_super, "instance_super")

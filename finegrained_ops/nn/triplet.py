@@ -33,7 +33,7 @@ class TripletMarginLoss(nn.Module):
         loss = criterion(model(images), labels)
     """
 
-    def __init__(self, margin: float = 0.2, negatives: str = "violating",
+    def __init__(self, *, margin: float = 0.2, negatives: str = "violating",
                  positive_fraction: float = 1.0, reduction: str = "mean_nonzero",
                  squared: bool = True, normalize: bool = True, distributed: bool = False) -> None:
         super().__init__()
@@ -48,10 +48,12 @@ class TripletMarginLoss(nn.Module):
         """emb (B, D), labels (B,), extra negatives (E, D) and labels (E,) -> 0-dim loss."""
         emb, labels, extra_negatives, extra_negative_labels = self._global_batch(
             emb, labels, extra_negatives, extra_negative_labels)
-        return triplet_margin_loss(emb, labels, self.margin, self.negatives,
-                                   self.positive_fraction, extra_negatives,
-                                   extra_negative_labels, self.reduction, self.squared,
-                                   self.normalize)
+        return triplet_margin_loss(emb, labels, margin=self.margin, negatives=self.negatives,
+                                   positive_fraction=self.positive_fraction,
+                                   extra_negatives=extra_negatives,
+                                   extra_negative_labels=extra_negative_labels,
+                                   reduction=self.reduction, squared=self.squared,
+                                   normalize=self.normalize)
 
     def mine(self, emb: Tensor, labels: Tensor, extra_negatives: Optional[Tensor] = None,
              extra_negative_labels: Optional[Tensor] = None, max_triplets: Optional[int] = None,
@@ -62,9 +64,12 @@ class TripletMarginLoss(nn.Module):
         """
         emb, labels, extra_negatives, extra_negative_labels = self._global_batch(
             emb, labels, extra_negatives, extra_negative_labels)
-        return mine_triplets(emb, labels, self.margin, self.negatives, self.positive_fraction,
-                             extra_negatives, extra_negative_labels, max_triplets, generator,
-                             self.squared, self.normalize)
+        return mine_triplets(emb, labels, margin=self.margin, negatives=self.negatives,
+                             positive_fraction=self.positive_fraction,
+                             extra_negatives=extra_negatives,
+                             extra_negative_labels=extra_negative_labels,
+                             max_triplets=max_triplets, generator=generator, squared=self.squared,
+                             normalize=self.normalize)
 
     def _global_batch(self, emb, labels, extra, extra_labels):
         if not (self.distributed and dist.is_available() and dist.is_initialized()

@@ -37,7 +37,7 @@ def class_balanced_weights(samples_per_class: Counts, beta: float) -> Tensor:
 
 
 def class_balanced_loss(logits: Tensor, target: Any, samples_per_class: Counts,
-                        beta: float = 0.9999, gamma: float = 0.5, loss_type: str = "focal",
+                        *, beta: float = 0.9999, gamma: float = 0.5, loss_type: str = "focal",
                         reduction: str = "mean", ignore_index: int = -100) -> Tensor:
     """Class-balanced loss: each sample's loss weighted by (1 - beta) / (1 - beta^n_y), normalised.
 

@@ -21,7 +21,7 @@ from .._native import check_devices  # imported first: loading the extension reg
 
 
 def kernel_pooling(x: Tensor, hash_index: Tensor, hash_sign: Tensor, alpha: Optional[Tensor],
-                   dim: int, normalize: bool = False) -> Tensor:
+                   dim: int, *, normalize: bool = False) -> Tensor:
     """Taylor-series kernel feature map of every location, averaged over locations.
 
     Args:
@@ -51,7 +51,7 @@ def kernel_pooling(x: Tensor, hash_index: Tensor, hash_sign: Tensor, alpha: Opti
 
 
 def compact_bilinear_pooling(x: Tensor, hash_index: Tensor, hash_sign: Tensor, dim: int,
-                             y: Optional[Tensor] = None, normalize: bool = False) -> Tensor:
+                             y: Optional[Tensor] = None, *, normalize: bool = False) -> Tensor:
     """Compact bilinear pooling (Gao et al. 2016): the order-2 block of kernel pooling alone;
     with `y`, the two-input form (Fukui et al. 2016's MCB; two-stream bilinear CNNs), a sketch
     of the pooled outer product of x and y.
@@ -127,7 +127,7 @@ def _concat_streams(x, y, hash_index):
     return torch.cat([x, y], dim=2)
 
 
-def draw_hashes(in_channels: int, dim: int, order: int, seed: int = 0) -> tuple[Tensor, Tensor]:
+def draw_hashes(in_channels: int, dim: int, order: int, *, seed: int = 0) -> tuple[Tensor, Tensor]:
     """Hash functions of `order` count sketches, drawn from a dedicated torch.Generator(seed).
 
     Returns hash_index (order, in_channels) int64 uniform in [0, dim) and hash_sign
@@ -148,7 +148,7 @@ def draw_hashes(in_channels: int, dim: int, order: int, seed: int = 0) -> tuple[
 
 
 def draw_two_input_hashes(x_channels: int, y_channels: int, dim: int,
-                          seed: int = 0) -> tuple[Tensor, Tensor]:
+                          *, seed: int = 0) -> tuple[Tensor, Tensor]:
     """Hashes of two-input compact bilinear pooling: sketch 1 over x's channels, sketch 2 over
     y's, as one (2, C + C_y) pair for the native op on the channels [x, y].
 
@@ -163,7 +163,7 @@ def draw_two_input_hashes(x_channels: int, y_channels: int, dim: int,
     check_int("y_channels", y_channels)
     # One draw for both: two draws from the same seed would share their random stream, and
     # x's signs and buckets would repeat y's.
-    drawn_index, drawn_sign = draw_hashes(max(x_channels, y_channels), dim, 2, seed)
+    drawn_index, drawn_sign = draw_hashes(max(x_channels, y_channels), dim, 2, seed=seed)
     index = torch.zeros(2, x_channels + y_channels, dtype=torch.int64)
     sign = torch.zeros(2, x_channels + y_channels, dtype=torch.float32)
     for out, drawn in ((index, drawn_index), (sign, drawn_sign)):
@@ -207,7 +207,7 @@ def estimate_gamma(features: Tensor) -> float:
     return float(1.0 / mean_inner)
 
 
-def signed_sqrt(x: Tensor, eps: float = 1e-12) -> Tensor:
+def signed_sqrt(x: Tensor, *, eps: float = 1e-12) -> Tensor:
     """sign(x)·(sqrt(|x| + eps) - sqrt(eps)): the signed square root with a finite gradient.
 
     The plain sign(x)·sqrt(|x|) has an infinite derivative at 0 that turns into NaN

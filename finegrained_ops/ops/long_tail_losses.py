@@ -25,7 +25,7 @@ def class_counts(samples_per_class: Counts, device: DeviceLike = None) -> Tensor
     return counts if isinstance(samples_per_class, torch.Tensor) else counts.to(device)
 
 
-def logit_adjustment_offsets(samples_per_class: Counts, tau: float = 1.0,
+def logit_adjustment_offsets(samples_per_class: Counts, *, tau: float = 1.0,
                              device: DeviceLike = None) -> Tensor:
     """(C,) float64 offsets tau * log(pi_c), pi_c = n_c / sum n: what logit adjustment adds to
     the logits in the loss and subtracts from them after training. tau >= 0. Device as
@@ -35,7 +35,7 @@ def logit_adjustment_offsets(samples_per_class: Counts, tau: float = 1.0,
     return tau * (counts / counts.sum()).log()
 
 
-def logit_adjust(logits: Tensor, samples_per_class: Counts, tau: float = 1.0) -> Tensor:
+def logit_adjust(logits: Tensor, samples_per_class: Counts, *, tau: float = 1.0) -> Tensor:
     """Post-hoc logit adjustment (Menon et al., eq. 9): logits - tau * log(pi).
 
     logits (N, C) of a model trained with plain cross-entropy; argmax of the result is the
@@ -43,13 +43,13 @@ def logit_adjust(logits: Tensor, samples_per_class: Counts, tau: float = 1.0) ->
     broadcast subtraction.
     """
     check_tensor("logits", logits, dim=2, dtypes=FLOATING)
-    offsets = logit_adjustment_offsets(samples_per_class, tau, logits.device)
+    offsets = logit_adjustment_offsets(samples_per_class, tau=tau, device=logits.device)
     return logits - offsets.to(logits.dtype)
 
 
-def logit_adjusted_loss(logits: Tensor, target: Any, samples_per_class: Counts, tau: float = 1.0,
-                        class_weights: Optional[Counts] = None, reduction: str = "mean",
-                        ignore_index: int = -100) -> Tensor:
+def logit_adjusted_loss(logits: Tensor, target: Any, samples_per_class: Counts, *,
+                        tau: float = 1.0, class_weights: Optional[Counts] = None,
+                        reduction: str = "mean", ignore_index: int = -100) -> Tensor:
     """Logit-adjusted cross-entropy (Menon et al., eq. 10): CE(logits + tau log(pi), target).
 
     Args:
@@ -68,13 +68,13 @@ def logit_adjusted_loss(logits: Tensor, target: Any, samples_per_class: Counts, 
     """
     check_choice("reduction", reduction, REDUCTIONS)
     check_tensor("logits", logits, dim=2, dtypes=FLOATING)
-    offsets = logit_adjustment_offsets(samples_per_class, tau, logits.device)
+    offsets = logit_adjustment_offsets(samples_per_class, tau=tau, device=logits.device)
     return fused_class_loss(logits, target, class_weights=class_weights, logit_offsets=offsets,
                             reduction=reduction, ignore_index=ignore_index)
 
 
 def balanced_softmax_loss(logits: Tensor, target: Any, samples_per_class: Counts,
-                          class_weights: Optional[Counts] = None, reduction: str = "mean",
+                          *, class_weights: Optional[Counts] = None, reduction: str = "mean",
                           ignore_index: int = -100) -> Tensor:
     """Balanced Softmax (Ren et al., eq. 4): CE(logits + log(n), target), which is logit
     adjustment with tau = 1 up to a constant per row. Arguments as logit_adjusted_loss."""
@@ -85,7 +85,7 @@ def balanced_softmax_loss(logits: Tensor, target: Any, samples_per_class: Counts
                             reduction=reduction, ignore_index=ignore_index)
 
 
-def ldam_margins(samples_per_class: Counts, max_margin: float = 0.5,
+def ldam_margins(samples_per_class: Counts, *, max_margin: float = 0.5,
                  device: DeviceLike = None) -> Tensor:
     """(C,) float64 LDAM margins n_c^(-1/4), scaled so the largest is max_margin (>= 0).
     Device as class_counts."""
@@ -94,7 +94,7 @@ def ldam_margins(samples_per_class: Counts, max_margin: float = 0.5,
     return margins * (max_margin / margins.max())
 
 
-def ldam_loss(logits: Tensor, target: Any, samples_per_class: Counts, max_margin: float = 0.5,
+def ldam_loss(logits: Tensor, target: Any, samples_per_class: Counts, *, max_margin: float = 0.5,
               scale: float = 30.0, class_weights: Optional[Counts] = None,
               reduction: str = "weighted_mean", ignore_index: int = -100) -> Tensor:
     """Label-distribution-aware margin loss (Cao et al., eq. 13; the official LDAMLoss):
@@ -118,12 +118,12 @@ def ldam_loss(logits: Tensor, target: Any, samples_per_class: Counts, max_margin
     check_choice("reduction", reduction, REDUCTIONS)
     check_number("scale", scale, low=0, low_open=True)
     check_tensor("logits", logits, dim=2, dtypes=FLOATING)
-    margins = ldam_margins(samples_per_class, max_margin, logits.device)
+    margins = ldam_margins(samples_per_class, max_margin=max_margin, device=logits.device)
     return fused_class_loss(logits, target, class_weights=class_weights, target_margins=margins,
                             scale=scale, reduction=reduction, ignore_index=ignore_index)
 
 
-def softmax_focal_loss(logits: Tensor, target: Any, gamma: float = 2.0,
+def softmax_focal_loss(logits: Tensor, target: Any, *, gamma: float = 2.0,
                        class_weights: Optional[Counts] = None, reduction: str = "mean",
                        ignore_index: int = -100) -> Tensor:
     """Focal loss on the softmax: w_y (1 - p_y)^gamma (-log p_y), p = softmax(logits).

@@ -26,7 +26,7 @@ NEGATIVES = tuple(_C.choices["triplet.negatives"])  # the names the native code 
 REDUCTIONS = tuple(_C.choices["triplet.reduction"])
 
 
-def triplet_margin_loss(emb: Tensor, labels: Tensor, margin: float = 0.2,
+def triplet_margin_loss(emb: Tensor, labels: Tensor, *, margin: float = 0.2,
                         negatives: str = "violating", positive_fraction: float = 1.0,
                         extra_negatives: Optional[Tensor] = None,
                         extra_negative_labels: Optional[Tensor] = None,
@@ -65,8 +65,9 @@ def triplet_margin_loss(emb: Tensor, labels: Tensor, margin: float = 0.2,
                                 reduction, bool(squared), bool(normalize), compute_grad)[0]
 
 
-def mine_triplets(emb: Tensor, labels: Tensor, margin: float = 0.2, negatives: str = "violating",
-                  positive_fraction: float = 1.0, extra_negatives: Optional[Tensor] = None,
+def mine_triplets(emb: Tensor, labels: Tensor, *, margin: float = 0.2,
+                  negatives: str = "violating", positive_fraction: float = 1.0,
+                  extra_negatives: Optional[Tensor] = None,
                   extra_negative_labels: Optional[Tensor] = None,
                   max_triplets: Optional[int] = None, generator: Optional[torch.Generator] = None,
                   squared: bool = True, normalize: bool = True) -> tuple[Tensor, Tensor, Tensor]:
@@ -87,8 +88,9 @@ def mine_triplets(emb: Tensor, labels: Tensor, margin: float = 0.2, negatives: s
         return _triplet_mine(*problem, -1 if max_triplets is None else max_triplets, -1, seed, 0)
 
 
-def count_triplets(emb: Tensor, labels: Tensor, margin: float = 0.2, negatives: str = "violating",
-                   positive_fraction: float = 1.0, extra_negatives: Optional[Tensor] = None,
+def count_triplets(emb: Tensor, labels: Tensor, *, margin: float = 0.2,
+                   negatives: str = "violating", positive_fraction: float = 1.0,
+                   extra_negatives: Optional[Tensor] = None,
                    extra_negative_labels: Optional[Tensor] = None, squared: bool = True,
                    normalize: bool = True) -> Tensor:
     """How many triplets each anchor mines, without forming them: (B,) int64 on emb's device.
@@ -115,7 +117,7 @@ def _in_batch_problem(emb, labels, margin, negatives, positive_fraction, extra, 
 
 
 def mine_from_bank(query_emb: Tensor, query_labels: Tensor, bank_emb: Tensor, bank_labels: Tensor,
-                   per_anchor: Optional[int] = 1, margin: float = 0.2,
+                   *, per_anchor: Optional[int] = 1, margin: float = 0.2,
                    negatives: str = "violating", positive_fraction: float = 1.0,
                    extra_negatives: Optional[Tensor] = None,
                    extra_negative_labels: Optional[Tensor] = None,

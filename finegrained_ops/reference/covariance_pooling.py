@@ -12,7 +12,8 @@ def isqrt_cov(x, iterations=5):
     features = x.flatten(2)
     centred = features - features.mean(dim=2, keepdim=True)
     cov = centred @ centred.transpose(1, 2) / features.shape[2]
-    trace = cov.diagonal(dim1=1, dim2=2).sum(dim=1)
+    # a constant map (trace 0) gives 0, as the library's contract says (the paper's: NaN)
+    trace = cov.diagonal(dim1=1, dim2=2).sum(dim=1).clamp(min=torch.finfo(x.dtype).tiny)
     identity = torch.eye(c, dtype=x.dtype, device=x.device)
     y, z = cov / trace[:, None, None], identity.expand(n, c, c)
     for _ in range(iterations):

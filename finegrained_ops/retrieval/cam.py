@@ -12,7 +12,7 @@ from .._checks import FLOATING, check_tensor, check_value
 
 
 def class_activation_map(features: Tensor, fc_weight: Tensor, classes: Tensor,
-                         size: Optional[tuple[int, int]] = None,
+                         *, size: Optional[tuple[int, int]] = None,
                          normalize: bool = True) -> Tensor:
     """CAM_k(i, j) = sum_c w_kc f_c(i, j) for the class k of each image.
 

@@ -12,7 +12,7 @@ from .._typing import Labels
 REDUCTIONS = ("mean_nonzero", "mean", "sum")
 
 
-def contrastive_loss(embeddings: Tensor, labels: Labels, pos_margin: float = 0.0,
+def contrastive_loss(embeddings: Tensor, labels: Labels, *, pos_margin: float = 0.0,
                      neg_margin: float = 1.0, squared: bool = False, negatives: str = "all",
                      normalize: bool = True, reduction: str = "mean_nonzero") -> Tensor:
     """Pulls same-label pairs within pos_margin and pushes different-label pairs beyond

@@ -11,7 +11,7 @@ from .._numerics import magnitude
 from .descriptors import _pooled
 
 
-def isqrt_cov(x: Tensor, iterations: int = 5) -> Tensor:
+def isqrt_cov(x: Tensor, *, iterations: int = 5) -> Tensor:
     """(N, C, H, W) -> (N, C (C + 1) / 2): the upper triangle (row by row, diagonal included) of
     sqrt(tr Σ) · Y_K, Y_K the Newton-Schulz approximation of (Σ / tr Σ)^(1/2) after
     `iterations` steps, Σ the covariance of the H·W location features (Li et al., eq. 5-8):

@@ -20,12 +20,12 @@ RMAC_OVERLAP = 0.4
 RMAC_LONG_SIDE_STEPS = (2, 3, 4, 5, 6, 7)
 
 
-def mac(x: Tensor, normalize: bool = True) -> Tensor:
+def mac(x: Tensor, *, normalize: bool = True) -> Tensor:
     """Maximum activation of convolutions: max over locations (Tolias et al., ICLR'16)."""
     return _pooled(x, normalize, lambda z: z.amax(dim=(2, 3)))
 
 
-def spoc(x: Tensor, center_prior: bool = False, normalize: bool = True) -> Tensor:
+def spoc(x: Tensor, *, center_prior: bool = False, normalize: bool = True) -> Tensor:
     """Sum-pooled convolutional features (Babenko & Lempitsky, ICCV'15), as a mean over
     locations (the same direction as their sum). center_prior weights location (i, j) by
     exp(-d^2 / (2 sigma^2)), d its distance to the map's centre and sigma a third of the
@@ -37,7 +37,7 @@ def spoc(x: Tensor, center_prior: bool = False, normalize: bool = True) -> Tenso
     return _pooled(x, normalize, pool)
 
 
-def gem(x: Tensor, p: Union[float, Tensor] = 3.0, eps: float = 1e-6,
+def gem(x: Tensor, *, p: Union[float, Tensor] = 3.0, eps: float = 1e-6,
         normalize: bool = True) -> Tensor:
     """Generalised mean pooling (Radenović et al., TPAMI'18): (mean of clamp(x, eps)^p)^(1/p).
     p: a number > 0 or a 0-dim / (1,) floating tensor (a learnable p, as nn.GeM holds; > 0 and
@@ -63,7 +63,7 @@ def gem(x: Tensor, p: Union[float, Tensor] = 3.0, eps: float = 1e-6,
     return _pooled(x, normalize, pool)
 
 
-def rmac_regions(height: int, width: int, levels: int = 3) -> list[tuple[int, int, int]]:
+def rmac_regions(height: int, width: int, *, levels: int = 3) -> list[tuple[int, int, int]]:
     """The R-MAC regions of a height x width map (Tolias et al., ICLR'16, sec. 3): at level
     l = 1..levels, squares of side floor(2 min(H, W) / (l + 1)), l of them along the short
     side and l + m along the long one, m chosen so that neighbours overlap by about 40%, spread
@@ -91,7 +91,7 @@ def rmac_regions(height: int, width: int, levels: int = 3) -> list[tuple[int, in
     return regions
 
 
-def rmac(x: Tensor, levels: int = 3, eps: float = 1e-6, normalize: bool = True) -> Tensor:
+def rmac(x: Tensor, *, levels: int = 3, eps: float = 1e-6, normalize: bool = True) -> Tensor:
     """Regional MAC (Tolias et al., ICLR'16): the MAC of every region of rmac_regions, each
     L2-normalised, summed, and the sum L2-normalised (when normalize). eps > 0 guards the
     regions' normalisation (a region of zeros adds nothing)."""
@@ -99,7 +99,7 @@ def rmac(x: Tensor, levels: int = 3, eps: float = 1e-6, normalize: bool = True) 
 
     def pool(z):
         total = torch.zeros(z.shape[:2], dtype=z.dtype, device=z.device)
-        for top, left, side in rmac_regions(z.shape[2], z.shape[3], levels):
+        for top, left, side in rmac_regions(z.shape[2], z.shape[3], levels=levels):
             region = z[:, :, top:top + side, left:left + side].amax(dim=(2, 3))
             total = total + region / (l2_norm(region, dim=1) + eps)
         return total
@@ -111,7 +111,7 @@ def check_rmac_arguments(levels, eps):
     check_number("eps", eps, low=0, low_open=True)
 
 
-def crow(x: Tensor, a: float = 2.0, b: float = 2.0, normalize: bool = True) -> Tensor:
+def crow(x: Tensor, *, a: float = 2.0, b: float = 2.0, normalize: bool = True) -> Tensor:
     """Cross-dimensional weighting (Kalantidis et al., ECCV'16 workshops): locations weighted by
     S = (A / ||A||_a)^(1/b), A the sum over channels; channel k then by log(sum_h Q_h / Q_k),
     Q_k the fraction of its locations that are non-zero (0 for an all-zero channel), as in the

@@ -11,7 +11,7 @@ from .._checks import FLOATING, check_int, check_number, check_tensor, check_val
 from .._numerics import l2_normalize
 
 
-def query_expansion(query: Tensor, gallery: Tensor, k: int = 2, alpha: float = 3.0,
+def query_expansion(query: Tensor, gallery: Tensor, *, k: int = 2, alpha: float = 3.0,
                     chunk_size: int = 1024) -> Tensor:
     """α-QE: q' = normalise(q + sum over the k most similar gallery items g of max(0, q·g)^α g).
 
@@ -23,7 +23,7 @@ def query_expansion(query: Tensor, gallery: Tensor, k: int = 2, alpha: float = 3
     return _expand(q, g, k, alpha, chunk_size, add_self=True)
 
 
-def database_augmentation(gallery: Tensor, k: int = 2, alpha: float = 3.0,
+def database_augmentation(gallery: Tensor, *, k: int = 2, alpha: float = 3.0,
                           chunk_size: int = 1024) -> Tensor:
     """DBA: every gallery item replaced by the α-weighted sum of its k nearest gallery items,
     itself included (its own weight is 1), normalised. gallery (N, D); k in [1, N]. Returns

@@ -34,7 +34,7 @@ class PCAWhitening(nn.Module):
     Shape: (N, D) floating -> (N, dim), in the input's dtype.
     """
 
-    def __init__(self, dim: Optional[int] = None, power: float = 0.5,
+    def __init__(self, *, dim: Optional[int] = None, power: float = 0.5,
                  shrinkage: float = 1e-6) -> None:
         super().__init__()
         if dim is not None:
@@ -153,7 +153,7 @@ class PCAWhitening(nn.Module):
         return variances[keep], axes[:, keep]
 
 
-def same_label_pairs(labels: Labels, seed: int = 0) -> Tensor:
+def same_label_pairs(labels: Labels, *, seed: int = 0) -> Tensor:
     """Matching pairs for :meth:`PCAWhitening.fit_pairs` from class labels: within each label,
     the members in an order drawn from torch.Generator(seed), each paired with the next (the
     last with the first). A label with one member gives no pair.

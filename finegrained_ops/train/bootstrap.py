@@ -27,7 +27,7 @@ def bootstrap_dataset(seed_indices: Labels, seed_labels: Labels,
                       train_fn: Callable[[Tensor, Tensor, Tensor, Tensor], Any],
                       score_fn: Callable[[Any, Tensor], Any],
                       oracle: Callable[[Tensor, Tensor], Any],
-                      threshold: float = 0.5) -> BootstrapResult:
+                      *, threshold: float = 0.5) -> BootstrapResult:
     """Rounds of train -> score a pool -> keep confident -> oracle -> grow S and H.
 
     Round i (of len(candidate_pools)):

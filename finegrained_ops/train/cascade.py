@@ -48,7 +48,7 @@ class HierarchicalCascade:
     def __init__(self, tree: ClassTree, model: nn.Module,
                  thresholds: Union[float, Sequence[float]],
                  optimizer_fn: Callable[[Iterable[nn.Parameter]], torch.optim.Optimizer],
-                 epochs: int = 5, batch_size: int = 64, seed: int = 0,
+                 *, epochs: int = 5, batch_size: int = 64, seed: int = 0,
                  **fit_kwargs: Any) -> None:
         transitions = tree.num_levels - 1
         thresholds = ([float(thresholds)] * transitions if isinstance(thresholds, (int, float))

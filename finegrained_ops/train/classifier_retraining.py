@@ -14,8 +14,8 @@ from ..data.samplers import ClassBalancedSampler
 from .loop import fit
 
 
-def retrain_classifier(classifier: nn.Module, features: Tensor, labels: Labels, epochs: int = 10,
-                       lr: float = 0.1, batch_size: int = 256, seed: int = 0,
+def retrain_classifier(classifier: nn.Module, features: Tensor, labels: Labels, *,
+                       epochs: int = 10, lr: float = 0.1, batch_size: int = 256, seed: int = 0,
                        loss_fn: Optional[Callable[..., Tensor]] = None,
                        **fit_kwargs: Any) -> list[dict[str, float]]:
     """Trains ``classifier`` in place on frozen ``features`` with class-balanced sampling (every

@@ -29,7 +29,7 @@ class DeferredReweighting:
     """
 
     def __init__(self, loss_fn: ClassWeightedLoss, samples_per_class: Counts, start_epoch: int,
-                 beta: float = 0.9999) -> None:
+                 *, beta: float = 0.9999) -> None:
         if not hasattr(loss_fn, "class_weights") or isinstance(loss_fn, ClassBalancedLoss):
             raise TypeError(f"loss_fn must have settable class_weights (a ClassWeightedLoss other "
                             f"than ClassBalancedLoss, whose weights are its definition), got "

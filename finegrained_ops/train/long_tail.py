@@ -18,7 +18,7 @@ def two_stage_long_tail(model: nn.Module, loss_fn: Callable[..., Tensor], datase
                         labels: Labels,
                         optimizer_fn: Callable[[list[nn.Parameter], float], torch.optim.Optimizer],
                         lr: float, epochs: int, finetune_lr: float, finetune_epochs: int,
-                        batch_size: int = 64, per_class_cap: Optional[int] = None,
+                        *, batch_size: int = 64, per_class_cap: Optional[int] = None,
                         finetune_loss_fn: Optional[Callable[..., Tensor]] = None, seed: int = 0,
                         **fit_kwargs: Any
                         ) -> tuple[list[dict[str, float]], list[dict[str, float]], Tensor]:

@@ -36,7 +36,7 @@ class _ModelWithLoss(nn.Module):
 
 
 def fit(model: nn.Module, loss_fn: Callable[..., Tensor], train_loader: Iterable[Any],
-        optimizer: torch.optim.Optimizer, epochs: int, scheduler: Optional[Any] = None,
+        optimizer: torch.optim.Optimizer, epochs: int, *, scheduler: Optional[Any] = None,
         amp: Union[str, torch.dtype, None] = None,
         grad_clip: Union[float, tuple[str, float], None] = None, device: DeviceLike = None,
         eval_fn: Optional[Callable[[nn.Module], Mapping[str, Any]]] = None,
@@ -173,7 +173,7 @@ def fit(model: nn.Module, loss_fn: Callable[..., Tensor], train_loader: Iterable
     return history
 
 
-def extract_features(model: nn.Module, loader: Iterable[Any], device: DeviceLike = None,
+def extract_features(model: nn.Module, loader: Iterable[Any], *, device: DeviceLike = None,
                      amp: Union[str, torch.dtype, None] = None,
                      output: Union[int, str, Callable[[Any], Tensor], None] = None,
                      ) -> tuple[Tensor, Optional[Tensor]]:

@@ -36,7 +36,7 @@ class QuasiOnlineBatchSampler(Sampler):
     """
 
     def __init__(self, labels: Labels, embed_fn: Callable[[], Tensor], p: int, k: int,
-                 refresh_every: int = 1000, per_anchor: int = 1, margin: float = 0.2,
+                 *, refresh_every: int = 1000, per_anchor: int = 1, margin: float = 0.2,
                  positive_fraction: float = 0.6, num_batches: Optional[int] = None,
                  seed: int = 0, num_replicas: Optional[int] = None,
                  rank: Optional[int] = None) -> None:
