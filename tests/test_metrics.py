@@ -8,7 +8,7 @@ import torch.nn.functional as F
 from hypothesis import given
 from hypothesis import strategies as st
 
-from finegrained_ops import metrics
+from finegrained_ops import metrics, retrieval
 
 
 def test_topk_and_per_class_accuracy():
@@ -211,7 +211,7 @@ def test_granularity_ratios_of_coinciding_classes_and_medoid_metrics():
     lambda x, y: metrics.recall_at_k(x, y, ks=(1,)),
     lambda x, y: metrics.map_at_r(x, y),
     lambda x, y: metrics.granularity(x, y),
-    lambda x, y: metrics.diffusion_rerank(x, x, k=2)])
+    lambda x, y: retrieval.diffusion_rerank(x, x, k=2)])
 @pytest.mark.parametrize("value", [math.inf, -math.inf, math.nan])
 def test_metrics_refuse_non_finite_features(call, value):
     """±Inf changed recall_at_k silently and made granularity NaN."""
@@ -324,13 +324,13 @@ def test_diffusion_raises_map_on_a_manifold():
     x, y = rings()
     queries = torch.arange(0, len(x), 15)
     euclidean = (x[queries] @ x.T).argsort(dim=1, descending=True)
-    scores, ranking = metrics.diffusion_rerank(x[queries], x, k=10, alpha=0.99, gamma=3)
+    scores, ranking = retrieval.diffusion_rerank(x[queries], x, k=10, alpha=0.99, gamma=3)
     assert scores.shape == ranking.shape == (len(queries), len(x))
     before, after = ranking_map(euclidean, y, queries), ranking_map(ranking, y, queries)
     assert after > before + 0.05, (before, after)
     with pytest.raises(ValueError, match="smaller than the gallery"):
-        metrics.diffusion_rerank(x[:2], x[:5], k=5)
+        retrieval.diffusion_rerank(x[:2], x[:5], k=5)
     for kwargs, match in ((dict(max_iter=0), "max_iter"), (dict(tol=0.0), "tol"),
                           (dict(tol=math.nan), "tol")):  # max_iter=0 gave all-zero scores
         with pytest.raises(ValueError, match=match):
-            metrics.diffusion_rerank(x[:2], x[:5], k=2, **kwargs)
+            retrieval.diffusion_rerank(x[:2], x[:5], k=2, **kwargs)

@@ -34,7 +34,7 @@ def _features():
 
 CALLS = {
     "scipy": ("metrics", [
-        lambda: fo.metrics.diffusion_rerank(_features()[0], _features()[0], k=3),
+        lambda: fo.retrieval.diffusion_rerank(_features()[0], _features()[0], k=3),
         lambda: fo.data.hierarchical_groups(torch.eye(4), group_counts=(2,))]),
     "ot": ("metrics", [lambda: fo.metrics.domain_distance(*_features(), *_features())]),
     "sklearn": ("data", [lambda: fo.data.load_digits()]),

@@ -105,7 +105,7 @@ emb = torch.randn(16, 4, requires_grad=True)
 fo.triplet_margin_loss(emb, torch.arange(16) % 4).backward()
 assert all(t.grad is not None and bool(t.grad.isfinite().all()) for t in (logits, maps, emb))
 try:
-    fo.metrics.diffusion_rerank(emb.detach(), emb.detach(), k=3)
+    fo.retrieval.diffusion_rerank(emb.detach(), emb.detach(), k=3)
     raise AssertionError("diffusion_rerank ran without scipy")
 except ImportError as e:
     assert "finegrained_ops[metrics]" in str(e), e

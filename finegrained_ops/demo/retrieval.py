@@ -5,9 +5,9 @@ expansion, then with diffusion on top; and class activation maps of a GAP + line
 import torch.nn.functional as F
 from torch import nn
 
-from ..metrics import diffusion_rerank, evaluate_ranking, mean_average_precision, recall_at_k
-from ..retrieval import (PCAWhitening, class_activation_map, crow, database_augmentation, gem,
-                         mac, query_expansion, rmac, same_label_pairs, spoc)
+from ..metrics import evaluate_ranking, mean_average_precision, recall_at_k
+from ..retrieval import (PCAWhitening, class_activation_map, crow, database_augmentation,
+                         diffusion_rerank, gem, mac, query_expansion, rmac, same_label_pairs, spoc)
 from .common import SmallCNN, accuracy, digits_splits, embed, train
 
 DESCRIPTORS = {"MAC": mac, "SPoC": spoc, "GeM (p=3)": gem, "R-MAC": rmac, "CroW": crow}

@@ -1,8 +1,7 @@
-"""Evaluation: classification, retrieval, granularity, domain similarity, kernel approximation,
-diffusion re-ranking (docs/semantics.md §5). Pure Python (torch, numpy, scipy, POT)."""
+"""Evaluation: classification, retrieval, granularity, domain similarity, kernel approximation
+(docs/semantics.md §5). Pure Python (torch, numpy; POT for domain similarity)."""
 from .classification import (balanced_accuracy, head_tail_accuracy, per_class_accuracy,
                              shot_accuracy, topk_accuracy)
-from .diffusion import diffusion_rerank
 from .domain_similarity import (domain_distance, domain_similarity, rank_source_classes,
                                 select_source_classes)
 from .granularity import class_medoids, granularity
@@ -13,7 +12,6 @@ from .retrieval import (evaluate_ranking, map_at_r, mean_average_precision, prec
 __all__ = [
     "balanced_accuracy",
     "class_medoids",
-    "diffusion_rerank",
     "domain_distance",
     "domain_similarity",
     "evaluate_ranking",

@@ -17,7 +17,7 @@ def query_expansion(query: Tensor, gallery: Tensor, *, k: int = 2, alpha: float 
 
     query (Nq, D), gallery (N, D): L2-normalised descriptors (normalised here), one dtype and
     device. k in [1, N]; alpha >= 0 (0: average QE). Returns (Nq, D), L2-normalised. Follow
-    with diffusion (metrics.diffusion_rerank) or plain cosine ranking.
+    with diffusion (diffusion_rerank) or plain cosine ranking.
     """
     q, g = _descriptors(query, gallery)
     return _expand(q, g, k, alpha, chunk_size, add_self=True)
