@@ -10,7 +10,8 @@ from .ops import (balanced_softmax_loss, class_balanced_loss, class_balanced_wei
                   compact_bilinear_pooling, count_triplets, draw_hashes, draw_two_input_hashes,
                   effective_number, estimate_gamma, kernel_pooling, ldam_loss, ldam_margins,
                   logit_adjust, logit_adjusted_loss, logit_adjustment_offsets, mine_from_bank,
-                  mine_triplets, rbf_alpha, signed_sqrt, softmax_focal_loss,
+                  mine_triplets, rbf_alpha, sigmoid_bias_init, signed_sqrt,
+                  softmax_focal_loss,
                   triplet_margin_loss)
 from .version import __version__
 
@@ -41,6 +42,7 @@ __all__ = [
     "rbf_alpha",
     "reference",
     "retrieval",
+    "sigmoid_bias_init",
     "signed_sqrt",
     "softmax_focal_loss",
     "train",

@@ -7,7 +7,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 import finegrained_ops as fo
-from finegrained_ops.nn import ClassBalancedLoss, sigmoid_bias_init
+from finegrained_ops import sigmoid_bias_init
+from finegrained_ops.nn import ClassBalancedLoss
 from finegrained_ops.reference import class_balanced_loss as reference
 
 from .helpers import check_gradients

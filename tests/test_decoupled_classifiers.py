@@ -2,8 +2,8 @@
 import pytest
 import torch
 
-from finegrained_ops.nn import LearnableWeightScaling, tau_normalize, tau_normalized_linear
-from finegrained_ops.train import retrain_classifier
+from finegrained_ops.nn import LearnableWeightScaling
+from finegrained_ops.train import retrain_classifier, tau_normalize, tau_normalized_linear
 
 
 def test_tau_normalize_rescales_each_row_by_its_norm():

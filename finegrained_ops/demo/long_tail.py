@@ -10,7 +10,8 @@ from torch.utils.data import TensorDataset
 
 from .. import effective_number
 from ..data import long_tailed_counts
-from ..nn import ClassBalancedLoss, sigmoid_bias_init
+from ..nn import ClassBalancedLoss
+from ..ops import sigmoid_bias_init
 from ..train import two_stage_long_tail
 from .common import SmallCNN, accuracy, digits_splits, embed, head_tail_errors, train
 

@@ -10,9 +10,9 @@ from torch import nn
 
 from .. import logit_adjust
 from ..nn import (BalancedSoftmaxLoss, ClassBalancedLoss, CosineLinear, LDAMLoss,
-                  LearnableWeightScaling, LogitAdjustedLoss, sigmoid_bias_init,
-                  tau_normalized_linear)
-from ..train import DeferredReweighting, retrain_classifier
+                  LearnableWeightScaling, LogitAdjustedLoss)
+from ..ops import sigmoid_bias_init
+from ..train import DeferredReweighting, retrain_classifier, tau_normalized_linear
 from .common import SmallCNN, digits_splits, embed, head_tail_errors, train
 
 TAUS = (0.25, 0.5, 0.75, 1.0, 1.5)

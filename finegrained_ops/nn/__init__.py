@@ -1,10 +1,10 @@
 """Drop-in nn.Modules built on finegrained_ops.ops."""
 from .anchor_points import AnchorPointClassifier, TripletAnchorPointLoss
-from .class_balanced_loss import ClassBalancedLoss, sigmoid_bias_init
+from .class_balanced_loss import ClassBalancedLoss
 from .class_counts import ClassCountsLoss, ClassWeightedLoss
 from .contrastive_loss import ContrastiveLoss
 from .cosine_linear import CosineLinear
-from .decoupled_classifiers import LearnableWeightScaling, tau_normalize, tau_normalized_linear
+from .decoupled_classifiers import LearnableWeightScaling
 from .global_descriptors import MAC, RMAC, CroW, GeM, ISqrtCovPooling, SPoC
 from .kernel_pooling import CompactBilinearPooling, KernelPooling
 from .long_tail_losses import BalancedSoftmaxLoss, LDAMLoss, LogitAdjustedLoss, SoftmaxFocalLoss
@@ -34,7 +34,4 @@ __all__ = [
     "SuperClassInstanceLoss",
     "TripletAnchorPointLoss",
     "TripletMarginLoss",
-    "sigmoid_bias_init",
-    "tau_normalize",
-    "tau_normalized_linear",
 ]

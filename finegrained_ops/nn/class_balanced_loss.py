@@ -1,12 +1,11 @@
-"""Module form of the class-balanced loss, and the sigmoid-loss bias initialisation."""
+"""Module form of the class-balanced loss."""
 from __future__ import annotations
 
-import math
 from typing import Any
 
 from torch import Tensor
 
-from .._checks import check_int, check_number
+from .._checks import check_number
 from .._typing import Counts
 from ..ops.class_balanced_loss import check_hyperparameters, class_balanced_weights
 from ..ops.class_loss import fused_class_loss
@@ -31,7 +30,7 @@ class ClassBalancedLoss(ClassCountsLoss):
     Example::
 
         criterion = ClassBalancedLoss(train_counts, beta=0.999, gamma=0.5, loss_type="focal")
-        nn.init.constant_(model.fc.bias, sigmoid_bias_init(num_classes))
+        nn.init.constant_(model.fc.bias, finegrained_ops.sigmoid_bias_init(num_classes))
         loss = criterion(model(images), labels)
     """
 
@@ -69,13 +68,3 @@ class ClassBalancedLoss(ClassCountsLoss):
     def extra_repr(self) -> str:
         return (f"num_classes={self.samples_per_class.numel()}, beta={self.beta}, "
                 f"gamma={self.gamma}, loss_type={self.loss_type!r}, reduction={self.reduction!r}")
-
-
-def sigmoid_bias_init(num_classes: int) -> float:
-    """Bias b = -log((1 - pi) / pi) with prior pi = 1/C for sigmoid-based losses (sec. 5.4.2).
-
-    Starting every class at probability 1/C avoids the huge initial loss of b = 0. Returns a float.
-    """
-    check_int("num_classes", num_classes, 2)
-    prior = 1.0 / num_classes
-    return -math.log((1.0 - prior) / prior)

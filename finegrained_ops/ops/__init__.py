@@ -1,5 +1,6 @@
 """Functional API: input validation and autograd around the native kernels in ``_C``."""
-from .class_balanced_loss import class_balanced_loss, class_balanced_weights, effective_number
+from .class_balanced_loss import (class_balanced_loss, class_balanced_weights, effective_number,
+                                  sigmoid_bias_init)
 from .kernel_pooling import (compact_bilinear_pooling, draw_hashes, draw_two_input_hashes,
                              estimate_gamma, kernel_pooling, rbf_alpha, signed_sqrt)
 from .long_tail_losses import (balanced_softmax_loss, ldam_loss, ldam_margins, logit_adjust,
@@ -26,6 +27,7 @@ __all__ = [
     "mine_from_bank",
     "mine_triplets",
     "rbf_alpha",
+    "sigmoid_bias_init",
     "signed_sqrt",
     "triplet_margin_loss",
 ]

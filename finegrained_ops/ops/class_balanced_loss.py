@@ -2,12 +2,13 @@
 family's fused native loss (class_loss.py)."""
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import torch
 from torch import Tensor
 
-from .._checks import check_choice, check_number, check_tensor, check_value
+from .._checks import check_choice, check_int, check_number, check_tensor, check_value
 from .._native import _C  # noqa: F401  (loading the extension registers the ops)
 from .._typing import Counts
 from .class_loss import LOSS_TYPES, REDUCTIONS, fused_class_loss
@@ -118,3 +119,13 @@ _class_balanced_weights = torch.ops.finegrained_ops.class_balanced_weights.defau
 @torch.library.register_fake("finegrained_ops::class_balanced_weights")
 def _(samples_per_class, beta):
     return samples_per_class.new_empty(samples_per_class.shape, dtype=torch.float64)
+
+
+def sigmoid_bias_init(num_classes: int) -> float:
+    """Bias b = -log((1 - pi) / pi) with prior pi = 1/C for sigmoid-based losses (sec. 5.4.2).
+
+    Starting every class at probability 1/C avoids the huge initial loss of b = 0. Returns a float.
+    """
+    check_int("num_classes", num_classes, 2)
+    prior = 1.0 / num_classes
+    return -math.log((1.0 - prior) / prior)
