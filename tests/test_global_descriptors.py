@@ -284,3 +284,23 @@ def test_isqrt_cov_of_a_constant_map_is_zero_as_in_the_reference():
     x = torch.full((2, 1, 1, 2), 0.1, dtype=torch.float64)
     for fn in (retrieval.isqrt_cov, reference.isqrt_cov):
         assert torch.equal(fn(x, iterations=3), torch.zeros(2, 1, dtype=torch.float64))
+
+
+@pytest.mark.parametrize("head", [
+    lambda fmt: fnn.MAC(input_format=fmt), lambda fmt: fnn.SPoC(input_format=fmt),
+    lambda fmt: fnn.GeM(input_format=fmt), lambda fmt: fnn.CroW(input_format=fmt),
+    lambda fmt: fnn.ISqrtCovPooling(input_format=fmt)])
+def test_pooling_heads_take_token_sequences(head):
+    """(N, L, C) tokens, as a ViT gives them, pool as the (N, C, H, W) map they flatten."""
+    x = feature_map(2, 5, 3, 4, seed=3) + 0.1
+    tokens = x.flatten(2).transpose(1, 2)  # (N, H·W, C)
+    torch.testing.assert_close(head("NLC")(tokens), head("NCHW")(x))
+    with pytest.raises(ValueError, match="x must"):
+        head("NLC")(x)
+
+
+def test_heads_that_need_the_grid_refuse_tokens():
+    with pytest.raises(ValueError, match="center_prior"):
+        fnn.SPoC(center_prior=True, input_format="NLC")
+    with pytest.raises(ValueError, match="input_format"):
+        fnn.GeM(input_format="NHWC")
