@@ -4,6 +4,7 @@ extra that installs it (README, Installation). `import finegrained_ops` imports 
 """
 import importlib
 from types import ModuleType
+from typing import Optional
 
 # Top-level module -> (its distribution on PyPI, the extra of finegrained_ops that installs it).
 OPTIONAL = {
@@ -16,13 +17,15 @@ OPTIONAL = {
 }
 
 
-def require(module: str, needed_by: str) -> ModuleType:
+def require(module: str, needed_by: str, *, extra: Optional[str] = None) -> ModuleType:
     """`module` (e.g. 'scipy.sparse.linalg') imported, or an ImportError naming the extra that
-    installs it; needed_by names the call that needs it, for the message."""
+    installs it (`extra`, when the caller needs several of them: the demo); needed_by names
+    the call that needs it, for the message."""
     try:
         return importlib.import_module(module)
     except ImportError as e:
-        distribution, extra = OPTIONAL[module.split(".")[0]]
+        distribution, module_extra = OPTIONAL[module.split(".")[0]]
+        extra = extra or module_extra
         raise ImportError(
             f"{needed_by} needs {distribution}, an optional dependency of finegrained_ops: "
             f"pip install 'finegrained_ops[{extra}]' (or [all])") from e

@@ -39,18 +39,25 @@ CALLS = {
     "ot": ("metrics", [lambda: fo.metrics.domain_distance(*_features(), *_features())]),
     "sklearn": ("data", [lambda: fo.data.load_digits()]),
     "PIL": ("data", [lambda: fo.data.ImageFolderDataset(".")]),
-    "matplotlib": ("demo", [lambda: __import__("finegrained_ops.demo").demo.run_demo("unused")]),
 }
+DEMO = lambda: __import__("finegrained_ops.demo").demo.run_demo("unused")  # noqa: E731
 
 
 @pytest.mark.parametrize("module", sorted(CALLS))
 def test_a_call_without_its_optional_dependency_names_the_extra(monkeypatch, module):
     extra, calls = CALLS[module]
-    assert OPTIONAL[module][1] == extra or module == "matplotlib"
+    assert OPTIONAL[module][1] == extra
     block(monkeypatch, module)
     for call in calls:
         with pytest.raises(ImportError, match=rf"pip install 'finegrained_ops\[{extra}\]'"):
             call()
+
+
+@pytest.mark.parametrize("module", ["matplotlib", "scipy", "ot", "sklearn"])
+def test_the_demo_asks_for_its_own_extra(monkeypatch, module):
+    block(monkeypatch, module)
+    with pytest.raises(ImportError, match=r"pip install 'finegrained_ops\[demo\]'"):
+        DEMO()
 
 
 def test_fit_without_tqdm_trains_and_prints_the_epoch_line(monkeypatch, capsys):

@@ -16,11 +16,11 @@ says what it holds and installs from its own metadata.
    extra says which.
 """
 import email
+import re
 import subprocess
 import sys
 import tarfile
 import tempfile
-import tomllib
 import zipfile
 from pathlib import Path
 
@@ -113,13 +113,21 @@ print("package-check: the installed wheel runs", fo.__version__, "from", fo.__fi
 """
 
 
+def build_requirements():
+    """pyproject's [build-system] requires (read without tomllib, which Python 3.9 and 3.10,
+    which the package supports, lack)."""
+    text = (ROOT / "pyproject.toml").read_text()
+    section = text.split("[build-system]", 1)[1].split("\n[", 1)[0]
+    listed = re.search(r"^requires\s*=\s*\[(.*?)\]", section, re.M | re.S).group(1)
+    return re.findall(r'"([^"]+)"', listed)
+
+
 def fresh_environment(scratch):
     """A venv with this environment's torch release, numpy and the build requirements only."""
     venv = Path(scratch) / "venv"
     run([sys.executable, "-m", "venv", venv])
     python = venv / "bin" / "python"
-    pyproject = tomllib.loads((ROOT / "pyproject.toml").read_text())
-    build_requires = pyproject["build-system"]["requires"]
+    build_requires = build_requirements()
     run([python, "-m", "pip", "install", "-q", f"torch=={torch_release()}", "numpy",
          *build_requires])
     return venv

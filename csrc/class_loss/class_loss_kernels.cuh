@@ -120,6 +120,9 @@ struct Row {
 // ignored row, which it has zeroed.
 template <int kThreadsPerRow, typename scalar_t, typename acc_t>
 __device__ __forceinline__ bool start_row(const RowsParams<scalar_t, acc_t>& p, Row<acc_t>* r) {
+  // block_reduce<kThreadsPerRow> over a row's threads is right for these two only
+  static_assert(kThreadsPerRow == 32 || kThreadsPerRow == kBlockThreads,
+                "a row is one warp or the whole block");
   r->row = int64_t(blockIdx.x) * (kBlockThreads / kThreadsPerRow) + threadIdx.x / kThreadsPerRow;
   r->lane = threadIdx.x % kThreadsPerRow;
   if (r->row >= p.n) return false;

@@ -21,7 +21,7 @@ def run_demo(out_dir, quick=False):
     """Run every experiment; write ``out_dir/report.md`` and its PNG plots. Returns the
     report's path. ``quick`` shortens training (a smoke run, not the reported numbers)."""
     for module in DEMO_MODULES:
-        require(module, "the demo")
+        require(module, "the demo", extra="demo")
     import matplotlib
     matplotlib.use("Agg")
 
