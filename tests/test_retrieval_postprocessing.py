@@ -4,7 +4,10 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
+from finegrained_ops import reference
 from finegrained_ops.metrics import mean_average_precision
 from finegrained_ops.retrieval import (PCAWhitening, class_activation_map, contrastive_loss,
                                        database_augmentation, query_expansion, same_label_pairs)
@@ -252,6 +255,41 @@ def test_class_activation_map_is_the_weighted_channel_sum():
         class_activation_map(features, weight, torch.tensor([2, -1]))
     with pytest.raises(TypeError, match="features must have dtype"):  # truncated the weights
         class_activation_map(features.long(), weight, classes)
+
+
+@settings(deadline=None, max_examples=40)
+@given(b=st.integers(1, 10), d=st.integers(1, 5), classes=st.integers(1, 4),
+       seed=st.integers(0, 2**16), pos_margin=st.sampled_from([0.0, 0.3]),
+       neg_margin=st.sampled_from([0.5, 1.0, 2.5]), squared=st.booleans(),
+       negatives=st.sampled_from(["all", "hardest"]), normalize=st.booleans(),
+       reduction=st.sampled_from(["mean_nonzero", "mean", "sum"]))
+def test_contrastive_loss_matches_the_reference_float64(b, d, classes, seed, pos_margin,
+                                                        neg_margin, squared, negatives,
+                                                        normalize, reduction):
+    """Value and gradient against reference.contrastive_loss, a loop over the pairs."""
+    g = torch.Generator().manual_seed(seed)
+    emb = torch.randn(b, d, generator=g, dtype=torch.float64)
+    labels = torch.randint(classes, (b,), generator=g)
+    kwargs = dict(pos_margin=pos_margin, neg_margin=neg_margin, squared=squared,
+                  negatives=negatives, normalize=normalize, reduction=reduction)
+    results = []
+    for fn in (contrastive_loss, reference.contrastive_loss):
+        x = emb.clone().requires_grad_()
+        loss = fn(x, labels, **kwargs)
+        loss.backward()
+        results.append((loss.detach(), x.grad))
+    (a, grad_a), (b_, grad_b) = results
+    torch.testing.assert_close(a, b_, rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(grad_a, grad_b, rtol=1e-10, atol=1e-12)
+
+
+def test_contrastive_loss_gradcheck():
+    g = torch.Generator().manual_seed(0)
+    emb = torch.randn(6, 3, generator=g, dtype=torch.float64, requires_grad=True)
+    labels = torch.tensor([0, 0, 1, 1, 2, 0])
+    for squared in (False, True):
+        assert torch.autograd.gradcheck(
+            lambda x: contrastive_loss(x, labels, neg_margin=1.5, squared=squared), (emb,))
 
 
 @pytest.mark.parametrize("pos_margin, neg_margin", [(0.0, 1.0), (0.2, 0.8), (0.1, 1.5)])
