@@ -38,12 +38,12 @@ def test_balanced_accuracy_equals_scikit_learn(n, c, seed):
 
 
 def test_head_tail_and_shot_splits_follow_training_counts():
-    train_counts = torch.tensor([500, 150, 60, 25, 5])
+    samples_per_class = torch.tensor([500, 150, 60, 25, 5])
     target = torch.tensor([0, 0, 1, 2, 3, 4, 4])
     pred = torch.tensor([0, 0, 1, 0, 3, 1, 4])  # head 3/3, tail 2/4
-    r = metrics.head_tail_accuracy(pred, target, train_counts, threshold=100)
+    r = metrics.head_tail_accuracy(pred, target, samples_per_class, threshold=100)
     assert r == {"overall": 5 / 7, "head": 1.0, "tail": 0.5}
-    s = metrics.shot_accuracy(pred, target, train_counts)
+    s = metrics.shot_accuracy(pred, target, samples_per_class)
     assert s == {"overall": 5 / 7, "many": 1.0, "medium": 0.5, "few": 0.5}
 
 

@@ -323,7 +323,7 @@ def test_half_embeddings_are_computed_in_float32_and_autocast_returns_float32(dt
         autocast_loss, autocast_grad = loss_and_grad(half, half_extra)
     assert autocast_loss.dtype == torch.float32 and autocast_grad.dtype == dtype
     assert torch.equal(autocast_loss, loss32) and torch.equal(autocast_grad, grad)
-    with pytest.raises(TypeError, match="loss_dtype must be emb's dtype"):
+    with pytest.raises(TypeError, match="loss_dtype must be embeddings' dtype"):
         _C.triplet_margin_loss(half, labels, half_extra, extra_labels, 0.2, "all", 1.0,
                                "sum", True, True, False, torch.float64)
 
@@ -456,7 +456,7 @@ LABELS = torch.tensor([0, 0, 1, 1, 2, 2])
 
 @pytest.mark.parametrize("kwargs, error, match", [
     (dict(labels=torch.tensor([0, 1])), ValueError, "labels has 2 entries"),
-    (dict(emb=torch.randn(6, 3, 1)), ValueError, "emb must be 2-D"),
+    (dict(embeddings=torch.randn(6, 3, 1)), ValueError, "embeddings must be 2-D"),
     (dict(labels=LABELS.float()), TypeError, "labels must be int64"),
     (dict(margin=-0.1), ValueError, "margin must be (finite and|a finite number) >= 0"),
     (dict(margin=float("nan")), ValueError, "margin"),
@@ -469,11 +469,11 @@ LABELS = torch.tensor([0, 0, 1, 1, 2, 2])
      ValueError, "extra_negatives must (be \\(n, 3\\)|have D=3)"),
     (dict(extra_negatives=torch.randn(2, 3), extra_negative_labels=torch.tensor([0])),
      ValueError, "extra_negative_labels has 1 entries"),
-    (dict(emb=torch.tensor([[float("nan"), 0, 0]] * 6)), ValueError, "finite"),
-    (dict(emb=torch.randint(0, 3, (6, 3))), TypeError, "emb must have dtype"),
+    (dict(embeddings=torch.tensor([[float("nan"), 0, 0]] * 6)), ValueError, "finite"),
+    (dict(embeddings=torch.randint(0, 3, (6, 3))), TypeError, "embeddings must have dtype"),
 ])
 def test_bad_input_raises(kwargs, error, match):
-    args = dict(emb=EMB, labels=LABELS)
+    args = dict(embeddings=EMB, labels=LABELS)
     args.update(kwargs)
     with pytest.raises(error, match=match):
         fo.triplet_margin_loss(**args)
@@ -500,7 +500,7 @@ def test_values_that_would_mine_nonsense_are_refused():
         fo.triplet_margin_loss(huge, labels, normalize=False)
     fo.triplet_margin_loss(huge.double(), labels, normalize=False)  # fits in float64
     with pytest.raises(ValueError, match="query_indices must be -1 or an index into "
-                                           "bank_emb's 6 rows, got values in \\[-7, 1000000000\\]"):
+                                           "bank_embeddings' 6 rows, got values in \\[-7, 1000000000\\]"):
         fo.mine_from_bank(EMB[:2], LABELS[:2], EMB, LABELS,
                           query_indices=torch.tensor([10**9, -7]))
 

@@ -1,7 +1,7 @@
 #pragma once
 // Batched hard-negative triplet mining and the fused triplet margin loss (docs/semantics.md §3):
-// the entry points bound in bindings.cpp. Anchors are the rows of query_emb; the candidates
-// are the labelled bank_emb rows (positives: same label, not the anchor itself; negatives:
+// the entry points bound in bindings.cpp. Anchors are the rows of query_embeddings; the candidates
+// are the labelled bank_embeddings rows (positives: same label, not the anchor itself; negatives:
 // other labels) followed by the extra_negatives, each labelled by the class it is a negative
 // for. In-batch mining is query = bank = the batch.
 
@@ -26,31 +26,32 @@ inline constexpr Choices<TripletReduction, 3> kTripletReductions = {{
     {"mean_nonzero", TripletReduction::kMeanNonzero}, {"mean", TripletReduction::kMean},
     {"sum", TripletReduction::kSum}}};
 
-// Fused loss over an in-batch problem: emb (B, D) and extra_negatives (E, D) (E may be 0),
-// float16/bfloat16/float32/float64 of one dtype (half types computed in float32), L2-normalised
-// inside when `normalize`; labels (B,) and extra_negative_labels (E,) int64. Returns (loss,
-// grad_emb, grad_extra_negatives, norm): d(loss)/d(emb) = grad_emb / norm (w.r.t. the raw,
-// unnormalised embeddings; norm = 1 where the kernels fold the divisor in), empty gradients when
-// !compute_grad. loss and norm are in loss_dtype: emb's dtype (the default) or the float32 the
-// half types are computed in (what autocast asks for).
+// Fused loss over an in-batch problem: embeddings (B, D) and extra_negatives (E, D) (E may be
+// 0), float16/bfloat16/float32/float64 of one dtype (half types computed in float32),
+// L2-normalised inside when `normalize`; labels (B,) and extra_negative_labels (E,) int64.
+// Returns (loss, grad_embeddings, grad_extra_negatives, norm): d(loss)/d(embeddings) =
+// grad_embeddings / norm (w.r.t. the raw, unnormalised embeddings; norm = 1 where the kernels
+// fold the divisor in), empty gradients when !compute_grad. loss and norm are in loss_dtype:
+// embeddings' dtype (the default) or the float32 the half types are computed in (what
+// autocast asks for).
 std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> triplet_margin_loss(
-    const at::Tensor& emb, const at::Tensor& labels, const at::Tensor& extra_negatives,
+    const at::Tensor& embeddings, const at::Tensor& labels, const at::Tensor& extra_negatives,
     const at::Tensor& extra_negative_labels, double margin, c10::string_view negatives,
     double positive_fraction, c10::string_view reduction, bool squared, bool normalize,
     bool compute_grad, std::optional<at::ScalarType> loss_dtype = std::nullopt);
 
-// Mining, on the problem of query_emb (Q, D) against bank_emb (N, D) and extra_negatives
-// (E, D), one floating dtype (half types computed in float32), L2-normalised inside when
-// `normalize`; labels int64. query_indices (Q,) int64 is each anchor's index in bank_emb
-// (excluded from its positives) or -1; undefined, anchor a is bank row a (in-batch mining:
-// then query_emb.is_same(bank_emb) prepares the rows once).
+// Mining, on the problem of query_embeddings (Q, D) against bank_embeddings (N, D) and
+// extra_negatives (E, D), one floating dtype (half types computed in float32), L2-normalised
+// inside when `normalize`; labels int64. query_indices (Q,) int64 is each anchor's index in
+// bank_embeddings (excluded from its positives) or -1; undefined, anchor a is bank row a (in-batch mining:
+// then query_embeddings.is_same(bank_embeddings) prepares the rows once).
 // max_positives bounds every anchor's positives (the bank's largest class; -1: N), sizing the
 // per-anchor scratch.
 //
 // triplet_count: the number of triplets each anchor mines, (Q,) int64.
-at::Tensor triplet_count(const at::Tensor& query_emb, const at::Tensor& query_labels,
+at::Tensor triplet_count(const at::Tensor& query_embeddings, const at::Tensor& query_labels,
                          const std::optional<at::Tensor>& query_indices,
-                         const at::Tensor& bank_emb, const at::Tensor& bank_labels,
+                         const at::Tensor& bank_embeddings, const at::Tensor& bank_labels,
                          const at::Tensor& extra_negatives, const at::Tensor& extra_negative_labels,
                          double margin, c10::string_view negatives, double positive_fraction,
                          bool squared, bool normalize, int64_t max_positives);
@@ -61,8 +62,8 @@ at::Tensor triplet_count(const at::Tensor& query_emb, const at::Tensor& query_la
 // anchors, or up to per_anchor per anchor drawn with a counter-based generator keyed by (seed,
 // anchor + anchor_offset), so chunking does not change them; the order is the documented one.
 std::tuple<at::Tensor, at::Tensor, at::Tensor> triplet_mine(
-    const at::Tensor& query_emb, const at::Tensor& query_labels,
-    const std::optional<at::Tensor>& query_indices, const at::Tensor& bank_emb,
+    const at::Tensor& query_embeddings, const at::Tensor& query_labels,
+    const std::optional<at::Tensor>& query_indices, const at::Tensor& bank_embeddings,
     const at::Tensor& bank_labels, const at::Tensor& extra_negatives,
     const at::Tensor& extra_negative_labels, double margin, c10::string_view negatives,
     double positive_fraction, bool squared, bool normalize, int64_t max_positives,

@@ -203,7 +203,7 @@ void triplet_rows(Cpu, const TripletArgs& rows) {
   if (q > 0 && query_indices != nullptr) {
     const auto [lowest, highest] = std::minmax_element(query_indices, query_indices + q);
     TORCH_CHECK_VALUE(*lowest >= -1 && *highest < c.num_labelled,
-                      "triplet: query_indices must be -1 or an index into bank_emb's ",
+                      "triplet: query_indices must be -1 or an index into bank_embeddings' ",
                       c.num_labelled, " rows, got values in [", *lowest, ", ", *highest, "]");
   }
   AT_DISPATCH_FLOATING_TYPES(c.dist.scalar_type(), "triplet_rows_cpu", [&] {

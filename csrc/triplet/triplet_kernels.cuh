@@ -89,7 +89,7 @@ __device__ __forceinline__ int64_t self_index(const AnchorRows<T>& s, int64_t a)
 template <typename T>
 __device__ void prepare_row(const AnchorRows<T>& s, const RowsParams<T>& p, int64_t a, T* dist) {
   FGO_KERNEL_CHECK(self_index(s, a) >= -1 && self_index(s, a) < s.num_labelled,
-                   "triplet: query_indices must be -1 or an index into bank_emb's rows");
+                   "triplet: query_indices must be -1 or an index into bank_embeddings' rows");
   if (s.query_sq_norms != nullptr) {
     const T own = s.query_sq_norms[a];
     for (int64_t n = lane_id(); n < s.stride; n += 32) {

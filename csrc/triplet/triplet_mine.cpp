@@ -29,46 +29,46 @@ std::vector<int64_t> floyd_sample(int64_t n, int64_t k, triplet::SplitMix64& rng
 }
 
 // Checks a mining problem, builds its candidates and runs the count pass.
-TripletArgs counted_problem(const char* op, const at::Tensor& query_emb,
+TripletArgs counted_problem(const char* op, const at::Tensor& query_embeddings,
                             const at::Tensor& query_labels, const at::Tensor& query_indices,
-                            const at::Tensor& bank_emb, const at::Tensor& bank_labels,
+                            const at::Tensor& bank_embeddings, const at::Tensor& bank_labels,
                             const at::Tensor& extra_negatives,
                             const at::Tensor& extra_negative_labels, double margin,
                             c10::string_view negatives, double positive_fraction, bool squared,
                             bool normalize, int64_t max_positives, int64_t per_anchor) {
   TripletArgs rows;
-  rows.rule = check_problem(op, query_emb, query_labels, query_indices, bank_emb, bank_labels,
-                            extra_negatives, extra_negative_labels, margin, negatives,
-                            positive_fraction);
+  rows.rule = check_problem(op, query_embeddings, query_labels, query_indices, bank_embeddings,
+                            bank_labels, extra_negatives, extra_negative_labels, margin,
+                            negatives, positive_fraction);
   TORCH_CHECK_VALUE(max_positives >= -1, op, ": max_positives must be -1 or >= 0, got ",
                     max_positives);
-  rows.candidates = build_candidates(query_emb, query_labels, query_indices, bank_emb,
-                                     bank_labels, extra_negatives, extra_negative_labels,
-                                     positive_fraction, squared, normalize);
+  rows.candidates = build_candidates(query_embeddings, query_labels, query_indices,
+                                     bank_embeddings, bank_labels, extra_negatives,
+                                     extra_negative_labels, positive_fraction, squared, normalize);
   rows.margin = margin;
   rows.per_anchor = per_anchor;
-  count_rows(rows, max_positives >= 0 ? max_positives : bank_emb.size(0));
+  count_rows(rows, max_positives >= 0 ? max_positives : bank_embeddings.size(0));
   return rows;
 }
 
 }  // namespace
 
-at::Tensor triplet_count(const at::Tensor& query_emb, const at::Tensor& query_labels,
+at::Tensor triplet_count(const at::Tensor& query_embeddings, const at::Tensor& query_labels,
                          const std::optional<at::Tensor>& query_indices,
-                         const at::Tensor& bank_emb, const at::Tensor& bank_labels,
+                         const at::Tensor& bank_embeddings, const at::Tensor& bank_labels,
                          const at::Tensor& extra_negatives, const at::Tensor& extra_negative_labels,
                          double margin, c10::string_view negatives, double positive_fraction,
                          bool squared, bool normalize, int64_t max_positives) {
-  return counted_problem("triplet_count", query_emb, query_labels,
-                         query_indices.value_or(at::Tensor()), bank_emb,
+  return counted_problem("triplet_count", query_embeddings, query_labels,
+                         query_indices.value_or(at::Tensor()), bank_embeddings,
                          bank_labels, extra_negatives, extra_negative_labels, margin, negatives,
                          positive_fraction, squared, normalize, max_positives, -1)
       .counts;
 }
 
 std::tuple<at::Tensor, at::Tensor, at::Tensor> triplet_mine(
-    const at::Tensor& query_emb, const at::Tensor& query_labels,
-    const std::optional<at::Tensor>& query_indices, const at::Tensor& bank_emb,
+    const at::Tensor& query_embeddings, const at::Tensor& query_labels,
+    const std::optional<at::Tensor>& query_indices, const at::Tensor& bank_embeddings,
     const at::Tensor& bank_labels, const at::Tensor& extra_negatives,
     const at::Tensor& extra_negative_labels, double margin, c10::string_view negatives,
     double positive_fraction, bool squared, bool normalize, int64_t max_positives,
@@ -77,9 +77,9 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> triplet_mine(
                     "triplet_mine: give either max_triplets or per_anchor, not both");
   TORCH_CHECK_VALUE(max_triplets >= -1 && per_anchor >= -1, "triplet_mine: max_triplets and "
                     "per_anchor must be -1 (off) or >= 0, got ", max_triplets, ", ", per_anchor);
-  TripletArgs rows = counted_problem("triplet_mine", query_emb, query_labels,
+  TripletArgs rows = counted_problem("triplet_mine", query_embeddings, query_labels,
                                      query_indices.value_or(at::Tensor()),
-                                     bank_emb, bank_labels, extra_negatives,
+                                     bank_embeddings, bank_labels, extra_negatives,
                                      extra_negative_labels, margin, negatives, positive_fraction,
                                      squared, normalize, max_positives, per_anchor);
   // Each anchor's slots follow from the prefix sums of the counts; their total is the one

@@ -97,16 +97,16 @@ void register_device_kernels(torch::Library& m) {
 
 #if FGO_OP_REGISTRATION
 TORCH_LIBRARY_FRAGMENT(finegrained_ops, m) {
-  m.def("triplet_margin_loss(Tensor emb, Tensor labels, Tensor extra_negatives, "
+  m.def("triplet_margin_loss(Tensor embeddings, Tensor labels, Tensor extra_negatives, "
         "Tensor extra_negative_labels, float margin, str negatives, float positive_fraction, "
         "str reduction, bool squared, bool normalize, bool compute_grad, "
         "ScalarType? loss_dtype=None) -> (Tensor, Tensor, Tensor, Tensor)");
-  m.def("triplet_count(Tensor query_emb, Tensor query_labels, Tensor? query_indices, "
-        "Tensor bank_emb, Tensor bank_labels, Tensor extra_negatives, "
+  m.def("triplet_count(Tensor query_embeddings, Tensor query_labels, Tensor? query_indices, "
+        "Tensor bank_embeddings, Tensor bank_labels, Tensor extra_negatives, "
         "Tensor extra_negative_labels, float margin, str negatives, float positive_fraction, "
         "bool squared, bool normalize, int max_positives) -> Tensor");
-  m.def("triplet_mine(Tensor query_emb, Tensor query_labels, Tensor? query_indices, "
-        "Tensor bank_emb, Tensor bank_labels, Tensor extra_negatives, "
+  m.def("triplet_mine(Tensor query_embeddings, Tensor query_labels, Tensor? query_indices, "
+        "Tensor bank_embeddings, Tensor bank_labels, Tensor extra_negatives, "
         "Tensor extra_negative_labels, float margin, str negatives, float positive_fraction, "
         "bool squared, bool normalize, int max_positives, int max_triplets, int per_anchor, "
         "int seed, int anchor_offset) "

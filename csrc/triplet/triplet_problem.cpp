@@ -36,26 +36,26 @@ triplet::Rule check_problem(const char* op, const at::Tensor& query,
                             const at::Tensor& bank_labels, const at::Tensor& extra,
                             const at::Tensor& extra_labels, double margin,
                             c10::string_view negatives, double positive_fraction) {
-  TORCH_CHECK_VALUE(query.dim() == 2, "triplet: query_emb must be (Q, D), got shape ",
+  TORCH_CHECK_VALUE(query.dim() == 2, "triplet: query_embeddings must be (Q, D), got shape ",
                     query.sizes());
   const at::ScalarType type = query.scalar_type();
   TORCH_CHECK_TYPE(type == at::kFloat || type == at::kDouble || type == at::kHalf ||
                        type == at::kBFloat16,
-                   "triplet: query_emb must have dtype in (float16, bfloat16, float32, float64), "
-                   "got ", type);
+                   "triplet: query_embeddings must have dtype in (float16, bfloat16, float32, "
+                   "float64), got ", type);
   const int64_t dim = query.size(1);
-  check_rows("bank_emb", bank, dim);
+  check_rows("bank_embeddings", bank, dim);
   check_rows("extra_negatives", extra, dim);
   TORCH_CHECK_TYPE(bank.scalar_type() == query.scalar_type() &&
                        extra.scalar_type() == query.scalar_type(),
-                   "triplet: query_emb, bank_emb and extra_negatives must share a dtype, got ",
-                   query.scalar_type(), ", ", bank.scalar_type(), ", ", extra.scalar_type());
+                   "triplet: query_embeddings, bank_embeddings and extra_negatives must share a "
+                   "dtype, got ", query.scalar_type(), ", ", bank.scalar_type(), ", ", extra.scalar_type());
   check_labels("query_labels", query_labels, query.size(0));
   if (query_indices.defined()) {
     check_labels("query_indices", query_indices, query.size(0));
   } else {
     TORCH_CHECK_VALUE(query.size(0) <= bank.size(0), op, ": without query_indices anchor a is "
-                      "bank row a, so query_emb's ", query.size(0), " rows need as many bank "
+                      "bank row a, so query_embeddings' ", query.size(0), " rows need as many bank "
                       "rows, got ", bank.size(0));
   }
   check_labels("bank_labels", bank_labels, bank.size(0));

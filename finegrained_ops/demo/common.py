@@ -135,11 +135,11 @@ def accuracy(model, split):
     return float((embed(model, split.x).argmax(1) == split.y).float().mean())
 
 
-def head_tail_errors(pred, labels, train_counts):
+def head_tail_errors(pred, labels, samples_per_class):
     """Error, head error and tail error (%) of predictions; head = the 5 most frequent
     training classes (ties at the 5th count included)."""
-    threshold = int(train_counts.sort(descending=True).values[4])
-    split = head_tail_accuracy(pred, labels, train_counts, threshold=threshold)
+    threshold = int(samples_per_class.sort(descending=True).values[4])
+    split = head_tail_accuracy(pred, labels, samples_per_class, threshold=threshold)
     return {"error": 100 * (1 - float((pred == labels).float().mean())),
             "head error": 100 * (1 - split["head"]),
             "tail error": 100 * (1 - split["tail"])}

@@ -51,27 +51,27 @@ def balanced_accuracy(pred: Tensor, target: Labels) -> float:
     return acc[~torch.isnan(acc)].mean().item()
 
 
-def head_tail_accuracy(pred: Tensor, target: Labels, train_counts: Counts,
+def head_tail_accuracy(pred: Tensor, target: Labels, samples_per_class: Counts,
                        *, threshold: int = 100) -> dict[str, float]:
     """Accuracy on test samples of head classes (>= threshold training samples) and of tail
     classes (< threshold), as in thesis table 4.4, plus overall.
 
-    pred: (N,) classes or (N, C) scores; target (N,); train_counts (C,). Returns
+    pred: (N,) classes or (N, C) scores; target (N,); samples_per_class (C,). Returns
     {'overall', 'head', 'tail'} floats (NaN for a split with no test sample).
     """
-    counts = torch.as_tensor(train_counts).to(torch.int64)
+    counts = torch.as_tensor(samples_per_class).to(torch.int64)
     return _split_accuracy(pred, target, counts, {"head": counts >= threshold,
                                                   "tail": counts < threshold})
 
 
-def shot_accuracy(pred: Tensor, target: Labels, train_counts: Counts,
+def shot_accuracy(pred: Tensor, target: Labels, samples_per_class: Counts,
                   *, thresholds: tuple[int, int] = (100, 20)) -> dict[str, float]:
     """Many-shot (>= thresholds[0] training samples), medium-shot and few-shot
     (< thresholds[1]) accuracy, plus overall. Returns {'overall', 'many', 'medium', 'few'}."""
     many, few = thresholds
     if not few <= many:
         raise ValueError(f"thresholds must be (many, few) with few <= many, got {thresholds!r}")
-    counts = torch.as_tensor(train_counts).to(torch.int64)
+    counts = torch.as_tensor(samples_per_class).to(torch.int64)
     return _split_accuracy(pred, target, counts, {"many": counts >= many,
                                                   "medium": (counts < many) & (counts >= few),
                                                   "few": counts < few})
@@ -80,7 +80,7 @@ def shot_accuracy(pred: Tensor, target: Labels, train_counts: Counts,
 def _split_accuracy(pred, target, counts, masks):
     pred, target = _predictions(pred, target)
     if counts.dim() != 1 or int(target.max()) >= counts.numel():
-        raise ValueError(f"train_counts must be (C,) covering every target class, got shape "
+        raise ValueError(f"samples_per_class must be (C,) covering every target class, got shape "
                          f"{tuple(counts.shape)} for max target {int(target.max())}")
     correct = (pred == target).double()
     result = {"overall": correct.mean().item()}

@@ -98,7 +98,7 @@ class TripletAnchorPointLoss(nn.Module):
 
     The paper's Triplet-A: both terms train the embedding, the second also the anchors.
     ``triplet_kwargs`` go to :class:`TripletMarginLoss` (margin, negatives,
-    positive_fraction, ...). Shape: emb (B, D), labels (B,) -> 0-dim.
+    positive_fraction, ...). Shape: embeddings (B, D), labels (B,) -> 0-dim.
     """
 
     def __init__(self, num_classes: int, dim: int, *, anchors_per_class: int = 3,
@@ -110,11 +110,12 @@ class TripletAnchorPointLoss(nn.Module):
                                                 anchors_per_class=anchors_per_class, gamma=gamma)
         self.triplet = TripletMarginLoss(**triplet_kwargs)
 
-    def forward(self, emb: Tensor, labels: Tensor, extra_negatives: Optional[Tensor] = None,
+    def forward(self, embeddings: Tensor, labels: Tensor, extra_negatives: Optional[Tensor] = None,
                 extra_negative_labels: Optional[Tensor] = None) -> Tensor:
-        """emb (B, D), labels (B,) -> 0-dim omega · triplet + (1 - omega) · anchor loss."""
-        triplet = self.triplet(emb, labels, extra_negatives, extra_negative_labels)
-        return self.omega * triplet + (1 - self.omega) * self.classifier.loss(emb, labels)
+        """embeddings (B, D), labels (B,) -> 0-dim omega · triplet + (1 - omega) · anchor
+        loss."""
+        triplet = self.triplet(embeddings, labels, extra_negatives, extra_negative_labels)
+        return self.omega * triplet + (1 - self.omega) * self.classifier.loss(embeddings, labels)
 
 
 def kmeans(x: Tensor, k: int, iterations: int = 25,

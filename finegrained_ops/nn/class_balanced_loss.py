@@ -29,7 +29,7 @@ class ClassBalancedLoss(ClassCountsLoss):
 
     Example::
 
-        criterion = ClassBalancedLoss(train_counts, beta=0.999, gamma=0.5, loss_type="focal")
+        criterion = ClassBalancedLoss(samples_per_class, beta=0.999, gamma=0.5, loss_type="focal")
         nn.init.constant_(model.fc.bias, finegrained_ops.sigmoid_bias_init(num_classes))
         loss = criterion(model(images), labels)
     """

@@ -24,7 +24,7 @@ class TripletMarginLoss(nn.Module):
             DistributedDataParallel's gradient averaging yields exactly the single-process
             gradient of the global batch. Every rank must call the loss.
 
-    Shape: emb (B, D), labels (B,) int64, optional extra_negatives (E, D) and
+    Shape: embeddings (B, D), labels (B,) int64, optional extra_negatives (E, D) and
     extra_negative_labels (E,) -> 0-dim.
 
     Example::
@@ -43,45 +43,47 @@ class TripletMarginLoss(nn.Module):
         self.reduction, self.squared, self.normalize = reduction, squared, normalize
         self.distributed = distributed
 
-    def forward(self, emb: Tensor, labels: Tensor, extra_negatives: Optional[Tensor] = None,
+    def forward(self, embeddings: Tensor, labels: Tensor, extra_negatives: Optional[Tensor] = None,
                 extra_negative_labels: Optional[Tensor] = None) -> Tensor:
-        """emb (B, D), labels (B,), extra negatives (E, D) and labels (E,) -> 0-dim loss."""
-        emb, labels, extra_negatives, extra_negative_labels = self._global_batch(
-            emb, labels, extra_negatives, extra_negative_labels)
-        return triplet_margin_loss(emb, labels, margin=self.margin, negatives=self.negatives,
+        """embeddings (B, D), labels (B,), extra negatives (E, D) and labels (E,) -> 0-dim loss."""
+        embeddings, labels, extra_negatives, extra_negative_labels = self._global_batch(
+            embeddings, labels, extra_negatives, extra_negative_labels)
+        return triplet_margin_loss(embeddings, labels, margin=self.margin,
+                                   negatives=self.negatives,
                                    positive_fraction=self.positive_fraction,
                                    extra_negatives=extra_negatives,
                                    extra_negative_labels=extra_negative_labels,
                                    reduction=self.reduction, squared=self.squared,
                                    normalize=self.normalize)
 
-    def mine(self, emb: Tensor, labels: Tensor, extra_negatives: Optional[Tensor] = None,
+    def mine(self, embeddings: Tensor, labels: Tensor, extra_negatives: Optional[Tensor] = None,
              extra_negative_labels: Optional[Tensor] = None, max_triplets: Optional[int] = None,
              generator: Optional[torch.Generator] = None) -> tuple[Tensor, Tensor, Tensor]:
         """The triplets forward() uses, as in :func:`finegrained_ops.mine_triplets`.
 
         Under ``distributed`` the indices refer to the gathered global batch (rank order).
         """
-        emb, labels, extra_negatives, extra_negative_labels = self._global_batch(
-            emb, labels, extra_negatives, extra_negative_labels)
-        return mine_triplets(emb, labels, margin=self.margin, negatives=self.negatives,
+        embeddings, labels, extra_negatives, extra_negative_labels = self._global_batch(
+            embeddings, labels, extra_negatives, extra_negative_labels)
+        return mine_triplets(embeddings, labels, margin=self.margin, negatives=self.negatives,
                              positive_fraction=self.positive_fraction,
                              extra_negatives=extra_negatives,
                              extra_negative_labels=extra_negative_labels,
                              max_triplets=max_triplets, generator=generator, squared=self.squared,
                              normalize=self.normalize)
 
-    def _global_batch(self, emb, labels, extra, extra_labels):
+    def _global_batch(self, embeddings, labels, extra, extra_labels):
         if not (self.distributed and dist.is_available() and dist.is_initialized()
                 and dist.get_world_size() > 1):
-            return emb, labels, extra, extra_labels
+            return embeddings, labels, extra, extra_labels
         if extra is None:  # every rank joins the same collectives, with or without extras
-            extra, extra_labels = emb.new_zeros((0, emb.shape[1])), labels.new_zeros((0,))
-        emb, labels = all_gather_rows(emb, labels)
+            extra = embeddings.new_zeros((0, embeddings.shape[1]))
+            extra_labels = labels.new_zeros((0,))
+        embeddings, labels = all_gather_rows(embeddings, labels)
         extra, extra_labels = all_gather_rows(extra, extra_labels)
         if extra.shape[0] == 0:
             extra = extra_labels = None
-        return emb, labels, extra, extra_labels
+        return embeddings, labels, extra, extra_labels
 
     def extra_repr(self) -> str:
         return (f"margin={self.margin}, negatives={self.negatives!r}, "

@@ -26,7 +26,7 @@ NEGATIVES = tuple(_C.choices["triplet.negatives"])  # the names the native code 
 REDUCTIONS = tuple(_C.choices["triplet.reduction"])
 
 
-def triplet_margin_loss(emb: Tensor, labels: Tensor, *, margin: float = 0.2,
+def triplet_margin_loss(embeddings: Tensor, labels: Tensor, *, margin: float = 0.2,
                         negatives: str = "violating", positive_fraction: float = 1.0,
                         extra_negatives: Optional[Tensor] = None,
                         extra_negative_labels: Optional[Tensor] = None,
@@ -35,7 +35,7 @@ def triplet_margin_loss(emb: Tensor, labels: Tensor, *, margin: float = 0.2,
     """Fused in-batch mining + triplet margin loss max(0, d(a,p) - d(a,n) + margin).
 
     Args:
-        emb: (B, D) float16/bfloat16/float32/float64 embeddings (half types read as they are
+        embeddings: (B, D) float16/bfloat16/float32/float64 embeddings (half types read as they are
             and computed in float32).
         labels: (B,) int64 class labels.
         margin: >= 0.
@@ -53,19 +53,20 @@ def triplet_margin_loss(emb: Tensor, labels: Tensor, *, margin: float = 0.2,
         normalize: L2-normalise embeddings (and extra negatives) first.
 
     Returns:
-        0-dim tensor in emb's dtype (float32 under autocast, as torch's losses); 0 (with a
+        0-dim tensor in embeddings's dtype (float32 under autocast, as torch's losses); 0 (with a
         zero gradient) when no triplet counts.
-        Differentiable once w.r.t. emb and extra_negatives.
+        Differentiable once w.r.t. embeddings and extra_negatives.
     """
-    check_tensor("emb", emb, dim=2)
-    extra, extra_labels = _extras(emb, labels, extra_negatives, extra_negative_labels)
-    compute_grad = torch.is_grad_enabled() and (emb.requires_grad or extra.requires_grad)
-    return _triplet_margin_loss(emb, labels, extra, extra_labels, as_float("margin", margin),
-                                negatives, as_float("positive_fraction", positive_fraction),
-                                reduction, bool(squared), bool(normalize), compute_grad)[0]
+    check_tensor("embeddings", embeddings, dim=2)
+    extra, extra_labels = _extras(embeddings, labels, extra_negatives, extra_negative_labels)
+    compute_grad = torch.is_grad_enabled() and (embeddings.requires_grad or extra.requires_grad)
+    return _triplet_margin_loss(embeddings, labels, extra, extra_labels,
+                                as_float("margin", margin), negatives,
+                                as_float("positive_fraction", positive_fraction), reduction,
+                                bool(squared), bool(normalize), compute_grad)[0]
 
 
-def mine_triplets(emb: Tensor, labels: Tensor, *, margin: float = 0.2,
+def mine_triplets(embeddings: Tensor, labels: Tensor, *, margin: float = 0.2,
                   negatives: str = "violating", positive_fraction: float = 1.0,
                   extra_negatives: Optional[Tensor] = None,
                   extra_negative_labels: Optional[Tensor] = None,
@@ -77,10 +78,10 @@ def mine_triplets(emb: Tensor, labels: Tensor, *, margin: float = 0.2,
     keep a uniform random subset of this size (without replacement, drawn natively from a seed
     taken from ``generator``, or from the global RNG when it is None), still in the documented
     order; the full set is never materialised.
-    Returns three (T,) int64 tensors on emb's device; a negative index >= B is an extra.
+    Returns three (T,) int64 tensors on embeddings's device; a negative index >= B is an extra.
     """
     with torch.no_grad():
-        problem = _in_batch_problem(emb, labels, margin, negatives, positive_fraction,
+        problem = _in_batch_problem(embeddings, labels, margin, negatives, positive_fraction,
                                     extra_negatives, extra_negative_labels, squared, normalize)
         if max_triplets is not None:
             check_int("max_triplets", max_triplets)
@@ -88,35 +89,37 @@ def mine_triplets(emb: Tensor, labels: Tensor, *, margin: float = 0.2,
         return _triplet_mine(*problem, -1 if max_triplets is None else max_triplets, -1, seed, 0)
 
 
-def count_triplets(emb: Tensor, labels: Tensor, *, margin: float = 0.2,
+def count_triplets(embeddings: Tensor, labels: Tensor, *, margin: float = 0.2,
                    negatives: str = "violating", positive_fraction: float = 1.0,
                    extra_negatives: Optional[Tensor] = None,
                    extra_negative_labels: Optional[Tensor] = None, squared: bool = True,
                    normalize: bool = True) -> Tensor:
-    """How many triplets each anchor mines, without forming them: (B,) int64 on emb's device.
+    """How many triplets each anchor mines, without forming them: (B,) int64 on embeddings'
+    device.
 
     Arguments as in :func:`triplet_margin_loss`. The counts are those of :func:`mine_triplets`
     (their sum is its length): e.g. to log how many triplets still violate the margin.
     """
     with torch.no_grad():
-        return _triplet_count(*_in_batch_problem(emb, labels, margin, negatives,
+        return _triplet_count(*_in_batch_problem(embeddings, labels, margin, negatives,
                                                  positive_fraction, extra_negatives,
                                                  extra_negative_labels, squared, normalize))
 
 
-def _in_batch_problem(emb, labels, margin, negatives, positive_fraction, extra, extra_labels,
-                      squared, normalize):
+def _in_batch_problem(embeddings, labels, margin, negatives, positive_fraction, extra,
+                      extra_labels, squared, normalize):
     """The arguments of the native count and mining passes for in-batch mining: the batch is
     both the queries (each its own index in the bank) and the bank."""
-    x, labels, extra, extra_labels = _prepare(emb, labels, margin, negatives, positive_fraction,
-                                              extra, extra_labels)
+    x, labels, extra, extra_labels = _prepare(embeddings, labels, margin, negatives,
+                                              positive_fraction, extra, extra_labels)
     # In-batch: the same tensor as queries and bank, query_indices None (anchor a is row a), and
     # at most B - 1 positives per anchor (max_positives -1: the bank's size).
     return (x, labels, None, x, labels, extra, extra_labels,
             float(margin), negatives, float(positive_fraction), bool(squared), bool(normalize), -1)
 
 
-def mine_from_bank(query_emb: Tensor, query_labels: Tensor, bank_emb: Tensor, bank_labels: Tensor,
+def mine_from_bank(query_embeddings: Tensor, query_labels: Tensor, bank_embeddings: Tensor,
+                   bank_labels: Tensor,
                    *, per_anchor: Optional[int] = 1, margin: float = 0.2,
                    negatives: str = "violating", positive_fraction: float = 1.0,
                    extra_negatives: Optional[Tensor] = None,
@@ -129,13 +132,13 @@ def mine_from_bank(query_emb: Tensor, query_labels: Tensor, bank_emb: Tensor, ba
     The queries are processed in chunks, so memory is O(chunk_size * (N + E)).
 
     Args:
-        query_emb: (Q, D) anchors; query_labels: (Q,) int64.
-        bank_emb: (N, D) positives and negatives; bank_labels: (N,) int64.
+        query_embeddings: (Q, D) anchors; query_labels: (Q,) int64.
+        bank_embeddings: (N, D) positives and negatives; bank_labels: (N,) int64.
         per_anchor: int >= 1: up to this many triplets per query, drawn uniformly without
             replacement among its mined triplets (seeded from ``generator``; the draw of a
             query depends only on the seed and its index, not on chunk_size). None: all.
         query_indices: (Q,) int64 bank index of each query (excluded from its positives) or
-            -1; defaults to arange(Q) when ``query_emb is bank_emb``, else to -1.
+            -1; defaults to arange(Q) when ``query_embeddings is bank_embeddings``, else to -1.
         chunk_size: queries per chunk; the default keeps a chunk's distance matrix near 16M
             entries on the CPU and 64M on CUDA (enough anchors, one warp each, to fill a GPU).
         Other arguments as in :func:`triplet_margin_loss`.
@@ -144,15 +147,17 @@ def mine_from_bank(query_emb: Tensor, query_labels: Tensor, bank_emb: Tensor, ba
         (query index, bank index, negative index) int64, a negative index >= N being an extra.
     """
     with torch.no_grad():
-        self_retrieval = query_emb is bank_emb
+        self_retrieval = query_embeddings is bank_embeddings
         bank, bank_labels, extra, extra_labels = _prepare(
-            bank_emb, bank_labels, margin, negatives, positive_fraction, extra_negatives,
-            extra_negative_labels, name="bank_emb")
-        query, query_labels, _, _ = _prepare(query_emb, query_labels, margin, negatives,
-                                             positive_fraction, None, None, name="query_emb")
+            bank_embeddings, bank_labels, margin, negatives, positive_fraction, extra_negatives,
+            extra_negative_labels, name="bank_embeddings")
+        query, query_labels, _, _ = _prepare(query_embeddings, query_labels, margin, negatives,
+                                             positive_fraction, None, None,
+                                             name="query_embeddings")
         if query.dtype != bank.dtype or query.shape[1] != bank.shape[1]:
-            raise ValueError(f"query_emb {tuple(query.shape)} {query.dtype} and bank_emb "
-                             f"{tuple(bank.shape)} {bank.dtype} need the same D and dtype")
+            raise ValueError(f"query_embeddings {tuple(query.shape)} {query.dtype} and "
+                             f"bank_embeddings {tuple(bank.shape)} {bank.dtype} need the same "
+                             "D and dtype")
         if query_indices is None:
             q = query.shape[0]
             query_indices = (torch.arange(q, device=query.device) if self_retrieval
@@ -161,7 +166,7 @@ def mine_from_bank(query_emb: Tensor, query_labels: Tensor, bank_emb: Tensor, ba
         if query_indices.shape[0] != query.shape[0]:
             raise ValueError(f"query_indices has {query_indices.shape[0]} entries for "
                              f"{query.shape[0]} queries")
-        check_devices(query_emb=query, bank_emb=bank, query_indices=query_indices)
+        check_devices(query_embeddings=query, bank_embeddings=bank, query_indices=query_indices)
         if per_anchor is not None:
             check_int("per_anchor", per_anchor)
         if chunk_size is None:
@@ -200,35 +205,36 @@ def check_triplet_args(margin, negatives, positive_fraction):
     check_number("positive_fraction", positive_fraction, low=0, high=1, low_open=True)
 
 
-def _prepare(emb, labels, margin, negatives, positive_fraction, extra, extra_labels,
-             name="emb"):
+def _prepare(embeddings, labels, margin, negatives, positive_fraction, extra, extra_labels,
+             name="embeddings"):
     """Validated (embeddings, labels, extra, extra_labels); the native op converts half types
     and normalises."""
     check_triplet_args(margin, negatives, positive_fraction)
-    check_tensor(name, emb, dim=2, dtypes=FLOATING)
-    _check_labels("labels" if name == "emb" else name.replace("emb", "labels"), labels,
-                  emb.shape[0])
-    extra, extra_labels = _extras(emb, labels, extra, extra_labels)
+    check_tensor(name, embeddings, dim=2, dtypes=FLOATING)
+    _check_labels("labels" if name == "embeddings" else name.replace("embeddings", "labels"),
+                  labels, embeddings.shape[0])
+    extra, extra_labels = _extras(embeddings, labels, extra, extra_labels)
     check_tensor("extra_negatives", extra, dim=2, dtypes=FLOATING)
-    if extra.shape[1] != emb.shape[1]:
-        raise ValueError(f"extra_negatives must have D={emb.shape[1]} columns, got shape "
+    if extra.shape[1] != embeddings.shape[1]:
+        raise ValueError(f"extra_negatives must have D={embeddings.shape[1]} columns, got shape "
                          f"{tuple(extra.shape)}")
     _check_labels("extra_negative_labels", extra_labels, extra.shape[0])
-    check_devices(**{name: emb, "labels": labels, "extra_negatives": extra,
+    check_devices(**{name: embeddings, "labels": labels, "extra_negatives": extra,
                      "extra_negative_labels": extra_labels})
-    if extra.dtype != emb.dtype:
-        raise TypeError(f"extra_negatives must have {name}'s dtype {emb.dtype}, got {extra.dtype}")
-    return emb, labels, extra, extra_labels
+    if extra.dtype != embeddings.dtype:
+        raise TypeError(f"extra_negatives must have {name}' dtype {embeddings.dtype}, got "
+                        f"{extra.dtype}")
+    return embeddings, labels, extra, extra_labels
 
 
-def _extras(emb, labels, extra, extra_labels):
+def _extras(embeddings, labels, extra, extra_labels):
     """The extra negatives and their labels, both given or both None (then none: (0, D) and
     (0,), allocated, never filled)."""
     if (extra is None) != (extra_labels is None):
         raise ValueError("extra_negatives and extra_negative_labels must be given together")
     if extra is None:
-        return emb.new_empty((0, emb.shape[1])), torch.empty(0, dtype=torch.int64,
-                                                             device=emb.device)
+        return embeddings.new_empty((0, embeddings.shape[1])), torch.empty(0, dtype=torch.int64,
+                                                             device=embeddings.device)
     return extra, extra_labels
 
 
@@ -248,21 +254,21 @@ _triplet_mine = torch.ops.finegrained_ops.triplet_mine.default
 
 
 @torch.library.register_fake("finegrained_ops::triplet_margin_loss")
-def _(emb, labels, extra_negatives, extra_negative_labels, margin, negatives, positive_fraction,
-      reduction, squared, normalize, compute_grad, loss_dtype=None):
+def _(embeddings, labels, extra_negatives, extra_negative_labels, margin, negatives,
+      positive_fraction, reduction, squared, normalize, compute_grad, loss_dtype=None):
     def grad_like(t):
         return torch.empty_like(t) if compute_grad else t.new_empty((0,))
-    dtype = loss_dtype if loss_dtype is not None else emb.dtype
-    return (emb.new_empty((), dtype=dtype), grad_like(emb), grad_like(extra_negatives),
-            emb.new_empty((), dtype=dtype))
+    dtype = loss_dtype if loss_dtype is not None else embeddings.dtype
+    return (embeddings.new_empty((), dtype=dtype), grad_like(embeddings),
+            grad_like(extra_negatives), embeddings.new_empty((), dtype=dtype))
 
 
 @torch.library.register_fake("finegrained_ops::triplet_count")
-def _(query_emb, *_):
-    return query_emb.new_empty((query_emb.shape[0],), dtype=torch.int64)
+def _(query_embeddings, *_):
+    return query_embeddings.new_empty((query_embeddings.shape[0],), dtype=torch.int64)
 
 
 @torch.library.register_fake("finegrained_ops::triplet_mine")
-def _(query_emb, *_):
+def _(query_embeddings, *_):
     n = torch.library.get_ctx().new_dynamic_size()
-    return tuple(query_emb.new_empty((n,), dtype=torch.int64) for _ in range(3))
+    return tuple(query_embeddings.new_empty((n,), dtype=torch.int64) for _ in range(3))

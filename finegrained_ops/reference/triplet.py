@@ -101,15 +101,15 @@ def _extra_labels(extra_negative_labels, like):
     return extra_negative_labels
 
 
-def mine_from_bank(query_emb, query_labels, bank_emb, bank_labels, margin=0.2,
+def mine_from_bank(query_embeddings, query_labels, bank_embeddings, bank_labels, margin=0.2,
                    negatives="violating", positive_fraction=1.0, extra_negatives=None,
                    extra_negative_labels=None, query_indices=None, squared=True, normalize=True):
     """Every triplet (query index, bank index, bank-or-extra index) the rule mines.
 
     query_indices: (Q,) the bank index of each query, excluded from its positives, or -1.
     """
-    query, _ = _prepare(query_emb, None, normalize)
-    bank, extra = _prepare(bank_emb, extra_negatives, normalize)
+    query, _ = _prepare(query_embeddings, None, normalize)
+    bank, extra = _prepare(bank_embeddings, extra_negatives, normalize)
     if query_indices is None:
         query_indices = torch.full((query.shape[0],), -1, dtype=torch.int64, device=query.device)
     candidates = torch.cat([bank, extra])
