@@ -73,8 +73,8 @@ void bind_ops(pybind11::module_& m) {
           "d(loss)/dy of sqrt_normalize from the gradient of its output.");
   bind_op(m, "triplet_margin_loss",
           "Fused in-batch triplet mining + margin loss: (loss, grad_embeddings, "
-          "grad_extra_negatives, "
-          "norm), d(loss)/d(embeddings) = grad_embeddings / norm, w.r.t. the raw embeddings.");
+          "grad_extra_negatives, norm), d(loss)/d(embeddings) = grad_embeddings / norm, w.r.t. "
+          "the raw embeddings.");
   bind_op(m, "triplet_count", "Number of triplets each anchor mines: (Q,) int64.");
   bind_op(m, "triplet_mine",
           "Mined triplets (anchor, positive, negative): all, max_triplets of them, or per_anchor "

@@ -29,12 +29,3 @@ def require(module: str, needed_by: str, *, extra: Optional[str] = None) -> Modu
         raise ImportError(
             f"{needed_by} needs {distribution}, an optional dependency of finegrained_ops: "
             f"pip install 'finegrained_ops[{extra}]' (or [all])") from e
-
-
-def available(module: str) -> bool:
-    """Whether the optional `module` can be imported (for a feature that degrades without it)."""
-    try:
-        importlib.import_module(module)
-    except ImportError:
-        return False
-    return True

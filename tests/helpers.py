@@ -1,4 +1,6 @@
 """Test helpers shared by the op tests."""
+import importlib
+import inspect
 import socket
 
 import torch
@@ -35,3 +37,23 @@ def free_port():
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+PUBLIC_MODULES = ("finegrained_ops", "finegrained_ops.nn", "finegrained_ops.metrics",
+                  "finegrained_ops.retrieval", "finegrained_ops.data", "finegrained_ops.train")
+
+
+def public_api():
+    """(qualified name, object) of every function and class the public modules export that
+    the package defines, each once (the suites that hold every public signature to a rule)."""
+    seen = set()
+    for module_name in PUBLIC_MODULES:
+        module = importlib.import_module(module_name)
+        for name in module.__all__:
+            obj = getattr(module, name)
+            ours = getattr(obj, "__module__", "").startswith("finegrained_ops")
+            callable_ = inspect.isfunction(obj) or inspect.isclass(obj)
+            if id(obj) in seen or not ours or not callable_:
+                continue
+            seen.add(id(obj))
+            yield f"{module_name}.{name}", obj

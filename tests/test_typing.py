@@ -2,7 +2,6 @@
 and the README's code blocks as a user's script (torch itself is not analysed: it would take
 minutes; its types are Any here, so the check is of our signatures and their use: argument
 names, counts and kinds, return types)."""
-import importlib
 import inspect
 import re
 import subprocess
@@ -13,8 +12,8 @@ import pytest
 
 import finegrained_ops
 
-PUBLIC_MODULES = ("finegrained_ops", "finegrained_ops.nn", "finegrained_ops.metrics",
-                  "finegrained_ops.retrieval", "finegrained_ops.data", "finegrained_ops.train")
+from .helpers import public_api
+
 README = Path(__file__).parents[1] / "README.md"
 CONFIG = """
 [mypy]
@@ -60,23 +59,16 @@ def test_mypy_accepts_the_package_and_the_readme_examples(tmp_path):
 def _public_callables():
     """(qualified name, function) of every exported function and every public method (and
     __init__ / __call__) of every exported class defined in the package."""
-    seen = set()
-    for module_name in PUBLIC_MODULES:
-        module = importlib.import_module(module_name)
-        for name in module.__all__:
-            obj = getattr(module, name)
-            if id(obj) in seen or not getattr(obj, "__module__", "").startswith("finegrained_ops"):
-                continue
-            seen.add(id(obj))
-            if inspect.isfunction(obj):
-                yield f"{module_name}.{name}", obj
-            elif inspect.isclass(obj):
-                for attr, member in vars(obj).items():
-                    if isinstance(member, property):
-                        member = member.fget
-                    public = not attr.startswith("_") or attr in ("__init__", "__call__")
-                    if public and inspect.isfunction(member):
-                        yield f"{module_name}.{name}.{attr}", member
+    for qualname, obj in public_api():
+        if inspect.isfunction(obj):
+            yield qualname, obj
+            continue
+        for attr, member in vars(obj).items():
+            if isinstance(member, property):
+                member = member.fget
+            public = not attr.startswith("_") or attr in ("__init__", "__call__")
+            if public and inspect.isfunction(member):
+                yield f"{qualname}.{attr}", member
 
 
 def test_every_public_signature_is_annotated():

@@ -110,7 +110,7 @@ def hierarchical_groups(similarity: Tensor, *,
         raise ValueError("similarity must be symmetric and free of NaN")
     k = s.shape[0]
     counts = list(group_counts)
-    if any((not isinstance(c, int) or c < 1 or c > k for c in counts)) or counts != sorted(set(counts)):
+    if any(not isinstance(c, int) or c < 1 or c > k for c in counts) or counts != sorted(set(counts)):
         raise ValueError(f"group_counts must be strictly increasing ints in [1, k={k}], got "
                          f"{group_counts!r}")
     assignments = [torch.zeros(k, dtype=torch.int64)]

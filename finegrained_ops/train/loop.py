@@ -16,7 +16,6 @@ from torch.utils.data import (BatchSampler, DataLoader, DistributedSampler, Rand
                               SequentialSampler)
 
 from .._checks import check_int, check_number
-from .._optional import available
 from .._typing import DeviceLike
 
 AMP_DTYPES = {"bf16": torch.bfloat16, "bfloat16": torch.bfloat16, torch.bfloat16: torch.bfloat16,
@@ -345,9 +344,10 @@ def _mean_over_ranks(total, batches, distributed):
 def _progress(loader, epoch, epochs):
     """A tqdm bar over the loader, or the loader itself without tqdm (the per-epoch line
     still prints: the bar is the only thing the 'progress' extra adds)."""
-    if not available("tqdm"):
+    try:
+        from tqdm.auto import tqdm
+    except ImportError:
         return loader
-    from tqdm.auto import tqdm
 
     # tqdm is given the started iterator: handing it the loader itself would draw from the
     # loader's generator first and change the shuffle order with the bar on
