@@ -18,49 +18,37 @@ import statistics
 import time
 
 import torch
-import torch.nn.functional as F
 
-import finegrained_ops as fo
+from tests import registry
 
 from . import launch_count
 
+ROWS = 4
+
 
 def cases(device):
-    """{name: (ours, theirs, leaf)}: loss closures on tiny inputs, and the input whose
-    gradient a step computes."""
-    g = torch.Generator().manual_seed(0)
-    logits = torch.randn(4, 10, generator=g).to(device).requires_grad_()
-    target = torch.randint(10, (4,), generator=g).to(device)
-    weights = torch.rand(10, generator=g).to(device)
-    counts = torch.arange(1, 11) * 10
-    cb = fo.nn.ClassBalancedLoss(counts, loss_type="softmax").to(device)
-    la = fo.nn.LogitAdjustedLoss(counts).to(device)
-    offsets = la.logit_offsets.float()
-    emb = torch.randn(8, 4, generator=g).to(device).requires_grad_()
-    labels = torch.arange(4).repeat(2).to(device)
-    maps = torch.randn(1, 8, 4, 4, generator=g).to(device).requires_grad_()
-    pooling = fo.nn.CompactBilinearPooling(8, 16, seed=0).to(device)
-    return {
-        "class-balanced softmax 4x10 vs F.cross_entropy(weight=)": (
-            lambda: cb(logits, target),
-            lambda: F.cross_entropy(logits, target, weight=weights), logits),
-        "logit-adjusted 4x10 vs F.cross_entropy(logits + offsets)": (
-            lambda: la(logits, target),
-            lambda: F.cross_entropy(logits + offsets, target), logits),
-        "triplet loss B=8 vs F.triplet_margin_loss on 8 triplets": (
-            lambda: fo.triplet_margin_loss(emb, labels),
-            lambda: F.triplet_margin_loss(emb, emb.roll(4, 0), emb.roll(1, 0)), emb),
-        "compact bilinear 1x8x4x4 d=16 vs bilinear (einsum)": (
-            lambda: pooling(maps).sum(),
-            lambda: torch.einsum("nchw,ndhw->ncd", maps, maps).sum(), maps),
-    }
+    """{name: (ours, theirs, leaves)}: for every op of tests/registry.py with a baseline, a
+    call of it on its example of ROWS samples (through its module when it has one: what users
+    write), the baseline's call on the same inputs, and the inputs whose gradients a step
+    computes."""
+    out = {}
+    for key, op in registry.REGISTRY.items():
+        if op.baseline is None:
+            continue
+        example = registry.leaves(op.example(ROWS, torch.float32, device))
+        ours = op.module(example) if op.module else (lambda op=op, example=example: op(example))
+        name = f"{key}{' module' if op.module else ''} B={ROWS} vs {op.baseline.__doc__}"
+        out[name] = (
+            ours, op.baseline(example), example.tensors())
+    return out
 
 
-def step(loss_fn, leaf):
-    """One forward + backward of loss_fn."""
+def step(loss_fn, leaves):
+    """One forward + backward of loss_fn (of the sum of its output)."""
     def run():
-        leaf.grad = None
-        loss_fn().backward()
+        for leaf in leaves:
+            leaf.grad = None
+        loss_fn().sum().backward()
     return run
 
 
@@ -117,22 +105,22 @@ def main(argv=None):
     device = torch.device(args.device)
     torch.set_num_threads(1)
     emulation = _emulation() if args.launches else None
-    print(f"{'case':<58} {'ours us':>8} {'torch us':>9} {'ratio':>6} {'compiled':>9}"
+    print(f"{'case':<68} {'ours us':>8} {'torch us':>9} {'ratio':>6} {'compiled':>9}"
           + (f" {'ours launches':>14} {'torch launches':>15}" if args.launches else ""))
     steps = {}
-    for name, (ours, theirs, leaf) in cases(device).items():
-        steps[name] = step(ours, leaf)
-        row = median_per_step_us([step(f, leaf) for f in (
+    for name, (ours, theirs, leaves) in cases(device).items():
+        steps[name] = step(ours, leaves)
+        row = median_per_step_us([step(f, leaves) for f in (
             ours, theirs, *(() if args.no_compile else (torch.compile(theirs),)))],
             device, args.steps)
-        line = f"{name:<58} {row[0]:>8.1f} {row[1]:>9.1f} {row[0] / row[1]:>5.2f}x " + (
+        line = f"{name:<68} {row[0]:>8.1f} {row[1]:>9.1f} {row[0] / row[1]:>5.2f}x " + (
             f"{row[2]:>9.1f}" if len(row) > 2 else f"{'-':>9}")
         if emulation is not None:
             from tests.test_cuda_emulation import emulated_cuda
             with emulated_cuda(emulation, launches=False):
                 steps[name]()
                 ours_launches = launch_count.count(steps[name], emulation)[0]
-            line += f" {ours_launches:>14} {launch_count.count(step(theirs, leaf))[0]:>15}"
+            line += f" {ours_launches:>14} {launch_count.count(step(theirs, leaves))[0]:>15}"
         print(line)
     if args.profile:
         for name, run in steps.items():

@@ -15,7 +15,7 @@ import time
 
 import torch
 
-import finegrained_ops as fo
+from tests import registry
 
 WARMUP = 1000
 
@@ -26,30 +26,10 @@ def resident_mib():
 
 
 def steps(device):
-    """name -> a function running one forward+backward step of the op on fixed inputs."""
-    g = torch.Generator().manual_seed(0)
-    emb = torch.randn(64, 32, generator=g).to(device).requires_grad_()
-    labels = torch.randint(0, 8, (64,), generator=g).to(device)
-    bank, bank_labels = torch.randn(512, 32, generator=g).to(device), labels.repeat(8)
-    x = torch.randn(2, 16, 16, generator=g).to(device).requires_grad_()
-    hash_index, hash_sign = (t.to(device) for t in fo.draw_hashes(16, 64, 3, seed=0))
-    alpha = torch.ones(4, device=device)
-    logits = torch.randn(64, 100, generator=g).to(device).requires_grad_()
-    target = torch.randint(0, 100, (64,), generator=g).to(device)
-    counts = torch.arange(1, 101, device=device)
-
-    def backward(loss, *inputs):
-        torch.autograd.grad(loss.sum(), inputs)
-
-    return {
-        "triplet_margin_loss": lambda: backward(fo.triplet_margin_loss(emb, labels), emb),
-        "mine_from_bank": lambda: fo.mine_from_bank(emb.detach(), labels, bank, bank_labels,
-                                                    per_anchor=2),
-        "kernel_pooling": lambda: backward(fo.kernel_pooling(x, hash_index, hash_sign, alpha,
-                                                             64), x),
-        "class_balanced_loss": lambda: backward(fo.class_balanced_loss(logits, target, counts),
-                                                logits),
-    }
+    """name -> a function running one forward+backward step of the op on fixed inputs: every
+    op of tests/registry.py on its example of 64 samples."""
+    return {key: registry.step(op, op.example(64, torch.float32, device))
+            for key, op in registry.CALLS.items()}
 
 
 def run(num_steps, device):

@@ -1,7 +1,7 @@
 """The benchmark suite: every op's comparison (native vs reference vs peers, forward+backward,
 after an agreement check) and its scaling curves, in one run.
 
-    python -m benchmarks [--ops kernel_pooling triplet class_balanced_loss long_tail_losses
+    python -m benchmarks [--ops kernel_pooling class_balanced_loss long_tail_losses triplet
                           pooling_heads]
                          [--device cpu|cuda] [--quick] [--out DIR]
     python -m finegrained_ops bench ...   (the same, from a source checkout)
@@ -16,12 +16,14 @@ import importlib
 import os
 import time
 
+from tests import registry
+
 from .report import markdown, plot, print_table, write_json
 from .roofline import add_floor, measure_ceilings
 
-OPS = {"kernel_pooling": "bench_kernel_pooling", "triplet": "bench_triplet",
-       "class_balanced_loss": "bench_class_balanced_loss",
-       "long_tail_losses": "bench_long_tail_losses", "pooling_heads": "bench_pooling_heads"}
+# op -> its benchmark module: every benchmark the ops of tests/registry.py name
+OPS = {bench: f"bench_{bench}" for bench in dict.fromkeys(
+    op.bench for op in registry.REGISTRY.values() if op.bench)}
 
 
 def run(ops, device, quick, out_dir, repeats):

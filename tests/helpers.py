@@ -22,12 +22,13 @@ def check_gradients(fn, inputs, gradgrad=False, **kwargs):
     return True
 
 
-def assert_relative_close(actual, expected, tol):
+def assert_relative_close(actual, expected, tol, smallest_scale=0.0):
     """max |a - e| <= tol * max |e|: an error measured against the result's own scale (its
-    largest entry), for results summed in different orders or on different devices."""
+    largest entry, or smallest_scale when that is larger: a result of 0 against 1e-21), for
+    results summed in different orders or on different devices."""
     if not expected.numel():
         return
-    scale = max(expected.abs().max().item(), torch.finfo(expected.dtype).tiny)
+    scale = max(expected.abs().max().item(), smallest_scale, torch.finfo(expected.dtype).tiny)
     err = (actual.to(expected.dtype) - expected).abs().max().item()
     assert err <= tol * scale, f"relative error {err / scale:.3g} > {tol}"
 

@@ -61,3 +61,13 @@ def test_host_overhead_runs():
     assert all(float(r.split()[-5]) > 0 and int(r.split()[-1]) > 0 for r in rows), rows
     assert run.stdout.count("host calls over 20 steps") == 4
     assert "finegrained_ops::triplet_margin_loss" in run.stdout
+
+
+def test_long_run_steps_every_registered_op():
+    from benchmarks.long_run import steps
+
+    from .registry import CALLS
+    registered_steps = steps("cpu")
+    assert registered_steps.keys() == CALLS.keys()
+    for run_step in registered_steps.values():
+        run_step()

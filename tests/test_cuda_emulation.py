@@ -22,6 +22,7 @@ import finegrained_ops as fo
 
 from .cuda_emulation import build
 from .helpers import assert_relative_close
+from .registry import native_ops, results
 from .test_fuzz import CONFIDENT_FAMILY, SCALES, assert_confident_rows_exact
 from .test_long_tail_losses import loss_and_grad as long_tail_loss_and_grad
 from .test_long_tail_losses import problem as long_tail_problem
@@ -457,6 +458,19 @@ def test_triplet_refuses_overflowed_distances_on_both_devices(emulation):
             with context, pytest.raises((RuntimeError, ValueError),
                                         match="squared distances must fit in their dtype"):
                 run()
+
+
+# ---------------------------------------------------------------------------------------------
+# Every registered native op (tests/registry.py)
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("key", sorted(native_ops()))
+def test_registered_op(emulation, key, dtype):
+    """Every registered native op, outputs and gradients, on its example (37 samples)."""
+    op = native_ops()[key]
+    example = op.example(37, dtype, "cpu")
+    cpu, cuda = run_three_ways(emulation, lambda: sum(results(op, example), []))
+    assert_all(cpu, cuda)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -15,10 +15,13 @@ run in a subprocess, so a crash fails that test instead of ending the run. Examp
 the hypothesis profile's max_examples (40 in CI; HYPOTHESIS_PROFILE=thorough for 400).
 """
 import copy
+import importlib
+import inspect
 import math
 import subprocess
 import sys
 import textwrap
+from pathlib import Path
 
 import pytest
 import torch
@@ -29,6 +32,8 @@ import finegrained_ops as fo
 from finegrained_ops import reference
 
 from .helpers import assert_relative_close
+from .registry import CALLS, NOT_OP_MODULES, NOT_OPS, REGISTRY
+from .registry import results as registry_results
 
 DTYPES = [torch.float16, torch.bfloat16, torch.float32, torch.float64]
 # Relative to the result's largest entry: half types are computed in float32 and rounded back.
@@ -642,28 +647,62 @@ def test_direct_native_calls_with_bad_values_are_refused_without_a_crash():
     assert "all refused" in result.stdout
 
 
-def test_every_public_op_and_module_is_fuzzed():
-    """A new public op or module gets a property test here: this list is checked against
-    the package's __all__."""
-    fuzzed_ops = {"kernel_pooling", "compact_bilinear_pooling", "class_balanced_loss",
-                  "class_balanced_weights", "triplet_margin_loss", "mine_triplets",
-                  "count_triplets", "mine_from_bank", *LONG_TAIL}
-    # The long-tail modules hold the functions' per-class tensors (test_long_tail_losses.py);
-    # AnchorPointClassifier is TripletAnchorPointLoss's classifier; the bases are bases; the
-    # decoupled classifiers are pure PyTorch on a linear layer (test_decoupled_classifiers.py),
-    # and so are the global descriptors and the contrastive loss (test_global_descriptors.py,
-    # test_retrieval_postprocessing.py), as is CosineLinear (test_long_tail_losses.py).
-    assert set(fo.nn.__all__) == {
-        "KernelPooling", "CompactBilinearPooling", "ClassBalancedLoss", "TripletMarginLoss",
-        "TripletAnchorPointLoss", "SuperClassInstanceLoss", "AnchorPointClassifier",
-        "LogitAdjustedLoss", "BalancedSoftmaxLoss", "LDAMLoss",
-        "SoftmaxFocalLoss", "ClassCountsLoss", "ClassWeightedLoss", "LearnableWeightScaling",
-        "MAC", "SPoC", "GeM", "RMAC", "CroW",
-        "ContrastiveLoss", "ISqrtCovPooling", "CosineLinear"}
-    not_ops = {"BUILD_INFO", "__version__", "data", "metrics", "nn", "ops", "reference",
-               "retrieval", "train",
-               # small closed-form helpers with their own value tests
-               "draw_hashes", "draw_two_input_hashes", "effective_number", "estimate_gamma",
-               "rbf_alpha", "signed_sqrt", "sigmoid_bias_init", "ldam_margins", "logit_adjust",
-               "logit_adjustment_offsets"}
-    assert set(fo.__all__) - not_ops == fuzzed_ops
+def test_every_public_op_is_registered():
+    """Each public function is an op of tests/registry.py or a helper it names, and each nn
+    module computes a registered op or is one it names: a new op cannot miss the suites."""
+    for module_name, not_ops in NOT_OPS.items():
+        module = importlib.import_module(module_name)
+        prefix = module_name.removeprefix("finegrained_ops").lstrip(".")
+        functions = {f"{prefix}.{name}".lstrip(".") for name in module.__all__
+                     if inspect.isfunction(getattr(module, name))
+                     or inspect.isclass(getattr(module, name))}
+        registered = {name for name in REGISTRY if name.rpartition(".")[0] == prefix}
+        assert functions - {f"{prefix}.{name}".lstrip(".") for name in not_ops} == registered
+    modules = [name for op in REGISTRY.values() for name in op.modules]
+    assert len(modules) == len(set(modules)) and not set(modules) & NOT_OP_MODULES
+    assert set(fo.nn.__all__) == set(modules) | NOT_OP_MODULES
+    root = Path(__file__).resolve().parents[1]
+    for op in REGISTRY.values():
+        assert (root / op.tests).is_file(), op.tests
+        assert op.bench is None or (root / "benchmarks" / f"bench_{op.bench}.py").is_file()
+
+
+@pytest.mark.parametrize("key", sorted(CALLS))
+@given(rows=st.integers(0, 7), dtype=st.sampled_from(DTYPES), layout=st.sampled_from(LAYOUTS))
+def test_registered_op(key, rows, dtype, layout):
+    """Every registered op in every dtype and layout: the outputs and gradients on the layout
+    are those on a contiguous copy (bitwise for a native op), floating outputs keep the dtype,
+    and both equal the reference's on float64 copies within TOLERANCE of a scale of at least
+    1e-6 (a loss of 0 may round to 1e-21 in bfloat16); integer outputs, the mined triplets,
+    exactly in float64. An empty batch is not compared: the references' reductions refuse one."""
+    op = CALLS[key]
+    example = op.example(rows, dtype, "cpu")
+    laid_out = example.with_inputs(lambda t: with_layout(t, layout))
+    got = sum(registry_results(op, laid_out), [])
+    contiguous = sum(registry_results(op, laid_out.with_inputs(torch.Tensor.contiguous)), [])
+    assert len(got) == len(contiguous)
+    for a, b in zip(got, contiguous):
+        if op.native or not a.is_floating_point():
+            assert same_bits(a, b), key
+        else:
+            assert a.shape == b.shape and a.dtype == b.dtype
+            assert_relative_close(a.double(), b.double(), TOLERANCE[dtype])
+        assert not a.is_floating_point() or a.dtype == dtype, key
+    if op.spec is None or rows == 0:
+        return
+    expected = sum(registry_results(lambda ex: op.spec(*ex.args, **ex.kwargs),
+                                    laid_out.with_inputs(torch.Tensor.contiguous).in_float64()),
+                   [])
+    for a, e in zip(got, expected):
+        if a.is_floating_point():
+            assert_relative_close(a.double(), e, TOLERANCE[dtype], smallest_scale=1e-6)
+        elif dtype == torch.float64:
+            assert torch.equal(a, e), key
+
+
+@pytest.mark.parametrize("key", sorted(k for k, op in REGISTRY.items() if op.module))
+def test_registered_module(key):
+    """The op's module on the example's inputs gives the function's bits."""
+    op = REGISTRY[key]
+    example = op.example(6, torch.float64, "cpu")
+    assert same_bits(op.module(example)(), op(example))

@@ -22,6 +22,9 @@ import torch
 
 import finegrained_ops as fo
 
+from .helpers import assert_relative_close
+from .registry import CALLS, results
+
 THREADS = (1, 2, 4)
 
 
@@ -41,9 +44,9 @@ def across_threads():
     torch.set_num_threads(previous)
 
 
-def assert_all_equal(results):
-    for other in results[1:]:
-        for a, b in zip(results[0], other):
+def assert_all_equal(runs):
+    for other in runs[1:]:
+        for a, b in zip(runs[0], other):
             assert torch.equal(a, b)
 
 
@@ -99,6 +102,28 @@ def test_kernel_pooling_forward_and_backward(across_threads, n, locations, chann
         return pooled.detach(), z.grad
 
     assert_all_equal(across_threads(run))
+
+
+@pytest.mark.parametrize("key", sorted(CALLS))
+def test_registered_op(across_threads, key):
+    """Every registered op's outputs and gradients at 1, 2 and 4 threads: each bitwise
+    reproducible at its thread count, bitwise the same across counts where the registry says
+    the op is invariant (op.thread_invariant), and close otherwise."""
+    op = CALLS[key]
+    example = op.example(300, torch.float32, "cpu")
+    runs = across_threads(lambda: (results(op, example), results(op, example)))
+    for first, again in runs:
+        for part in range(2):
+            assert_all_equal([first[part], again[part]])
+    (forward, backward), _ = runs[0]
+    for (other_forward, other_backward), _ in runs[1:]:
+        for part, ours, theirs in (("forward", forward, other_forward),
+                                   ("backward", backward, other_backward)):
+            for a, b in zip(ours, theirs):
+                if part in op.thread_invariant or not a.is_floating_point():
+                    assert torch.equal(a, b), (key, part)
+                else:
+                    assert_relative_close(b.double(), a.double(), 1e-5)
 
 
 def op_results():

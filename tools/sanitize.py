@@ -4,7 +4,7 @@
    and lays out, in build/sanitize/site/, a copy of the Python package around it and of the
    tests (pytest puts the tests' root first on sys.path, so they must sit beside the copy),
    with csrc/ and setup.py linked for the emulation's build.
-2. Runs TESTS there, with the sanitizer runtime preloaded
+2. Runs the selected tests there (SELECTION), with the sanitizer runtime preloaded
    (Python and torch are not instrumented), leak detection off (CPython keeps objects alive
    to exit by design), and every report logged to build/sanitize/reports/. The CUDA emulation
    is rebuilt with the same flags (tests/cuda_emulation/build.py reads them), so the CUDA
@@ -25,18 +25,21 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+from tests.registry import sanitized_test_modules  # noqa: E402
+
 OUT = ROOT / "build" / "sanitize"
 # -g1: line tables for the reports' stacks, at a fraction of -g's compile time; -O0 (last
 # wins over the build's -O3): the builds dominate this run's time on CI's two cores.
 FLAGS = ("-fsanitize=address,undefined -fsanitize-recover=address,undefined "
          "-fno-omit-frame-pointer -g1 -O0")
-# Every public op and module through the fuzz tests (all dtypes, layouts, bad values), the
-# native entry points called directly with bad values, and the CUDA kernels in the emulation.
-# The op files' other tests (hypothesis against the reference, gradcheck) run in `make test`.
-TESTS = ["tests/test_fuzz.py", "tests/test_cuda_emulation.py",
-         "tests/test_kernel_pooling.py", "tests/test_triplet.py",
-         "tests/test_class_balanced_loss.py", "tests/test_long_tail_losses.py", "-k",
-         "test_fuzz or test_cuda_emulation or native or bad_input or refuse or edge or empty"]
+# The registry's suites (every public op through the fuzz tests: all dtypes, layouts, bad
+# values; the CUDA kernels in the emulation) and each registered op's own test module, there
+# only the tests that reach native code with unusual input (the native entry points called
+# directly with bad values, edge cases); the op modules' other tests (hypothesis against the
+# reference, gradcheck) run in `make test`. tests/registry.py names the modules, so a new op's
+# tests are sanitized once it is registered.
+SELECTION = "test_fuzz or test_cuda_emulation or native or bad_input or refuse or edge or empty"
 # The slowest emulation cases under the sanitizers (10-250 s each there: the fibers switch on
 # every shuffle): the same kernels and paths run in the smaller cases kept (the triplet loss at
 # B = 300 for every rule, mining with 'hardest', bank mining with per-anchor draws over several
@@ -48,7 +51,10 @@ DESELECTED = [f"tests/test_cuda_emulation.py::{case}" for case in (
     "test_triplet_mining_all_and_sampled[violating]",
     "test_triplet_mining_all_and_sampled[semihard]", "test_triplet_mining_all_and_sampled[all]",
     "test_confident_rows_are_exact_and_nonnegative[ldam_loss-30.0-520]",
-    "test_confident_rows_are_exact_and_nonnegative[ldam_loss-64.0-520]")]
+    "test_confident_rows_are_exact_and_nonnegative[ldam_loss-64.0-520]")] + [
+    # pure PyTorch and torch.compile (tens of seconds under the sanitizers, none in our code)
+    "tests/test_global_descriptors.py::"
+    "test_isqrt_cov_compiles_works_under_torch_func_and_refuses_double_backward"]
 OUR_CODE = re.compile(r"/csrc/|/cuda_emulation/|cuda-emulation/|fgo::")
 
 
@@ -123,7 +129,8 @@ def main():
     # --rootdir: node ids relative to the copy (tests/...), which DESELECTED names; without it
     # pytest roots them at the repository's pyproject.toml and no deselection matches.
     tests = run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "--rootdir",
-                 site, *TESTS, *deselect, *pytest_args], cwd=site, env=env)
+                 site, *sanitized_test_modules(), "-k", SELECTION, *deselect, *pytest_args],
+                cwd=site, env=env)
     ours, theirs = reports()
     for report in theirs:
         print(f"sanitize: report outside our code (not failed):\n{report}")
