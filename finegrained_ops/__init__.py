@@ -8,7 +8,7 @@ from . import _native, data, metrics, nn, ops, reference, retrieval, train
 from ._native import BUILD_INFO
 from .ops import (balanced_softmax_loss, class_balanced_loss, class_balanced_weights,
                   compact_bilinear_pooling, count_triplets, draw_hashes, draw_two_input_hashes,
-                  effective_number, estimate_gamma, kernel_pooling, ldam_loss, ldam_margins,
+                  effective_number, estimate_rbf_gamma, kernel_pooling, ldam_loss, ldam_margins,
                   logit_adjust, logit_adjusted_loss, logit_adjustment_offsets, mine_from_bank,
                   mine_triplets, rbf_alpha, sigmoid_bias_init, signed_sqrt,
                   softmax_focal_loss,
@@ -27,7 +27,7 @@ __all__ = [
     "draw_hashes",
     "draw_two_input_hashes",
     "effective_number",
-    "estimate_gamma",
+    "estimate_rbf_gamma",
     "kernel_pooling",
     "ldam_loss",
     "ldam_margins",

@@ -18,6 +18,17 @@ def check_tensor(name, t, *, dim=None, dtypes=None):
         raise TypeError(f"{name} must have dtype in ({names}), got {t.dtype}")
 
 
+def check_labels(name, labels, n):
+    """The labels of a loss or miner a training step calls (docs/semantics.md §1, Labels): a
+    (n,) int64 tensor, used as it is (no conversion, no copy, no host sync); any values, as
+    labels are only compared for equality."""
+    check_tensor(name, labels, dim=1)
+    if labels.dtype != torch.int64:
+        raise TypeError(f"{name} must be int64 class labels, got {labels.dtype}")
+    if labels.shape[0] != n:
+        raise ValueError(f"{name} has {labels.shape[0]} entries but the embeddings have {n} rows")
+
+
 def check_same_device(**tensors):
     """The one device of all the tensors given by name, or a ValueError listing them."""
     devices = {name: t.device for name, t in tensors.items()}

@@ -235,8 +235,11 @@ def _bilinear_baseline(example):
 
 # ---------------------------------------------------------------------------------------------
 
-_DESCRIPTOR = dict(example=_feature_maps, tests="tests/test_global_descriptors.py", native=False,
-                   reference=False, thread_invariant=())
+def _descriptor(name: str, module: str) -> Op:
+    """A global descriptor: a one-line composition (a max, a mean, a power mean over locations)
+    whose reference would restate it; test_global_descriptors.py checks its formula."""
+    return Op(f"retrieval.{name}", _feature_maps, "tests/test_global_descriptors.py",
+              native=False, reference=False, thread_invariant=(), modules=(module,))
 
 REGISTRY: dict[str, Op] = {op.name: op for op in [
     Op("kernel_pooling", _kernel_pooling, "tests/test_kernel_pooling.py",
@@ -274,13 +277,8 @@ REGISTRY: dict[str, Op] = {op.name: op for op in [
        native=False, thread_invariant=(), modules=("ContrastiveLoss",)),
     Op("retrieval.isqrt_cov", _feature_maps, "tests/test_global_descriptors.py", native=False,
        thread_invariant=(), modules=("ISqrtCovPooling",), bench="pooling_heads"),
-    # The descriptors are one-line compositions (a max, a mean, a power mean over locations):
-    # a reference would restate them; test_global_descriptors.py checks their formulas.
-    Op("retrieval.mac", modules=("MAC",), **_DESCRIPTOR),
-    Op("retrieval.spoc", modules=("SPoC",), **_DESCRIPTOR),
-    Op("retrieval.gem", modules=("GeM",), **_DESCRIPTOR),
-    Op("retrieval.rmac", modules=("RMAC",), **_DESCRIPTOR),
-    Op("retrieval.crow", modules=("CroW",), **_DESCRIPTOR),
+    _descriptor("mac", "MAC"), _descriptor("spoc", "SPoC"), _descriptor("gem", "GeM"),
+    _descriptor("rmac", "RMAC"), _descriptor("crow", "CroW"),
 ]}
 
 # The second form of compact bilinear pooling (y given) runs the same suites under its own key.
@@ -294,7 +292,7 @@ CALLS: dict[str, Op] = {**REGISTRY, "compact_bilinear_pooling[y]": TWO_INPUT}
 # head: test_decoupled_classifiers.py, test_long_tail_losses.py, test_train.py).
 NOT_OPS = {
     "finegrained_ops": {"class_balanced_weights", "draw_hashes", "draw_two_input_hashes",
-                        "effective_number", "estimate_gamma", "ldam_margins", "logit_adjust",
+                        "effective_number", "estimate_rbf_gamma", "ldam_margins", "logit_adjust",
                         "logit_adjustment_offsets", "rbf_alpha", "sigmoid_bias_init",
                         "signed_sqrt"},
     "finegrained_ops.retrieval": {"PCAWhitening", "class_activation_map",

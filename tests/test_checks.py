@@ -43,8 +43,8 @@ def test_inputs_the_old_ad_hoc_checks_let_through_are_refused():
     emb, labels = torch.randn(6, 3), torch.tensor([0, 0, 1, 1, 2, 2])
     with pytest.raises(ValueError, match="positive_fraction must be a real number"):
         fo.triplet_margin_loss(emb, labels, positive_fraction=True)
-    with pytest.raises(ValueError, match="gamma must be a finite number > 0"):
-        AnchorPointClassifier(3, 4, gamma=math.inf)
+    with pytest.raises(ValueError, match="vote_sharpness must be a finite number > 0"):
+        AnchorPointClassifier(3, 4, vote_sharpness=math.inf)
     with pytest.raises(ValueError, match="beta must be in"):
         fo.class_balanced_weights([1, 2], beta=math.nan)
     for counts in ([True, False], torch.tensor([1 + 2j, 3 + 0j]), torch.tensor([True, True])):

@@ -176,7 +176,7 @@ def test_class_similarity_is_the_gram_matrix_of_class_means():
 
 
 def test_hierarchical_groups_are_nested_and_cover_all_classes():
-    features, coarse, fine = data.make_hierarchical_gaussians(4, 5, n_per_class=20, dim=6,
+    features, coarse, fine = data.make_hierarchical_gaussians(4, 5, n_per_class=20, feature_dim=6,
                                                               seed=0)
     tree = data.hierarchical_groups(data.class_similarity(features, fine), group_counts=(4, 7, 18))
     assert tree.num_levels == 4 and tree.num_classes == 20
@@ -217,13 +217,13 @@ def test_patch_dataset_shapes_and_nested_labels():
 
 
 def test_gaussian_classes():
-    x, y = data.make_gaussian_classes(4.0, n_per_class=2000, dim=3, seed=0)
+    x, y = data.make_gaussian_classes(4.0, n_per_class=2000, feature_dim=3, seed=0)
     assert x.shape == (4000, 3) and y.tolist() == [0] * 2000 + [1] * 2000
     means = torch.stack([x[y == c].mean(0) for c in range(2)]).double()
     torch.testing.assert_close(means,
                                torch.tensor([[0.0, 0, 0], [4.0, 0, 0]], dtype=torch.float64),
                                atol=0.1, rtol=0)
-    feats, coarse, fine = data.make_hierarchical_gaussians(3, 2, n_per_class=10, dim=4)
+    feats, coarse, fine = data.make_hierarchical_gaussians(3, 2, n_per_class=10, feature_dim=4)
     assert feats.shape == (60, 4) and torch.equal(coarse, fine // 2)
 
 

@@ -204,16 +204,16 @@ def test_sketch_inner_product_is_unbiased(order):
 
 def rbf_relative_error(dim, order, pairs=200, seeds=3):
     """Mean eq. 3.12 error of φ(x)·φ(y) vs exp(-γ‖x - y‖²) on L2-normalised non-negative
-    (ReLU-like) features, γ from estimate_gamma, averaged over hash seeds."""
+    (ReLU-like) features, γ from estimate_rbf_gamma, averaged over hash seeds."""
     g = torch.Generator().manual_seed(0)
     feats = torch.relu(torch.randn(2 * pairs, 64, generator=g, dtype=torch.float64) + 0.3)
     feats = torch.nn.functional.normalize(feats, dim=1)
     x, y = feats[:pairs], feats[pairs:]
-    gamma = fo.estimate_gamma(feats)
-    exact = torch.exp(-gamma * (x - y).pow(2).sum(1))
+    rbf_gamma = fo.estimate_rbf_gamma(feats)
+    exact = torch.exp(-rbf_gamma * (x - y).pow(2).sum(1))
     errors = []
     for seed in range(seeds):
-        pool = KernelPooling(64, dim, order=order, alpha="rbf", gamma=gamma, seed=seed,
+        pool = KernelPooling(64, dim, order=order, alpha="rbf", rbf_gamma=rbf_gamma, seed=seed,
                              input_format="NLC", sqrt_normalize=False).double()
         approx = (pool(x[:, None]) * pool(y[:, None])).sum(1)
         errors.append(((approx - exact).abs() / exact).mean())
@@ -228,15 +228,15 @@ def test_rbf_approximation_improves_with_dim_and_order():
     assert by_order[3] < 0.1
 
 
-def test_estimate_gamma_and_rbf_alpha():
+def test_estimate_rbf_gamma_and_rbf_alpha():
     g = torch.Generator().manual_seed(0)
     f = torch.rand(30, 5, generator=g, dtype=torch.float64)
     gram = f @ f.T
     mean_inner = (gram.sum() - gram.diagonal().sum()) / (30 * 29)
-    assert fo.estimate_gamma(f) == pytest.approx(1 / mean_inner.item(), rel=1e-12)
-    assert fo.estimate_gamma(f.reshape(3, 10, 5)) == fo.estimate_gamma(f)
+    assert fo.estimate_rbf_gamma(f) == pytest.approx(1 / mean_inner.item(), rel=1e-12)
+    assert fo.estimate_rbf_gamma(f.reshape(3, 10, 5)) == fo.estimate_rbf_gamma(f)
     with pytest.raises(ValueError, match="> 0"):
-        fo.estimate_gamma(torch.tensor([[1.0, 0.0], [-1.0, 0.0]]))
+        fo.estimate_rbf_gamma(torch.tensor([[1.0, 0.0], [-1.0, 0.0]]))
     alpha = fo.rbf_alpha(0.7, 4)
     expected = [math.sqrt(math.exp(-1.4) * 1.4 ** i / math.factorial(i)) for i in range(5)]
     torch.testing.assert_close(alpha, torch.tensor(expected, dtype=torch.float64))
@@ -303,15 +303,15 @@ def test_hashes_are_seeded_buffers_that_survive_state_dict_and_casts():
 def test_module_gamma_estimation_and_learned_alpha():
     feats = torch.rand(4, 8, 3, 3)
     rbf = KernelPooling(8, 16, order=3, alpha="rbf")
-    with pytest.raises(RuntimeError, match="estimate_gamma"):
+    with pytest.raises(RuntimeError, match="estimate_rbf_gamma"):
         rbf(feats)
-    gamma = rbf.estimate_gamma(feats)
-    assert gamma == pytest.approx(fo.estimate_gamma(feats.flatten(2).transpose(1, 2)))
-    torch.testing.assert_close(rbf.alpha, fo.rbf_alpha(gamma, 3).float())
+    rbf_gamma = rbf.estimate_rbf_gamma(feats)
+    assert rbf_gamma == pytest.approx(fo.estimate_rbf_gamma(feats.flatten(2).transpose(1, 2)))
+    torch.testing.assert_close(rbf.alpha, fo.rbf_alpha(rbf_gamma, 3).float())
     restored = KernelPooling(8, 16, order=3, alpha="rbf")
     restored.load_state_dict(rbf.state_dict())
-    assert restored.gamma == gamma and torch.equal(restored(feats), rbf(feats))
-    learned = KernelPooling(8, 16, order=3, alpha="learned", gamma=0.5)
+    assert restored.rbf_gamma == rbf_gamma and torch.equal(restored(feats), rbf(feats))
+    learned = KernelPooling(8, 16, order=3, alpha="learned", rbf_gamma=0.5)
     assert isinstance(learned.alpha, torch.nn.Parameter)
     torch.testing.assert_close(learned.alpha.detach(), fo.rbf_alpha(0.5, 3).float())
     learned(feats).sum().backward()
@@ -357,8 +357,10 @@ def test_torch_compile_fullgraph_and_opcheck():
 
 
 @pytest.mark.parametrize("change, error, match", [
-    (dict(hash_index=torch.tensor([[0, 1, 8], [0, 1, 2]])), ValueError, "in \\[0, dim=8\\)"),
-    (dict(hash_index=torch.tensor([[0, -1, 2], [0, 1, 2]])), ValueError, "in \\[0, dim=8\\)"),
+    (dict(hash_index=torch.tensor([[0, 1, 8], [0, 1, 2]])), ValueError,
+     "in \\[0, sketch_dim=8\\)"),
+    (dict(hash_index=torch.tensor([[0, -1, 2], [0, 1, 2]])), ValueError,
+     "in \\[0, sketch_dim=8\\)"),
     (dict(hash_sign=torch.tensor([[1.0, 0.5, 1.0], [1.0, 1.0, -1.0]])), ValueError,
      "\\+1, -1 or 0"),
     (dict(hash_index=torch.zeros(2, 4, dtype=torch.int64)), ValueError, "C = 3"),
@@ -368,12 +370,12 @@ def test_torch_compile_fullgraph_and_opcheck():
     (dict(x=torch.zeros(2, 4, 3, dtype=torch.int64)), TypeError, "floating point"),
     (dict(x=torch.zeros(2, 3)), ValueError, "\\(N, L, C\\)"),
     (dict(x=torch.zeros(2, 0, 3)), ValueError, "at least one location"),
-    (dict(dim=1), ValueError, "dim must be an int >= 2"),
-    (dict(dim=8.0), ValueError, "dim must be an int"),
+    (dict(sketch_dim=1), ValueError, "sketch_dim must be an int >= 2"),
+    (dict(sketch_dim=8.0), ValueError, "sketch_dim must be an int"),
 ])
 def test_bad_input_raises_clear_errors(change, error, match):
     args = dict(x=torch.zeros(2, 4, 3), hash_index=torch.zeros(2, 3, dtype=torch.int64),
-                hash_sign=torch.ones(2, 3), alpha=torch.ones(3), dim=8)
+                hash_sign=torch.ones(2, 3), alpha=torch.ones(3), sketch_dim=8)
     args.update(change)
     with pytest.raises(error, match=match):
         fo.kernel_pooling(**args)
@@ -436,11 +438,11 @@ def test_native_entry_checks_its_own_preconditions():
     """Calling _C directly with bad values raises, never touches memory out of range."""
     x, h, s = torch.zeros(1, 2, 3), torch.zeros(2, 3, dtype=torch.int64), torch.ones(2, 3)
     table = _C.sketch_table(h, s, 4)
-    with pytest.raises(ValueError, match="in \\[0, dim=4\\)"):
+    with pytest.raises(ValueError, match="in \\[0, sketch_dim=4\\)"):
         _C.sketch_table(h + 4, s, 4)
     with pytest.raises(ValueError, match="p >= 2"):
         _C.kernel_pooling(x, table[:1], None, 4, False)
-    with pytest.raises(ValueError, match="\\(p, 2C \\+ dim \\+ 1\\) = \\(p, 12\\)"):
+    with pytest.raises(ValueError, match="\\(p, 2C \\+ sketch_dim \\+ 1\\) = \\(p, 12\\)"):
         _C.kernel_pooling(x, table, None, 5, False)
     for row, column, value in [(0, 0, 9), (1, 3, 2), (0, 10, 7), (1, 8, 2), (1, 9, -2)]:
         bad = table.clone()
@@ -450,7 +452,7 @@ def test_native_entry_checks_its_own_preconditions():
     out, blocks = _C.kernel_pooling(x, table, None, 4, True)
     with pytest.raises(ValueError, match="grad must be"):
         _C.kernel_pooling_backward(torch.zeros(1, 5), x, table, None, blocks, out, 4, True)
-    with pytest.raises(ValueError, match="dim must be >= 2"):
+    with pytest.raises(ValueError, match="sketch_dim must be >= 2"):
         _C.sketch_table(h, s, 1)
 
 
@@ -500,8 +502,8 @@ def test_locations_spanning_launcher_chunks_match_the_cpu(device, dtype):
 def test_loading_a_sketch_of_another_shape_is_refused_and_the_seed_follows():
     small, big = KernelPooling(8, 16, order=3), KernelPooling(8, 32, order=3, seed=7)
     before = big.hash_index.clone()
-    with pytest.raises(ValueError, match="the state dict is for dim=16, this KernelPooling "
-                                         "has dim=32"):
+    with pytest.raises(ValueError, match="the state dict is for sketch_dim=16, this KernelPooling "
+                                         "has sketch_dim=32"):
         big.load_state_dict(small.state_dict())  # the hashes alone would fit
     assert torch.equal(big.hash_index, before)  # refused before anything was copied
     with pytest.raises(ValueError, match="is for order=3"):
@@ -511,8 +513,8 @@ def test_loading_a_sketch_of_another_shape_is_refused_and_the_seed_follows():
     assert twin.seed == 9 and "seed=9" in repr(twin)
     old_format = small.state_dict()  # saved before the sketch's spec was stored
     del old_format["hash_spec"]
-    with pytest.raises(ValueError, match=r"hash_index values must be in \[0, dim=8\), got min "
-                                         r"0, max 15"):
+    with pytest.raises(ValueError, match=r"hash_index values must be in \[0, sketch_dim=8\), "
+                                         r"got min 0, max 15"):
         KernelPooling(8, 8, order=3).load_state_dict(old_format)
     saved = CompactBilinearPooling(8, 16, seed=3).state_dict()
     CompactBilinearPooling(8, 16).load_state_dict({k: v for k, v in saved.items()
@@ -528,7 +530,7 @@ def test_loading_a_sketch_of_another_shape_is_refused_and_the_seed_follows():
     legacy = small.state_dict()  # the former non-tensor entry
     del legacy["hash_spec"]
     legacy["_extra_state"] = {"in_channels": 8, "dim": 16, "order": 3, "seed": 0, "gamma": None}
-    with pytest.raises(ValueError, match="the state dict is for dim=16"):
+    with pytest.raises(ValueError, match="the state dict is for sketch_dim=16"):
         big.load_state_dict(legacy)
     twin.load_state_dict(legacy)
     assert twin.seed == 0
@@ -536,14 +538,14 @@ def test_loading_a_sketch_of_another_shape_is_refused_and_the_seed_follows():
 
 def test_state_dicts_hold_only_tensors_and_the_loaded_table_is_the_hashes():
     """safetensors and timm's ModelEma take tensors only; the step reads the table built, once,
-    from the hashes a state dict brings (and gamma comes back with them)."""
-    source = KernelPooling(8, 16, order=3, alpha="rbf", gamma=0.25, seed=4)
+    from the hashes a state dict brings (and rbf_gamma comes back with them)."""
+    source = KernelPooling(8, 16, order=3, alpha="rbf", rbf_gamma=0.25, seed=4)
     for module in (source, CompactBilinearPooling(3, 16, y_channels=5)):
         assert all(isinstance(v, torch.Tensor) for v in module.state_dict().values())
     target = KernelPooling(8, 16, order=3, alpha="rbf", seed=9)
     target.load_state_dict(source.state_dict())
     assert torch.equal(target.sketch_table, source.sketch_table)
-    assert (target.gamma, target.seed) == (0.25, 4)
+    assert (target.rbf_gamma, target.seed) == (0.25, 4)
     x = torch.randn(2, 8, 3, 3)
     torch.testing.assert_close(target(x), source(x), rtol=0, atol=0)
 
@@ -554,7 +556,7 @@ def test_safetensors_round_trip_and_a_model_ema_copy(tmp_path):
     copied otherwise), written out here (timm would bring its own torchvision)."""
     safetensors_torch = pytest.importorskip("safetensors.torch")
     x = torch.randn(2, 8, 3, 3, generator=torch.Generator().manual_seed(1))
-    for module in (KernelPooling(8, 16, order=3, alpha="rbf", gamma=0.3, seed=2),
+    for module in (KernelPooling(8, 16, order=3, alpha="rbf", rbf_gamma=0.3, seed=2),
                    CompactBilinearPooling(8, 16, seed=5)):
         path = tmp_path / f"{type(module).__name__}.safetensors"
         safetensors_torch.save_file(module.state_dict(), path)

@@ -112,7 +112,7 @@ def test_kernel_approximation_error():
     phi_y = torch.tensor([[1.0, 0.0], [1.0, 0.0]], dtype=torch.float64)
     err = metrics.kernel_approximation_error(phi_x, phi_y, x, y, 0.5)
     torch.testing.assert_close(err, torch.tensor([0.1, 0.1], dtype=torch.float64))
-    with pytest.raises(ValueError, match="gamma"):
+    with pytest.raises(ValueError, match="rbf_gamma"):
         metrics.kernel_approximation_error(phi_x, phi_y, x, y, 0.0)
 
 
@@ -167,7 +167,7 @@ def test_granularity_falls_as_gaussians_separate_and_silhouette_matches_sklearn(
     for m, values in curves.items():
         assert all(a > b for a, b in zip(values, values[1:])), (m, values)
     # Relabelling coarse classes into their fine sub-classes raises every measure.
-    x, coarse, fine = make_hierarchical_gaussians(4, 3, n_per_class=30, dim=6, seed=1,
+    x, coarse, fine = make_hierarchical_gaussians(4, 3, n_per_class=30, feature_dim=6, seed=1,
                                                   dtype=torch.float64)
     for m in GRANULARITY:
         assert metrics.granularity(x, fine,
@@ -265,7 +265,7 @@ def test_domain_similarity_hand_solved_and_source_selection():
     yt = torch.tensor([0, 0])
     assert metrics.domain_distance(xs, ys, xt, yt) == pytest.approx(0.75 * 4 + 0.25 * 6)
     assert metrics.domain_similarity(xs, ys, xt, yt) == pytest.approx(math.exp(-0.045))
-    sims = metrics.rank_source_classes(xs, ys, xt, yt, gamma=0.1)
+    sims = metrics.rank_source_classes(xs, ys, xt, yt, emd_scale=0.1)
     torch.testing.assert_close(sims, torch.tensor([math.exp(-0.4), math.exp(-0.6)],
                                                   dtype=torch.float64))
     assert metrics.select_source_classes(xs, ys, xt, yt, k=1).tolist() == [0]
@@ -324,7 +324,8 @@ def test_diffusion_raises_map_on_a_manifold():
     x, y = rings()
     queries = torch.arange(0, len(x), 15)
     euclidean = (x[queries] @ x.T).argsort(dim=1, descending=True)
-    scores, ranking = retrieval.diffusion_rerank(x[queries], x, k=10, alpha=0.99, gamma=3)
+    scores, ranking = retrieval.diffusion_rerank(x[queries], x, k=10, alpha=0.99,
+                                                 similarity_power=3)
     assert scores.shape == ranking.shape == (len(queries), len(x))
     before, after = ranking_map(euclidean, y, queries), ranking_map(ranking, y, queries)
     assert after > before + 0.05, (before, after)

@@ -7,6 +7,7 @@ import torch.nn.functional as F
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+import finegrained_ops as fo
 from finegrained_ops import reference
 from finegrained_ops.metrics import mean_average_precision
 from finegrained_ops.retrieval import (PCAWhitening, class_activation_map, contrastive_loss,
@@ -57,9 +58,9 @@ def test_pca_whitening_decorrelates_and_round_trips_the_state_dict():
     out = white(x.float())
     assert out.shape == (500, 6) and out.dtype == torch.float32
     torch.testing.assert_close(out.norm(dim=1), torch.ones(500))
-    reduced = PCAWhitening(dim=3).fit(x)
+    reduced = PCAWhitening(output_dim=3).fit(x)
     assert reduced(x).shape == (500, 3)
-    fresh = PCAWhitening(dim=3)
+    fresh = PCAWhitening(output_dim=3)
     fresh.load_state_dict(reduced.state_dict())
     torch.testing.assert_close(fresh(x), reduced(x))
 
@@ -94,7 +95,7 @@ def test_pair_whitening_whitens_the_pair_differences_and_matches_the_cholesky_fo
     theirs = vectors[:, values.argsort(descending=True)].T @ chol_inverse
     signs = torch.sign((theirs * p).sum(dim=1, keepdim=True))
     torch.testing.assert_close(p, theirs * signs, atol=1e-8, rtol=1e-8)
-    assert PCAWhitening(dim=2).fit_pairs(x, pairs)(x).shape == (400, 2)
+    assert PCAWhitening(output_dim=2).fit_pairs(x, pairs)(x).shape == (400, 2)
 
 
 def test_pair_whitening_leaves_out_dead_channels():
@@ -109,8 +110,9 @@ def test_pair_whitening_leaves_out_dead_channels():
     alive = PCAWhitening().fit_pairs(x, pairs)
     signs = torch.sign((white.projection[:, kept] * alive.projection).sum(1, keepdim=True))
     torch.testing.assert_close(white.projection[:, kept] * signs, alive.projection)
-    with pytest.raises(ValueError, match="vary in 5 dimensions: dim must be at most that, got 6"):
-        PCAWhitening(dim=6).fit_pairs(dead, pairs)
+    with pytest.raises(ValueError,
+                       match="vary in 5 dimensions: output_dim must be at most that, got 6"):
+        PCAWhitening(output_dim=6).fit_pairs(dead, pairs)
 
 
 def test_pair_whitening_keeps_what_separates_classes_where_pca_whitening_does_not():
@@ -118,8 +120,8 @@ def test_pair_whitening_keeps_what_separates_classes_where_pca_whitening_does_no
     train, held_out = slice(0, 200), slice(200, 400)
     pairs = same_label_pairs(labels[train])
     scores = {}
-    for name, white in (("pca", PCAWhitening(dim=1).fit(x[train])),
-                        ("pairs", PCAWhitening(dim=1).fit_pairs(x[train], pairs))):
+    for name, white in (("pca", PCAWhitening(output_dim=1).fit(x[train])),
+                        ("pairs", PCAWhitening(output_dim=1).fit_pairs(x[train], pairs))):
         z = (x[held_out] - white.mean) @ white.projection.T  # 1-D: no normalisation
         scores[name] = mean_average_precision(z, labels[held_out], metric="euclidean")
     assert scores["pairs"] > 0.95 > 0.5 > scores["pca"], scores
@@ -150,8 +152,9 @@ def test_whitening_agrees_on_descriptors_that_do_not_vary_everywhere():
     for fit in (lambda w: w.fit(constant), lambda w: w.fit_pairs(constant, torch.tensor([[0, 1]]))):
         with pytest.raises(ValueError, match="descriptors do not vary"):
             fit(PCAWhitening())
-    with pytest.raises(ValueError, match="vary in 5 dimensions: dim must be at most that, got 6"):
-        PCAWhitening(dim=6).fit(dead)
+    with pytest.raises(ValueError,
+                       match="vary in 5 dimensions: output_dim must be at most that, got 6"):
+        PCAWhitening(output_dim=6).fit(dead)
 
 
 def test_pair_whitening_follows_cirtorch_whitenlearn_with_queries_a_subset():
@@ -178,7 +181,7 @@ def test_pair_whitening_follows_cirtorch_whitenlearn_with_queries_a_subset():
 
 def test_pca_whitening_input_dtypes_casts_and_state_dicts():
     x, _ = labelled_descriptors()
-    white = PCAWhitening(dim=3).fit(x)
+    white = PCAWhitening(output_dim=3).fit(x)
     with pytest.raises(TypeError, match="x must have dtype"):  # came back as integer zeros
         white(x.long())
     with pytest.raises(TypeError, match="descriptors must have dtype"):
@@ -187,16 +190,16 @@ def test_pca_whitening_input_dtypes_casts_and_state_dicts():
     model = torch.nn.Sequential(white).float()  # the buffers stay float64
     assert white.projection.dtype == torch.float64
     torch.testing.assert_close(model(x.float()), expected.float())
-    with pytest.raises(ValueError, match="projection has 3 rows .* dim=4"):
-        PCAWhitening(dim=4).load_state_dict(white.state_dict())
-    assert PCAWhitening().load_state_dict(white.state_dict()) is not None  # dim None: any
+    with pytest.raises(ValueError, match="projection has 3 rows .* output_dim=4"):
+        PCAWhitening(output_dim=4).load_state_dict(white.state_dict())
+    assert PCAWhitening().load_state_dict(white.state_dict()) is not None  # output_dim None: any
 
 
 def test_pca_whitening_errors():
     with pytest.raises(RuntimeError, match="fit"):
         PCAWhitening()(torch.zeros(2, 3))
     with pytest.raises(ValueError, match="at most D=3"):
-        PCAWhitening(dim=4).fit(torch.randn(5, 3))
+        PCAWhitening(output_dim=4).fit(torch.randn(5, 3))
     with pytest.raises(ValueError, match="at least 2"):
         PCAWhitening().fit(torch.randn(1, 3))
     with pytest.raises(ValueError, match="D=3 columns"):
@@ -207,7 +210,7 @@ def test_pca_whitening_errors():
         PCAWhitening().fit_pairs(torch.randn(5, 3), torch.tensor([[0, 5]]))
     few = torch.randn(30, 64, generator=torch.Generator().manual_seed(0))
     with pytest.raises(ValueError, match="span 20 of the 29 dimensions .* more descriptors"):
-        PCAWhitening(dim=8).fit_pairs(few, same_label_pairs(torch.arange(30) % 10))
+        PCAWhitening(output_dim=8).fit_pairs(few, same_label_pairs(torch.arange(30) % 10))
     with pytest.raises(TypeError, match="pairs"):
         PCAWhitening().fit_pairs(torch.randn(5, 3), torch.tensor([[0.0, 1.0]]))
 
@@ -320,6 +323,22 @@ def test_contrastive_loss_computes_half_types_in_float32(dtype):
                                rtol=1e-2, atol=1e-2)
     loss.backward()
     assert emb.grad.dtype == dtype and bool(torch.isfinite(emb.grad).all())
+
+
+def test_contrastive_loss_takes_the_triplet_losses_labels():
+    """docs/semantics.md §1, Labels: a (B,) int64 tensor as it is, any ids; the triplet loss's
+    rule, with its messages."""
+    emb = torch.randn(6, 4, generator=torch.Generator().manual_seed(0))
+    ids = torch.tensor([-5, -5, 10**12, 10**12, 3, 3])
+    same_pairs = torch.arange(3).repeat_interleave(2)
+    assert contrastive_loss(emb, ids) == contrastive_loss(emb, same_pairs)
+    for bad, error, match in ((ids.int(), TypeError, "labels must be int64"),
+                              (ids[:5], ValueError, "labels has 5 entries")):
+        for loss in (contrastive_loss, fo.triplet_margin_loss):
+            with pytest.raises(error, match=match):
+                loss(emb, bad)
+    with pytest.raises(TypeError, match="labels must be a torch.Tensor"):
+        contrastive_loss(emb, ids.tolist())
 
 
 def test_contrastive_loss_squared_form_and_hardest_negatives():

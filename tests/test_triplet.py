@@ -405,33 +405,34 @@ def test_distributed_mining_equals_single_process():
 
 def test_anchor_point_classifier_limits_and_shapes():
     torch.manual_seed(0)
-    clf = AnchorPointClassifier(num_classes=4, dim=6, anchors_per_class=3, gamma=5.0)
+    clf = AnchorPointClassifier(num_classes=4, embedding_dim=6, anchors_per_class=3,
+                                vote_sharpness=5.0)
     feats = torch.randn(20, 6)
     log_p = clf(feats)
     assert log_p.shape == (20, 4) and clf.predict(feats).shape == (20,)
     torch.testing.assert_close(log_p.exp().sum(1), torch.ones(20))
-    # gamma -> infinity: the class of the nearest anchor
-    clf.gamma = 1e4
+    # vote_sharpness -> infinity: the class of the nearest anchor
+    clf.vote_sharpness = 1e4
     f = torch.nn.functional.normalize(feats, dim=1)
     nearest = torch.cdist(f, clf.anchors.detach().reshape(12, 6)).argmin(1) // 3
     assert torch.equal(clf.predict(feats), nearest)
-    # gamma -> 0: every class equally likely
-    clf.gamma = 1e-9
+    # vote_sharpness -> 0: every class equally likely
+    clf.vote_sharpness = 1e-9
     torch.testing.assert_close(clf(feats), torch.full((20, 4), -torch.log(torch.tensor(4.0))))
     # eq. 2.3 written out
-    clf.gamma = 2.0
+    clf.vote_sharpness = 2.0
     d = torch.cdist(f, clf.anchors.detach().reshape(12, 6)) ** 2
     votes = torch.exp(-2.0 * d).reshape(20, 4, 3).sum(2)
     torch.testing.assert_close(clf(feats).exp(), votes / votes.sum(1, keepdim=True),
                                rtol=1e-5, atol=1e-6)
 
 
-def test_anchor_init_from_features_and_training():
+def test_anchor_init_from_embeddings_and_training():
     g = torch.Generator().manual_seed(0)
     labels = torch.arange(3).repeat_interleave(40)
     feats = 3.0 * torch.eye(5)[labels] + 0.5 * torch.randn(120, 5, generator=g)
-    clf = AnchorPointClassifier(3, 5, anchors_per_class=1, gamma=5.0).init_from_features(
-        feats, labels)
+    clf = AnchorPointClassifier(3, 5, anchors_per_class=1, vote_sharpness=5.0)
+    clf.init_from_embeddings(feats, labels)
     f = torch.nn.functional.normalize(feats, dim=1)
     for c in range(3):  # one anchor per class: the class mean
         torch.testing.assert_close(clf.anchors[c, 0].detach(), f[labels == c].mean(0))
@@ -516,12 +517,12 @@ def test_bad_arguments_of_the_other_entry_points():
         fo.mine_from_bank(EMB, LABELS, EMB, LABELS, query_indices=torch.tensor([0]))
     with pytest.raises(ValueError, match="alpha|omega"):
         TripletAnchorPointLoss(3, 3, omega=2.0)
-    with pytest.raises(ValueError, match="gamma"):
-        AnchorPointClassifier(3, 3, gamma=0)
-    with pytest.raises(ValueError, match="features must be"):
+    with pytest.raises(ValueError, match="vote_sharpness"):
+        AnchorPointClassifier(3, 3, vote_sharpness=0)
+    with pytest.raises(ValueError, match="embeddings must be"):
         AnchorPointClassifier(3, 3)(torch.randn(4, 5))
-    with pytest.raises(ValueError, match="class 2 has no features"):
-        AnchorPointClassifier(3, 3).init_from_features(EMB, torch.tensor([0, 0, 1, 1, 0, 1]))
+    with pytest.raises(ValueError, match="class 2 has no embeddings"):
+        AnchorPointClassifier(3, 3).init_from_embeddings(EMB, torch.tensor([0, 0, 1, 1, 0, 1]))
 
 
 def test_native_entry_points_check_their_inputs():

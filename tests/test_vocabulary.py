@@ -49,3 +49,19 @@ def test_no_hyperparameter_is_positional():
         if names:
             positional[name] = names
     assert not positional, positional
+
+
+# docs/semantics.md §1, Names: `dim` is torch's axis only (no public signature takes one) and
+# `gamma` the focal exponent only; the widths, the RBF γ and the other scales have their own
+# names.
+ONE_MEANING = {"dim": set(),
+               "gamma": {"finegrained_ops.class_balanced_loss",
+                         "finegrained_ops.softmax_focal_loss",
+                         "finegrained_ops.nn.ClassBalancedLoss",
+                         "finegrained_ops.nn.SoftmaxFocalLoss"}}
+
+
+def test_dim_and_gamma_have_one_meaning():
+    taken = {(name, parameter) for name, sig in _signatures() for parameter in ONE_MEANING
+             if parameter in sig.parameters}
+    assert taken == {(name, p) for p, names in ONE_MEANING.items() for name in names}

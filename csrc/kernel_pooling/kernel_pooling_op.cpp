@@ -22,13 +22,13 @@ class KernelPoolingFunction : public torch::autograd::Function<KernelPoolingFunc
   static torch::autograd::variable_list forward(torch::autograd::AutogradContext* ctx,
                                                 const at::Tensor& x, const at::Tensor& table,
                                                 const std::optional<at::Tensor>& alpha,
-                                                int64_t dim, bool normalize) {
+                                                int64_t sketch_dim, bool normalize) {
     static const auto op = find_op<decltype(kernel_pooling)>("finegrained_ops::kernel_pooling");
-    auto [out, blocks] = below_autograd(op, x, table, alpha, dim, normalize);
+    auto [out, blocks] = below_autograd(op, x, table, alpha, sketch_dim, normalize);
     ctx->mark_non_differentiable({blocks});
     ctx->set_materialize_grads(false);
     ctx->save_for_backward({x, table, alpha.value_or(at::Tensor()), blocks, out});
-    ctx->saved_data["dim"] = dim;
+    ctx->saved_data["sketch_dim"] = sketch_dim;
     ctx->saved_data["normalize"] = normalize;
     return {out, blocks};
   }
@@ -46,7 +46,7 @@ class KernelPoolingFunction : public torch::autograd::Function<KernelPoolingFunc
         "finegrained_ops::kernel_pooling_backward");
     auto [grad_x, grad_alpha] = backward_op.call(
         grad_outputs[0], saved[0], saved[1], alpha, saved[3], saved[4],
-        ctx->saved_data["dim"].toInt(), ctx->saved_data["normalize"].toBool());
+        ctx->saved_data["sketch_dim"].toInt(), ctx->saved_data["normalize"].toBool());
     result[0] = grad_x;
     if (alpha) result[2] = grad_alpha;
     return result;
@@ -67,11 +67,11 @@ void register_device_kernels(torch::Library& m) {
 
 #if FGO_OP_REGISTRATION
 TORCH_LIBRARY_FRAGMENT(finegrained_ops, m) {
-  m.def("sketch_table(Tensor hash_index, Tensor hash_sign, int dim) -> Tensor");
-  m.def("kernel_pooling(Tensor x, Tensor sketch_table, Tensor? alpha, int dim, bool normalize) "
-        "-> (Tensor, Tensor)");
+  m.def("sketch_table(Tensor hash_index, Tensor hash_sign, int sketch_dim) -> Tensor");
+  m.def("kernel_pooling(Tensor x, Tensor sketch_table, Tensor? alpha, int sketch_dim, "
+        "bool normalize) -> (Tensor, Tensor)");
   m.def("kernel_pooling_backward(Tensor grad, Tensor x, Tensor sketch_table, Tensor? alpha, "
-        "Tensor blocks, Tensor out, int dim, bool normalize) -> (Tensor, Tensor)");
+        "Tensor blocks, Tensor out, int sketch_dim, bool normalize) -> (Tensor, Tensor)");
 }
 #endif  // FGO_OP_REGISTRATION
 

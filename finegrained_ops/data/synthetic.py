@@ -43,24 +43,24 @@ def make_patch_dataset(*, n_images: int = 512, n_super: int = 32, fine_per_super
     return images, coarse, fine
 
 
-def make_gaussian_classes(separation: float, *, n_per_class: int = 1000, dim: int = 2,
+def make_gaussian_classes(separation: float, *, n_per_class: int = 1000, feature_dim: int = 2,
                           seed: int = 0,
                           dtype: torch.dtype = torch.float32) -> tuple[Tensor, Tensor]:
     """Two classes with unit covariance and means (0, ..., 0) and (m, 0, ..., 0), m = separation
-    (thesis 6.3.1). Returns features (2·n_per_class, dim) and labels (2·n_per_class,) int64
+    (thesis 6.3.1). Returns features (2·n_per_class, feature_dim) and labels (2·n_per_class,) int64
     (class 0 first)."""
     check_number("separation", separation)
     check_int("n_per_class", n_per_class)
-    check_int("dim", dim)
+    check_int("feature_dim", feature_dim)
     g = make_generator(seed)
-    features = torch.randn(2 * n_per_class, dim, generator=g, dtype=torch.float64)
+    features = torch.randn(2 * n_per_class, feature_dim, generator=g, dtype=torch.float64)
     features[n_per_class:, 0] += separation
     labels = torch.arange(2).repeat_interleave(n_per_class)
     return features.to(dtype), labels
 
 
 def make_hierarchical_gaussians(n_coarse: int, fine_per_coarse: int, *, n_per_class: int = 100,
-                                dim: int = 8, coarse_separation: float = 10.0,
+                                feature_dim: int = 8, coarse_separation: float = 10.0,
                                 fine_separation: float = 3.0, seed: int = 0,
                                 dtype: torch.dtype = torch.float32
                                 ) -> tuple[Tensor, Tensor, Tensor]:
@@ -69,17 +69,17 @@ def make_hierarchical_gaussians(n_coarse: int, fine_per_coarse: int, *, n_per_cl
     Coarse means lie at distance coarse_separation from the origin in random directions; each
     fine mean is its coarse mean plus fine_separation times a random unit vector; samples have
     unit covariance. Fine class f belongs to coarse class f // fine_per_coarse.
-    Returns features (n_coarse·fine_per_coarse·n_per_class, dim), coarse_labels and
+    Returns features (n_coarse·fine_per_coarse·n_per_class, feature_dim), coarse_labels and
     fine_labels (int64), in the order of :func:`make_patch_dataset`.
     """
     check_int("n_coarse", n_coarse)
     check_int("fine_per_coarse", fine_per_coarse)
     check_int("n_per_class", n_per_class)
-    check_int("dim", dim)
+    check_int("feature_dim", feature_dim)
     g = make_generator(seed)
 
     def directions(n):
-        v = torch.randn(n, dim, generator=g, dtype=torch.float64)
+        v = torch.randn(n, feature_dim, generator=g, dtype=torch.float64)
         return v / v.norm(dim=1, keepdim=True)
 
     coarse_means = coarse_separation * directions(n_coarse)
@@ -87,7 +87,7 @@ def make_hierarchical_gaussians(n_coarse: int, fine_per_coarse: int, *, n_per_cl
     fine_to_coarse = torch.arange(n_fine) // fine_per_coarse
     fine_means = coarse_means[fine_to_coarse] + fine_separation * directions(n_fine)
     fine_labels = torch.arange(n_fine).repeat_interleave(n_per_class)
-    features = fine_means[fine_labels] + torch.randn(len(fine_labels), dim, generator=g,
+    features = fine_means[fine_labels] + torch.randn(len(fine_labels), feature_dim, generator=g,
                                                      dtype=torch.float64)
     return features.to(dtype), fine_to_coarse[fine_labels], fine_labels
 

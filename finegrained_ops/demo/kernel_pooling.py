@@ -7,7 +7,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .. import draw_hashes, estimate_gamma, kernel_pooling, rbf_alpha
+from .. import draw_hashes, estimate_rbf_gamma, kernel_pooling, rbf_alpha
 from ..metrics import kernel_approximation_error
 from ..nn import CompactBilinearPooling, ISqrtCovPooling, KernelPooling
 from .common import SmallCNN, accuracy, digits_splits, merge_runs, train
@@ -31,12 +31,12 @@ def run(report, settings):
     keep = (x.norm(dim=1) > 0) & (y.norm(dim=1) > 0)
     # eq. 3.11's coefficients approximate the RBF kernel of unit vectors
     x, y = F.normalize(x[keep], dim=1), F.normalize(y[keep], dim=1)
-    gamma = estimate_gamma(F.normalize(vectors[vectors.norm(dim=1) > 0], dim=1))
+    rbf_gamma = estimate_rbf_gamma(F.normalize(vectors[vectors.norm(dim=1) > 0], dim=1))
     dims = (32, 128, 512) if settings.quick else (32, 64, 128, 256, 512, 1024, 2048)
     orders = (2, 3, 4)
-    runs = [[{"order p": p, **{f"d={d}": _approximation_error(x, y, gamma, p, d, draw)
+    runs = [[{"order p": p, **{f"d={d}": _approximation_error(x, y, rbf_gamma, p, d, draw)
                                for d in dims}} for p in orders] for draw in settings.seeds]
-    report.table(merge_runs(runs), f"Mean relative RBF approximation error (γ = {gamma:.3g}, "
+    report.table(merge_runs(runs), f"Mean relative RBF approximation error (γ = {rbf_gamma:.3g}, "
                  f"{len(x)} pairs), mean ± std over {len(runs)} hash draw(s)")
     report.figure(_error_plot(runs, dims, orders), "kernel_approximation.png",
                   "Relative RBF approximation error vs sketch size d, per order p (thesis fig. "
@@ -69,18 +69,18 @@ def run(report, settings):
     return runs, rows
 
 
-def _approximation_error(x, y, gamma, order, dim, draw):
+def _approximation_error(x, y, rbf_gamma, order, dim, draw):
     index, sign = draw_hashes(x.shape[1], dim, order, seed=(draw * 31 + order) * 7919 + dim)
-    alpha = rbf_alpha(gamma, order)
+    alpha = rbf_alpha(rbf_gamma, order)
     phi = kernel_pooling(torch.stack([x, y])[..., None, :].flatten(0, 1), index, sign, alpha, dim)
     phi_x, phi_y = phi.view(2, len(x), -1)
-    return float(kernel_approximation_error(phi_x, phi_y, x, y, gamma).mean())
+    return float(kernel_approximation_error(phi_x, phi_y, x, y, rbf_gamma).mean())
 
 
 def _kernel_head(base, images, order, dim, seed):
     pooling = KernelPooling(32, dim, order=order, alpha="learned", seed=seed)
     with torch.no_grad():
-        pooling.estimate_gamma(base.features(images[:256]))
+        pooling.estimate_rbf_gamma(base.features(images[:256]))
     return nn.Sequential(pooling, nn.Linear(pooling.output_dim, 10))
 
 

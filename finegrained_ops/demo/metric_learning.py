@@ -45,14 +45,14 @@ def run(report, settings):
                 ("Triplet-M (+ local positives, 0.6)", TripletMarginLoss(positive_fraction=0.6))):
             model = SmallCNN(DIM, seed=seed)
             train(model, criterion, x, y, epochs, batch_sampler=pk())
-            classifier = AnchorPointClassifier(10, DIM).init_from_features(embed(model, x), y,
+            classifier = AnchorPointClassifier(10, DIM).init_from_embeddings(embed(model, x), y,
                                                                            seed=seed)
             test_emb = embed(model, test.x)
             rows.append(_row(name, classifier(test_emb), test_emb, test))
 
         model = SmallCNN(DIM, seed=seed)
         criterion = TripletAnchorPointLoss(10, DIM, positive_fraction=0.6)
-        criterion.classifier.init_from_features(embed(model, x), y, seed=seed)
+        criterion.classifier.init_from_embeddings(embed(model, x), y, seed=seed)
         sampler = QuasiOnlineBatchSampler(y, lambda: embed(model, x), p=10, k=6,
                                           refresh_every=10, per_anchor=1, num_batches=batches,
                                           seed=seed)

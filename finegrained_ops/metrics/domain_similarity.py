@@ -12,7 +12,7 @@ from .._optional import require
 from .._typing import Labels
 from ..data.class_grouping import class_means
 
-DEFAULT_GAMMA = 0.01
+DEFAULT_EMD_SCALE = 0.01
 
 
 def domain_distance(source_features: Tensor, source_labels: Labels, target_features: Tensor,
@@ -34,33 +34,35 @@ def domain_distance(source_features: Tensor, source_labels: Labels, target_featu
 
 
 def domain_similarity(source_features: Tensor, source_labels: Labels, target_features: Tensor,
-                      target_labels: Labels, *, gamma: float = DEFAULT_GAMMA) -> float:
-    """exp(-γ · domain_distance) (eq. 4.2), γ = 0.01 as in the thesis. A float in (0, 1]."""
-    _check_gamma(gamma)
-    return math.exp(-gamma * domain_distance(source_features, source_labels, target_features,
-                                             target_labels))
+                      target_labels: Labels, *, emd_scale: float = DEFAULT_EMD_SCALE) -> float:
+    """exp(-γ · domain_distance) (eq. 4.2), γ = emd_scale > 0; the default 0.01 is the
+    thesis's, for all its experiments. A float in (0, 1]."""
+    _check_emd_scale(emd_scale)
+    return math.exp(-emd_scale * domain_distance(source_features, source_labels,
+                                                 target_features, target_labels))
 
 
 def rank_source_classes(source_features: Tensor, source_labels: Labels, target_features: Tensor,
-                        target_labels: Labels, *, gamma: float = DEFAULT_GAMMA) -> Tensor:
+                        target_labels: Labels, *, emd_scale: float = DEFAULT_EMD_SCALE) -> Tensor:
     """Similarity of each source class alone, {(s_i, 1)}, to the target domain (thesis 4.3.2).
 
     A single source point moves all its mass to every target class: its EMD is the
-    target-weighted mean distance sum_j w_tj ‖g(s_i) - g(t_j)‖. Returns (m,) float64.
+    target-weighted mean distance sum_j w_tj ‖g(s_i) - g(t_j)‖; emd_scale as in
+    :func:`domain_similarity`. Returns (m,) float64.
     """
-    _check_gamma(gamma)
+    _check_emd_scale(emd_scale)
     (ms, _), (mt, wt) = (_weighted_means("source", source_features, source_labels),
                          _weighted_means("target", target_features, target_labels))
-    return torch.exp(-gamma * (torch.cdist(ms, mt.to(ms.device)) @ wt.to(ms.device)))
+    return torch.exp(-emd_scale * (torch.cdist(ms, mt.to(ms.device)) @ wt.to(ms.device)))
 
 
 def select_source_classes(source_features: Tensor, source_labels: Labels, target_features: Tensor,
                           target_labels: Labels, k: int,
-                          *, gamma: float = DEFAULT_GAMMA) -> Tensor:
+                          *, emd_scale: float = DEFAULT_EMD_SCALE) -> Tensor:
     """The k source classes most similar to the target, most similar first (greedy top-k of
     :func:`rank_source_classes`, thesis 4.3.2). Returns (k,) int64 class indices."""
     sims = rank_source_classes(source_features, source_labels, target_features, target_labels,
-                               gamma=gamma)
+                               emd_scale=emd_scale)
     if not (isinstance(k, int) and 1 <= k <= len(sims)):
         raise ValueError(f"k must be an int in [1, {len(sims)}] (source classes), got {k!r}")
     return torch.sort(sims, descending=True, stable=True).indices[:k]
@@ -73,5 +75,5 @@ def _weighted_means(name, features, labels):
     return class_means(x, y), counts / counts.sum()
 
 
-def _check_gamma(gamma):
-    check_number("gamma", gamma, low=0, low_open=True)
+def _check_emd_scale(emd_scale):
+    check_number("emd_scale", emd_scale, low=0, low_open=True)

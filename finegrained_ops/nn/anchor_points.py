@@ -15,82 +15,83 @@ from .triplet import TripletMarginLoss
 class AnchorPointClassifier(nn.Module):
     """Soft voting over K learnable anchor points per class (eq. 2.3).
 
-        p_i = sum_j exp(-gamma |f - u_ij|^2) / sum_l sum_j exp(-gamma |f - u_lj|^2)
+        p_i = sum_j exp(-γ |f - u_ij|^2) / sum_l sum_j exp(-γ |f - u_lj|^2),  γ = vote_sharpness
 
-    gamma -> inf votes for the class of the nearest anchor; gamma -> 0 gives every class the
-    same score. Anchors start random; :meth:`init_from_features` places them by k-means on
-    each class's training features (the paper's offline step), and training with
+    γ -> inf votes for the class of the nearest anchor; γ -> 0 gives every class the same
+    score. Anchors start random; :meth:`init_from_embeddings` places them by k-means on
+    each class's training embeddings (the paper's offline step), and training with
     :meth:`loss` (eq. 2.4) moves them.
 
     Args:
-        num_classes: C >= 1. dim: D >= 1. anchors_per_class: K >= 1.
-        gamma: softness > 0 (the paper uses 5 on L2-normalised 64-d features).
-        normalize: L2-normalise features first (as the triplet loss does).
+        num_classes: C >= 1. embedding_dim: D >= 1. anchors_per_class: K >= 1 (the paper's 3).
+        vote_sharpness: γ > 0; the default 5 is the paper's, on L2-normalised 64-d embeddings.
+        normalize: L2-normalise embeddings first (as the triplet loss does).
 
-    Shape: features (N, D) -> forward: (N, C) log p; predict: (N,) int64; loss: 0-dim.
+    Shape: embeddings (N, D) -> forward: (N, C) log p; predict: (N,) int64; loss: 0-dim.
     """
 
-    def __init__(self, num_classes: int, dim: int, *, anchors_per_class: int = 3,
-                 gamma: float = 5.0, normalize: bool = True) -> None:
+    def __init__(self, num_classes: int, embedding_dim: int, *, anchors_per_class: int = 3,
+                 vote_sharpness: float = 5.0, normalize: bool = True) -> None:
         super().__init__()
         check_int("num_classes", num_classes)
-        check_int("dim", dim)
+        check_int("embedding_dim", embedding_dim)
         check_int("anchors_per_class", anchors_per_class)
-        check_number("gamma", gamma, low=0, low_open=True)
-        self.gamma, self.normalize = float(gamma), normalize
-        self.anchors = nn.Parameter(0.1 * torch.randn(num_classes, anchors_per_class, dim))
+        check_number("vote_sharpness", vote_sharpness, low=0, low_open=True)
+        self.vote_sharpness, self.normalize = float(vote_sharpness), normalize
+        self.anchors = nn.Parameter(
+            0.1 * torch.randn(num_classes, anchors_per_class, embedding_dim))
 
-    def forward(self, features: Tensor) -> Tensor:
-        """features (N, D) -> (N, C) log-probabilities of the classes."""
-        f = self._features(features)
+    def forward(self, embeddings: Tensor) -> Tensor:
+        """embeddings (N, D) -> (N, C) log-probabilities of the classes."""
+        f = self._features(embeddings)
         u = self.anchors.reshape(-1, self.anchors.shape[-1]).to(f.dtype)
         sq = (f.pow(2).sum(1, keepdim=True) + u.pow(2).sum(1) - 2 * f @ u.t()).clamp_min(0)
-        votes = (-self.gamma * sq).view(f.shape[0], *self.anchors.shape[:2])
+        votes = (-self.vote_sharpness * sq).view(f.shape[0], *self.anchors.shape[:2])
         per_class = votes.logsumexp(dim=2)
         return per_class - per_class.logsumexp(dim=1, keepdim=True)
 
-    def predict(self, features: Tensor) -> Tensor:
+    def predict(self, embeddings: Tensor) -> Tensor:
         """(N,) the class with the highest confidence score."""
-        return self(features).argmax(dim=1)
+        return self(embeddings).argmax(dim=1)
 
-    def loss(self, features: Tensor, labels: Tensor) -> Tensor:
+    def loss(self, embeddings: Tensor, labels: Tensor) -> Tensor:
         """Mean of -log p_y over the batch (eq. 2.4)."""
-        labels = as_labels(labels, "labels", features.shape[0], features.device)
+        labels = as_labels(labels, "labels", embeddings.shape[0], embeddings.device)
         if labels.numel() and int(labels.max()) >= self.anchors.shape[0]:
             raise ValueError(f"labels must be < num_classes={self.anchors.shape[0]}, got "
                              f"{int(labels.max())}")
-        return F.nll_loss(self(features), labels)
+        return F.nll_loss(self(embeddings), labels)
 
     @torch.no_grad()
-    def init_from_features(self, features: Tensor, labels: Labels, iterations: int = 25,
-                           seed: int = 0) -> AnchorPointClassifier:
-        """Place each class's K anchors by k-means (k-means++ seeding) on its features.
+    def init_from_embeddings(self, embeddings: Tensor, labels: Labels, *, iterations: int = 25,
+                             seed: int = 0) -> AnchorPointClassifier:
+        """Place each class's K anchors by k-means (k-means++ seeding) on its embeddings.
 
         A class with fewer than K samples repeats them. Every class needs a sample.
         Returns self.
         """
-        f = self._features(features)
+        f = self._features(embeddings)
         labels = as_labels(labels, "labels", f.shape[0], f.device)
         generator = make_generator(seed)
         num_classes, k = self.anchors.shape[:2]
         for c in range(num_classes):
             members = f[labels == c]
             if members.shape[0] == 0:
-                raise ValueError(f"class {c} has no features to place its anchors")
+                raise ValueError(f"class {c} has no embeddings to place its anchors")
             self.anchors[c] = kmeans(members, k, iterations, generator).to(self.anchors.dtype)
         return self
 
-    def _features(self, features):
-        if not (isinstance(features, torch.Tensor) and features.dim() == 2
-                and features.shape[1] == self.anchors.shape[-1]):
-            raise ValueError(f"features must be (N, {self.anchors.shape[-1]}), got "
-                             f"{getattr(features, 'shape', type(features).__name__)}")
-        return F.normalize(features, dim=1) if self.normalize else features
+    def _features(self, embeddings):
+        if not (isinstance(embeddings, torch.Tensor) and embeddings.dim() == 2
+                and embeddings.shape[1] == self.anchors.shape[-1]):
+            raise ValueError(f"embeddings must be (N, {self.anchors.shape[-1]}), got "
+                             f"{getattr(embeddings, 'shape', type(embeddings).__name__)}")
+        return F.normalize(embeddings, dim=1) if self.normalize else embeddings
 
     def extra_repr(self) -> str:
         c, k, d = self.anchors.shape
-        return (f"num_classes={c}, dim={d}, anchors_per_class={k}, gamma={self.gamma}, "
-                f"normalize={self.normalize}")
+        return (f"num_classes={c}, embedding_dim={d}, anchors_per_class={k}, "
+                f"vote_sharpness={self.vote_sharpness}, normalize={self.normalize}")
 
 
 class TripletAnchorPointLoss(nn.Module):
@@ -98,16 +99,18 @@ class TripletAnchorPointLoss(nn.Module):
 
     The paper's Triplet-A: both terms train the embedding, the second also the anchors.
     ``triplet_kwargs`` go to :class:`TripletMarginLoss` (margin, negatives,
-    positive_fraction, ...). Shape: embeddings (B, D), labels (B,) -> 0-dim.
+    positive_fraction, ...). The defaults, K = 3 anchors per class, vote_sharpness 5 and
+    omega 0.1, are the paper's (Cui et al. 2016). Shape: embeddings (B, D), labels (B,) -> 0-dim.
     """
 
-    def __init__(self, num_classes: int, dim: int, *, anchors_per_class: int = 3,
-                 gamma: float = 5.0, omega: float = 0.1, **triplet_kwargs: Any) -> None:
+    def __init__(self, num_classes: int, embedding_dim: int, *, anchors_per_class: int = 3,
+                 vote_sharpness: float = 5.0, omega: float = 0.1, **triplet_kwargs: Any) -> None:
         super().__init__()
         check_number("omega", omega, low=0, high=1)
         self.omega = omega
-        self.classifier = AnchorPointClassifier(num_classes, dim,
-                                                anchors_per_class=anchors_per_class, gamma=gamma)
+        self.classifier = AnchorPointClassifier(num_classes, embedding_dim,
+                                                anchors_per_class=anchors_per_class,
+                                                vote_sharpness=vote_sharpness)
         self.triplet = TripletMarginLoss(**triplet_kwargs)
 
     def forward(self, embeddings: Tensor, labels: Tensor, extra_negatives: Optional[Tensor] = None,

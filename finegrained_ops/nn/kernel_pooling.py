@@ -8,8 +8,8 @@ from torch import Tensor, nn
 
 from .._checks import check_choice
 from ..ops.kernel_pooling import (_concat_streams, _kernel_pooling, draw_hashes,
-                                  draw_two_input_hashes, estimate_gamma, rbf_alpha, sketch_table,
-                                  two_input_signs)
+                                  draw_two_input_hashes, estimate_rbf_gamma, rbf_alpha,
+                                  sketch_table, two_input_signs)
 
 INPUT_FORMATS = ("NCHW", "NLC")
 ALPHAS = ("learned", "rbf", "ones")
@@ -20,19 +20,21 @@ class _SketchPooling(nn.Module):
     input layout, and the signed-sqrt + L2 post-processing flag."""
 
     # What the hashes were drawn for, in the buffer hash_spec: checked when a state dict is
-    # loaded (the hashes' shape does not say which dim they were drawn for); the seed follows.
-    SPEC = ("in_channels", "dim", "order", "y_channels", "seed")
+    # loaded (the hashes' shape does not say which sketch_dim they were drawn for); the seed
+    # follows.
+    SPEC = ("in_channels", "sketch_dim", "order", "y_channels", "seed")
 
-    def __init__(self, in_channels, dim, order, seed, input_format, sqrt_normalize,
+    def __init__(self, in_channels, sketch_dim, order, seed, input_format, sqrt_normalize,
                  hashes=None, y_channels=None):
         super().__init__()
         check_choice("input_format", input_format, INPUT_FORMATS)
-        hash_index, hash_sign = hashes or draw_hashes(in_channels, dim, order, seed=seed)
+        hash_index, hash_sign = hashes or draw_hashes(in_channels, sketch_dim, order, seed=seed)
         # Buffers: saved by state_dict(), moved by .to(); .half() converts the signs only.
         # Every entry of the state dict is a tensor (safetensors, timm's ModelEma).
         self.register_buffer("hash_index", hash_index)
         self.register_buffer("hash_sign", hash_sign)
-        self.in_channels, self.dim, self.order, self.seed = in_channels, dim, order, seed
+        self.in_channels, self.sketch_dim = in_channels, sketch_dim
+        self.order, self.seed = order, seed
         self.y_channels = y_channels
         self.register_buffer("hash_spec", torch.tensor(self._spec(), dtype=torch.int64))
         self.input_format, self.sqrt_normalize = input_format, sqrt_normalize
@@ -43,8 +45,9 @@ class _SketchPooling(nn.Module):
         self.register_load_state_dict_post_hook(_use_loaded_table)
 
     def _spec(self):
-        """(in_channels, dim, order, y_channels (0: one input), seed): hash_spec's values."""
-        return [self.in_channels, self.dim, self.order, self.y_channels or 0, self.seed]
+        """(in_channels, sketch_dim, order, y_channels (0: one input), seed): hash_spec's
+        values."""
+        return [self.in_channels, self.sketch_dim, self.order, self.y_channels or 0, self.seed]
 
     def _signs(self, hash_sign):
         """The signs the sketches read (two-input pooling restricts them to each stream)."""
@@ -55,7 +58,7 @@ class _SketchPooling(nn.Module):
         index = self.hash_index if hash_index is None else hash_index
         sign = self.hash_sign if hash_sign is None else hash_sign
         with torch.no_grad():
-            return sketch_table(index, self._signs(sign), self.dim)
+            return sketch_table(index, self._signs(sign), self.sketch_dim)
 
     def _locations(self, x, channels=None, name="input"):
         """(N, C, H, W) or (N, L, C), as set by input_format -> (N, L, C); C = `channels`,
@@ -74,13 +77,13 @@ class _SketchPooling(nn.Module):
         return x
 
     def _pool(self, locations, alpha=None):
-        return _kernel_pooling(locations, self.sketch_table, alpha, self.dim,
+        return _kernel_pooling(locations, self.sketch_table, alpha, self.sketch_dim,
                                self.sqrt_normalize)[0]
 
 
 
 def _check_loaded_hashes(module, state_dict, prefix, *_):
-    """A state dict must be for this module's sketch: same in_channels, dim, order and
+    """A state dict must be for this module's sketch: same in_channels, sketch_dim, order and
     y_channels, hash values in range. Checked before anything is copied, once per load (drawn
     hashes are valid by construction), rather than in every step: the table the step reads is
     built here, from the incoming hashes (the native op checks their values), and taken by
@@ -90,8 +93,9 @@ def _check_loaded_hashes(module, state_dict, prefix, *_):
     legacy = state_dict.pop(prefix + "_extra_state", None)
     if prefix + "hash_spec" not in state_dict:
         spec = module._spec()
-        if isinstance(legacy, dict):
-            spec = [legacy.get(key, value) or 0 for key, value in zip(module.SPEC, spec)]
+        if isinstance(legacy, dict):  # its keys: SPEC's, sketch_dim as 'dim'
+            spec = [legacy.get("dim" if key == "sketch_dim" else key, value) or 0
+                    for key, value in zip(module.SPEC, spec)]
         state_dict[prefix + "hash_spec"] = torch.tensor(spec, dtype=torch.int64)
     spec = state_dict[prefix + "hash_spec"]
     if not isinstance(spec, torch.Tensor) or spec.shape != (len(module.SPEC),):
@@ -116,9 +120,9 @@ def _use_loaded_table(module, _):
     module.seed = int(module.hash_spec[-1])
 
 
-def _use_loaded_gamma(module, _):
-    gamma = float(module.rbf_gamma)
-    module.gamma = None if gamma != gamma else gamma  # NaN: not known
+def _use_loaded_rbf_gamma(module, _):
+    rbf_gamma = float(module.rbf_gamma)
+    module._rbf_gamma = None if rbf_gamma != rbf_gamma else rbf_gamma  # NaN: not known
 
 
 class KernelPooling(_SketchPooling):
@@ -127,12 +131,13 @@ class KernelPooling(_SketchPooling):
 
     Args:
         in_channels: C, the channels of the input feature map.
-        dim: sketch size d of every order >= 2.
-        order: p >= 1.
+        sketch_dim: sketch size d of every order >= 2.
+        order: p >= 1; the default 4 is the thesis's (§3.3.2: enough for the RBF kernel).
         alpha: 'learned' (a Parameter), 'rbf' (fixed coefficients of the Gaussian RBF kernel,
-            eq. 3.11) or 'ones' (fixed). 'learned' starts from the RBF coefficients when gamma
-            is known, else from ones.
-        gamma: RBF γ; None leaves it to :meth:`estimate_gamma` (needed before 'rbf' runs).
+            eq. 3.11) or 'ones' (fixed). 'learned' starts from the RBF coefficients when
+            rbf_gamma is known, else from ones.
+        rbf_gamma: the RBF kernel's γ; None leaves it to :meth:`estimate_rbf_gamma` (needed
+            before 'rbf' runs). Held in the buffer ``rbf_gamma`` (NaN: not known yet).
         seed: seed of the dedicated torch.Generator the hashes are drawn from.
         input_format: 'NCHW' ((N, C, H, W) maps) or 'NLC' ((N, L, C) locations).
         sqrt_normalize: apply signed sqrt then L2 normalisation to the pooled vector.
@@ -140,21 +145,21 @@ class KernelPooling(_SketchPooling):
     Shape: (N, C, H, W) or (N, L, C) -> (N, 1 + C + (p - 1)·d) (``output_dim``).
     """
 
-    def __init__(self, in_channels: int, dim: int, *, order: int = 4, alpha: str = "learned",
-                 gamma: Optional[float] = None, seed: int = 0, input_format: str = "NCHW",
-                 sqrt_normalize: bool = True) -> None:
-        super().__init__(in_channels, dim, order, seed, input_format, sqrt_normalize)
+    def __init__(self, in_channels: int, sketch_dim: int, *, order: int = 4,
+                 alpha: str = "learned", rbf_gamma: Optional[float] = None, seed: int = 0,
+                 input_format: str = "NCHW", sqrt_normalize: bool = True) -> None:
+        super().__init__(in_channels, sketch_dim, order, seed, input_format, sqrt_normalize)
         check_choice("alpha", alpha, ALPHAS)
         self.alpha_mode = alpha
-        self.gamma = None if gamma is None else float(gamma)
-        # gamma as a tensor in the state dict (NaN: not known), read back once per load.
+        self._rbf_gamma = None if rbf_gamma is None else float(rbf_gamma)
+        # rbf_gamma as a tensor in the state dict (NaN: not known), read back once per load.
         self.register_buffer("rbf_gamma", torch.tensor(
-            float("nan") if gamma is None else self.gamma, dtype=torch.float64))
-        self.register_load_state_dict_post_hook(_use_loaded_gamma)
-        if alpha == "ones" or gamma is None:
+            float("nan") if rbf_gamma is None else self._rbf_gamma, dtype=torch.float64))
+        self.register_load_state_dict_post_hook(_use_loaded_rbf_gamma)
+        if alpha == "ones" or rbf_gamma is None:
             init = torch.ones(order + 1)
         else:
-            init = rbf_alpha(float(gamma), order).float()
+            init = rbf_alpha(float(rbf_gamma), order).float()
         if alpha == "learned":
             self.alpha = nn.Parameter(init)
         else:
@@ -162,32 +167,33 @@ class KernelPooling(_SketchPooling):
 
     @property
     def output_dim(self) -> int:
-        return 1 + self.in_channels + (self.order - 1) * self.dim
+        return 1 + self.in_channels + (self.order - 1) * self.sketch_dim
 
     @torch.no_grad()
-    def estimate_gamma(self, features: Tensor) -> float:
+    def estimate_rbf_gamma(self, features: Tensor) -> float:
         """Set γ to the reciprocal of the mean inner product of `features`' location vectors
         (thesis 3.3.2) and, for alpha 'rbf' or 'learned', reset alpha to the RBF coefficients.
 
         features: maps in this module's input_format (e.g. conv features of training images).
         Returns γ.
         """
-        self.gamma = estimate_gamma(self._locations(features))
-        self.rbf_gamma.fill_(self.gamma)
+        self._rbf_gamma = estimate_rbf_gamma(self._locations(features))
+        self.rbf_gamma.fill_(self._rbf_gamma)
         if self.alpha_mode != "ones":
-            self.alpha.copy_(rbf_alpha(self.gamma, self.order))
-        return self.gamma
+            self.alpha.copy_(rbf_alpha(self._rbf_gamma, self.order))
+        return self._rbf_gamma
 
     def forward(self, x: Tensor) -> Tensor:
         """x (N, C, H, W) or (N, L, C) (input_format) -> (N, output_dim)."""
-        if self.alpha_mode == "rbf" and self.gamma is None:
-            raise RuntimeError("KernelPooling(alpha='rbf') needs gamma: pass gamma= or call "
-                               "estimate_gamma(features) first")
+        if self.alpha_mode == "rbf" and self._rbf_gamma is None:
+            raise RuntimeError("KernelPooling(alpha='rbf') needs rbf_gamma: pass rbf_gamma= or "
+                               "call estimate_rbf_gamma(features) first")
         return self._pool(self._locations(x), self.alpha)
 
     def extra_repr(self) -> str:
-        return (f"in_channels={self.in_channels}, dim={self.dim}, order={self.order}, "
-                f"alpha={self.alpha_mode!r}, gamma={self.gamma}, seed={self.seed}, "
+        return (f"in_channels={self.in_channels}, sketch_dim={self.sketch_dim}, "
+                f"order={self.order}, alpha={self.alpha_mode!r}, rbf_gamma={self._rbf_gamma}, "
+                f"seed={self.seed}, "
                 f"input_format={self.input_format!r}, sqrt_normalize={self.sqrt_normalize}")
 
 
@@ -201,14 +207,15 @@ class CompactBilinearPooling(_SketchPooling):
     normalisation), so it is d times smaller than Gao's Caffe output.
 
     Shape: x (N, C, H, W) or (N, L, C) per input_format, and y likewise with C_y = y_channels
-    channels -> (N, dim).
+    channels -> (N, sketch_dim).
     """
 
-    def __init__(self, in_channels: int, dim: int, *, seed: int = 0, input_format: str = "NCHW",
+    def __init__(self, in_channels: int, sketch_dim: int, *, seed: int = 0,
+                 input_format: str = "NCHW",
                  sqrt_normalize: bool = True, y_channels: Optional[int] = None) -> None:
         hashes = None if y_channels is None else draw_two_input_hashes(in_channels, y_channels,
-                                                                         dim, seed=seed)
-        super().__init__(in_channels, dim, 2, seed, input_format, sqrt_normalize, hashes,
+                                                                         sketch_dim, seed=seed)
+        super().__init__(in_channels, sketch_dim, 2, seed, input_format, sqrt_normalize, hashes,
                          y_channels)
 
     def _signs(self, hash_sign):
@@ -218,10 +225,10 @@ class CompactBilinearPooling(_SketchPooling):
 
     @property
     def output_dim(self) -> int:
-        return self.dim
+        return self.sketch_dim
 
     def forward(self, x: Tensor, y: Optional[Tensor] = None) -> Tensor:
-        """x, and y for the two-input form, (N, C, H, W) or (N, L, C) -> (N, dim)."""
+        """x, and y for the two-input form, (N, C, H, W) or (N, L, C) -> (N, sketch_dim)."""
         if (y is None) != (self.y_channels is None):
             raise ValueError("this CompactBilinearPooling takes " + (
                 "one input (construct it with y_channels= for two)" if self.y_channels is None
@@ -241,5 +248,6 @@ class CompactBilinearPooling(_SketchPooling):
 
     def extra_repr(self) -> str:
         two = "" if self.y_channels is None else f", y_channels={self.y_channels}"
-        return (f"in_channels={self.in_channels}{two}, dim={self.dim}, seed={self.seed}, "
+        return (f"in_channels={self.in_channels}{two}, sketch_dim={self.sketch_dim}, "
+                f"seed={self.seed}, "
                 f"input_format={self.input_format!r}, sqrt_normalize={self.sqrt_normalize}")

@@ -14,26 +14,26 @@ from ..data._labels import indices_by_class
 class SuperClassInstanceLoss(nn.Module):
     """CE(super-class) + lambda_instance · CE(instance), on features from any backbone.
 
-    Holds the two classifiers: a linear super-class head (num_super, dim) and one weight
-    vector per training instance (n, dim).
+    Holds the two classifiers: a linear super-class head (num_super, D) and one weight vector
+    per training instance (n, D), D = feature_dim.
 
     within_super=True (Base-Indi_eff, eq. 5): the instance softmax runs only over the
-    instances of the sample's own super-class, so a sample costs O(dim · n_b) for the n_b
-    instances of its super-class instead of O(dim · n); the logits of the other instances are
+    instances of the sample's own super-class, so a sample costs O(D · n_b) for the n_b
+    instances of its super-class instead of O(D · n); the logits of the other instances are
     never computed. within_super=False (Base-Indi, eq. 4): softmax over all n instances.
     lambda_instance=0 is the Base objective (super-class labels only).
 
     Args:
-        dim: feature size.
+        feature_dim: D, the features' width.
         instance_super: (n,) int64, the super-class of every training instance (instance i is
             training image i; n = training-set size).
         lambda_instance: >= 0, the weight of the instance term.
 
-    Shape: features (B, dim) and target = (super_labels (B,), instance_ids (B,)), with
+    Shape: features (B, D) and target = (super_labels (B,), instance_ids (B,)), with
     super_labels == instance_super[instance_ids] -> the 0-dim mean loss.
     """
 
-    def __init__(self, dim: int, instance_super: Tensor, *, lambda_instance: float = 1.0,
+    def __init__(self, feature_dim: int, instance_super: Tensor, *, lambda_instance: float = 1.0,
                  within_super: bool = True) -> None:
         super().__init__()
         instance_super = as_labels(instance_super, "instance_super")
@@ -41,8 +41,9 @@ class SuperClassInstanceLoss(nn.Module):
             raise ValueError("instance_super must list at least one instance")
         check_number("lambda_instance", lambda_instance, low=0)
         num_super = int(instance_super.max()) + 1
-        self.super_head = nn.Linear(dim, num_super)
-        self.instance_weight = nn.Parameter(torch.randn(len(instance_super), dim) * dim ** -0.5)
+        self.super_head = nn.Linear(feature_dim, num_super)
+        self.instance_weight = nn.Parameter(
+            torch.randn(len(instance_super), feature_dim) * feature_dim ** -0.5)
         self.lambda_instance, self.within_super = float(lambda_instance), bool(within_super)
         self.register_buffer("instance_super", instance_super)
         # Instances of each super-class, padded with -1: row b lists the softmax support of
@@ -63,11 +64,13 @@ class SuperClassInstanceLoss(nn.Module):
                             f"{type(target).__name__}")
         super_labels, instance_ids = target
         check_tensor("features", features, dim=2)
-        n, dim = self.instance_weight.shape
-        if features.shape[1] != dim:
-            raise ValueError(f"features have {features.shape[1]} dims, the loss was built for {dim}")
+        n, feature_dim = self.instance_weight.shape
+        if features.shape[1] != feature_dim:
+            raise ValueError(f"features have {features.shape[1]} dims, the loss was built for "
+                             f"feature_dim={feature_dim}")
         instance_ids = instance_ids.to(torch.int64)
-        if instance_ids.numel() and not (0 <= int(instance_ids.min()) and int(instance_ids.max()) < n):
+        if instance_ids.numel() and not (
+                0 <= int(instance_ids.min()) and int(instance_ids.max()) < n):
             raise ValueError(f"instance_ids must be in [0, {n}), got [{int(instance_ids.min())}, "
                              f"{int(instance_ids.max())}]")
         if not torch.equal(self.instance_super[instance_ids], super_labels.to(torch.int64)):
@@ -79,7 +82,7 @@ class SuperClassInstanceLoss(nn.Module):
             members = self.super_members[super_labels]                      # (B, n_b max)
             # F.embedding: its backward sums repeated rows in a fixed order (indexing's
             # accumulate does not promise that on every backend)
-            weights = F.embedding(members.clamp_min(0), self.instance_weight)  # (B, n_b, dim)
+            weights = F.embedding(members.clamp_min(0), self.instance_weight)  # (B, n_b, D)
             logits = torch.einsum("bd,bkd->bk", features, weights.to(features.dtype))
             logits = logits.masked_fill(members < 0, float("-inf"))
             instance_loss = F.cross_entropy(logits, self.position_in_super[instance_ids])

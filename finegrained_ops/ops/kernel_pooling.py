@@ -21,36 +21,36 @@ from .._native import check_devices  # imported first: loading the extension reg
 
 
 def kernel_pooling(x: Tensor, hash_index: Tensor, hash_sign: Tensor, alpha: Optional[Tensor],
-                   dim: int, *, normalize: bool = False) -> Tensor:
+                   sketch_dim: int, *, normalize: bool = False) -> Tensor:
     """Taylor-series kernel feature map of every location, averaged over locations.
 
     Args:
         x: (N, L, C) features at L >= 1 locations, any strides; float16/bfloat16 (computed in
             float32), float32 or float64.
-        hash_index: (p, C) int64 in [0, dim), the bucket h_t(k) of channel k in sketch t.
+        hash_index: (p, C) int64 in [0, sketch_dim), the bucket h_t(k) of channel k in sketch t.
         hash_sign: (p, C) floating, +-1: the sign s_t(k), or 0 to leave channel k out of
             sketch t (as two-input compact bilinear pooling does). A constant: no gradient.
         alpha: (p + 1,) floating coefficients; alpha_i scales the order-i block, so
             φ(x)·φ(y) ≈ sum_i alpha_i² (x·y)^i (eq. 3.7).
-        dim: sketch size d >= 2 of every order >= 2 (any d, odd included).
+        sketch_dim: sketch size d >= 2 of every order >= 2 (any d, odd included).
         normalize: apply the signed square root, then L2 normalisation, to each row (what
             :func:`sqrt_normalize` does), in the same native pass.
 
     Returns:
-        (N, 1 + C + (p - 1)·dim) in x's dtype: [alpha_0, alpha_1·mean_l x_l,
+        (N, 1 + C + (p - 1)·sketch_dim) in x's dtype: [alpha_0, alpha_1·mean_l x_l,
         alpha_i·mean_l IFFT(prod_{t<=i} FFT(CS_t(x_l))) for i = 2..p]. Differentiable
         (once) w.r.t. x and alpha. p = 1 gives [alpha_0, alpha_1·mean_l x_l].
 
     The hashes are turned into a sketch table on every call; :class:`~finegrained_ops.nn.
     KernelPooling` builds it once.
     """
-    check_int("dim", dim, 2)
+    check_int("sketch_dim", sketch_dim, 2)
     _check_hash_channels(x, hash_index)
-    table = _sketch_table(hash_index, hash_sign, dim)
-    return _kernel_pooling(x, table, alpha, dim, normalize)[0]
+    table = _sketch_table(hash_index, hash_sign, sketch_dim)
+    return _kernel_pooling(x, table, alpha, sketch_dim, normalize)[0]
 
 
-def compact_bilinear_pooling(x: Tensor, hash_index: Tensor, hash_sign: Tensor, dim: int,
+def compact_bilinear_pooling(x: Tensor, hash_index: Tensor, hash_sign: Tensor, sketch_dim: int,
                              y: Optional[Tensor] = None, *, normalize: bool = False) -> Tensor:
     """Compact bilinear pooling (Gao et al. 2016): the order-2 block of kernel pooling alone;
     with `y`, the two-input form (Fukui et al. 2016's MCB; two-stream bilinear CNNs), a sketch
@@ -58,17 +58,17 @@ def compact_bilinear_pooling(x: Tensor, hash_index: Tensor, hash_sign: Tensor, d
 
     Args:
         x: (N, L, C) floating, any strides.
-        hash_index: (2, C) int64 in [0, dim); with y, (2, C + C_y), as from
+        hash_index: (2, C) int64 in [0, sketch_dim); with y, (2, C + C_y), as from
             :func:`draw_two_input_hashes`: sketch 1 reads row 0's first C entries, for x's
             channels, sketch 2 row 1's last C_y, for y's; the other entries are not used.
         hash_sign: hash_index's shape, +-1 (0 where a channel is left out of a sketch).
-        dim: sketch size d >= 2.
+        sketch_dim: sketch size d >= 2.
         y: optional (N, L, C_y) second stream at the same locations, x's dtype and device.
         normalize: signed square root, then L2 normalisation of each row, in the same pass.
 
     Returns:
-        (N, dim) in x's dtype, mean_l IFFT(FFT(CS_1(x_l))·FFT(CS_2(y_l))) (y = x without y):
-        an unbiased sketch of mean_l x_l y_lᵀ (irfft's 1/d; Gao's Caffe code is dim times
+        (N, sketch_dim) in x's dtype, mean_l IFFT(FFT(CS_1(x_l))·FFT(CS_2(y_l))) (y = x
+        without y): an unbiased sketch of mean_l x_l y_lᵀ (irfft's 1/d; Gao's Caffe code is d times
         larger). Two inputs run the same native op on the channels [x, y], so both get
         gradients.
     """
@@ -79,20 +79,20 @@ def compact_bilinear_pooling(x: Tensor, hash_index: Tensor, hash_sign: Tensor, d
     if isinstance(hash_index, torch.Tensor) and hash_index.dim() == 2 and hash_index.shape[0] != 2:
         raise ValueError(f"compact bilinear pooling takes two sketches: hash_index must be "
                          f"(2, C), got shape {tuple(hash_index.shape)}")
-    check_int("dim", dim, 2)
-    table = _sketch_table(hash_index, hash_sign, dim)
-    return _kernel_pooling(x, table, None, dim, normalize)[0]
+    check_int("sketch_dim", sketch_dim, 2)
+    table = _sketch_table(hash_index, hash_sign, sketch_dim)
+    return _kernel_pooling(x, table, None, sketch_dim, normalize)[0]
 
 
-def sketch_table(hash_index: Tensor, hash_sign: Tensor, dim: int) -> Tensor:
+def sketch_table(hash_index: Tensor, hash_sign: Tensor, sketch_dim: int) -> Tensor:
     """The hashes of p count sketches as the native kernels read them (docs/semantics.md §2).
 
-    hash_index (p, C) int64 in [0, dim) and hash_sign (p, C) floating of +-1 (0: channel left
-    out) -> (p, 2C + dim + 1) int64 on their device: per sketch, each channel's signed bucket,
-    then the channels grouped by bucket. Built once by the modules (a buffer, rebuilt when
-    hashes are loaded), per call by the functions.
+    hash_index (p, C) int64 in [0, sketch_dim) and hash_sign (p, C) floating of +-1 (0: channel
+    left out) -> (p, 2C + sketch_dim + 1) int64 on their device: per sketch, each channel's
+    signed bucket, then the channels grouped by bucket. Built once by the modules (a buffer,
+    rebuilt when hashes are loaded), per call by the functions.
     """
-    return _sketch_table(hash_index, hash_sign, dim)
+    return _sketch_table(hash_index, hash_sign, sketch_dim)
 
 
 def two_input_signs(hash_sign, y_channels):
@@ -127,43 +127,45 @@ def _concat_streams(x, y, hash_index):
     return torch.cat([x, y], dim=2)
 
 
-def draw_hashes(in_channels: int, dim: int, order: int, *, seed: int = 0) -> tuple[Tensor, Tensor]:
+def draw_hashes(in_channels: int, sketch_dim: int, order: int, *,
+                seed: int = 0) -> tuple[Tensor, Tensor]:
     """Hash functions of `order` count sketches, drawn from a dedicated torch.Generator(seed).
 
-    Returns hash_index (order, in_channels) int64 uniform in [0, dim) and hash_sign
+    Returns hash_index (order, in_channels) int64 uniform in [0, sketch_dim) and hash_sign
     (order, in_channels) float32 uniform in {-1, +1}. The global RNG is never touched, and the
     same seed gives the same hashes on every machine; sketch t of a higher order reuses the
     draws of a lower one, so compact bilinear pooling equals kernel pooling's order-2 block.
     """
     check_int("in_channels", in_channels)
-    check_int("dim", dim, 2)
+    check_int("sketch_dim", sketch_dim, 2)
     check_int("order", order)
     generator = make_generator(seed)
     index = torch.empty(order, in_channels, dtype=torch.int64)
     sign = torch.empty(order, in_channels, dtype=torch.float32)
     for t in range(order):
-        index[t] = torch.randint(dim, (in_channels,), generator=generator)
+        index[t] = torch.randint(sketch_dim, (in_channels,), generator=generator)
         sign[t] = torch.randint(2, (in_channels,), generator=generator) * 2.0 - 1.0
     return index, sign
 
 
-def draw_two_input_hashes(x_channels: int, y_channels: int, dim: int,
+def draw_two_input_hashes(x_channels: int, y_channels: int, sketch_dim: int,
                           *, seed: int = 0) -> tuple[Tensor, Tensor]:
     """Hashes of two-input compact bilinear pooling: sketch 1 over x's channels, sketch 2 over
     y's, as one (2, C + C_y) pair for the native op on the channels [x, y].
 
-    Returns hash_index (2, x_channels + y_channels) int64 in [0, dim) and hash_sign of the same
-    shape, float32. With (index, sign) = ``draw_hashes(max(C, C_y), dim, 2, seed)``, sketch 1
+    Returns hash_index (2, x_channels + y_channels) int64 in [0, sketch_dim) and hash_sign of the
+    same shape, float32. With (index, sign) = ``draw_hashes(max(C, C_y), sketch_dim, 2, seed)``,
+    sketch 1
     is row 0's first C entries, on x's channels, and sketch 2 row 1's first C_y, on y's (one
     draw, so the two are independent); every other entry has index 0 and sign 0 (left out).
     So with C = C_y, pooling (x, x) equals single-input compact bilinear pooling of x with
-    ``draw_hashes(C, dim, 2, seed)``.
+    ``draw_hashes(C, sketch_dim, 2, seed)``.
     """
     check_int("x_channels", x_channels)
     check_int("y_channels", y_channels)
     # One draw for both: two draws from the same seed would share their random stream, and
     # x's signs and buckets would repeat y's.
-    drawn_index, drawn_sign = draw_hashes(max(x_channels, y_channels), dim, 2, seed=seed)
+    drawn_index, drawn_sign = draw_hashes(max(x_channels, y_channels), sketch_dim, 2, seed=seed)
     index = torch.zeros(2, x_channels + y_channels, dtype=torch.int64)
     sign = torch.zeros(2, x_channels + y_channels, dtype=torch.float32)
     for out, drawn in ((index, drawn_index), (sign, drawn_sign)):
@@ -172,20 +174,20 @@ def draw_two_input_hashes(x_channels: int, y_channels: int, dim: int,
     return index, sign
 
 
-def rbf_alpha(gamma: float, order: int) -> Tensor:
+def rbf_alpha(rbf_gamma: float, order: int) -> Tensor:
     """Coefficients alpha_i = sqrt(exp(-2γ)(2γ)^i / i!), i = 0..order, with which kernel pooling
     approximates the Gaussian RBF kernel exp(-γ‖x - y‖²) of L2-normalised inputs (eq. 3.11).
 
     Returns (order + 1,) float64.
     """
-    check_number("gamma", gamma, low=0, low_open=True)
+    check_number("rbf_gamma", rbf_gamma, low=0, low_open=True)
     check_int("order", order, 0)
     i = torch.arange(order + 1, dtype=torch.float64)
-    log_alpha_sq = -2.0 * gamma + i * math.log(2.0 * gamma) - torch.lgamma(i + 1)
+    log_alpha_sq = -2.0 * rbf_gamma + i * math.log(2.0 * rbf_gamma) - torch.lgamma(i + 1)
     return torch.exp(0.5 * log_alpha_sq)
 
 
-def estimate_gamma(features: Tensor) -> float:
+def estimate_rbf_gamma(features: Tensor) -> float:
     """γ = 1 / mean inner product of distinct pairs of feature vectors (thesis 3.3.2).
 
     features: (..., C) floating; all leading axes are flattened into M >= 2 vectors. The mean
@@ -198,12 +200,12 @@ def estimate_gamma(features: Tensor) -> float:
     vectors = features.reshape(-1, features.shape[-1]).to(torch.float64)
     m = vectors.shape[0]
     if m < 2:
-        raise ValueError(f"estimate_gamma needs at least 2 feature vectors, got {m}")
+        raise ValueError(f"estimate_rbf_gamma needs at least 2 feature vectors, got {m}")
     total = vectors.sum(dim=0)
     mean_inner = (total.dot(total) - vectors.pow(2).sum()) / (m * (m - 1))
     if not bool(mean_inner > 0):
         raise ValueError(f"the mean inner product of the features is {float(mean_inner):.4g}; "
-                         "γ = 1 / mean needs it > 0 (pass gamma explicitly)")
+                         "γ = 1 / mean needs it > 0 (pass rbf_gamma explicitly)")
     return float(1.0 / mean_inner)
 
 
@@ -252,23 +254,23 @@ _kernel_pooling_backward = torch.ops.finegrained_ops.kernel_pooling_backward.def
 
 
 @torch.library.register_fake("finegrained_ops::sketch_table")
-def _(hash_index, hash_sign, dim):
+def _(hash_index, hash_sign, sketch_dim):
     order, channels = hash_index.shape
-    return hash_index.new_empty((order, 2 * channels + dim + 1))
+    return hash_index.new_empty((order, 2 * channels + sketch_dim + 1))
 
 
-def _pooled_width(x, table, alpha, dim):
-    return (0 if alpha is None else 1 + x.shape[2]) + (table.shape[0] - 1) * dim
+def _pooled_width(x, table, alpha, sketch_dim):
+    return (0 if alpha is None else 1 + x.shape[2]) + (table.shape[0] - 1) * sketch_dim
 
 
 @torch.library.register_fake("finegrained_ops::kernel_pooling")
-def _(x, table, alpha, dim, normalize):
-    shape = (x.shape[0], _pooled_width(x, table, alpha, dim))
+def _(x, table, alpha, sketch_dim, normalize):
+    shape = (x.shape[0], _pooled_width(x, table, alpha, sketch_dim))
     return x.new_empty(shape), x.new_empty(shape, dtype=compute_dtype(x.dtype))
 
 
 @torch.library.register_fake("finegrained_ops::kernel_pooling_backward")
-def _(grad, x, table, alpha, blocks, out, dim, normalize):
+def _(grad, x, table, alpha, blocks, out, sketch_dim, normalize):
     grad_alpha = (torch.empty_like(alpha) if alpha is not None
                   else x.new_empty((0,), dtype=compute_dtype(x.dtype)))
     return torch.empty_like(x), grad_alpha

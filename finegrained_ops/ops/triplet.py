@@ -18,7 +18,7 @@ from typing import Optional
 import torch
 from torch import Tensor
 
-from .._checks import (FLOATING, as_float, check_choice, check_int, check_number,
+from .._checks import (FLOATING, as_float, check_choice, check_int, check_labels, check_number,
                        check_tensor)
 from .._native import _C, check_devices
 
@@ -38,7 +38,7 @@ def triplet_margin_loss(embeddings: Tensor, labels: Tensor, *, margin: float = 0
         embeddings: (B, D) float16/bfloat16/float32/float64 embeddings (half types read as they are
             and computed in float32).
         labels: (B,) int64 class labels.
-        margin: >= 0.
+        margin: >= 0; the default 0.2 is the thesis's (§2.5, Cui et al. 2016).
         negatives: which negatives each (anchor, positive) pair uses: 'violating' (loss > 0),
             'semihard' (d(a,p) < d(a,n) and loss > 0), 'hardest' (batch-hard: farthest
             positive, nearest negative per anchor) or 'all'.
@@ -211,14 +211,14 @@ def _prepare(embeddings, labels, margin, negatives, positive_fraction, extra, ex
     and normalises."""
     check_triplet_args(margin, negatives, positive_fraction)
     check_tensor(name, embeddings, dim=2, dtypes=FLOATING)
-    _check_labels("labels" if name == "embeddings" else name.replace("embeddings", "labels"),
-                  labels, embeddings.shape[0])
+    check_labels("labels" if name == "embeddings" else name.replace("embeddings", "labels"),
+                 labels, embeddings.shape[0])
     extra, extra_labels = _extras(embeddings, labels, extra, extra_labels)
     check_tensor("extra_negatives", extra, dim=2, dtypes=FLOATING)
     if extra.shape[1] != embeddings.shape[1]:
         raise ValueError(f"extra_negatives must have D={embeddings.shape[1]} columns, got shape "
                          f"{tuple(extra.shape)}")
-    _check_labels("extra_negative_labels", extra_labels, extra.shape[0])
+    check_labels("extra_negative_labels", extra_labels, extra.shape[0])
     check_devices(**{name: embeddings, "labels": labels, "extra_negatives": extra,
                      "extra_negative_labels": extra_labels})
     if extra.dtype != embeddings.dtype:
@@ -236,14 +236,6 @@ def _extras(embeddings, labels, extra, extra_labels):
         return embeddings.new_empty((0, embeddings.shape[1])), torch.empty(0, dtype=torch.int64,
                                                              device=embeddings.device)
     return extra, extra_labels
-
-
-def _check_labels(name, labels, n):
-    check_tensor(name, labels, dim=1)
-    if labels.dtype != torch.int64:
-        raise TypeError(f"{name} must be int64 class labels, got {labels.dtype}")
-    if labels.shape[0] != n:
-        raise ValueError(f"{name} has {labels.shape[0]} entries but the embeddings have {n} rows")
 
 
 # The ops are defined in C++ with their device kernels and the loss's autograd

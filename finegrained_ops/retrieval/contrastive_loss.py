@@ -6,13 +6,13 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from .._checks import FLOATING, as_labels, check_choice, check_number, check_tensor, compute_dtype
-from .._typing import Labels
+from .._checks import (FLOATING, check_choice, check_labels, check_number, check_same_device,
+                       check_tensor, compute_dtype)
 
 REDUCTIONS = ("mean_nonzero", "mean", "sum")
 
 
-def contrastive_loss(embeddings: Tensor, labels: Labels, *, pos_margin: float = 0.0,
+def contrastive_loss(embeddings: Tensor, labels: Tensor, *, pos_margin: float = 0.0,
                      neg_margin: float = 1.0, squared: bool = False, negatives: str = "all",
                      normalize: bool = True, reduction: str = "mean_nonzero") -> Tensor:
     """Pulls same-label pairs within pos_margin and pushes different-label pairs beyond
@@ -26,7 +26,8 @@ def contrastive_loss(embeddings: Tensor, labels: Labels, *, pos_margin: float = 
 
     Args:
         embeddings: (B, D) float16/bfloat16/float32/float64 (half types computed in float32,
-            as every op here). labels: (B,) int64.
+            as every op here). labels: (B,) int64 on the embeddings' device, any values (the
+            triplet loss's labels).
         negatives: 'all', or 'hardest' (each anchor's nearest negative only).
         reduction: 'mean_nonzero' (PML's default: the positive and the negative terms each
             averaged over their non-zero pairs, then added) | 'mean' (over all the pairs
@@ -35,7 +36,8 @@ def contrastive_loss(embeddings: Tensor, labels: Labels, *, pos_margin: float = 
     Returns: 0-dim, in embeddings' dtype; 0 when the batch has no pair of either kind.
     """
     check_tensor("embeddings", embeddings, dim=2, dtypes=FLOATING)
-    labels = as_labels(labels, "labels", len(embeddings), device=embeddings.device)
+    check_labels("labels", labels, len(embeddings))
+    check_same_device(embeddings=embeddings, labels=labels)
     check_arguments(pos_margin, neg_margin, negatives, reduction)
     x = embeddings.to(compute_dtype(embeddings.dtype))  # cdist has no half kernels
     x = F.normalize(x, dim=1) if normalize else x

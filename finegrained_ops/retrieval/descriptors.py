@@ -41,7 +41,8 @@ def gem(x: Tensor, *, p: Union[float, Tensor] = 3.0, eps: float = 1e-6,
         normalize: bool = True) -> Tensor:
     """Generalised mean pooling (Radenović et al., TPAMI'18): (mean of clamp(x, eps)^p)^(1/p).
     p: a number > 0 or a 0-dim / (1,) floating tensor (a learnable p, as nn.GeM holds; > 0 and
-    finite, checked without a host sync on CUDA); p = 1 is SPoC, p -> inf tends to MAC. eps > 0
+    finite, checked without a host sync on CUDA); p = 1 is SPoC, p -> inf tends to MAC, and
+    the default 3 is Radenović et al.'s. eps > 0
     keeps the power differentiable at 0. Computed as M (mean of (clamp(x, eps) / M)^p)^(1/p),
     M the largest value of each channel, so x^p cannot overflow."""
     if isinstance(p, torch.Tensor):
@@ -93,7 +94,8 @@ def rmac_regions(height: int, width: int, *, levels: int = 3) -> list[tuple[int,
 
 def rmac(x: Tensor, *, levels: int = 3, eps: float = 1e-6, normalize: bool = True) -> Tensor:
     """Regional MAC (Tolias et al., ICLR'16): the MAC of every region of rmac_regions, each
-    L2-normalised, summed, and the sum L2-normalised (when normalize). eps > 0 guards the
+    L2-normalised, summed, and the sum L2-normalised (when normalize); levels = 3, as Tolias
+    et al. eps > 0 guards the
     regions' normalisation (a region of zeros adds nothing)."""
     check_rmac_arguments(levels, eps)
 
@@ -115,9 +117,9 @@ def crow(x: Tensor, *, a: float = 2.0, b: float = 2.0, normalize: bool = True) -
     """Cross-dimensional weighting (Kalantidis et al., ECCV'16 workshops): locations weighted by
     S = (A / ||A||_a)^(1/b), A the sum over channels; channel k then by log(sum_h Q_h / Q_k),
     Q_k the fraction of its locations that are non-zero (0 for an all-zero channel), as in the
-    authors' code. For non-negative (post-ReLU) maps: a negative value is a ValueError (a
-    device-side assertion on CUDA). Computed on x / M, M each map's largest value, and scaled
-    back: CroW is homogeneous, and ||A||_a would overflow."""
+    authors' code; a = b = 2 are the authors' choice. For non-negative (post-ReLU) maps: a
+    negative value is a ValueError (a device-side assertion on CUDA). Computed on x / M, M each
+    map's largest value, and scaled back: CroW is homogeneous, and ||A||_a would overflow."""
     check_crow_arguments(a, b)
     check_tensor("x", x, dim=4, dtypes=FLOATING)
     check_value(~(x < 0).any(),

@@ -16,8 +16,9 @@ def query_expansion(query: Tensor, gallery: Tensor, *, k: int = 2, alpha: float 
     """α-QE: q' = normalise(q + sum over the k most similar gallery items g of max(0, q·g)^α g).
 
     query (Nq, D), gallery (N, D): L2-normalised descriptors (normalised here), one dtype and
-    device. k in [1, N]; alpha >= 0 (0: average QE). Returns (Nq, D), L2-normalised. Follow
-    with diffusion (diffusion_rerank) or plain cosine ranking.
+    device. k in [1, N]; alpha >= 0 (0: average QE; the default 3 is Radenović et al.'s).
+    Returns (Nq, D), L2-normalised. Follow with diffusion (diffusion_rerank) or plain cosine
+    ranking.
     """
     q, g = _descriptors(query, gallery)
     return _expand(q, g, k, alpha, chunk_size, add_self=True)

@@ -1,6 +1,7 @@
 """Learned whitening of global descriptors (docs/semantics.md §6): PCA whitening (Jégou &
 Chum, ECCV'12) or, from matching pairs, the supervised whitening of Radenović et al. (after
-Mikolajczyk & Matas); either way centre, project, keep the leading `dim` axes, L2-normalise."""
+Mikolajczyk & Matas); either way centre, project, keep the leading `output_dim` axes,
+L2-normalise."""
 from __future__ import annotations
 
 from typing import Optional
@@ -14,34 +15,35 @@ from .._typing import Labels
 
 
 class PCAWhitening(nn.Module):
-    """y = normalise(P (x - mean)), P the (dim, D) projection learned by :meth:`fit` (PCA) or
-    :meth:`fit_pairs` (supervised, from matching pairs).
+    """y = normalise(P (x - mean)), P the (output_dim, D) projection learned by :meth:`fit` (PCA)
+    or :meth:`fit_pairs` (supervised, from matching pairs).
 
     Both learn within the r-dimensional span of the centred descriptors: a direction none of
     them varies in (a dead channel, a constant offset) carries nothing and is left out, so
-    ``dim`` defaults to r and may not exceed it, and descriptors that do not vary at all are
-    refused. ``mean`` (D,) and ``projection`` (dim, D) are float64 buffers: they survive
+    ``output_dim`` defaults to r and may not exceed it, and descriptors that do not vary at all are
+    refused. ``mean`` (D,) and ``projection`` (output_dim, D) are float64 buffers: they survive
     state_dict(), move with .to(device) and stay float64 under .float() / .half(). Before fit
     the module raises.
 
     Args:
-        dim: output dimension (default r, the dimensions the descriptors vary in), at most r.
+        output_dim: the output's width (default r, the dimensions the descriptors vary in), at
+            most r.
         power: eigenvalues are raised to -power; 0.5 is full whitening, smaller values soften
             it (Jégou & Chum's power-law), 0 is PCA rotation alone.
         shrinkage: eps added to every eigenvalue, as a fraction of the largest, so near-zero
             directions are not blown up.
 
-    Shape: (N, D) floating -> (N, dim), in the input's dtype.
+    Shape: (N, D) floating -> (N, output_dim), in the input's dtype.
     """
 
-    def __init__(self, *, dim: Optional[int] = None, power: float = 0.5,
+    def __init__(self, *, output_dim: Optional[int] = None, power: float = 0.5,
                  shrinkage: float = 1e-6) -> None:
         super().__init__()
-        if dim is not None:
-            check_int("dim", dim)
+        if output_dim is not None:
+            check_int("output_dim", output_dim)
         check_number("power", power, low=0)
         check_number("shrinkage", shrinkage, low=0)
-        self.dim, self.power, self.shrinkage = dim, power, shrinkage
+        self.output_dim, self.power, self.shrinkage = output_dim, power, shrinkage
         self.register_buffer("mean", None)
         self.register_buffer("projection", None)
         self.register_load_state_dict_pre_hook(_take_fitted_shapes)
@@ -49,7 +51,7 @@ class PCAWhitening(nn.Module):
     @torch.no_grad()
     def fit(self, descriptors: Tensor) -> PCAWhitening:
         """Learns mean and projection from (N, D) descriptors, N >= 2 (in float64): the leading
-        `dim` principal axes of the centred descriptors, each scaled by
+        `output_dim` principal axes of the centred descriptors, each scaled by
         (eigenvalue + shrinkage·largest)^(-power). Returns self."""
         x = self._descriptors(descriptors)
         self.mean = x.mean(dim=0)
@@ -64,7 +66,7 @@ class PCAWhitening(nn.Module):
         """Supervised whitening (Radenović et al.'s learned whitening, after Mikolajczyk &
         Matas; cirtorch's ``whitenlearn``): whiten the covariance S of matching-pair
         differences, then rotate onto the principal axes of the whitened descriptors, keeping
-        the leading `dim`.
+        the leading `output_dim`.
 
         descriptors (N, D), N >= 2; pairs (P, 2) int64 indices into them of matching
         descriptors (same object or class; the first column the queries), P >= 1. As
@@ -105,24 +107,25 @@ class PCAWhitening(nn.Module):
         return self
 
     def _descriptors(self, descriptors):
-        """(N, D) real floating descriptors, N >= 2, dim <= D, in float64."""
+        """(N, D) real floating descriptors, N >= 2, output_dim <= D, in float64."""
         check_tensor("descriptors", descriptors, dim=2, dtypes=FLOATING)
         n, d = descriptors.shape
         if n < 2:
             raise ValueError(f"fit needs at least 2 descriptors, got {n}")
-        if self.dim is not None and self.dim > d:
-            raise ValueError(f"dim must be at most D={d}, got {self.dim}")
+        if self.output_dim is not None and self.output_dim > d:
+            raise ValueError(f"output_dim must be at most D={d}, got {self.output_dim}")
         return descriptors.to(torch.float64)
 
     def _output_dim(self, r):
-        """dim, or r when None; at most r."""
-        if self.dim is not None and self.dim > r:
-            raise ValueError(f"the descriptors vary in {r} dimensions: dim must be at most that, "
-                             f"got {self.dim}")
-        return r if self.dim is None else self.dim
+        """output_dim, or r when None; at most r."""
+        if self.output_dim is not None and self.output_dim > r:
+            raise ValueError(f"the descriptors vary in {r} dimensions: output_dim must be at most "
+                             f"that, "
+                             f"got {self.output_dim}")
+        return r if self.output_dim is None else self.output_dim
 
     def forward(self, x: Tensor) -> Tensor:
-        """x (N, D) float16/bfloat16/float32/float64 -> (N, dim) in x's dtype, unit rows."""
+        """x (N, D) float16/bfloat16/float32/float64 -> (N, output_dim) in x's dtype, unit rows."""
         if self.projection is None:
             raise RuntimeError("PCAWhitening: call fit(descriptors) before applying it")
         check_tensor("x", x, dim=2, dtypes=FLOATING)
@@ -140,7 +143,8 @@ class PCAWhitening(nn.Module):
         return self
 
     def extra_repr(self) -> str:
-        return f"dim={self.dim}, power={self.power}, fitted={self.projection is not None}"
+        return (f"output_dim={self.output_dim}, power={self.power}, "
+                f"fitted={self.projection is not None}")
 
     @staticmethod
     def _span(centred):
@@ -195,9 +199,9 @@ def _take_fitted_shapes(module, state_dict, prefix, *args):
     """A fitted state dict loads into an unfitted module (its buffers take the saved shapes),
     and only into one of its output dimension."""
     saved = state_dict.get(prefix + "projection")
-    if saved is not None and module.dim is not None and saved.shape[0] != module.dim:
+    if saved is not None and module.output_dim is not None and saved.shape[0] != module.output_dim:
         raise ValueError(f"the state dict's projection has {saved.shape[0]} rows (its output "
-                         f"dimension), but this PCAWhitening has dim={module.dim}")
+                         f"dimension), but this PCAWhitening has output_dim={module.output_dim}")
     for name in ("mean", "projection"):
         saved = state_dict.get(prefix + name)
         if saved is not None and getattr(module, name) is None:

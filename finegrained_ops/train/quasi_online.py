@@ -28,7 +28,8 @@ class QuasiOnlineBatchSampler(Sampler):
         per_anchor: triplets drawn per anchor from its mined set (violating negatives, local
             positives); their positives and negatives join the batch.
         margin, positive_fraction: the mining rule (as in
-            :func:`~finegrained_ops.triplet_margin_loss`).
+            :func:`~finegrained_ops.triplet_margin_loss`); the default positive_fraction 0.6 is
+            the paper's positive region, 60% of the anchor's same-class neighbours.
         num_batches, seed, num_replicas, rank: as in PKBatchSampler.
 
     Yields lists of dataset indices: the anchors (class by class), then the mined items not
@@ -45,7 +46,8 @@ class QuasiOnlineBatchSampler(Sampler):
         check_int("refresh_every", refresh_every)
         self.labels = self.anchors.labels
         self.embed_fn, self.refresh_every = embed_fn, refresh_every
-        self.per_anchor, self.margin, self.positive_fraction = per_anchor, margin, positive_fraction
+        self.per_anchor, self.margin = per_anchor, margin
+        self.positive_fraction = positive_fraction
         self.seed, self.batches_drawn, self.bank, self.refreshes = int(seed), 0, None, 0
 
     def set_epoch(self, epoch: int) -> None:
