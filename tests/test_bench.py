@@ -4,6 +4,7 @@ import json
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -61,6 +62,16 @@ def test_host_overhead_runs():
     assert all(float(r.split()[-5]) > 0 and int(r.split()[-1]) > 0 for r in rows), rows
     assert run.stdout.count("host calls over 20 steps") == 4
     assert "finegrained_ops::triplet_margin_loss" in run.stdout
+
+
+def test_every_registered_benchmark_exists():
+    """Checked here, not beside the registry test: `make sanitize` runs the tests from a copy
+    of the package and tests/ that holds no benchmarks/."""
+    from .registry import REGISTRY
+    benchmarks = Path(__file__).resolve().parents[1] / "benchmarks"
+    missing = [op.name for op in REGISTRY.values()
+               if op.bench is not None and not (benchmarks / f"bench_{op.bench}.py").is_file()]
+    assert not missing
 
 
 def test_long_run_steps_every_registered_op():
