@@ -259,26 +259,38 @@ class ComplexFft {
 
 namespace {
 
+// Columns [0, length) of `count` <= W rows (W lanes of a vector of T): full(i, block) moves
+// the W x W block at column i through `block` (only when all W rows are there), one(i) the
+// single column i (the rest, and partial groups).
+template <typename T, typename Full, typename One>
+void for_each_column_block(int64_t count, int64_t length, const Full& full, const One& one) {
+  constexpr int64_t W = at::vec::Vectorized<T>::size();
+  T block[W * W];
+  int64_t i = 0;
+  if (count == W) {
+    for (; i + W <= length; i += W) full(i, block);
+  }
+  for (; i < length; ++i) one(i);
+}
+
 // Up to W rows to lane vectors and back: lanes[i] holds element i of every row (rows past
-// `count` read as 0 and are not written). Full groups move W x W blocks through registers.
+// `count` read as 0 and are not written). Full blocks are transposed through registers.
 template <typename T>
 void load_rows(const T* in, int64_t stride, int64_t count, int64_t length,
                at::vec::Vectorized<T>* lanes) {
   using V = at::vec::Vectorized<T>;
   constexpr int64_t W = V::size();
-  int64_t i = 0;
-  if (count == W) {
-    T block[W * W];
-    for (; i + W <= length; i += W) {
-      at::vec::transpose_mxn<T, W, W>(in + i, stride, block, W);
-      for (int64_t c = 0; c < W; ++c) lanes[i + c] = V::loadu(block + c * W);
-    }
-  }
-  for (; i < length; ++i) {
-    T lane[W] = {};
-    for (int64_t r = 0; r < count; ++r) lane[r] = in[r * stride + i];
-    lanes[i] = V::loadu(lane);
-  }
+  for_each_column_block<T>(
+      count, length,
+      [&](int64_t i, T* block) {
+        at::vec::transpose_mxn<T, W, W>(in + i, stride, block, W);
+        for (int64_t c = 0; c < W; ++c) lanes[i + c] = V::loadu(block + c * W);
+      },
+      [&](int64_t i) {
+        T lane[W] = {};
+        for (int64_t r = 0; r < count; ++r) lane[r] = in[r * stride + i];
+        lanes[i] = V::loadu(lane);
+      });
 }
 
 template <typename T>
@@ -286,19 +298,17 @@ void store_rows(const at::vec::Vectorized<T>* lanes, int64_t length, T* out, int
                 int64_t count) {
   using V = at::vec::Vectorized<T>;
   constexpr int64_t W = V::size();
-  int64_t i = 0;
-  if (count == W) {
-    T block[W * W];
-    for (; i + W <= length; i += W) {
-      for (int64_t c = 0; c < W; ++c) lanes[i + c].store(block + c * W);
-      at::vec::transpose_mxn<T, W, W>(block, W, out + i, stride);
-    }
-  }
-  for (; i < length; ++i) {
-    T lane[W];
-    lanes[i].store(lane);
-    for (int64_t r = 0; r < count; ++r) out[r * stride + i] = lane[r];
-  }
+  for_each_column_block<T>(
+      count, length,
+      [&](int64_t i, T* block) {
+        for (int64_t c = 0; c < W; ++c) lanes[i + c].store(block + c * W);
+        at::vec::transpose_mxn<T, W, W>(block, W, out + i, stride);
+      },
+      [&](int64_t i) {
+        T lane[W];
+        lanes[i].store(lane);
+        for (int64_t r = 0; r < count; ++r) out[r * stride + i] = lane[r];
+      });
 }
 
 }  // namespace

@@ -195,20 +195,49 @@ __device__ int64_t nearest_negative_of_warp(const AnchorCandidates<T>& c) {
   return best;
 }
 
+// kHardest's one triplet of the anchor: the farthest kept positive (its slot j in d_ap) and
+// the nearest negative n, both -1 when either is absent.
+struct HardestTriplet {
+  int64_t j = -1, n = -1;
+  __device__ bool found() const { return j >= 0; }
+};
+
+template <typename T>
+__device__ HardestTriplet hardest_triplet_of_warp(const AnchorCandidates<T>& c,
+                                                  const SortedPositives<T>& d_ap, int64_t kept) {
+  const int64_t n = nearest_negative_of_warp(c), j = farthest_positive(d_ap, kept);
+  return n >= 0 && j >= 0 ? HardestTriplet{j, n} : HardestTriplet{};
+}
+
+// kHardest's kCount and kLoss passes (count_anchor and loss_anchor below for the other
+// rules), by lane 0: the anchor's triplet t or none.
+template <typename T>
+__device__ void hardest_anchor(const RowsParams<T>& p, int64_t a, const AnchorCandidates<T>& c,
+                               const SortedPositives<T>& d_ap, HardestTriplet t) {
+  if (lane_id() != 0) return;
+  if (p.pass == kCount) {
+    if (t.found()) p.positive_counts[a * p.positive_stride + t.j] = 1;
+    p.counts[a] = selected_count(p, t.found() ? 1 : 0);
+    return;
+  }
+  const bool nonzero = t.found() && violates(d_ap[t.j], c.dist[t.n], p.margin);
+  p.row_loss[a] = nonzero ? static_cast<double>(d_ap[t.j]) - static_cast<double>(c.dist[t.n]) +
+                                static_cast<double>(p.margin)
+                          : 0.0;
+  p.row_nonzero[a] = nonzero ? 1 : 0;
+  p.row_mined[a] = t.found() ? 1 : 0;
+  if (nonzero) {
+    T* w = p.weights + a * p.weight_stride;
+    w[d_ap.index[t.j]] = T(1);
+    w[t.n] = T(-1);
+  }
+}
+
 // kCount: cnt[j] = triplets of the j-th kept positive (cnt zeroed by step 0).
 template <typename T>
 __device__ void count_anchor(const RowsParams<T>& p, int64_t a, const AnchorCandidates<T>& c,
                              const SortedPositives<T>& d_ap, int64_t kept) {
   int64_t* cnt = p.positive_counts + a * p.positive_stride;
-  if (p.rule == kHardest) {
-    const int64_t n = nearest_negative_of_warp(c);
-    if (lane_id() == 0) {
-      const bool found = n >= 0 && kept > 0;
-      if (found) cnt[farthest_positive(d_ap, kept)] = 1;
-      p.counts[a] = selected_count(p, found ? 1 : 0);
-    }
-    return;
-  }
   int64_t negatives = 0;
   for (int64_t n = lane_id(); n < c.num_candidates; n += 32) {
     if (!c.negative(n)) continue;
@@ -241,23 +270,6 @@ template <typename T>
 __device__ void loss_anchor(const RowsParams<T>& p, int64_t a, const AnchorCandidates<T>& c,
                             const SortedPositives<T>& d_ap, int64_t kept) {
   T* w = p.weights + a * p.weight_stride;
-  if (p.rule == kHardest) {
-    const int64_t n = nearest_negative_of_warp(c);
-    if (lane_id() == 0) {
-      const int64_t j = farthest_positive(d_ap, kept);
-      const bool mined = j >= 0 && n >= 0, nonzero = mined && violates(d_ap[j], c.dist[n], p.margin);
-      p.row_loss[a] = nonzero ? static_cast<double>(d_ap[j]) - static_cast<double>(c.dist[n]) +
-                                    static_cast<double>(p.margin)
-                              : 0.0;
-      p.row_nonzero[a] = nonzero ? 1 : 0;
-      p.row_mined[a] = mined ? 1 : 0;
-      if (nonzero) {
-        w[d_ap.index[j]] = T(1);
-        w[n] = T(-1);
-      }
-    }
-    return;
-  }
   double loss = 0.0;
   int64_t negatives = 0, nonzero = 0;
   if (kept > 0) {
@@ -330,10 +342,9 @@ __device__ void write_anchor(const RowsParams<T>& p, int64_t a, const AnchorCand
     p.out_negative[slot] = negative;
   };
   if (p.rule == kHardest) {
-    const int64_t n = nearest_negative_of_warp(c);
-    const int64_t j = farthest_positive(d_ap, kept);
-    if (lane_id() == 0 && n >= 0 && j >= 0 && cnt[j] > 0) {
-      write(slot_of(first_rank, first_slot), d_ap.index[j], n);
+    const HardestTriplet t = hardest_triplet_of_warp(c, d_ap, kept);
+    if (lane_id() == 0 && t.found() && cnt[t.j] > 0) {
+      write(slot_of(first_rank, first_slot), d_ap.index[t.j], t.n);
     }
     return;
   }
@@ -378,6 +389,10 @@ __global__ void __launch_bounds__(kWarps * 32) triplet_rows_kernel(AnchorRows<T>
   const AnchorCandidates<T> c{nullptr, nullptr,        0,        dist,
                               s.labels, s.extra_labels, s.num_labelled, s.stride,
                               s.query_labels[a]};
+  if (p.rule == kHardest && p.pass != kWrite) {
+    hardest_anchor(p, a, c, d_ap, hardest_triplet_of_warp(c, d_ap, kept));
+    return;
+  }
   switch (p.pass) {
     case kCount:
       count_anchor(p, a, c, d_ap, kept);
